@@ -1,0 +1,79 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Error is an error meant for the API caller: its code and message say what
+// was wrong with the request. Anything else is logged and answered as a 500.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func badRequest(msg string) *Error { return &Error{http.StatusBadRequest, "bad_request", msg} }
+
+var (
+	errUnauthorized = &Error{http.StatusUnauthorized, "unauthorized", "missing, invalid or revoked API token"}
+	errForbidden    = &Error{http.StatusForbidden, "forbidden", "your role may not do this"}
+	errNotFound     = &Error{http.StatusNotFound, "not_found", "no such object"}
+)
+
+// asAPIError maps domain errors to API errors; this is the one place that
+// decides which status a storage or masking error becomes.
+func asAPIError(err error) *Error {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, storage.ErrNotFound):
+		return errNotFound
+	case errors.Is(err, storage.ErrDuplicatePhone):
+		return &Error{http.StatusConflict, "duplicate_phone", "a phone number already belongs to another client"}
+	case errors.Is(err, storage.ErrDuplicateUsername):
+		return &Error{http.StatusConflict, "duplicate_sip_username", "this SIP username is taken"}
+	case errors.Is(err, storage.ErrUnknownManager):
+		return &Error{http.StatusUnprocessableEntity, "unknown_manager", "a manager id does not name an active manager"}
+	case errors.Is(err, storage.ErrManagerDismissed):
+		return &Error{http.StatusConflict, "already_dismissed", "the manager is already dismissed"}
+	case errors.Is(err, masking.ErrBadNumber):
+		// The message names no number: it may be echoed into logs or UIs.
+		return &Error{http.StatusUnprocessableEntity, "bad_phone", "a phone number is not a valid number"}
+	}
+	return nil
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := asAPIError(err)
+	if e == nil {
+		s.logger.Error("api: internal error", zap.String("path", r.URL.Path), zap.Error(err))
+		e = &Error{http.StatusInternalServerError, "internal", "internal error"}
+	}
+	var body errorBody
+	body.Error.Code, body.Error.Message = e.Code, e.Message
+	writeJSON(w, e.Status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

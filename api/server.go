@@ -1,0 +1,210 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Registrations is what the API needs of the registrar: whether a manager
+// has a live registration, and cutting all of his off.
+type Registrations interface {
+	Registered(ctx context.Context, managerID string) (bool, error)
+	RemoveManager(ctx context.Context, managerID string) error
+}
+
+// Config wires the API to the rest of maskpbx.
+type Config struct {
+	Store         *storage.Store
+	Keys          *masking.Keyring
+	Numbers       masking.Normalizer
+	Registrations Registrations
+	// SIPDomain is the digest realm the SIP password digests are made for.
+	SIPDomain string
+	// AdminToken, if set, is a bootstrap admin token that is never stored.
+	AdminToken string
+	// Metrics is where request metrics go and what /metrics serves.
+	Metrics *prometheus.Registry
+	Logger  *zap.Logger
+}
+
+// Server serves the REST API.
+type Server struct {
+	Config
+	logger   *zap.Logger
+	mux      *http.ServeMux
+	requests *prometheus.CounterVec
+}
+
+// New builds the API server.
+func New(cfg Config) *Server {
+	s := &Server{Config: cfg, logger: cfg.Logger, mux: http.NewServeMux()}
+	if s.logger == nil {
+		s.logger = zap.NewNop()
+	}
+	if s.Metrics == nil {
+		s.Metrics = prometheus.NewRegistry()
+	}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "maskpbx_api_requests_total", Help: "API requests by route and status.",
+	}, []string{"route", "status"})
+	s.Metrics.MustRegister(s.requests)
+
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{}))
+	s.handle("POST /api/v1/managers", s.createManager, storage.RoleAdmin)
+	s.handle("GET /api/v1/managers", s.listManagers, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("POST /api/v1/managers/{id}/dismiss", s.dismissManager, storage.RoleAdmin)
+	s.handle("POST /api/v1/clients", s.createClient, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("GET /api/v1/clients", s.listClients, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
+	s.handle("GET /api/v1/clients/{id}", s.getClient, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
+	s.handle("PUT /api/v1/clients/{id}/assignment", s.reassign, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("POST /api/v1/clients/{id}/reveal", s.reveal, storage.RoleAdmin)
+	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
+}
+
+// Principal is who is calling: his role, and for people with a manager row,
+// the manager id.
+type Principal struct {
+	Role      string
+	ManagerID string
+}
+
+// Actor is how the principal appears in the audit log.
+func (p Principal) Actor() string {
+	if p.ManagerID == "" {
+		return p.Role + ":bootstrap"
+	}
+	return p.Role + ":" + p.ManagerID
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, p Principal) error
+
+// handle registers a route that needs a bearer token of one of roles.
+func (s *Server) handle(pattern string, h handlerFunc, roles ...string) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		defer func() { s.requests.WithLabelValues(pattern, fmt.Sprint(rec.status)).Inc() }()
+		p, err := s.authenticate(r)
+		if err == nil && !hasRole(p.Role, roles) {
+			err = errForbidden
+		}
+		if err == nil {
+			err = h(rec, r, p)
+		}
+		if err != nil {
+			s.writeError(rec, r, err)
+		}
+	})
+}
+
+func hasRole(role string, roles []string) bool {
+	for _, r := range roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) authenticate(r *http.Request) (Principal, error) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	token = strings.TrimSpace(token)
+	if !ok || token == "" {
+		return Principal{}, errUnauthorized
+	}
+	if s.AdminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(s.AdminToken)) == 1 {
+		return Principal{Role: storage.RoleAdmin}, nil
+	}
+	m, err := s.Store.ManagerByToken(r.Context(), HashToken(token))
+	if errors.Is(err, storage.ErrNotFound) {
+		return Principal{}, errUnauthorized
+	}
+	if err != nil {
+		return Principal{}, err
+	}
+	return Principal{Role: m.Role, ManagerID: m.ID}, nil
+}
+
+// NewToken makes a random API token; only its hash is stored.
+func NewToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return "mpx_" + base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// HashToken is how a token is stored and looked up.
+func HashToken(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+const maxBody = 1 << 20
+
+// decode reads a JSON body strictly: unknown fields, wrong types and
+// trailing data are the caller's error, answered before anything is written.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr):
+			return badRequest(fmt.Sprintf("field %q must be a %s", typeErr.Field, typeErr.Type))
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return badRequest(strings.TrimPrefix(err.Error(), "json: "))
+		case errors.Is(err, io.EOF):
+			return badRequest("request body is empty")
+		default:
+			return badRequest("request body is not valid JSON")
+		}
+	}
+	if dec.More() {
+		return badRequest("request body has data after the JSON object")
+	}
+	return nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.Store.Ping(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "database": "down"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
