@@ -1,0 +1,42 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamName is the JetStream stream that holds every call event.
+const StreamName = "CALLS"
+
+// SubjectAll matches every call event.
+const SubjectAll = "calls.>"
+
+// DuplicateWindow is how long JetStream remembers an event id: a publish
+// retried within it (the outbox after a reconnect) is stored once.
+const DuplicateWindow = 2 * time.Minute
+
+// MaxAge is how long events stay in the stream; consumers that are down
+// longer than this lose events.
+const MaxAge = 30 * 24 * time.Hour
+
+// EnsureStream creates the CALLS stream or brings an existing one to the
+// current configuration. pbx and recorder both call it at start, so neither
+// depends on the other having run first.
+func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "maskpbx call events (offered, ringing, answered, ended, recording.ready)",
+		Subjects:    []string{SubjectAll},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  DuplicateWindow,
+		MaxAge:      MaxAge,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events: stream %s: %w", StreamName, err)
+	}
+	return s, nil
+}
