@@ -1,0 +1,93 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is every setting of maskpbx serve. Each flag can also be set by the
+// environment variable MASKPBX_<NAME> (upper case, '-' as '_'); a flag given
+// on the command line wins over the environment.
+type Config struct {
+	DataDir          string
+	DatabaseURL      string
+	NATSURL          string
+	NATSListen       string
+	SIPListen        string
+	SIPDomain        string
+	PublicAddr       string
+	RTPPorts         string
+	HTTPListen       string
+	Trunk            string
+	TrunkAllow       string
+	CompanyNumber    string
+	Region           string
+	RingTimeout      time.Duration
+	MediaTimeout     time.Duration
+	LogFormat        string
+	DigestAlgorithms string
+	Demo             bool
+}
+
+func newFlagSet(name string, c *Config) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(&c.DataDir, "data-dir", "./var", "where NATS, recordings and generated keys live")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (required)")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL; empty runs an embedded server")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server (other nodes can join it)")
+	fs.StringVar(&c.SIPListen, "sip-listen", "0.0.0.0:5060", "SIP UDP+TCP address")
+	fs.StringVar(&c.SIPDomain, "sip-domain", "maskpbx.local", "SIP domain phones register to; digest realm")
+	fs.StringVar(&c.PublicAddr, "public-addr", "", "IP written into SDP and Contact (default: the listen IP)")
+	fs.StringVar(&c.RTPPorts, "rtp-ports", "20000-29999", "RTP relay port range")
+	fs.StringVar(&c.HTTPListen, "http-listen", "127.0.0.1:8080", "REST API / console address")
+	fs.StringVar(&c.Trunk, "trunk", "", "host:port of the SIP trunk for calls out to clients")
+	fs.StringVar(&c.TrunkAllow, "trunk-allow", "", "comma-separated IPs/CIDRs allowed to send calls in (default: the trunk's host)")
+	fs.StringVar(&c.CompanyNumber, "company-number", "", "the public company number (E.164)")
+	fs.StringVar(&c.Region, "region", "", "default country for numbers written without + (e.g. RU)")
+	fs.DurationVar(&c.RingTimeout, "ring-timeout", 20*time.Second, "how long one step of the ring order rings")
+	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
+	fs.StringVar(&c.DigestAlgorithms, "digest-algorithms", "SHA-256,MD5", "digest algorithms offered in a 401, in order (old phones answer only the first)")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console")
+	fs.BoolVar(&c.Demo, "demo", false, "seed demo data (company number, two managers, three clients) if missing")
+	return fs
+}
+
+// parseConfig reads flags, falling back to MASKPBX_* variables for every
+// flag not given on the command line.
+func parseConfig(name string, args []string) (Config, error) {
+	var c Config
+	fs := newFlagSet(name, &c)
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		env := "MASKPBX_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s: %w", env, e)
+			}
+		}
+	})
+	if err != nil {
+		return c, err
+	}
+	if c.DatabaseURL == "" {
+		return c, fmt.Errorf("--database-url (or MASKPBX_DATABASE_URL) is required")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		return c, fmt.Errorf("--log-format must be json or console")
+	}
+	return c, nil
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Demo accounts, printed by make run. They exist only with --demo.
+var demoManagers = []struct{ user, name, password, role string }{
+	{"anna", "Anna Petrova", "anna-demo-1", storage.RoleManager},
+	{"boris", "Boris Ivanov", "boris-demo-1", storage.RoleManager},
+}
+
+var demoClients = []struct {
+	name, segment, phone string
+	manager              int
+	partners             []int
+}{
+	{"Romashka LLC", "vip", "+7 916 555-01-01", 0, []int{1}},
+	{"Vasily Kuznetsov", "retail", "+7 903 555-02-02", 0, nil},
+	{"Severstal Trading", "wholesale", "+7 925 555-03-03", 1, nil},
+}
+
+// seedDemo creates the demo managers and clients once; a second start finds
+// them and changes nothing.
+func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, numbers masking.Normalizer, realm string, logger *zap.Logger) error {
+	ids := make([]string, len(demoManagers))
+	for i, dm := range demoManagers {
+		m, err := store.ManagerBySIPUsername(ctx, dm.user)
+		if errors.Is(err, storage.ErrNotFound) {
+			m, err = store.CreateManager(ctx, storage.NewManager{
+				Name: dm.name, SIPUsername: dm.user, Team: "sales", Role: dm.role,
+				HA1MD5: masking.HA1MD5(dm.user, realm, dm.password), HA1SHA256: masking.HA1SHA256(dm.user, realm, dm.password),
+			}, "system:demo")
+		}
+		if err != nil {
+			return err
+		}
+		ids[i] = m.ID
+	}
+	for _, dc := range demoClients {
+		e164, err := numbers.Normalize(dc.phone)
+		if err != nil {
+			return err
+		}
+		if _, err := store.ClientByBlindIndex(ctx, keys.IndexKeyID(), keys.BlindIndex(e164)); err == nil {
+			continue
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+		ct, keyID, err := keys.Seal(e164)
+		if err != nil {
+			return err
+		}
+		var partners []string
+		for _, p := range dc.partners {
+			partners = append(partners, ids[p])
+		}
+		c, err := store.CreateClient(ctx, storage.NewClient{
+			Name: dc.name, Segment: dc.segment, ManagerID: ids[dc.manager], PartnerIDs: partners,
+			Phones:  []storage.SealedPhone{{Ciphertext: ct, EncKeyID: keyID, BlindIndex: keys.BlindIndex(e164), IndexKeyID: keys.IndexKeyID()}},
+			NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err },
+		}, "system:demo")
+		if err != nil {
+			return err
+		}
+		logger.Info("demo client created", zap.String("client", fmt.Sprintf("%s #%s", c.Name, c.Code)), masking.Phone("phone", e164))
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/maskpbx/maskpbx/masking"
+)
+
+// loadKeys takes the encryption and index keys from the environment, or
+// from files in dataDir/keys that are generated once (0600) if missing.
+// Losing the generated files means losing every stored number: back them up.
+func loadKeys(dataDir string) (*masking.Keyring, error) {
+	enc, err := loadKey("MASKPBX_ENCRYPTION_KEY", filepath.Join(dataDir, "keys", "encryption.key"))
+	if err != nil {
+		return nil, err
+	}
+	idx, err := loadKey("MASKPBX_INDEX_KEY", filepath.Join(dataDir, "keys", "index.key"))
+	if err != nil {
+		return nil, err
+	}
+	return masking.NewKeyring(enc, idx)
+}
+
+func loadKey(env, path string) ([]byte, error) {
+	if v := os.Getenv(env); v != "" {
+		k, err := masking.DecodeKey(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", env, err)
+		}
+		return k, nil
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		k, err := masking.DecodeKey(strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return k, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	k, err := masking.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	// O_EXCL: two processes starting at once must not each write a key.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := f.WriteString(base64.StdEncoding.EncodeToString(k) + "\n"); err != nil {
+		return nil, err
+	}
+	return k, f.Sync()
+}

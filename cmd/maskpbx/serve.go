@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/maskpbx/maskpbx/api"
+	"github.com/maskpbx/maskpbx/internal/bus"
+	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx"
+	"github.com/maskpbx/maskpbx/recorder"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// running is what a started serve tells whoever waits for it (tests, the
+// start-up banner).
+type running struct {
+	HTTPAddr string
+	NATSURL  string
+	Store    *storage.Store
+	Regs     *pbx.Registrations
+}
+
+// serve runs every component in one process until ctx ends. If started is
+// not nil it is called once everything listens.
+func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(running)) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return err
+	}
+	keys, err := loadKeys(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	numbers := masking.NewNormalizer(cfg.Region)
+	if cfg.CompanyNumber != "" {
+		if cfg.CompanyNumber, err = numbers.Normalize(cfg.CompanyNumber); err != nil {
+			return fmt.Errorf("--company-number: %w", err)
+		}
+	}
+
+	applied, err := storage.Migrate(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	logger.Info("database migrated", zap.Int64s("applied", applied))
+	store, err := storage.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	natsURL := cfg.NATSURL
+	if natsURL == "" {
+		host, port, err := splitHostPort(cfg.NATSListen)
+		if err != nil {
+			return fmt.Errorf("--nats-listen: %w", err)
+		}
+		embedded, err := bus.StartEmbedded(filepath.Join(cfg.DataDir, "nats"), host, port)
+		if err != nil {
+			return err
+		}
+		defer embedded.Shutdown()
+		natsURL = embedded.URL()
+		logger.Info("embedded NATS started", zap.String("url", natsURL))
+	}
+	nc, js, err := bus.Connect(ctx, natsURL, "maskpbx")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	regs, err := pbx.NewRegistrations(ctx, js)
+	if err != nil {
+		return err
+	}
+
+	if cfg.Demo {
+		if err := seedDemo(ctx, store, keys, numbers, cfg.SIPDomain, logger); err != nil {
+			return fmt.Errorf("demo data: %w", err)
+		}
+	}
+
+	if _, err := events.EnsureStream(ctx, js); err != nil {
+		return err
+	}
+	publisher := events.NewPublisher(js, logger.Named("events"))
+	defer func() {
+		flush, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := publisher.Close(flush); err != nil {
+			logger.Error("call events not flushed", zap.Error(err))
+		}
+	}()
+
+	listenHost, _, err := net.SplitHostPort(cfg.SIPListen)
+	if err != nil {
+		return fmt.Errorf("--sip-listen: %w", err)
+	}
+	publicAddr := cfg.PublicAddr
+	if publicAddr == "" {
+		publicAddr = defaultPublicAddr(listenHost)
+	}
+	sip, err := pbx.NewServer(pbx.Config{
+		Listen:           cfg.SIPListen,
+		Domain:           cfg.SIPDomain,
+		PublicAddr:       publicAddr,
+		DigestAlgorithms: cfg.digestAlgorithms(),
+	}, credentials{store}, regs, logger.Named("pbx"))
+	if err != nil {
+		return err
+	}
+	callCfg, err := cfg.callConfig(numbers, listenHost)
+	if err != nil {
+		return err
+	}
+	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs}
+	callCfg.Events = publisher
+	callCfg.Numbers = numbers
+	if err := sip.EnableCalls(callCfg); err != nil {
+		return err
+	}
+	metrics := newMetrics(sip, callCfg.Ports)
+	apiServer := api.New(api.Config{
+		Store: store, Keys: keys, Numbers: numbers, Registrations: registered{regs},
+		SIPDomain: cfg.SIPDomain, AdminToken: os.Getenv("MASKPBX_ADMIN_TOKEN"),
+		Metrics: metrics, Logger: logger.Named("api"),
+	})
+	httpLn, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("--http-listen: %w", err)
+	}
+	httpServer := &http.Server{Handler: apiServer, ReadHeaderTimeout: 10 * time.Second}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sip.Serve(gctx) })
+	g.Go(func() error { return recorder.NewCDRWriter(js, store, logger.Named("cdr")).Run(gctx) })
+	g.Go(func() error {
+		if err := httpServer.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return httpServer.Shutdown(shutdown)
+	})
+	g.Go(func() error {
+		select {
+		case <-sip.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		logger.Info("maskpbx is up", zap.String("http", httpLn.Addr().String()), zap.String("sip", cfg.SIPListen),
+			zap.String("sip_domain", cfg.SIPDomain))
+		if started != nil {
+			started(running{HTTPAddr: httpLn.Addr().String(), NATSURL: natsURL, Store: store, Regs: regs})
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, err
+	}
+	return host, port, nil
+}
+
+// credentials gives the registrar the SIP digests of managers from storage.
+type credentials struct{ store *storage.Store }
+
+func (c credentials) SIPCredentials(ctx context.Context, username string) (pbx.SIPCredentials, error) {
+	m, err := c.store.ManagerBySIPUsername(ctx, username)
+	if errors.Is(err, storage.ErrNotFound) {
+		return pbx.SIPCredentials{}, pbx.ErrUnknownUser
+	}
+	if err != nil {
+		return pbx.SIPCredentials{}, err
+	}
+	return pbx.SIPCredentials{ManagerID: m.ID, Username: m.SIPUsername, HA1MD5: m.HA1MD5, HA1SHA256: m.HA1SHA256,
+		Active: m.Status == storage.StatusActive}, nil
+}
+
+// registered answers the API's "is he registered" from the registrar's KV.
+type registered struct{ regs *pbx.Registrations }
+
+func (r registered) Registered(ctx context.Context, managerID string) (bool, error) {
+	cs, err := r.regs.Contacts(ctx, managerID)
+	return len(cs) > 0, err
+}
+
+func (r registered) RemoveManager(ctx context.Context, managerID string) error {
+	return r.regs.RemoveManager(ctx, managerID)
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx"
+	"github.com/maskpbx/maskpbx/pbx/media"
+)
+
+// callConfig turns flags into the PBX's call configuration.
+func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.CallConfig, error) {
+	cc := pbx.CallConfig{
+		CompanyNumber: c.CompanyNumber,
+		Trunk:         c.Trunk,
+		RingTimeout:   c.RingTimeout,
+		MediaTimeout:  c.MediaTimeout,
+	}
+	allow := c.TrunkAllow
+	if allow == "" && c.Trunk != "" {
+		host, _, err := net.SplitHostPort(c.Trunk)
+		if err != nil {
+			return cc, fmt.Errorf("--trunk: %w", err)
+		}
+		allow = host
+	}
+	for _, item := range strings.Split(allow, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if !strings.Contains(item, "/") {
+			ip, err := netip.ParseAddr(item)
+			if err != nil {
+				return cc, fmt.Errorf("--trunk-allow: %q is not an IP or CIDR", item)
+			}
+			cc.TrunkAllow = append(cc.TrunkAllow, netip.PrefixFrom(ip, ip.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return cc, fmt.Errorf("--trunk-allow: %q is not an IP or CIDR", item)
+		}
+		cc.TrunkAllow = append(cc.TrunkAllow, p.Masked())
+	}
+	lo, hi, err := media.ParsePortRange(c.RTPPorts)
+	if err != nil {
+		return cc, fmt.Errorf("--rtp-ports: %w", err)
+	}
+	cc.Ports, err = media.NewPortPool(listenHost, lo, hi)
+	if err != nil {
+		return cc, fmt.Errorf("--rtp-ports: %w", err)
+	}
+	return cc, nil
+}
+
+// digestAlgorithms is the order of the digest challenges in a 401.
+func (c Config) digestAlgorithms() []string {
+	var out []string
+	for _, a := range strings.Split(c.DigestAlgorithms, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, strings.ToUpper(a))
+		}
+	}
+	return out
+}
+
+// defaultPublicAddr is the IP to write into SDP and Contact when the SIP
+// listener is bound to a concrete address (that one) or to all addresses
+// (the first non-loopback IPv4 address of the machine).
+func defaultPublicAddr(listenHost string) string {
+	if ip, err := netip.ParseAddr(listenHost); err == nil && !ip.IsUnspecified() {
+		return listenHost
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}
+
+// newMetrics registers the process, SIP and relay metrics.
+func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_sip_auth_failures_total",
+			Help: "Digest authentications that failed."}, func() float64 { return float64(sip.Stats().AuthFailures) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_sip_sources_blocked_total",
+			Help: "Sources blocked after repeated failed authentication."}, func() float64 { return float64(sip.Stats().SourcesBlocked) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_sip_blocked_requests_total",
+			Help: "Requests refused because their source was blocked."}, func() float64 { return float64(sip.Stats().BlockedRequests) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_calls_active",
+			Help: "Calls in progress."}, func() float64 { return float64(sip.ActiveCalls()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_rtp_ports_in_use",
+			Help: "Relay ports allocated."}, func() float64 { return float64(ports.InUse()) }),
+	)
+	return reg
+}

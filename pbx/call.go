@@ -1,0 +1,149 @@
+package pbx
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/pbx/media"
+)
+
+// call is one bridged conversation: two legs and the relay between them.
+//
+// Ownership: the goroutine that runs the call (inbound or click-to-call)
+// owns the call and is the only one that ends it; legs and the relay only
+// signal it through hangup. end closes both ports exactly once, whatever
+// path the call took.
+type call struct {
+	id        string
+	cc        *callControl
+	direction string
+	clientID  string
+	managerID string
+	logger    *zap.Logger
+
+	ports     [2]*media.Port // [media.SideA] client side, [media.SideB] manager side
+	sessionID [2]uint64
+	version   [2]atomic.Uint64
+	codecs    []media.Codec
+
+	hangupOnce sync.Once
+	hangupCh   chan string // "client" / "manager" / "system": who ended it
+	endOnce    sync.Once
+	relay      *media.Relay
+}
+
+func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
+	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1)}
+	c.sessionID = [2]uint64{newSessionID(), newSessionID()}
+	cc.mu.Lock()
+	cc.calls[id] = c
+	cc.mu.Unlock()
+	return c
+}
+
+// hangup records who ended the call first; later signals are ignored.
+func (c *call) hangup(side string) {
+	c.hangupOnce.Do(func() { c.hangupCh <- side })
+}
+
+// localSDP is our SDP towards one side: our address, that side's port, the
+// negotiated codecs. The version rises with every SDP we send on that leg.
+func (c *call) localSDP(side media.Side, codecs []media.Codec, dir media.Direction) []byte {
+	p := c.ports[side]
+	addr := netip.AddrPortFrom(c.cc.publicIP, p.LocalAddr().Port())
+	return media.BuildSDP(addr, c.sessionID[side], c.version[side].Add(1), codecs, dir)
+}
+
+// release frees whatever the call holds, once.
+func (c *call) release() {
+	c.endOnce.Do(func() {
+		if c.relay != nil {
+			c.relay.Stop()
+		}
+		for _, p := range c.ports {
+			if p != nil {
+				_ = p.Close()
+			}
+		}
+		c.cc.mu.Lock()
+		delete(c.cc.calls, c.id)
+		c.cc.mu.Unlock()
+	})
+}
+
+func (c *call) publish(kind events.Kind, mutate func(*events.Event)) {
+	if c.cc.cfg.Events == nil {
+		return
+	}
+	e := events.Event{Kind: kind, CallID: c.id, Direction: c.direction, ClientID: c.clientID, ManagerID: c.managerID}
+	if mutate != nil {
+		mutate(&e)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.cc.cfg.Events.Publish(ctx, e); err != nil {
+		c.logger.Error("call event not published", zap.String("event", string(kind)), zap.Error(err))
+	}
+}
+
+// bridge starts the relay once both sides' media addresses are known.
+func (c *call) bridge(ptAB, ptBA map[uint8]uint8) error {
+	r, err := media.Bridge(c.ports[media.SideA], c.ports[media.SideB], media.BridgeOptions{
+		MediaTimeout:     c.cc.cfg.MediaTimeout,
+		PayloadTypesAToB: ptAB,
+		PayloadTypesBToA: ptBA,
+		Logger:           c.logger,
+	})
+	if err != nil {
+		return err
+	}
+	c.relay = r
+	go func() {
+		<-r.Done()
+		c.hangup("system")
+	}()
+	return nil
+}
+
+// uasLeg is the leg whose INVITE we received (the trunk's, inbound).
+type uasLeg struct {
+	dlg    *dialog
+	call   *call
+	side   media.Side
+	acked  chan struct{}
+	ackOne sync.Once
+}
+
+func (l *uasLeg) matches(req *sip.Request) bool {
+	from, to := req.From(), req.To()
+	return from != nil && to != nil && tagOf(from.Params) == l.dlg.remoteTag && tagOf(to.Params) == l.dlg.localTag
+}
+
+func (l *uasLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) {
+	switch req.Method {
+	case sip.ACK:
+		l.ackOne.Do(func() { close(l.acked) })
+	case sip.BYE:
+		respond(tx, req, 200, "OK", nil)
+		l.call.cc.dialogs.remove(l.dlg.callID)
+		l.call.hangup(sideName(l.side))
+	default:
+		l.call.cc.answerMidDialog(req, tx, l.dlg, func(dir media.Direction) []byte {
+			return l.call.localSDP(l.side, l.call.codecs, dir)
+		})
+	}
+}
+
+func sideName(s media.Side) string {
+	if s == media.SideA {
+		return "client"
+	}
+	return "manager"
+}

@@ -1,0 +1,113 @@
+package pbx
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/media"
+)
+
+// CallConfig is the call side of the PBX.
+type CallConfig struct {
+	CompanyNumber string         // E.164; calls in must be to this number
+	TrunkAllow    []netip.Prefix // sources allowed to send calls in
+	Trunk         string         // host:port of the trunk, for calls out
+	RingTimeout   time.Duration  // one step of the ring order
+	MediaTimeout  time.Duration  // no RTP this long ends a call
+	Ports         *media.PortPool
+	Router        *Router
+	Events        EventSink
+	Numbers       masking.Normalizer
+}
+
+// EventSink takes call events (offered, ringing, answered, ended).
+type EventSink interface {
+	Publish(ctx context.Context, e events.Event) error
+}
+
+const dialogAllow = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+
+// callControl is the B2BUA: it owns the dialog store and every live call.
+type callControl struct {
+	cfg      CallConfig
+	domain   string
+	logger   *zap.Logger
+	client   *sipgo.Client
+	contact  sip.Uri // our Contact on every leg
+	dialogs  *dialogs
+	regs     *Registrations
+	publicIP netip.Addr
+
+	mu    sync.Mutex
+	calls map[string]*call
+	wg    sync.WaitGroup
+}
+
+// respond answers a request statelessly within its transaction, with our
+// own To tag where the response needs one.
+func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, body []byte, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, body)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	_ = tx.Respond(res)
+}
+
+// sendBye ends an established dialog from our side and waits briefly for
+// the answer; a peer that never answers is gone anyway.
+func (cc *callControl) sendBye(d *dialog, logger *zap.Logger) {
+	bye := d.request(sip.BYE, cc.contact)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tx, err := cc.client.TransactionRequest(ctx, bye)
+	if err != nil {
+		logger.Warn("BYE not sent", zap.Error(err))
+		return
+	}
+	defer tx.Terminate()
+	select {
+	case <-tx.Responses():
+	case <-tx.Done():
+	case <-ctx.Done():
+	}
+}
+
+// answerMidDialog answers re-INVITE, UPDATE and INFO on one leg by itself:
+// hold and resume change nothing in the relay (it forwards what arrives),
+// and the other leg never learns of them, so no detail crosses over.
+func (cc *callControl) answerMidDialog(req *sip.Request, tx sip.ServerTransaction, d *dialog, local func(dir media.Direction) []byte) {
+	switch req.Method {
+	case sip.INVITE, sip.UPDATE:
+		if len(req.Body()) == 0 {
+			respond(tx, req, 200, "OK", local(media.SendRecv), contentTypeSDP())
+			return
+		}
+		offer, err := media.ParseOffer(req.Body())
+		if err != nil {
+			respond(tx, req, 488, "Not Acceptable Here", nil)
+			return
+		}
+		respond(tx, req, 200, "OK", local(offer.Direction.Reverse()), contentTypeSDP())
+	case sip.INFO, sip.OPTIONS:
+		respond(tx, req, 200, "OK", nil)
+	case sip.ACK:
+	default:
+		respond(tx, req, 405, "Method Not Allowed", nil, sip.NewHeader("Allow", dialogAllow))
+	}
+}
+
+func contentTypeSDP() sip.Header {
+	ct := sip.ContentTypeHeader("application/sdp")
+	return &ct
+}
+
+func newSessionID() uint64 { return rand.Uint64() >> 1 }

@@ -1,0 +1,100 @@
+package pbx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// EnableCalls turns on call control: INVITEs from the trunk to the company
+// number ring the client's managers. Call it before Serve.
+func (s *Server) EnableCalls(cfg CallConfig) error {
+	switch {
+	case cfg.Ports == nil || cfg.Router == nil:
+		return errors.New("pbx: EnableCalls needs Ports and a Router")
+	case cfg.RingTimeout <= 0:
+		return errors.New("pbx: RingTimeout must be positive")
+	}
+	ip, err := netip.ParseAddr(s.cfg.PublicAddr)
+	if err != nil || ip.IsUnspecified() {
+		return fmt.Errorf("pbx: calls need a concrete --public-addr IP (got %q)", s.cfg.PublicAddr)
+	}
+	s.calls = &callControl{
+		cfg:      cfg,
+		domain:   s.cfg.Domain,
+		logger:   s.logger.Named("calls"),
+		dialogs:  newDialogs(),
+		calls:    map[string]*call{},
+		regs:     s.regs,
+		publicIP: ip,
+	}
+	allowedMethods = append(allowedMethods, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE)
+	s.sip.OnInvite(s.guard(s.calls.onInvite))
+	s.sip.OnAck(s.calls.onInDialog)
+	s.sip.OnBye(s.guard(s.calls.onInDialog))
+	s.sip.OnInfo(s.guard(s.calls.onInDialog))
+	s.sip.OnUpdate(s.guard(s.calls.onInDialog))
+	// CANCEL of a pending INVITE is answered by sipgo's transaction layer;
+	// one that reaches us matches nothing.
+	s.sip.OnCancel(s.guard(s.handleNoTransaction))
+	return nil
+}
+
+// bind creates the SIP client legs are sent with, once Serve knows the
+// bound address: requests leave from the listening socket, so phones and
+// the trunk see one address for the PBX.
+func (cc *callControl) bind(ua *sipgo.UserAgent, listen string) error {
+	_, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return err
+	}
+	port, _ := strconv.Atoi(portStr)
+	client, err := sipgo.NewClient(ua,
+		sipgo.WithClientHostname(cc.publicIP.String()),
+		sipgo.WithClientPort(port),
+		sipgo.WithClientConnectionAddr(listen))
+	if err != nil {
+		return fmt.Errorf("pbx: sip client: %w", err)
+	}
+	cc.client = client
+	cc.contact = sip.Uri{Scheme: "sip", User: "maskpbx", Host: cc.publicIP.String(), Port: port}
+	return nil
+}
+
+func (cc *callControl) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if to := req.To(); to != nil && tagOf(to.Params) != "" {
+		cc.onInDialog(req, tx)
+		return
+	}
+	cc.wg.Add(1)
+	defer cc.wg.Done()
+	cc.inbound(req, tx)
+}
+
+// onInDialog routes a request inside an existing dialog to its leg.
+func (cc *callControl) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
+	h := cc.dialogs.find(req)
+	if h == nil {
+		if !req.IsAck() {
+			respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
+		}
+		return
+	}
+	h.handleInDialog(context.Background(), req, tx)
+}
+
+// ActiveCalls is the number of calls in progress.
+func (s *Server) ActiveCalls() int {
+	if s.calls == nil {
+		return 0
+	}
+	s.calls.mu.Lock()
+	defer s.calls.mu.Unlock()
+	return len(s.calls.calls)
+}

@@ -1,0 +1,397 @@
+package pbx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/pbx/media"
+)
+
+// Dispositions of a call, as CDRs and events name them.
+const (
+	DispAnswered = "answered"
+	DispMissed   = "missed"
+	DispBusy     = "busy"
+	DispFailed   = "failed"
+)
+
+// trunkAllowed reports whether src (host:port) may send calls in.
+func (cc *callControl) trunkAllowed(src string) bool {
+	ap, err := netip.ParseAddrPort(src)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range cc.cfg.TrunkAllow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// inbound runs one call from the trunk to the company number, from the
+// INVITE to the last BYE. It is the call's owner goroutine.
+func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
+	// 403 without a hint: a scanner learns nothing of why.
+	if !cc.trunkAllowed(req.Source()) || cc.cfg.CompanyNumber == "" {
+		respond(tx, req, 403, "Forbidden", nil)
+		return
+	}
+	if n, err := cc.cfg.Numbers.Normalize(req.Recipient.User); err != nil || n != cc.cfg.CompanyNumber {
+		respond(tx, req, 403, "Forbidden", nil)
+		return
+	}
+	if req.From() == nil || req.To() == nil || req.CallID() == nil {
+		respond(tx, req, 400, "Bad Request", nil)
+		return
+	}
+	offer, err := media.ParseOffer(req.Body())
+	if err != nil {
+		respond(tx, req, 488, "Not Acceptable Here", nil)
+		return
+	}
+	respond(tx, req, 100, "Trying", nil)
+
+	id := uuid.NewString()
+	logger := cc.logger.With(zap.String("call_id", id), zap.String("direction", "inbound"))
+	c := cc.newCall(id, "inbound", logger)
+	defer c.release()
+
+	trunkPort, err := cc.cfg.Ports.Allocate()
+	if err != nil {
+		logger.Error("no RTP port for the trunk leg", zap.Error(err))
+		respond(tx, req, 503, "Service Unavailable", nil)
+		return
+	}
+	c.ports[media.SideA] = trunkPort
+	trunkPort.SetRemote(offer.Remote)
+	if offer.RemoteRTCP.IsValid() {
+		trunkPort.SetRemoteRTCP(offer.RemoteRTCP)
+	}
+
+	contact := req.Recipient
+	if h := req.Contact(); h != nil {
+		contact = h.Address
+	}
+	trunk := &uasLeg{call: c, side: media.SideA, acked: make(chan struct{}), dlg: &dialog{
+		callID:    req.CallID().Value(),
+		localTag:  sip.GenerateTagN(16),
+		remoteTag: tagOf(req.From().Params),
+		local:     req.To().Address,
+		remote:    req.From().Address,
+		target:    contact,
+		dest:      req.Source(),
+		transport: req.Transport(),
+		localSeq:  0,
+	}}
+	// Responses to the trunk carry our To tag, the same on every response.
+	answerTrunk := func(code int, reason string, body []byte, hdrs ...sip.Header) error {
+		res := sip.NewResponseFromRequest(req, code, reason, body)
+		res.To().Params.Add("tag", trunk.dlg.localTag)
+		res.AppendHeader(&sip.ContactHeader{Address: cc.contact})
+		for _, h := range hdrs {
+			res.AppendHeader(h)
+		}
+		return tx.Respond(res)
+	}
+
+	// The caller gives up: sipgo answers the CANCEL with 200 and the INVITE
+	// with 487 itself; we only need to stop ringing.
+	ringCtx, stopRinging := context.WithCancel(context.Background())
+	defer stopRinging()
+	tx.OnCancel(func(*sip.Request) { stopRinging() })
+	go func() {
+		select {
+		case <-tx.Done():
+			stopRinging()
+		case <-ringCtx.Done():
+		}
+	}()
+
+	lookupCtx, cancelLookup := context.WithTimeout(ringCtx, 5*time.Second)
+	route, err := cc.cfg.Router.InboundRoute(lookupCtx, req.From().Address.User)
+	cancelLookup()
+	if err != nil {
+		if errors.Is(err, ErrNobodyToRing) {
+			_ = answerTrunk(480, "Temporarily Unavailable", nil)
+		} else if ringCtx.Err() == nil {
+			logger.Error("routing failed", zap.Error(err))
+			_ = answerTrunk(500, "Server Internal Error", nil)
+		}
+		c.publish(events.Offered, nil)
+		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = DispFailed, "system" })
+		return
+	}
+	c.clientID = route.ClientID
+	logger = logger.With(zap.String("client_id", route.ClientID))
+	c.logger = logger
+	c.publish(events.Offered, nil)
+
+	managerPort, err := cc.cfg.Ports.Allocate()
+	if err != nil {
+		logger.Error("no RTP port for the manager leg", zap.Error(err))
+		_ = answerTrunk(503, "Service Unavailable", nil)
+		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = DispFailed, "system" })
+		return
+	}
+	c.ports[media.SideB] = managerPort
+
+	// Offer the managers exactly what the trunk offered that we support, in
+	// its order: whatever a phone picks, the trunk has agreed to it.
+	managerOffer := c.localSDP(media.SideB, offer.Codecs, media.SendRecv)
+	rang := false
+	onRinging := func() {
+		if !rang {
+			rang = true
+			_ = answerTrunk(180, "Ringing", nil)
+			c.publish(events.Ringing, nil)
+		}
+	}
+	from := route.ClientName
+	fromUser := "anonymous"
+	if route.ClientCode != "" {
+		from = fmt.Sprintf("%s #%s", route.ClientName, route.ClientCode)
+		fromUser = route.ClientCode
+	}
+	winner, answer, status := cc.ring(ringCtx, route.Steps, outInvite{
+		from:        sip.Uri{Scheme: "sip", User: fromUser, Host: cc.domain},
+		displayName: from,
+		sdp:         managerOffer,
+	}, onRinging, logger)
+
+	if winner == nil {
+		disp := DispMissed
+		if status == 486 || status == 600 {
+			disp = DispBusy
+		}
+		if ringCtx.Err() == nil {
+			code, reason := 480, "Temporarily Unavailable"
+			if disp == DispBusy {
+				code, reason = 486, "Busy Here"
+			}
+			_ = answerTrunk(code, reason, nil)
+		}
+		side := "system"
+		if ringCtx.Err() != nil {
+			side = "client"
+		}
+		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = disp, side })
+		return
+	}
+
+	// A phone answered: the codec it chose is one the trunk offered.
+	c.managerID = winner.managerID
+	c.logger = logger.With(zap.String("manager_id", winner.managerID))
+	managerPort.SetRemote(answer.Remote)
+	if answer.RemoteRTCP.IsValid() {
+		managerPort.SetRemoteRTCP(answer.RemoteRTCP)
+	}
+	trunkCodecs := pickSame(offer.Codecs, answer.Codecs)
+	c.codecs = trunkCodecs
+	if err := c.bridge(media.PayloadTypeMap(trunkCodecs, answer.Codecs), media.PayloadTypeMap(answer.Codecs, trunkCodecs)); err != nil {
+		logger.Error("relay failed", zap.Error(err))
+		winner.hangup()
+		_ = answerTrunk(500, "Server Internal Error", nil)
+		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = DispFailed, "system" })
+		return
+	}
+	winner.localSDP = func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) }
+	winner.setOnBye(func() { c.hangup("manager") })
+	if err := cc.dialogs.add(trunk.dlg.callID, trunk); err != nil {
+		winner.hangup()
+		_ = answerTrunk(500, "Server Internal Error", nil)
+		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = DispFailed, "system" })
+		return
+	}
+	defer cc.dialogs.remove(trunk.dlg.callID)
+	if err := answerTrunk(200, "OK", c.localSDP(media.SideA, trunkCodecs, media.SendRecv), contentTypeSDP(),
+		sip.NewHeader("Allow", dialogAllow)); err != nil || ringCtx.Err() != nil {
+		// The caller left in the very moment the manager answered.
+		winner.hangup()
+		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = DispMissed, "client" })
+		return
+	}
+	stopRinging()
+	answeredAt := time.Now()
+	c.publish(events.Answered, nil)
+	logger.Info("call connected", zap.String("manager_id", winner.managerID))
+
+	side := <-c.hangupCh
+	switch side {
+	case "client":
+		winner.hangup()
+	case "manager":
+		cc.sendBye(trunk.dlg, logger)
+	default: // media timeout or shutdown: both legs
+		winner.hangup()
+		cc.sendBye(trunk.dlg, logger)
+	}
+	logger.Info("call ended", zap.String("hangup_side", side), zap.Duration("talk", time.Since(answeredAt)))
+	c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = DispAnswered, side })
+}
+
+// pickSame returns the entries of offered that name the same codecs as
+// chosen (keeping offered's payload types).
+func pickSame(offered, chosen []media.Codec) []media.Codec {
+	var out []media.Codec
+	for _, ch := range chosen {
+		for _, o := range offered {
+			if o.Name == ch.Name && o.ClockRate == ch.ClockRate {
+				out = append(out, o)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// ring runs the ring plan: each step rings every registered contact of its
+// managers in parallel for RingTimeout; the first to answer wins and the
+// rest get CANCEL. It returns the winner and his SDP, or nil and the most
+// telling failure status (486 if everyone was busy).
+func (cc *callControl) ring(ctx context.Context, steps [][]string, in outInvite, onRinging func(), logger *zap.Logger) (*outLeg, media.Offer, int) {
+	status := 480
+	for _, step := range steps {
+		if ctx.Err() != nil {
+			return nil, media.Offer{}, 487
+		}
+		events := make(chan legEvent, 64)
+		var legs []*outLeg
+		for _, managerID := range step {
+			regs, err := cc.regs.Contacts(ctx, managerID)
+			if err != nil {
+				logger.Warn("registrations unavailable", zap.Error(err))
+				continue
+			}
+			username := ""
+			for _, r := range regs {
+				username = r.Username
+				target, err := parseContactURI(r.Contact)
+				if err != nil {
+					continue
+				}
+				leg, err := cc.startOutLeg(ctx, managerID, outInvite{
+					target: target, to: sip.Uri{Scheme: "sip", User: username, Host: cc.domain},
+					from: in.from, displayName: in.displayName, sdp: in.sdp,
+					dest: r.Source, transport: transportOf(r.Transport),
+				}, events)
+				if err != nil {
+					logger.Warn("INVITE to a phone failed", zap.String("manager_id", managerID), zap.Error(err))
+					continue
+				}
+				legs = append(legs, leg)
+			}
+		}
+		if len(legs) == 0 {
+			continue
+		}
+		winner, answer, st := cc.waitStep(ctx, legs, events, onRinging)
+		if winner != nil {
+			return winner, answer, 200
+		}
+		if st == 486 || st == 600 {
+			status = 486
+		} else {
+			status = 480
+		}
+	}
+	return nil, media.Offer{}, status
+}
+
+func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events <-chan legEvent, onRinging func()) (*outLeg, media.Offer, int) {
+	timer := time.NewTimer(cc.cfg.RingTimeout)
+	defer timer.Stop()
+	pending := len(legs)
+	busy := 0
+	cancelAll := func(except *outLeg) {
+		for _, l := range legs {
+			if l != except {
+				go l.cancel()
+			}
+		}
+	}
+	for pending > 0 {
+		select {
+		case ev := <-events:
+			switch {
+			case ev.status < 200:
+				onRinging()
+			case ev.status == 200:
+				cancelAll(ev.leg)
+				// Late answers from the others are hung up by cancel().
+				go drain(events, pending-1)
+				return ev.leg, ev.answer, 200
+			default:
+				pending--
+				if ev.status == 486 || ev.status == 600 {
+					busy++
+				}
+			}
+		case <-timer.C:
+			cancelAll(nil)
+			go drain(events, pending)
+			return nil, media.Offer{}, 480
+		case <-ctx.Done():
+			cancelAll(nil)
+			go drain(events, pending)
+			return nil, media.Offer{}, 487
+		}
+	}
+	if busy == len(legs) {
+		return nil, media.Offer{}, 486
+	}
+	return nil, media.Offer{}, 480
+}
+
+// drain consumes the final reports of legs we no longer wait for, so their
+// goroutines can end; a late 200 among them is hung up.
+func drain(events <-chan legEvent, n int) {
+	deadline := time.After(40 * time.Second)
+	for n > 0 {
+		select {
+		case ev := <-events:
+			if ev.status >= 200 {
+				n--
+				if ev.status == 200 {
+					ev.leg.hangup()
+				}
+			}
+		case <-deadline:
+			return
+		}
+	}
+}
+
+func transportOf(t string) string {
+	if t == "" {
+		return "UDP"
+	}
+	return t
+}
+
+func parseContactURI(s string) (sip.Uri, error) {
+	var u sip.Uri
+	if err := sip.ParseUri(trimAngles(s), &u); err != nil {
+		return u, err
+	}
+	return u, nil
+}
+
+func trimAngles(s string) string {
+	if i := strings.IndexByte(s, '<'); i >= 0 {
+		if j := strings.IndexByte(s[i:], '>'); j > 0 {
+			return s[i+1 : i+j]
+		}
+	}
+	return s
+}

@@ -1,0 +1,261 @@
+package pbx
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/pbx/media"
+)
+
+// legEvent is what an outgoing leg reports to the call that rings it.
+type legEvent struct {
+	leg    *outLeg
+	status int         // 180/183 ringing, 200 answered, >= 300 failed
+	answer media.Offer // the peer's SDP, with status 200
+}
+
+// outLeg is one INVITE we send: to one registered contact of a manager, or
+// (click-to-call) to the trunk. It is a UAC dialog built from an allow-list
+// of our own headers; nothing of the other leg is copied into it.
+type outLeg struct {
+	cc        *callControl
+	managerID string
+	invite    *sip.Request
+	tx        sip.ClientTransaction
+	dlg       *dialog
+	logger    *zap.Logger
+
+	mu        sync.Mutex
+	answered  bool
+	cancelled bool
+	ended     bool
+	onBye     func() // set when the leg joins a call
+
+	// localSDP builds our SDP for re-INVITE answers once the leg is bridged.
+	localSDP func(dir media.Direction) []byte
+}
+
+// outInvite describes the INVITE of an outgoing leg.
+type outInvite struct {
+	target      sip.Uri // Request-URI
+	to          sip.Uri
+	from        sip.Uri
+	displayName string
+	dest        string // host:port to send to
+	transport   string
+	sdp         []byte
+}
+
+// sanitizeDisplayName keeps a name safe inside a quoted display name.
+func sanitizeDisplayName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, s)
+	if r := []rune(s); len(r) > 64 {
+		s = string(r[:64])
+	}
+	return strings.TrimSpace(s)
+}
+
+// startOutLeg sends the INVITE and reports its progress on events until a
+// final response (or failure). It never blocks on events for long: the
+// channel is buffered by the caller.
+func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in outInvite, events chan<- legEvent) (*outLeg, error) {
+	callID := uuid.NewString()
+	dlg := &dialog{
+		callID:    callID,
+		localTag:  sip.GenerateTagN(16),
+		local:     in.from,
+		localName: sanitizeDisplayName(in.displayName),
+		remote:    in.to,
+		target:    in.target,
+		dest:      in.dest,
+		transport: in.transport,
+	}
+	req := dlg.request(sip.INVITE, cc.contact)
+	req.AppendHeader(sip.NewHeader("Allow", dialogAllow))
+	ct := sip.ContentTypeHeader("application/sdp")
+	req.AppendHeader(&ct)
+	req.SetBody(in.sdp)
+	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg,
+		logger: cc.logger.With(zap.String("leg_call_id", callID), zap.String("manager_id", managerID))}
+	if err := cc.dialogs.add(callID, leg); err != nil {
+		return nil, err
+	}
+	tx, err := cc.client.TransactionRequest(ctx, req)
+	if err != nil {
+		cc.dialogs.remove(callID)
+		return nil, err
+	}
+	leg.tx = tx
+	go leg.watch(events)
+	return leg, nil
+}
+
+// watch reads the INVITE transaction's responses. sipgo's dialog helper
+// gives up after ten provisional responses; a phone or trunk that repeats
+// 180 every second must still connect, so we read them all ourselves.
+func (l *outLeg) watch(events chan<- legEvent) {
+	for {
+		select {
+		case res, ok := <-l.tx.Responses():
+			if !ok {
+				events <- legEvent{leg: l, status: 408}
+				return
+			}
+			switch {
+			case res.StatusCode == 100:
+			case res.IsProvisional():
+				events <- legEvent{leg: l, status: res.StatusCode}
+			case res.IsSuccess():
+				l.onAnswer(res, events)
+				return
+			default:
+				l.cc.dialogs.remove(l.dlg.callID)
+				events <- legEvent{leg: l, status: res.StatusCode}
+				return
+			}
+		case <-l.tx.Done():
+			l.cc.dialogs.remove(l.dlg.callID)
+			events <- legEvent{leg: l, status: 408}
+			return
+		}
+	}
+}
+
+func (l *outLeg) onAnswer(res *sip.Response, events chan<- legEvent) {
+	l.dlg.mu.Lock()
+	if to := res.To(); to != nil {
+		l.dlg.remoteTag = tagOf(to.Params)
+	}
+	if c := res.Contact(); c != nil {
+		l.dlg.target = c.Address
+	}
+	l.dlg.mu.Unlock()
+	l.ack()
+	answer, err := media.ParseOffer(res.Body())
+	l.mu.Lock()
+	l.answered = true
+	late := l.cancelled
+	l.mu.Unlock()
+	if err != nil || late {
+		// A 200 we can't use (bad SDP, or it crossed our CANCEL): ACK it
+		// and hang up at once so the phone doesn't stay off-hook.
+		l.hangup()
+		events <- legEvent{leg: l, status: 488}
+		return
+	}
+	events <- legEvent{leg: l, status: 200, answer: answer}
+}
+
+func (l *outLeg) ack() {
+	// ACK for a 2xx has the INVITE's CSeq number and takes none of its own.
+	ack := l.dlg.requestSeq(sip.ACK, l.invite.CSeq().SeqNo, l.cc.contact)
+	if err := l.cc.client.WriteRequest(ack); err != nil {
+		l.logger.Warn("ACK not sent", zap.Error(err))
+	}
+}
+
+// cancel stops a leg that is still ringing (CANCEL, RFC 3261 9.1). A leg
+// that already answered is hung up instead.
+func (l *outLeg) cancel() {
+	l.mu.Lock()
+	if l.cancelled || l.ended {
+		l.mu.Unlock()
+		return
+	}
+	l.cancelled = true
+	answered := l.answered
+	l.mu.Unlock()
+	if answered {
+		l.hangup()
+		return
+	}
+	inv := l.invite
+	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	c.AppendHeader(inv.Via().Clone())
+	from, to := *inv.From(), *inv.To()
+	from.Params, to.Params = inv.From().Params.Clone(), inv.To().Params.Clone()
+	c.AppendHeader(&from)
+	c.AppendHeader(&to)
+	callID := *inv.CallID()
+	c.AppendHeader(&callID)
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	maxFwd := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&maxFwd)
+	c.SetTransport(inv.Transport())
+	c.SetDestination(inv.Destination())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tx, err := l.cc.client.TransactionRequest(ctx, c, sipgo.ClientRequestBuild)
+	if err != nil {
+		l.logger.Warn("CANCEL not sent", zap.Error(err))
+		return
+	}
+	defer tx.Terminate()
+	select {
+	case <-tx.Responses():
+	case <-tx.Done():
+	case <-ctx.Done():
+	}
+}
+
+// hangup sends BYE on an answered leg, once.
+func (l *outLeg) hangup() {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	l.ended = true
+	l.mu.Unlock()
+	l.cc.dialogs.remove(l.dlg.callID)
+	l.cc.sendBye(l.dlg, l.logger)
+}
+
+func (l *outLeg) matches(req *sip.Request) bool {
+	from := req.From()
+	return from != nil && tagOf(from.Params) == l.dlg.remoteTag && l.dlg.remoteTag != ""
+}
+
+// handleInDialog answers requests the peer sends inside the dialog.
+func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) {
+	switch req.Method {
+	case sip.BYE:
+		respond(tx, req, 200, "OK", nil)
+		l.mu.Lock()
+		already := l.ended
+		l.ended = true
+		onBye := l.onBye
+		l.mu.Unlock()
+		l.cc.dialogs.remove(l.dlg.callID)
+		if !already && onBye != nil {
+			onBye()
+		}
+	default:
+		sdp := l.localSDP
+		if sdp == nil {
+			respond(tx, req, 491, "Request Pending", nil)
+			return
+		}
+		l.cc.answerMidDialog(req, tx, l.dlg, sdp)
+	}
+}
+
+// setOnBye tells the leg whom to notify when the peer hangs up.
+func (l *outLeg) setOnBye(f func()) {
+	l.mu.Lock()
+	l.onBye = f
+	l.mu.Unlock()
+}

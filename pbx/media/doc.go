@@ -1,0 +1,7 @@
+// Package media owns the RTP side of a call: relay port pairs from the
+// --rtp-ports range, symmetric latching, RTP/RTCP forwarding between two legs
+// with RTCP identity scrubbed, media timeouts, and the PBX's own SDP.
+//
+// It knows nothing of SIP dialogs, clients or managers: call control hands it
+// SDP bodies and ports and gets back SDP bodies, a running relay and errors.
+package media

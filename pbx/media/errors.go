@@ -1,0 +1,32 @@
+package media
+
+import "errors"
+
+// Errors are sentinels so callers can map them with errors.Is in one place
+// (ErrBadSDP and ErrNoCodec become SIP 488). Their text never carries input
+// data: an SDP or packet may hold a client's address.
+var (
+	// ErrBadPortRange reports an --rtp-ports value that is not "min-max" with
+	// room for at least one even RTP port and its RTCP neighbour.
+	ErrBadPortRange = errors.New("media: bad RTP port range")
+
+	// ErrNoPorts reports that every port pair of the pool is in use or
+	// refused by the OS.
+	ErrNoPorts = errors.New("media: no free RTP ports")
+
+	// ErrBadSDP reports an SDP body that cannot be parsed or has no usable
+	// RTP/AVP audio stream with a valid connection address.
+	ErrBadSDP = errors.New("media: bad SDP")
+
+	// ErrNoCodec reports an SDP whose audio stream offers none of PCMU and PCMA.
+	ErrNoCodec = errors.New("media: no supported codec")
+
+	// ErrMediaTimeout ends a relay whose leg sent no RTP for the media timeout.
+	ErrMediaTimeout = errors.New("media: RTP timeout")
+
+	// ErrStopped is the reason of a relay ended by Stop.
+	ErrStopped = errors.New("media: relay stopped")
+
+	// ErrBadLeg reports a Bridge call with a nil, closed or repeated port.
+	ErrBadLeg = errors.New("media: bad leg")
+)

@@ -1,0 +1,418 @@
+package media
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+	"go.uber.org/zap"
+)
+
+// Goroutines and ownership of a Relay
+//
+//   - Bridge starts four reader goroutines, one per socket: A-RTP, A-RTCP,
+//     B-RTP, B-RTCP. Each owns its read buffer (and the RTCP ones an output
+//     buffer) and is the only goroutine writing to the matching socket of the
+//     other leg, so each socket has one reader and one writer.
+//   - A reader is the only writer of its port's latched destination; the
+//     other leg's reader reads it lock-free (atomic pointers).
+//   - The media-timeout check runs on a time.AfterFunc timer, not a goroutine
+//     of its own; timerMu serialises it with SetMediaTimeout.
+//   - end (once) records the reason, stops the timer, closes both Ports (which
+//     returns them to the pool and unblocks the readers) and closes done.
+//     Stop, the timeout, and a reader whose socket failed all go through end.
+//   - The Relay owns both Ports from Bridge on: nobody else reads them.
+//     Call control may still Close a Port (Close is idempotent); the relay
+//     then ends with ErrStopped.
+//   - Stop waits for the readers, so no Tap call runs after Stop returns.
+//     Done only says the relay ended and its ports are back in the pool.
+
+const (
+	// DefaultMediaTimeout is the --media-timeout default.
+	DefaultMediaTimeout = 60 * time.Second
+
+	// maxPacket is the read buffer size; a datagram filling it may have been
+	// truncated and is dropped. RTP/RTCP for G.711 are far smaller.
+	maxPacket = 1500
+
+	// maxReadErrors ends a relay whose socket keeps failing (not closed).
+	maxReadErrors = 100
+
+	rtpHeaderLen = 12
+)
+
+// Side names a leg of a relay.
+type Side uint8
+
+// The two legs: A and B in Bridge's argument order.
+const (
+	SideA Side = iota
+	SideB
+)
+
+func (s Side) String() string {
+	if s == SideA {
+		return "a"
+	}
+	return "b"
+}
+
+// Tap sees each RTP packet a relay forwards, tagged with the side it came
+// from, after forwarding and in the form sent. It runs on the reader
+// goroutine: it must return quickly and never block (a recorder copies and
+// queues, dropping when behind), must not modify pkt, and must not keep pkt
+// or its Payload after returning. It must not call Stop.
+type Tap func(from Side, pkt *rtp.Packet)
+
+// BridgeOptions tune a relay. The zero value is usable.
+type BridgeOptions struct {
+	// MediaTimeout ends the relay when a leg sends no RTP for this long.
+	// 0 means DefaultMediaTimeout, negative disables it.
+	MediaTimeout time.Duration
+	// PayloadTypesAToB and PayloadTypesBToA rewrite RTP payload types per
+	// direction, for legs that negotiated different dynamic numbers for the
+	// same codec (see PayloadTypeMap). Types not listed pass unchanged.
+	PayloadTypesAToB, PayloadTypesBToA map[uint8]uint8
+	// Tap, if set, sees every forwarded RTP packet (see SetTap).
+	Tap Tap
+	// Logger gets the relay's end; nil means no logging.
+	Logger *zap.Logger
+}
+
+// Relay is the running media bridge of one call between two Ports.
+type Relay struct {
+	legs   [2]*Port
+	cname  [2][]byte      // RTCP CNAME token standing in for each side
+	ptmap  [2]*[128]uint8 // payload type rewrite per source side, nil = none
+	tap    atomic.Pointer[Tap]
+	logger *zap.Logger
+
+	timerMu sync.Mutex // serialises checkMedia and SetMediaTimeout
+	timer   *time.Timer
+	timeout atomic.Int64 // time.Duration; <= 0 disabled
+	armedAt atomic.Int64 // monotime a silent leg is measured from
+
+	wg      sync.WaitGroup
+	endOnce sync.Once
+	done    chan struct{}
+	err     error // written once before done is closed
+}
+
+// Bridge starts relaying RTP and RTCP between a and b and takes ownership of
+// both ports: they are closed when the relay ends, however it ends.
+func Bridge(a, b *Port, opts BridgeOptions) (*Relay, error) {
+	if a == nil || b == nil || a == b || a.closed.Load() || b.closed.Load() {
+		return nil, ErrBadLeg
+	}
+	if !a.bridged.CompareAndSwap(false, true) {
+		return nil, ErrBadLeg
+	}
+	if !b.bridged.CompareAndSwap(false, true) {
+		a.bridged.Store(false)
+		return nil, ErrBadLeg
+	}
+	r := &Relay{
+		legs:   [2]*Port{a, b},
+		logger: opts.Logger,
+		done:   make(chan struct{}),
+	}
+	if r.logger == nil {
+		r.logger = zap.NewNop()
+	}
+	r.cname[SideA], r.cname[SideB] = newCNAME(), newCNAME()
+	r.ptmap[SideA] = ptTable(opts.PayloadTypesAToB)
+	r.ptmap[SideB] = ptTable(opts.PayloadTypesBToA)
+	if opts.Tap != nil {
+		r.SetTap(opts.Tap)
+	}
+
+	timeout := opts.MediaTimeout
+	if timeout == 0 {
+		timeout = DefaultMediaTimeout
+	}
+	r.timeout.Store(int64(timeout))
+	r.armedAt.Store(monotime())
+
+	// The timer exists before any reader can call end.
+	r.timer = time.AfterFunc(time.Duration(1<<62), r.checkMedia)
+	r.timer.Stop()
+	if timeout > 0 {
+		r.timer.Reset(timeout)
+	}
+
+	r.wg.Add(4)
+	for _, s := range []Side{SideA, SideB} {
+		go r.forwardRTP(s)
+		go r.forwardRTCP(s)
+	}
+	return r, nil
+}
+
+// Done is closed when the relay has ended and both ports are back in the pool.
+func (r *Relay) Done() <-chan struct{} { return r.done }
+
+// Err is why the relay ended (ErrStopped, ErrMediaTimeout, a socket error),
+// nil while it runs.
+func (r *Relay) Err() error {
+	select {
+	case <-r.done:
+		return r.err
+	default:
+		return nil
+	}
+}
+
+// Stop ends the relay, closes both ports and waits for its goroutines.
+func (r *Relay) Stop() {
+	r.end(ErrStopped)
+	r.wg.Wait()
+}
+
+// SetTap installs (or with nil removes) the tap, e.g. when a recording starts
+// mid-call. Safe to call while the relay runs.
+func (r *Relay) SetTap(t Tap) {
+	if t == nil {
+		r.tap.Store(nil)
+		return
+	}
+	r.tap.Store(&t)
+}
+
+// SetMediaTimeout changes the media timeout while the relay runs (negative
+// disables it, e.g. while a leg is on hold); silent legs get the full new
+// timeout from now.
+func (r *Relay) SetMediaTimeout(d time.Duration) {
+	if d == 0 {
+		d = DefaultMediaTimeout
+	}
+	r.timerMu.Lock()
+	defer r.timerMu.Unlock()
+	r.timeout.Store(int64(d))
+	r.armedAt.Store(monotime())
+	if d > 0 {
+		r.timer.Reset(d)
+	} else {
+		r.timer.Stop()
+	}
+}
+
+// Stats returns the counters of one side's port.
+func (r *Relay) Stats(s Side) PortStats { return r.legs[s].Stats() }
+
+func (r *Relay) end(reason error) {
+	r.endOnce.Do(func() {
+		r.err = reason
+		r.timer.Stop()
+		errA, errB := r.legs[SideA].Close(), r.legs[SideB].Close()
+		close(r.done)
+		fields := []zap.Field{zap.String("reason", reason.Error())}
+		if err := errors.Join(errA, errB); err != nil {
+			fields = append(fields, zap.NamedError("close_error", err))
+		}
+		r.logger.Info("media relay ended", fields...)
+	})
+}
+
+// checkMedia runs on the timer: it ends the relay if a leg has been silent
+// for the timeout, or re-arms for the earliest moment one could be.
+func (r *Relay) checkMedia() {
+	r.timerMu.Lock()
+	defer r.timerMu.Unlock()
+	d := r.timeout.Load()
+	if d <= 0 {
+		return
+	}
+	select {
+	case <-r.done:
+		return
+	default:
+	}
+	now, armed := monotime(), r.armedAt.Load()
+	next := d
+	for s, p := range r.legs {
+		idle := now - max(p.lastRTP.Load(), armed)
+		if idle >= d {
+			r.end(fmt.Errorf("%w: leg %s silent for %s", ErrMediaTimeout, Side(s), time.Duration(d)))
+			return
+		}
+		next = min(next, d-idle)
+	}
+	r.timer.Reset(time.Duration(next))
+}
+
+// forwardRTP reads RTP from side from and sends it on to the other leg.
+func (r *Relay) forwardRTP(from Side) {
+	defer r.wg.Done()
+	in, out := r.legs[from], r.legs[1-from]
+	ptmap := r.ptmap[from]
+	buf := make([]byte, maxPacket)
+	var pkt rtp.Packet
+	failures := 0
+	for {
+		n, src, err := in.rtp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if failures++; r.readFailed(err, failures) {
+				return
+			}
+			continue
+		}
+		failures = 0
+		if n >= len(buf) {
+			in.dropped.Add(1)
+			continue
+		}
+		n, ok := parseRTP(&pkt, buf[:n])
+		if !ok || !in.acceptRTP(unmap(src), monotime()) {
+			in.dropped.Add(1)
+			continue
+		}
+		in.rtpIn.Add(1)
+		in.rtpBytesIn.Add(uint64(n))
+		if ptmap != nil {
+			pkt.PayloadType = ptmap[pkt.PayloadType]
+			buf[1] = buf[1]&0x80 | pkt.PayloadType
+		}
+		if dst, ok := out.rtpDest(); ok {
+			if _, err := out.rtp.WriteToUDPAddrPort(buf[:n], dst); err == nil {
+				out.rtpOut.Add(1)
+				out.rtpBytesOut.Add(uint64(n))
+			}
+		}
+		if tap := r.tap.Load(); tap != nil {
+			(*tap)(from, &pkt)
+		}
+	}
+}
+
+// forwardRTCP reads RTCP from side from, scrubs it and sends it on.
+func (r *Relay) forwardRTCP(from Side) {
+	defer r.wg.Done()
+	in, out := r.legs[from], r.legs[1-from]
+	buf := make([]byte, maxPacket)
+	scrubbed := make([]byte, maxPacket)
+	failures := 0
+	for {
+		n, src, err := in.rtcp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if failures++; r.readFailed(err, failures) {
+				return
+			}
+			continue
+		}
+		failures = 0
+		if n >= len(buf) {
+			in.dropped.Add(1)
+			continue
+		}
+		m := scrubRTCP(scrubbed, buf[:n], r.cname[from])
+		if m == 0 || !in.acceptRTCP(unmap(src)) {
+			in.dropped.Add(1)
+			continue
+		}
+		in.rtcpIn.Add(1)
+		if dst, ok := out.rtcpDest(); ok {
+			if _, err := out.rtcp.WriteToUDPAddrPort(scrubbed[:m], dst); err == nil {
+				out.rtcpOut.Add(1)
+			}
+		}
+	}
+}
+
+// readFailed reports whether a reader must exit, ending the relay if the
+// socket was closed behind its back or keeps failing.
+func (r *Relay) readFailed(err error, failures int) bool {
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		r.end(fmt.Errorf("%w: port closed", ErrStopped))
+		return true
+	case failures >= maxReadErrors:
+		r.end(fmt.Errorf("media: socket read: %w", err))
+		return true
+	}
+	return false
+}
+
+// parseRTP validates an RTP packet in b, strips any header extension in
+// place and leaves the parsed packet in pkt (payload aliasing b). It returns
+// the new length.
+func parseRTP(pkt *rtp.Packet, b []byte) (int, bool) {
+	if len(b) < rtpHeaderLen || b[0]>>6 != 2 {
+		return 0, false
+	}
+	// Payload types 64-95 collide with RTCP (RFC 5761 §4): RTCP sent to the
+	// RTP port must not be forwarded unscrubbed.
+	if pt := b[1] & 0x7f; pt >= 64 && pt <= 95 {
+		return 0, false
+	}
+	if pkt.Unmarshal(b) != nil {
+		return 0, false
+	}
+	if !pkt.Extension {
+		return len(b), true
+	}
+	// Header extensions can carry identity (RFC 7941 SDES items such as
+	// CNAME); G.711 needs none, so they are cut out.
+	start := rtpHeaderLen + 4*len(pkt.CSRC)
+	end := start + 4 + 4*int(binary.BigEndian.Uint16(b[start+2:]))
+	n := len(b) - (end - start)
+	copy(b[start:], b[end:])
+	b[0] &^= 0x10
+	if pkt.Unmarshal(b[:n]) != nil {
+		return 0, false
+	}
+	return n, true
+}
+
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// newCNAME is a random RTCP CNAME for one side of one call (RFC 7022 style),
+// so RTCP carries nothing that identifies the other party.
+func newCNAME() []byte {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return []byte(hex.EncodeToString(b[:]))
+}
+
+func ptTable(m map[uint8]uint8) *[128]uint8 {
+	if len(m) == 0 {
+		return nil
+	}
+	var t [128]uint8
+	for i := range t {
+		t[i] = uint8(i)
+	}
+	for from, to := range m {
+		if from < 128 && to < 128 {
+			t[from] = to
+		}
+	}
+	return &t
+}
+
+// PayloadTypeMap maps each payload type negotiated on one leg to the type
+// negotiated for the same codec on the other leg, where the numbers differ
+// (typically telephone-event: 101 on one side, 96 on the other).
+func PayloadTypeMap(from, to []Codec) map[uint8]uint8 {
+	m := map[uint8]uint8{}
+	for _, f := range from {
+		for _, t := range to {
+			if f.Name == t.Name && f.ClockRate == t.ClockRate {
+				if f.PayloadType != t.PayloadType {
+					m[f.PayloadType] = t.PayloadType
+				}
+				break
+			}
+		}
+	}
+	return m
+}

@@ -1,0 +1,384 @@
+package media
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/pion/sdp/v3"
+)
+
+// maxSDP bounds the body we are willing to parse.
+const maxSDP = 64 << 10
+
+// Direction is an SDP media direction attribute (RFC 4566 §6, RFC 3264).
+type Direction uint8
+
+// Directions; the zero value is sendrecv, the SDP default.
+const (
+	SendRecv Direction = iota
+	SendOnly
+	RecvOnly
+	Inactive
+)
+
+var directionNames = [...]string{"sendrecv", "sendonly", "recvonly", "inactive"}
+
+func (d Direction) String() string {
+	if int(d) < len(directionNames) {
+		return directionNames[d]
+	}
+	return "sendrecv"
+}
+
+// Reverse is the direction an answer gives to an offer with d: sendonly
+// becomes recvonly and the other way round (RFC 3264 §6.1).
+func (d Direction) Reverse() Direction {
+	switch d {
+	case SendOnly:
+		return RecvOnly
+	case RecvOnly:
+		return SendOnly
+	}
+	return d
+}
+
+// Codec is an RTP payload format the PBX relays.
+type Codec struct {
+	PayloadType uint8
+	Name        string // canonical spelling: "PCMU", "PCMA", "telephone-event"
+	ClockRate   uint32
+	// Fmtp is the format parameter string; only telephone-event has one
+	// (the events, e.g. "0-16"), and only digits, ',' and '-' are kept.
+	Fmtp string
+}
+
+// The codecs the relay supports, with their usual payload types.
+var (
+	PCMU           = Codec{PayloadType: 0, Name: "PCMU", ClockRate: 8000}
+	PCMA           = Codec{PayloadType: 8, Name: "PCMA", ClockRate: 8000}
+	TelephoneEvent = Codec{PayloadType: 101, Name: "telephone-event", ClockRate: 8000, Fmtp: "0-16"}
+)
+
+// DefaultCodecs is what the PBX offers, in its order of preference.
+func DefaultCodecs() []Codec { return []Codec{PCMU, PCMA, TelephoneEvent} }
+
+// IsAudio reports whether c carries voice (not telephone-event).
+func (c Codec) IsAudio() bool { return c.Name != TelephoneEvent.Name }
+
+// Offer is what the relay needs from a peer's SDP: where to send and what.
+// ParseOffer reads answers the same way.
+type Offer struct {
+	// Remote is the RTP address from c= and m= (0.0.0.0 means hold).
+	Remote netip.AddrPort
+	// RemoteRTCP is from a=rtcp (RFC 3605); invalid if absent (port+1).
+	RemoteRTCP netip.AddrPort
+	// Codecs are the supported ones offered, in the offerer's order, with
+	// the offerer's payload types. At least one is PCMU or PCMA.
+	Codecs []Codec
+	// Direction is the stream's direction attribute (sendrecv if none).
+	Direction Direction
+	// Ptime is the a=ptime value in milliseconds, 0 if absent.
+	Ptime int
+}
+
+// ParseOffer reads the first RTP/AVP audio stream of an SDP body. Errors wrap
+// ErrBadSDP or ErrNoCodec; their text never quotes the body.
+func ParseOffer(body []byte) (offer Offer, err error) {
+	// pion/sdp parses bytes from the network; a panic in it must become a
+	// 488, not a crash.
+	defer func() {
+		if recover() != nil {
+			offer, err = Offer{}, fmt.Errorf("%w: unparseable", ErrBadSDP)
+		}
+	}()
+	if len(bytes.TrimSpace(body)) == 0 {
+		return Offer{}, fmt.Errorf("%w: empty", ErrBadSDP)
+	}
+	if len(body) > maxSDP {
+		return Offer{}, fmt.Errorf("%w: too large", ErrBadSDP)
+	}
+	var sd sdp.SessionDescription
+	if sd.Unmarshal(body) != nil {
+		// pion's error quotes the offending line, which may hold an address.
+		return Offer{}, fmt.Errorf("%w: unparseable", ErrBadSDP)
+	}
+	md := firstAudio(&sd)
+	if md == nil {
+		return Offer{}, fmt.Errorf("%w: no RTP/AVP audio stream", ErrBadSDP)
+	}
+	ci := md.ConnectionInformation
+	if ci == nil {
+		ci = sd.ConnectionInformation
+	}
+	ip, ok := connectionAddr(ci)
+	if !ok {
+		return Offer{}, fmt.Errorf("%w: no usable c= address", ErrBadSDP)
+	}
+	offer.Remote = netip.AddrPortFrom(ip, uint16(md.MediaName.Port.Value))
+	offer.Codecs, err = offeredCodecs(md)
+	if err != nil {
+		return Offer{}, err
+	}
+	offer.Direction = direction(md.Attributes, sd.Attributes)
+	if v, ok := attribute(md.Attributes, sd.Attributes, "ptime"); ok {
+		if ms, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && ms > 0 && ms <= 1000 {
+			offer.Ptime = ms
+		}
+	}
+	if v, ok := attribute(md.Attributes, nil, "rtcp"); ok {
+		offer.RemoteRTCP = rtcpAttr(v, ip)
+	}
+	return offer, nil
+}
+
+// firstAudio is the first audio stream we can relay: RTP/AVP, port not 0
+// (a port of 0 is a declined stream).
+func firstAudio(sd *sdp.SessionDescription) *sdp.MediaDescription {
+	for _, md := range sd.MediaDescriptions {
+		if md.MediaName.Media != "audio" || md.MediaName.Port.Value <= 0 || md.MediaName.Port.Value > 65535 {
+			continue
+		}
+		if p := md.MediaName.Protos; len(p) == 2 && p[0] == "RTP" && p[1] == "AVP" {
+			return md
+		}
+	}
+	return nil
+}
+
+// connectionAddr accepts a literal unicast IP of the declared family; host
+// names are not resolved, multicast (with /ttl) is refused.
+func connectionAddr(ci *sdp.ConnectionInformation) (netip.Addr, bool) {
+	if ci == nil || ci.NetworkType != "IN" || ci.Address == nil {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(ci.Address.Address)
+	if err != nil || ip.Zone() != "" || ip.IsMulticast() {
+		return netip.Addr{}, false
+	}
+	switch {
+	case ci.AddressType == "IP4" && ip.Is4():
+	case ci.AddressType == "IP6" && ip.Is6() && !ip.Is4In6():
+	default:
+		return netip.Addr{}, false
+	}
+	return ip, true
+}
+
+// offeredCodecs keeps the supported formats in offer order, one per codec.
+func offeredCodecs(md *sdp.MediaDescription) ([]Codec, error) {
+	rtpmaps := map[uint8]string{}
+	fmtps := map[uint8]string{}
+	for _, a := range md.Attributes {
+		if a.Key != "rtpmap" && a.Key != "fmtp" {
+			continue
+		}
+		pt, rest, ok := strings.Cut(a.Value, " ")
+		n, err := strconv.ParseUint(pt, 10, 7)
+		if !ok || err != nil {
+			continue
+		}
+		if a.Key == "rtpmap" {
+			rtpmaps[uint8(n)] = strings.TrimSpace(rest)
+		} else {
+			fmtps[uint8(n)] = strings.TrimSpace(rest)
+		}
+	}
+
+	var codecs []Codec
+	seen := map[string]bool{}
+	audio := false
+	for _, f := range md.MediaName.Formats {
+		n, err := strconv.ParseUint(f, 10, 7)
+		if err != nil {
+			return nil, fmt.Errorf("%w: bad RTP/AVP format", ErrBadSDP)
+		}
+		c, ok := supported(uint8(n), rtpmaps, fmtps)
+		if !ok || seen[c.Name] {
+			continue
+		}
+		seen[c.Name] = true
+		audio = audio || c.IsAudio()
+		codecs = append(codecs, c)
+	}
+	if !audio {
+		return nil, ErrNoCodec
+	}
+	return codecs, nil
+}
+
+// supported resolves a payload type through its rtpmap, or the static
+// RFC 3551 assignment when there is none.
+func supported(pt uint8, rtpmaps, fmtps map[uint8]string) (Codec, bool) {
+	m, ok := rtpmaps[pt]
+	if !ok {
+		switch pt {
+		case PCMU.PayloadType:
+			return PCMU, true
+		case PCMA.PayloadType:
+			return PCMA, true
+		}
+		return Codec{}, false
+	}
+	parts := strings.Split(m, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[1] != "8000" {
+		return Codec{}, false
+	}
+	if len(parts) == 3 && parts[2] != "1" {
+		return Codec{}, false
+	}
+	var c Codec
+	switch {
+	case strings.EqualFold(parts[0], PCMU.Name):
+		c = PCMU
+	case strings.EqualFold(parts[0], PCMA.Name):
+		c = PCMA
+	case strings.EqualFold(parts[0], TelephoneEvent.Name):
+		c = TelephoneEvent
+		c.Fmtp = ""
+		if v := fmtps[pt]; validEvents(v) {
+			c.Fmtp = v
+		}
+	default:
+		return Codec{}, false
+	}
+	c.PayloadType = pt
+	return c, true
+}
+
+// validEvents accepts an RFC 4733 event list such as "0-15,66,70"; anything
+// else is dropped rather than carried into SDP we write.
+func validEvents(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if (r < '0' || r > '9') && r != ',' && r != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// attribute is the first media-level value of key, else the session-level one.
+func attribute(media, session []sdp.Attribute, key string) (string, bool) {
+	for _, attrs := range [][]sdp.Attribute{media, session} {
+		for _, a := range attrs {
+			if a.Key == key {
+				return a.Value, true
+			}
+		}
+	}
+	return "", false
+}
+
+func direction(media, session []sdp.Attribute) Direction {
+	for _, attrs := range [][]sdp.Attribute{media, session} {
+		for _, a := range attrs {
+			for d, name := range directionNames {
+				if a.Key == name {
+					return Direction(d)
+				}
+			}
+		}
+	}
+	return SendRecv
+}
+
+// rtcpAttr parses "a=rtcp:<port> [IN IP4 <addr>]"; invalid if unusable.
+func rtcpAttr(v string, rtpIP netip.Addr) netip.AddrPort {
+	f := strings.Fields(v)
+	if len(f) == 0 {
+		return netip.AddrPort{}
+	}
+	port, err := strconv.ParseUint(f[0], 10, 16)
+	if err != nil || port == 0 {
+		return netip.AddrPort{}
+	}
+	ip := rtpIP
+	if len(f) == 4 {
+		a, ok := connectionAddr(&sdp.ConnectionInformation{
+			NetworkType: f[1], AddressType: f[2], Address: &sdp.Address{Address: f[3]},
+		})
+		if !ok {
+			return netip.AddrPort{}
+		}
+		ip = a
+	}
+	return netip.AddrPortFrom(ip, uint16(port))
+}
+
+// BuildSDP writes the PBX's own SDP for one audio stream at local, with
+// nothing taken from the other side: o= names maskpbx and our address, no
+// i=, u=, e=, p= or b= lines. codecs must hold at least one audio codec.
+func BuildSDP(local netip.AddrPort, sessionID, version uint64, codecs []Codec, dir Direction) []byte {
+	ip := local.Addr().Unmap()
+	family := "IP4"
+	if ip.Is6() {
+		family = "IP6"
+	}
+	var b bytes.Buffer
+	line := func(parts ...string) {
+		for _, p := range parts {
+			b.WriteString(p)
+		}
+		b.WriteString("\r\n")
+	}
+	u := func(n uint64) string { return strconv.FormatUint(n, 10) }
+
+	line("v=0")
+	line("o=maskpbx ", u(sessionID), " ", u(version), " IN ", family, " ", ip.String())
+	line("s=maskpbx")
+	line("c=IN ", family, " ", ip.String())
+	line("t=0 0")
+	b.WriteString("m=audio " + u(uint64(local.Port())) + " RTP/AVP")
+	for _, c := range codecs {
+		b.WriteString(" " + u(uint64(c.PayloadType)))
+	}
+	b.WriteString("\r\n")
+	for _, c := range codecs {
+		line("a=rtpmap:", u(uint64(c.PayloadType)), " ", c.Name, "/", u(uint64(c.ClockRate)))
+		if c.Fmtp != "" && validEvents(c.Fmtp) {
+			line("a=fmtp:", u(uint64(c.PayloadType)), " ", c.Fmtp)
+		}
+	}
+	line("a=ptime:20")
+	line("a=", dir.String())
+	if local.Port() < 65535 {
+		line("a=rtcp:", u(uint64(local.Port())+1))
+	}
+	return b.Bytes()
+}
+
+// Answer negotiates offer against what the relay supports and builds our
+// answer. It keeps the offerer's payload types, takes the first audio codec
+// in the offerer's order, plus telephone-event if offered; one audio codec
+// only, because the relay does not transcode: a peer allowed to switch
+// between PCMU and PCMA mid-call would send the other leg a codec it never
+// agreed to.
+func Answer(offer Offer, local netip.AddrPort, sessionID, version uint64) (body []byte, codecs []Codec, err error) {
+	var audio, events *Codec
+	for i := range offer.Codecs {
+		c := &offer.Codecs[i]
+		switch {
+		case c.Name == PCMU.Name || c.Name == PCMA.Name:
+			if audio == nil && c.ClockRate == 8000 {
+				audio = c
+			}
+		case c.Name == TelephoneEvent.Name:
+			if events == nil && c.ClockRate == 8000 {
+				events = c
+			}
+		}
+	}
+	if audio == nil {
+		return nil, nil, ErrNoCodec
+	}
+	codecs = []Codec{*audio}
+	if events != nil {
+		codecs = append(codecs, *events)
+	}
+	return BuildSDP(local, sessionID, version, codecs, offer.Direction.Reverse()), codecs, nil
+}

@@ -1,0 +1,223 @@
+package pbx
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// RegistrationsBucket is the JetStream KV bucket holding SIP bindings, so
+// that every PBX node sees every phone.
+const RegistrationsBucket = "REGISTRATIONS"
+
+const (
+	// markerTTL is how long the bucket keeps the marker the server leaves
+	// when a binding expires, so a watcher on another node learns of it.
+	markerTTL = time.Minute
+	// fallbackMaxAge bounds how long a binding lingers in a bucket without
+	// per-key TTL (NATS before 2.11); reads filter on ExpiresAt anyway.
+	fallbackMaxAge = 24 * time.Hour
+)
+
+// managerIDPattern keeps a manager id to one KV key token (UUIDs fit).
+var managerIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// errInvalidManagerID: a manager id that cannot be a KV key token.
+var errInvalidManagerID = errors.New("pbx: invalid manager id")
+
+// Registration is one binding of a manager's address-of-record to a
+// contact URI of one of his phones.
+type Registration struct {
+	ManagerID string    `json:"manager_id"`
+	Username  string    `json:"username"`
+	Contact   string    `json:"contact"`   // the Contact URI the phone registered
+	Source    string    `json:"source"`    // ip:port the REGISTER came from
+	Transport string    `json:"transport"` // UDP or TCP, as received
+	ExpiresAt time.Time `json:"expires_at"`
+	CallID    string    `json:"call_id"`
+	// CSeq of the REGISTER that wrote this binding; with CallID it orders
+	// REGISTERs that overtook each other (RFC 3261 10.3 step 7).
+	CSeq uint32 `json:"cseq"`
+}
+
+// Registrations stores bindings in a JetStream KV bucket. Each binding is a
+// key <manager_id>.<hash of contact> that the server deletes on its own when
+// it expires (per-key TTL); reads also skip anything past ExpiresAt, so an
+// expired binding is never returned even if the server has not yet removed it.
+type Registrations struct {
+	js        jetstream.JetStream
+	kv        jetstream.KeyValue
+	stream    jetstream.Stream
+	perKeyTTL bool
+	now       func() time.Time
+}
+
+// NewRegistrations opens the REGISTRATIONS bucket, creating it if needed.
+// An existing bucket is used as configured (replicas, storage are the
+// operator's choice); per-key TTL is used when the bucket allows it, else
+// bindings live until the bucket's max age and reads filter on ExpiresAt.
+func NewRegistrations(ctx context.Context, js jetstream.JetStream) (*Registrations, error) {
+	kv, err := js.KeyValue(ctx, RegistrationsBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = createRegistrationsBucket(ctx, js)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pbx: open %s bucket: %w", RegistrationsBucket, err)
+	}
+	stream, err := js.Stream(ctx, "KV_"+RegistrationsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("pbx: %s bucket stream: %w", RegistrationsBucket, err)
+	}
+	return &Registrations{
+		js:        js,
+		kv:        kv,
+		stream:    stream,
+		perKeyTTL: stream.CachedInfo().Config.AllowMsgTTL,
+		now:       time.Now,
+	}, nil
+}
+
+func createRegistrationsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	cfg := jetstream.KeyValueConfig{
+		Bucket:         RegistrationsBucket,
+		Description:    "SIP bindings of managers' phones; keys expire with the binding",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		LimitMarkerTTL: markerTTL,
+	}
+	kv, err := js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
+		cfg.LimitMarkerTTL = 0
+		cfg.TTL = fallbackMaxAge
+		kv, err = js.CreateKeyValue(ctx, cfg)
+	}
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		// Another node created it first.
+		return js.KeyValue(ctx, RegistrationsBucket)
+	}
+	return kv, err
+}
+
+// registrationKey is <manager_id>.<first 16 hex of sha256(contact)>.
+func registrationKey(managerID, contact string) (string, error) {
+	if !managerIDPattern.MatchString(managerID) {
+		return "", fmt.Errorf("%w: %q", errInvalidManagerID, managerID)
+	}
+	sum := sha256.Sum256([]byte(contact))
+	return managerID + "." + hex.EncodeToString(sum[:])[:16], nil
+}
+
+// Put writes or refreshes a binding; it disappears at reg.ExpiresAt.
+func (r *Registrations) Put(ctx context.Context, reg Registration) error {
+	key, err := registrationKey(reg.ManagerID, reg.Contact)
+	if err != nil {
+		return err
+	}
+	ttl := reg.ExpiresAt.Sub(r.now())
+	if ttl <= 0 {
+		return r.Remove(ctx, reg.ManagerID, reg.Contact)
+	}
+	value, err := json.Marshal(reg)
+	if err != nil {
+		return fmt.Errorf("pbx: encode registration: %w", err)
+	}
+	if !r.perKeyTTL {
+		if _, err := r.kv.Put(ctx, key, value); err != nil {
+			return fmt.Errorf("pbx: put registration: %w", err)
+		}
+		return nil
+	}
+	// KeyValue.Put takes no TTL and Create refuses an existing key, so a
+	// refresh publishes the KV message itself: same subject, new value, new
+	// Nats-TTL, replacing the old binding in one step.
+	msg := &nats.Msg{Subject: "$KV." + RegistrationsBucket + "." + key, Data: value}
+	if _, err := r.js.PublishMsg(ctx, msg,
+		jetstream.WithMsgTTL(ceilSeconds(ttl)), jetstream.WithExpectStream("KV_"+RegistrationsBucket)); err != nil {
+		return fmt.Errorf("pbx: put registration: %w", err)
+	}
+	return nil
+}
+
+// Remove deletes one binding of a manager.
+func (r *Registrations) Remove(ctx context.Context, managerID, contact string) error {
+	key, err := registrationKey(managerID, contact)
+	if err != nil {
+		return err
+	}
+	var opts []jetstream.KVDeleteOpt
+	if r.perKeyTTL {
+		opts = append(opts, jetstream.PurgeTTL(markerTTL))
+	}
+	if err := r.kv.Purge(ctx, key, opts...); err != nil {
+		return fmt.Errorf("pbx: remove registration: %w", err)
+	}
+	return nil
+}
+
+// RemoveManager deletes all bindings of a manager in one stream purge, so a
+// dismissed manager's phones stop ringing at once. Deactivate his SIP
+// credentials first, or a phone may register again right after.
+func (r *Registrations) RemoveManager(ctx context.Context, managerID string) error {
+	if !managerIDPattern.MatchString(managerID) {
+		return fmt.Errorf("%w: %q", errInvalidManagerID, managerID)
+	}
+	subject := "$KV." + RegistrationsBucket + "." + managerID + ".*"
+	if err := r.stream.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		return fmt.Errorf("pbx: remove registrations of manager: %w", err)
+	}
+	return nil
+}
+
+// Contacts returns the unexpired bindings of a manager, ordered by contact.
+func (r *Registrations) Contacts(ctx context.Context, managerID string) ([]Registration, error) {
+	if !managerIDPattern.MatchString(managerID) {
+		return nil, fmt.Errorf("%w: %q", errInvalidManagerID, managerID)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := r.kv.WatchFiltered(ctx, []string{managerID + ".*"}, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("pbx: list registrations: %w", err)
+	}
+	defer w.Stop()
+
+	now := r.now()
+	var regs []Registration
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("pbx: list registrations: %w", ctx.Err())
+		case entry, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("pbx: list registrations: watcher closed")
+			}
+			if entry == nil { // all current values delivered
+				slices.SortFunc(regs, func(a, b Registration) int { return strings.Compare(a.Contact, b.Contact) })
+				return regs, nil
+			}
+			var reg Registration
+			if err := json.Unmarshal(entry.Value(), &reg); err != nil {
+				continue // not ours to interpret; never fail a lookup over one bad value
+			}
+			if reg.ExpiresAt.After(now) {
+				regs = append(regs, reg)
+			}
+		}
+	}
+}
+
+// ceilSeconds rounds up to whole seconds, the resolution of Nats-TTL.
+func ceilSeconds(d time.Duration) time.Duration {
+	s := (d + time.Second - 1) / time.Second * time.Second
+	return max(s, time.Second)
+}

@@ -1,0 +1,174 @@
+package pbx
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestRegistrationsStore(t *testing.T) {
+	js := runNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	regs, err := NewRegistrations(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regs.perKeyTTL {
+		t.Fatal("embedded NATS supports per-key TTL, but the bucket has none")
+	}
+	if again, err := NewRegistrations(ctx, js); err != nil || !again.perKeyTTL {
+		t.Fatalf("reopening the bucket: %v", err)
+	}
+
+	const other = "5d0c2a9e-0000-4000-8000-000000000099"
+	hour := time.Now().Add(time.Hour)
+	for _, reg := range []Registration{
+		{ManagerID: aliceID, Username: "alice", Contact: "sip:b@10.0.0.2", ExpiresAt: hour},
+		{ManagerID: aliceID, Username: "alice", Contact: "sip:a@10.0.0.1", ExpiresAt: hour},
+		{ManagerID: other, Username: "carol", Contact: "sip:c@10.0.0.3", ExpiresAt: hour},
+	} {
+		if err := regs.Put(ctx, reg); err != nil {
+			t.Fatalf("Put %v: %v", reg, err)
+		}
+	}
+	contacts := func(managerID string) []string {
+		t.Helper()
+		list, err := regs.Contacts(ctx, managerID)
+		if err != nil {
+			t.Fatalf("Contacts: %v", err)
+		}
+		var out []string
+		for _, r := range list {
+			out = append(out, r.Contact)
+		}
+		return out
+	}
+	if got := contacts(aliceID); len(got) != 2 || got[0] != "sip:a@10.0.0.1" || got[1] != "sip:b@10.0.0.2" {
+		t.Fatalf("Contacts = %v, want a then b", got)
+	}
+
+	// An expired binding is never returned, whether or not the server has
+	// removed it yet.
+	regs.now = func() time.Time { return hour.Add(time.Second) }
+	if got := contacts(aliceID); len(got) != 0 {
+		t.Fatalf("Contacts past ExpiresAt = %v", got)
+	}
+	regs.now = time.Now
+
+	if err := regs.Remove(ctx, aliceID, "sip:b@10.0.0.2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := contacts(aliceID); len(got) != 1 {
+		t.Fatalf("after Remove: %v", got)
+	}
+	// Putting an already expired binding removes it.
+	if err := regs.Put(ctx, Registration{ManagerID: aliceID, Contact: "sip:a@10.0.0.1", ExpiresAt: time.Now().Add(-time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := contacts(aliceID); len(got) != 0 {
+		t.Fatalf("after expired Put: %v", got)
+	}
+
+	if err := regs.RemoveManager(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if got := contacts(other); len(got) != 0 {
+		t.Fatalf("after RemoveManager: %v", got)
+	}
+
+	for _, bad := range []string{"", "a.b", "*", ">", "a b"} {
+		if err := regs.Put(ctx, Registration{ManagerID: bad, Contact: "sip:x@y", ExpiresAt: hour}); !errors.Is(err, errInvalidManagerID) {
+			t.Errorf("Put with manager id %q: %v", bad, err)
+		}
+		if _, err := regs.Contacts(ctx, bad); !errors.Is(err, errInvalidManagerID) {
+			t.Errorf("Contacts(%q): %v", bad, err)
+		}
+		if err := regs.RemoveManager(ctx, bad); !errors.Is(err, errInvalidManagerID) {
+			t.Errorf("RemoveManager(%q): %v", bad, err)
+		}
+	}
+}
+
+// A refresh replaces the binding's TTL: the key outlives the first expiry.
+func TestRegistrationsRefreshExtendsTTL(t *testing.T) {
+	js := runNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	regs, err := NewRegistrations(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := Registration{ManagerID: aliceID, Username: "alice", Contact: "sip:a@10.0.0.1", ExpiresAt: time.Now().Add(time.Second)}
+	if err := regs.Put(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	reg.ExpiresAt = time.Now().Add(time.Hour)
+	if err := regs.Put(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if keys := kvBindings(t, js, aliceID); len(keys) != 1 {
+		t.Fatalf("refreshed binding gone from the bucket: %v", keys)
+	}
+}
+
+func TestRegistrationKey(t *testing.T) {
+	key, err := registrationKey(aliceID, "sip:alice@10.0.0.1:5060")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^` + aliceID + `\.[0-9a-f]{16}$`).MatchString(key) {
+		t.Fatalf("key %q", key)
+	}
+	other, _ := registrationKey(aliceID, "sip:alice@10.0.0.1:5062")
+	if key == other {
+		t.Fatal("two contacts share a key")
+	}
+}
+
+// A bucket without per-key TTL (made by an older NATS, or by hand) still
+// works: reads filter on ExpiresAt.
+func TestRegistrationsWithoutPerKeyTTL(t *testing.T) {
+	js := runNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: RegistrationsBucket, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	regs, err := NewRegistrations(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if regs.perKeyTTL {
+		t.Fatal("per-key TTL on a bucket without it")
+	}
+	reg := Registration{ManagerID: aliceID, Contact: "sip:a@10.0.0.1", ExpiresAt: time.Now().Add(time.Minute)}
+	if err := regs.Put(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := regs.Contacts(ctx, aliceID); len(got) != 1 {
+		t.Fatalf("Contacts = %v", got)
+	}
+	regs.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	if got, _ := regs.Contacts(ctx, aliceID); len(got) != 0 {
+		t.Fatalf("expired binding returned: %v", got)
+	}
+	regs.now = time.Now
+	if err := regs.Remove(ctx, aliceID, reg.Contact); err != nil {
+		t.Fatal(err)
+	}
+	if err := regs.Put(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := regs.RemoveManager(ctx, aliceID); err != nil {
+		t.Fatal(err)
+	}
+	if keys := kvBindings(t, js, aliceID); len(keys) != 0 {
+		t.Fatalf("keys left: %v", keys)
+	}
+}

@@ -1,0 +1,122 @@
+package pbx
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync/atomic"
+
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Route is the ring plan of one inbound call: who the caller is, as a
+// manager may see him, and which managers ring in which order.
+type Route struct {
+	ClientID   string
+	ClientCode string
+	ClientName string
+	Steps      [][]string // manager ids, rung step by step
+}
+
+// Router decides who rings for a call: masking knows the rule, storage the
+// clients and managers, the registrations who can ring at all.
+type Router struct {
+	Store   *storage.Store
+	Keys    *masking.Keyring
+	Numbers masking.Normalizer
+	Regs    *Registrations
+
+	next atomic.Uint64 // round-robin cursor for new callers
+}
+
+// unknownCaller is how a caller with no usable caller id is shown.
+const unknownCaller = "Unknown caller"
+
+// InboundRoute resolves the caller's number to a client (creating and
+// assigning a client for a number never seen before) and returns his ring
+// plan. An empty or anonymous number rings the fallback group only.
+func (r *Router) InboundRoute(ctx context.Context, callerNumber string) (Route, error) {
+	managers, err := r.Store.Managers(ctx)
+	if err != nil {
+		return Route{}, err
+	}
+	registered := map[string]bool{}
+	var eligible []storage.Manager
+	for _, m := range managers {
+		if m.Status != storage.StatusActive {
+			continue
+		}
+		contacts, err := r.Regs.Contacts(ctx, m.ID)
+		if err != nil {
+			return Route{}, err
+		}
+		if len(contacts) > 0 {
+			registered[m.ID] = true
+			eligible = append(eligible, m)
+		}
+	}
+	isEligible := func(id string) bool { return registered[id] }
+
+	e164, err := r.Numbers.Normalize(callerNumber)
+	if err != nil {
+		// Anonymous, withheld or garbage: nobody owns this caller.
+		return Route{ClientName: unknownCaller, Steps: masking.RingOrder(masking.Assignment{}, ids(eligible), isEligible)}, nil
+	}
+	client, err := r.Store.ClientByBlindIndex(ctx, r.Keys.IndexKeyID(), r.Keys.BlindIndex(e164))
+	if errors.Is(err, storage.ErrNotFound) {
+		client, err = r.createCaller(ctx, e164, eligible)
+	}
+	if err != nil {
+		return Route{}, err
+	}
+	team := ""
+	for _, m := range managers {
+		if m.ID == client.ManagerID {
+			team = m.Team
+		}
+	}
+	var fallback []string
+	for _, m := range eligible {
+		if m.Team == team {
+			fallback = append(fallback, m.ID)
+		}
+	}
+	a := masking.Assignment{Primary: client.ManagerID, Partners: client.PartnerIDs}
+	return Route{
+		ClientID: client.ID, ClientCode: client.Code, ClientName: client.Name,
+		Steps: masking.RingOrder(a, fallback, isEligible),
+	}, nil
+}
+
+// createCaller makes a client of a first-time caller and gives him to the
+// next registered manager in turn. Two calls from one new number at once
+// race on the blind index; the loser finds the winner's client.
+func (r *Router) createCaller(ctx context.Context, e164 string, eligible []storage.Manager) (storage.Client, error) {
+	if len(eligible) == 0 {
+		return storage.Client{}, ErrNobodyToRing
+	}
+	sort.Slice(eligible, func(i, j int) bool { return eligible[i].ID < eligible[j].ID })
+	owner := eligible[int(r.next.Add(1)-1)%len(eligible)]
+	ct, keyID, err := r.Keys.Seal(e164)
+	if err != nil {
+		return storage.Client{}, err
+	}
+	c, err := r.Store.CreateClient(ctx, storage.NewClient{
+		Name: "New client", Segment: "new", ManagerID: owner.ID,
+		Phones:  []storage.SealedPhone{{Ciphertext: ct, EncKeyID: keyID, BlindIndex: r.Keys.BlindIndex(e164), IndexKeyID: r.Keys.IndexKeyID()}},
+		NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err },
+	}, "system:pbx")
+	if errors.Is(err, storage.ErrDuplicatePhone) {
+		return r.Store.ClientByBlindIndex(ctx, r.Keys.IndexKeyID(), r.Keys.BlindIndex(e164))
+	}
+	return c, err
+}
+
+func ids(ms []storage.Manager) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.ID
+	}
+	return out
+}
