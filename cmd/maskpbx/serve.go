@@ -66,6 +66,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		if err != nil {
 			return fmt.Errorf("--nats-listen: %w", err)
 		}
+		if port == 0 {
+			port = -1 // nats-server's "any free port"
+		}
 		embedded, err := bus.StartEmbedded(filepath.Join(cfg.DataDir, "nats"), host, port)
 		if err != nil {
 			return err

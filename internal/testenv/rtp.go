@@ -1,0 +1,113 @@
+package testenv
+
+import (
+	"math"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// RTPEndpoint is a test's own RTP peer: it sends a PCMU tone and counts the
+// valid RTP packets that reach it.
+type RTPEndpoint struct {
+	conn     *net.UDPConn
+	received atomic.Int64
+	mu       sync.Mutex
+	sources  map[string]bool
+	payloads [][]byte
+}
+
+// NewRTPEndpoint listens on addr ("127.0.0.5:40000").
+func NewRTPEndpoint(t testing.TB, addr string) *RTPEndpoint {
+	t.Helper()
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		t.Fatalf("rtp endpoint %s: %v", addr, err)
+	}
+	e := &RTPEndpoint{conn: conn, sources: map[string]bool{}}
+	t.Cleanup(func() { conn.Close() })
+	go e.read()
+	return e
+}
+
+func (e *RTPEndpoint) read() {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := e.conn.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		var p rtp.Packet
+		if p.Unmarshal(buf[:n]) != nil {
+			continue
+		}
+		e.received.Add(1)
+		e.mu.Lock()
+		e.sources[from.String()] = true
+		if len(e.payloads) < 1000 {
+			e.payloads = append(e.payloads, append([]byte(nil), p.Payload...))
+		}
+		e.mu.Unlock()
+	}
+}
+
+// Received is the number of RTP packets that arrived.
+func (e *RTPEndpoint) Received() int { return int(e.received.Load()) }
+
+// Payloads returns copies of the first payloads received.
+func (e *RTPEndpoint) Payloads() [][]byte {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([][]byte(nil), e.payloads...)
+}
+
+// Send sends n 20 ms PCMU packets of a freq Hz tone to dst, paced in real
+// time.
+func (e *RTPEndpoint) Send(dst netip.AddrPort, n int, freq float64) error {
+	to := net.UDPAddrFromAddrPort(dst)
+	ssrc := uint32(time.Now().UnixNano())
+	for i := 0; i < n; i++ {
+		payload := make([]byte, 160)
+		for j := range payload {
+			s := math.Sin(2 * math.Pi * freq * float64(i*160+j) / 8000)
+			payload[j] = LinearToULaw(int16(s * 8000))
+		}
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i),
+			Timestamp: uint32(i * 160), SSRC: ssrc, Marker: i == 0}, Payload: payload}
+		raw, _ := p.Marshal()
+		if _, err := e.conn.WriteToUDP(raw, to); err != nil {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// LinearToULaw encodes one sample as G.711 mu-law.
+func LinearToULaw(s int16) byte {
+	const bias, clip = 0x84, 32635
+	sign := byte(0)
+	v := int(s)
+	if v < 0 {
+		v, sign = -v, 0x80
+	}
+	if v > clip {
+		v = clip
+	}
+	v += bias
+	exp := 7
+	for mask := 0x4000; v&mask == 0 && exp > 0; mask >>= 1 {
+		exp--
+	}
+	mant := (v >> (exp + 3)) & 0x0f
+	return ^(sign | byte(exp<<4) | byte(mant))
+}
