@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,160 @@ func TestInboundCall(t *testing.T) {
 		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
 		if cdr.Disposition != "answered" || cdr.HangupSide != "manager" {
 			t.Errorf("CDR %+v", cdr)
+		}
+	})
+}
+
+func rejectingPhone(t *testing.T, s *system, name, ip string, port int, mode string) *testenv.SIPp {
+	return testenv.StartSIPp(t, name, testenv.SIPpOptions{
+		Scenario: "phone_reject.xml", LocalIP: ip, Port: port, Remote: s.sipAddr,
+		Sets: map[string]string{"mode": mode},
+	})
+}
+
+// rejected sends an INVITE that must be refused and returns the status.
+func rejected(t *testing.T, s *system, from, company, cline, mline string) string {
+	t.Helper()
+	p := testenv.StartSIPp(t, "rejected", testenv.SIPpOptions{
+		Scenario: "trunk_rejected.xml", LocalIP: from, Remote: s.sipAddr, Timeout: 10 * time.Second,
+		Keys: map[string]string{"company": company, "caller": "79161234567", "cline": cline, "mline": mline},
+	})
+	p.Wait()
+	st, err := p.LogValue("STATUS", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func sentCount(p *testenv.SIPp, startLine string) int {
+	raw, _ := os.ReadFile(p.Messages)
+	n := 0
+	for _, block := range strings.Split(string(raw), "-----------------------------------------------") {
+		if strings.Contains(block, "message sent") && strings.Contains(block, startLine) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestInboundRingPlan(t *testing.T) {
+	s := startSystem(t, 2*time.Second)
+	anna := s.manager("anna")
+	bob := s.manager("bob")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID, bob.ID)
+	s.register("anna", annaIP, 5070)
+	s.register("bob", bobIP, 5071)
+
+	t.Run("a phone that repeats 180 still connects", func(t *testing.T) {
+		ph := phone(t, s, "anna", annaIP, 5070, 41102, false, 12)
+		tr := trunkCall(t, s, acmeNumber, 41100, true, 1000)
+		tr.Wait()
+		ph.Wait()
+		if n := sentCount(ph, "SIP/2.0 180 Ringing"); n < 12 {
+			t.Fatalf("the phone sent %d 180s, want 12 (more than sipgo's WaitAnswer reads)", n)
+		}
+	})
+
+	t.Run("primary does not answer: the partner rings after the ring timeout", func(t *testing.T) {
+		annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
+		bobPh := phone(t, s, "bob", bobIP, 5071, 41112, false, 1)
+		start := time.Now()
+		tr := trunkCall(t, s, acmeNumber, 41110, true, 1000)
+		annaPh.Wait() // it got CANCEL when its ring step ran out
+		bobPh.Wait()
+		tr.Wait()
+		if d := time.Since(start); d < 2*time.Second {
+			t.Errorf("the partner answered after %v, before the primary's ring timeout", d)
+		}
+		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+		if cdr.ManagerID != bob.ID || cdr.Disposition != "answered" {
+			t.Errorf("CDR %+v, want answered by bob", cdr)
+		}
+	})
+
+	t.Run("busy primary goes straight to the partner", func(t *testing.T) {
+		annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "busy")
+		bobPh := phone(t, s, "bob", bobIP, 5071, 41122, false, 1)
+		tr := trunkCall(t, s, acmeNumber, 41120, true, 500)
+		annaPh.Wait()
+		bobPh.Wait()
+		tr.Wait()
+	})
+
+	t.Run("the caller hangs up while ringing: CANCEL and a missed CDR", func(t *testing.T) {
+		annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
+		tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+			Scenario: "trunk_cancel.xml", LocalIP: trunkIP, Remote: s.sipAddr,
+			Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "41130"},
+			Args: []string{"-d", "800"},
+		})
+		tr.Wait()
+		annaPh.Wait() // it received the CANCEL
+		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+		if cdr.Disposition != "missed" || cdr.AnsweredAt != nil || cdr.HangupSide != "client" {
+			t.Errorf("CDR %+v, want missed", cdr)
+		}
+	})
+
+	t.Run("an unknown caller becomes a client of one manager and sticks to him", func(t *testing.T) {
+		const stranger = "+79037778899"
+		var owner string
+		for round := 0; round < 2; round++ {
+			phones := map[string]*testenv.SIPp{
+				anna.ID: phone(t, s, "anna", annaIP, 5070, 41142, false, 1),
+				bob.ID:  phone(t, s, "bob", bobIP, 5071, 41144, false, 1),
+			}
+			tr := trunkCall(t, s, stranger, 41140, true, 500)
+			tr.Wait()
+			var clients []apiClient
+			s.call("GET", "/api/v1/clients", adminTok, nil, &clients)
+			found := false
+			for _, c := range clients {
+				if c.Name == "New client" {
+					found = true
+					if owner == "" {
+						owner = c.ManagerID
+					}
+					if c.ManagerID != owner {
+						t.Fatalf("the new client moved from %s to %s", owner, c.ManagerID)
+					}
+				}
+			}
+			if !found {
+				t.Fatal("no client was created for the unknown caller")
+			}
+			phones[owner].Wait()
+			for id, p := range phones {
+				if id != owner {
+					p.Kill()
+					if len(p.Received()) != 0 {
+						t.Fatalf("round %d: the other manager's phone rang", round)
+					}
+				}
+			}
+		}
+	})
+
+	t.Run("refused INVITEs", func(t *testing.T) {
+		goodC, goodM := "c=IN IP4 "+trunkIP, "m=audio 41150 RTP/AVP 0"
+		for _, tc := range []struct {
+			name, from, company, cline, mline, want string
+		}{
+			{"source not on the trunk list", strangerIP, "74950000000", goodC, goodM, "403"},
+			{"another number", trunkIP, "74951111111", goodC, goodM, "403"},
+			{"malformed SDP", trunkIP, "74950000000", "c=IN IP4 nonsense", "m=audio notaport RTP/AVP 0", "488"},
+			{"no supported codec", trunkIP, "74950000000", goodC, "m=audio 41150 RTP/AVP 18", "488"},
+		} {
+			if got := rejected(t, s, tc.from, tc.company, tc.cline, tc.mline); got != tc.want {
+				t.Errorf("%s: got %s, want %s", tc.name, got, tc.want)
+			}
+		}
+		if n := s.run.Ports.InUse(); n != 0 {
+			t.Errorf("%d RTP ports still allocated after the calls", n)
+		}
+		if n := s.run.SIP.ActiveCalls(); n != 0 {
+			t.Errorf("%d calls still active", n)
 		}
 	})
 }

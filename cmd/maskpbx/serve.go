@@ -19,6 +19,7 @@ import (
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
+	"github.com/maskpbx/maskpbx/pbx/media"
 	"github.com/maskpbx/maskpbx/recorder"
 	"github.com/maskpbx/maskpbx/storage"
 )
@@ -30,6 +31,8 @@ type running struct {
 	NATSURL  string
 	Store    *storage.Store
 	Regs     *pbx.Registrations
+	SIP      *pbx.Server
+	Ports    *media.PortPool
 }
 
 // serve runs every component in one process until ctx ends. If started is
@@ -168,7 +171,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		logger.Info("maskpbx is up", zap.String("http", httpLn.Addr().String()), zap.String("sip", cfg.SIPListen),
 			zap.String("sip_domain", cfg.SIPDomain))
 		if started != nil {
-			started(running{HTTPAddr: httpLn.Addr().String(), NATSURL: natsURL, Store: store, Regs: regs})
+			started(running{HTTPAddr: httpLn.Addr().String(), NATSURL: natsURL, Store: store, Regs: regs, SIP: sip, Ports: callCfg.Ports})
 		}
 		return nil
 	})

@@ -156,15 +156,19 @@ func (p *Port) Close() error {
 }
 
 // acceptRTP decides whether a valid RTP packet from src is taken, latching
-// the destination to src when there is no latch yet or the latched source
-// has gone quiet. Called only by the RTP reader of this port.
+// the destination to src when there is no latch yet, the latched source has
+// gone quiet, or src is exactly where the peer's SDP says it is (so an early
+// intruder cannot keep a peer without NAT out). Called only by the RTP
+// reader of this port.
 func (p *Port) acceptRTP(src netip.AddrPort, now int64) bool {
 	cur := p.latchedRTP.Load()
 	if cur != nil && *cur == src {
 		p.lastRTP.Store(now)
 		return true
 	}
-	if cur != nil && now-p.lastRTP.Load() < int64(relatchAfter) {
+	sdp := p.sdpRTP.Load()
+	fromSDP := sdp != nil && *sdp == src
+	if cur != nil && !fromSDP && now-p.lastRTP.Load() < int64(relatchAfter) {
 		return false
 	}
 	latched := src
@@ -173,12 +177,11 @@ func (p *Port) acceptRTP(src netip.AddrPort, now int64) bool {
 	if r := p.latchedRTCP.Load(); r != nil && r.Addr() != src.Addr() {
 		p.latchedRTCP.Store(nil)
 	}
-	sdp := p.sdpRTP.Load()
 	// The peer's address is not logged: it may be a client's (invariant 1).
 	p.logger.Load().Info("rtp latched",
 		zap.Uint16("local_port", p.local.Port()),
 		zap.Bool("relatch", cur != nil),
-		zap.Bool("differs_from_sdp", sdp == nil || *sdp != src))
+		zap.Bool("differs_from_sdp", !fromSDP))
 	return true
 }
 

@@ -107,7 +107,8 @@ type Relay struct {
 }
 
 // Bridge starts relaying RTP and RTCP between a and b and takes ownership of
-// both ports: they are closed when the relay ends, however it ends.
+// both ports: they are closed when the relay ends, however it ends. On error
+// (ErrBadLeg) the ports stay the caller's to close.
 func Bridge(a, b *Port, opts BridgeOptions) (*Relay, error) {
 	if a == nil || b == nil || a == b || a.closed.Load() || b.closed.Load() {
 		return nil, ErrBadLeg

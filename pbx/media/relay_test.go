@@ -258,6 +258,22 @@ func TestRelayLatchesToNATSource(t *testing.T) {
 	mustNotRecv(t, natSocket)
 }
 
+func TestRelaySDPSourceBeatsEarlyIntruder(t *testing.T) {
+	t.Parallel()
+	c := newCall(t, 22150, BridgeOptions{})
+	intruder := listenUDP(t, "127.0.0.4")
+	send(t, intruder, c.aRTP(), rtpBytes(t, 0, 1, 0, 0xBAD, false, voice('x', 1)))
+	mustRecv(t, c.bob.rtp) // nothing tells it apart yet
+	// Alice, not behind NAT, sends from where her SDP says: she wins at once.
+	send(t, c.alice.rtp, c.aRTP(), rtpBytes(t, 0, 1, 0, 0xA11CE, false, voice('a', 1)))
+	mustRecv(t, c.bob.rtp)
+	send(t, c.bob.rtp, c.bRTP(), rtpBytes(t, 0, 1, 0, 0xB0B, false, voice('b', 1)))
+	mustRecv(t, c.alice.rtp)
+	mustNotRecv(t, intruder)
+	send(t, intruder, c.aRTP(), rtpBytes(t, 0, 2, 160, 0xBAD, false, voice('x', 2)))
+	mustNotRecv(t, c.bob.rtp)
+}
+
 func TestRelayScrubsRTCP(t *testing.T) {
 	t.Parallel()
 	c := newCall(t, 22020, BridgeOptions{})
