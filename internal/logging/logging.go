@@ -1,0 +1,22 @@
+// Package logging builds maskpbx's zap logger. Library logs that go through
+// slog (sipgo's) are bridged into it by pbx, which also redacts them.
+package logging
+
+import (
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// New builds the process logger: "json" for production, "console" for a
+// terminal (make run).
+func New(format string) (*zap.Logger, error) {
+	var zc zap.Config
+	if format == "console" {
+		zc = zap.NewDevelopmentConfig()
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		zc.Level = zap.NewAtomicLevelAt(zap.InfoLevel)
+	} else {
+		zc = zap.NewProductionConfig()
+	}
+	return zc.Build()
+}
