@@ -34,13 +34,14 @@ type call struct {
 	codecs    []media.Codec
 
 	hangupOnce sync.Once
-	hangupCh   chan string // "client" / "manager" / "system": who ended it
+	hangupCh   chan string   // "client" / "manager" / "system": who ended it
+	done       chan struct{} // closed by release
 	endOnce    sync.Once
 	relay      *media.Relay
 }
 
 func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
-	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1)}
+	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{})}
 	c.sessionID = [2]uint64{newSessionID(), newSessionID()}
 	cc.mu.Lock()
 	cc.calls[id] = c
@@ -64,6 +65,7 @@ func (c *call) localSDP(side media.Side, codecs []media.Codec, dir media.Directi
 // release frees whatever the call holds, once.
 func (c *call) release() {
 	c.endOnce.Do(func() {
+		close(c.done)
 		if c.relay != nil {
 			c.relay.Stop()
 		}

@@ -95,6 +95,7 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		localSeq:  0,
 	}}
 	// Responses to the trunk carry our To tag, the same on every response.
+	var final *sip.Response
 	answerTrunk := func(code int, reason string, body []byte, hdrs ...sip.Header) error {
 		res := sip.NewResponseFromRequest(req, code, reason, body)
 		res.To().Params.Add("tag", trunk.dlg.localTag)
@@ -102,6 +103,7 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		for _, h := range hdrs {
 			res.AppendHeader(h)
 		}
+		final = res
 		return tx.Respond(res)
 	}
 
@@ -222,6 +224,7 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	stopRinging()
+	go retransmitUntilAck(tx, final, trunk.acked, c)
 	answeredAt := time.Now()
 	c.publish(events.Answered, nil)
 	logger.Info("call connected", zap.String("manager_id", winner.managerID))
@@ -238,6 +241,38 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	logger.Info("call ended", zap.String("hangup_side", side), zap.Duration("talk", time.Since(answeredAt)))
 	c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = DispAnswered, side })
+}
+
+// retransmitUntilAck resends our 200 to the trunk (RFC 3261 13.3.1.4: the
+// UAS core retransmits 2xx over UDP, T1 doubling up to T2) until its ACK
+// arrives; with no ACK in 64*T1 the call is given up.
+func retransmitUntilAck(tx sip.ServerTransaction, ok *sip.Response, acked <-chan struct{}, c *call) {
+	const t1, t2 = 500 * time.Millisecond, 4 * time.Second
+	giveUp := time.NewTimer(64 * t1)
+	defer giveUp.Stop()
+	interval := t1
+	for {
+		select {
+		case <-acked:
+			return
+		case <-c.done:
+			return
+		case <-giveUp.C:
+			if c.ports[media.SideA].Stats().RTPPacketsIn > 0 {
+				// The ACK went astray but the caller is talking: keep the call.
+				return
+			}
+			c.logger.Warn("no ACK for our 200 from the trunk; ending the call")
+			c.hangup("system")
+			return
+		case <-time.After(interval):
+			if sip.IsReliable(ok.Transport()) {
+				continue // TCP delivers it; only wait for the ACK
+			}
+			_ = tx.Respond(ok)
+			interval = min(2*interval, t2)
+		}
+	}
 }
 
 // pickSame returns the entries of offered that name the same codecs as

@@ -48,6 +48,11 @@ type system struct {
 // embedded NATS, as `make run` does, with loopback addresses for the parties.
 func startSystem(t *testing.T, ringTimeout time.Duration) *system {
 	t.Helper()
+	return startSystemWith(t, ringTimeout, 10*time.Second)
+}
+
+func startSystemWith(t *testing.T, ringTimeout, mediaTimeout time.Duration) *system {
+	t.Helper()
 	sipPort := testenv.FreePort(t, pbxIP)
 	cfg := Config{
 		DataDir:          t.TempDir(),
@@ -61,7 +66,7 @@ func startSystem(t *testing.T, ringTimeout time.Duration) *system {
 		CompanyNumber:    company,
 		Region:           "RU",
 		RingTimeout:      ringTimeout,
-		MediaTimeout:     10 * time.Second,
+		MediaTimeout:     mediaTimeout,
 		DigestAlgorithms: "MD5", // Debian's SIPp 3.6 has no SHA-256
 	}
 	t.Setenv("MASKPBX_ADMIN_TOKEN", adminTok)

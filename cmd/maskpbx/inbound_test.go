@@ -90,6 +90,11 @@ func TestInboundCall(t *testing.T) {
 			t.Errorf("the phone was shown %q, want the client's name and code", shown)
 		}
 		assertNoLeak(t, ph, acmeNumber, acme.Code)
+		for _, m := range tr.Received() {
+			if strings.Contains(m, annaIP) || strings.Contains(strings.ToLower(m), "anna") {
+				t.Fatalf("the client's side learned the manager's identity:\n%s", m)
+			}
+		}
 		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
 		if cdr.Disposition != "answered" || cdr.HangupSide != "client" || cdr.ManagerID != anna.ID || cdr.AnsweredAt == nil {
 			t.Errorf("CDR %+v", cdr)
@@ -261,6 +266,52 @@ func TestInboundRingPlan(t *testing.T) {
 		}
 		if n := s.run.SIP.ActiveCalls(); n != 0 {
 			t.Errorf("%d calls still active", n)
+		}
+	})
+}
+
+func TestInboundHoldAndMediaTimeout(t *testing.T) {
+	s := startSystemWith(t, 2*time.Second, 2*time.Second)
+	anna := s.manager("anna")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	s.register("anna", annaIP, 5070)
+
+	t.Run("hold, resume and INFO are answered on the trunk leg only", func(t *testing.T) {
+		ph := phone(t, s, "anna", annaIP, 5070, 41302, false, 1)
+		tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+			Scenario: "trunk_hold.xml", LocalIP: trunkIP, Remote: s.sipAddr,
+			Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "41300"},
+		})
+		tr.Wait()
+		ph.Wait()
+		if v, _ := tr.LogValue("HOLD_ANSWER", time.Second); v != "a=recvonly" {
+			t.Errorf("answer to hold: %q, want a=recvonly", v)
+		}
+		invites := 0
+		for _, m := range ph.Received() {
+			if strings.HasPrefix(m, "INVITE ") {
+				invites++
+			}
+			if strings.HasPrefix(m, "INFO ") {
+				t.Error("the client's INFO crossed to the manager's phone")
+			}
+		}
+		if invites != 1 {
+			t.Errorf("the phone received %d INVITEs, want 1 (hold stays on the trunk leg)", invites)
+		}
+	})
+
+	t.Run("no RTP for --media-timeout ends both legs", func(t *testing.T) {
+		ph := phone(t, s, "anna", annaIP, 5070, 41312, false, 1)
+		tr := trunkCall(t, s, acmeNumber, 41310, false, 0)
+		tr.Wait() // got the PBX's BYE
+		ph.Wait() // got the PBX's BYE
+		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+		if cdr.HangupSide != "system" || cdr.Disposition != "answered" {
+			t.Errorf("CDR %+v, want ended by the system", cdr)
+		}
+		if n := s.run.Ports.InUse(); n != 0 {
+			t.Errorf("%d RTP ports still allocated", n)
 		}
 	})
 }
