@@ -1,0 +1,45 @@
+# maskpbx — the two commands of the README, and a few helpers.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/maskpbx
+PG_PORT ?= 55432
+VAR := $(CURDIR)/var
+
+.PHONY: all build run test deps vet bench clean pg-start pg-stop
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/maskpbx
+
+# Everything a fresh Debian machine lacks: SIPp (sip-tester) for the SIP
+# tests, sox for audio checks. PostgreSQL's server is installed by
+# deploy/pg.sh if missing.
+deps:
+	@./deploy/deps.sh
+
+# make run: the whole system in one process with demo data.
+run: build
+	@./deploy/pg.sh start $(VAR)/pg $(PG_PORT)
+	@./deploy/run.sh $(BIN) $(PG_PORT)
+
+pg-start:
+	@./deploy/pg.sh start $(VAR)/pg $(PG_PORT)
+
+pg-stop:
+	@./deploy/pg.sh stop $(VAR)/pg
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+# make test: every test, against a throwaway Postgres cluster, embedded NATS
+# and SIPp peers, all started by the tests themselves.
+test: deps vet
+	$(GO) test -count=1 -timeout 25m ./...
+
+bench: deps build
+	@./deploy/bench.sh
+
+clean:
+	rm -rf bin
