@@ -149,7 +149,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sip.Serve(gctx) })
-	g.Go(func() error { return recorder.NewCDRWriter(js, store, logger.Named("cdr")).Run(gctx) })
+	g.Go(func() error { return recorder.NewCDRWriter(js, store, logger).Run(gctx) })
 	g.Go(func() error {
 		if err := httpServer.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
 			return err

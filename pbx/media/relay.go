@@ -58,6 +58,7 @@ const (
 	SideB
 )
 
+// String is "a" or "b", as in log fields and errors.
 func (s Side) String() string {
 	if s == SideA {
 		return "a"

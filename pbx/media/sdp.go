@@ -26,6 +26,7 @@ const (
 
 var directionNames = [...]string{"sendrecv", "sendonly", "recvonly", "inactive"}
 
+// String is the SDP attribute name, e.g. "sendrecv".
 func (d Direction) String() string {
 	if int(d) < len(directionNames) {
 		return directionNames[d]

@@ -35,7 +35,7 @@ var goldenErrors = map[string]error{"ErrBadSDP": ErrBadSDP, "ErrNoCodec": ErrNoC
 // turned into LF.
 type goldenCase struct {
 	header, offer, want string
-	mustNotContain     []string
+	mustNotContain      []string
 }
 
 func readGolden(t *testing.T, path string) goldenCase {
