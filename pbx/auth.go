@@ -203,7 +203,17 @@ func (a *digestAuth) useNonce(nonce string, nc int, expires time.Time) bool {
 // errForbidden, errAuthFailed, errInactiveUser (with the credentials, for
 // the log), errStaleNonce, errNonceReplay, or a lookup failure.
 func (a *digestAuth) authenticate(ctx context.Context, req *sip.Request, user string) (SIPCredentials, error) {
-	cred, err := a.credentialsFor(req)
+	return a.verify(ctx, req, user, "Authorization")
+}
+
+// authenticateProxy is authenticate for a request challenged with 407: the
+// credentials come in Proxy-Authorization (a desk phone's INVITE).
+func (a *digestAuth) authenticateProxy(ctx context.Context, req *sip.Request, user string) (SIPCredentials, error) {
+	return a.verify(ctx, req, user, "Proxy-Authorization")
+}
+
+func (a *digestAuth) verify(ctx context.Context, req *sip.Request, user, header string) (SIPCredentials, error) {
+	cred, err := a.credentialsFor(req, header)
 	if err != nil {
 		return SIPCredentials{}, err
 	}
@@ -269,16 +279,17 @@ func (a *digestAuth) offered(name string) (digestAlgorithm, bool) {
 	return digestAlgorithm{}, false
 }
 
-// credentialsFor picks the Authorization header for our realm.
-func (a *digestAuth) credentialsFor(req *sip.Request) (*digest.Credentials, error) {
-	headers := req.GetHeaders("Authorization")
+// credentialsFor picks the Authorization (or Proxy-Authorization) header
+// for our realm.
+func (a *digestAuth) credentialsFor(req *sip.Request, header string) (*digest.Credentials, error) {
+	headers := req.GetHeaders(header)
 	if len(headers) == 0 {
 		return nil, errNoCredentials
 	}
 	for _, h := range headers {
 		cred, err := digest.ParseCredentials(h.Value())
 		if err != nil {
-			return nil, fmt.Errorf("%w: Authorization: %v", errMalformed, err)
+			return nil, fmt.Errorf("%w: %s: %v", errMalformed, header, err)
 		}
 		if cred.Realm == a.realm {
 			return cred, nil

@@ -33,6 +33,9 @@ type call struct {
 	version   [2]atomic.Uint64
 	codecs    []media.Codec
 
+	statusMu sync.Mutex
+	status   CallStatus
+
 	hangupOnce sync.Once
 	hangupCh   chan string   // "client" / "manager" / "system": who ended it
 	done       chan struct{} // closed by release
@@ -43,6 +46,7 @@ type call struct {
 func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
 	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{})}
 	c.sessionID = [2]uint64{newSessionID(), newSessionID()}
+	c.status = CallStatus{ID: id, Direction: direction, StartedAt: time.Now()}
 	cc.mu.Lock()
 	cc.calls[id] = c
 	cc.mu.Unlock()
@@ -74,19 +78,62 @@ func (c *call) release() {
 				_ = p.Close()
 			}
 		}
+		st := c.snapshot()
+		if st.State != StateEnded {
+			st.State, st.EndedAt = StateEnded, time.Now()
+			if st.Disposition == "" {
+				st.Disposition = DispFailed
+			}
+		}
 		c.cc.mu.Lock()
 		delete(c.cc.calls, c.id)
+		c.cc.recent.add(st)
 		c.cc.mu.Unlock()
 	})
 }
 
-func (c *call) publish(kind events.Kind, mutate func(*events.Event)) {
-	if c.cc.cfg.Events == nil {
+// setState moves the call to a new state (see the State constants).
+func (c *call) setState(state string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	c.status.State = state
+	if state == StateConnected && c.status.AnsweredAt.IsZero() {
+		c.status.AnsweredAt = time.Now()
+	}
+}
+
+// finish marks the call ended with a disposition.
+func (c *call) finish(disposition string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	if c.status.State == StateEnded {
 		return
 	}
+	c.status.State, c.status.Disposition, c.status.EndedAt = StateEnded, disposition, time.Now()
+}
+
+func (c *call) snapshot() CallStatus {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	st := c.status
+	st.ClientID, st.ManagerID = c.clientID, c.managerID
+	return st
+}
+
+// publish sends a call event; the ended event also ends the call's status.
+func (c *call) publish(kind events.Kind, mutate func(*events.Event)) {
 	e := events.Event{Kind: kind, CallID: c.id, Direction: c.direction, ClientID: c.clientID, ManagerID: c.managerID}
 	if mutate != nil {
 		mutate(&e)
+	}
+	switch kind {
+	case events.Answered:
+		c.setState(StateConnected)
+	case events.Ended:
+		c.finish(e.Disposition)
+	}
+	if c.cc.cfg.Events == nil {
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -148,4 +195,38 @@ func sideName(s media.Side) string {
 		return "client"
 	}
 	return "manager"
+}
+
+// recentCalls keeps the status of ended calls for a while, so a client
+// polling GET /api/v1/calls/{id} sees how its call ended.
+type recentCalls struct {
+	byID  map[string]CallStatus
+	order []string
+}
+
+const recentCallsKept = 10000
+
+func (r *recentCalls) add(st CallStatus) {
+	if r.byID == nil {
+		r.byID = map[string]CallStatus{}
+	}
+	if _, seen := r.byID[st.ID]; !seen {
+		r.order = append(r.order, st.ID)
+	}
+	r.byID[st.ID] = st
+	for len(r.order) > recentCallsKept {
+		delete(r.byID, r.order[0])
+		r.order = r.order[1:]
+	}
+}
+
+func (cc *callControl) status(id string) (CallStatus, bool) {
+	cc.mu.Lock()
+	c, live := cc.calls[id]
+	st, recent := cc.recent.byID[id]
+	cc.mu.Unlock()
+	if live {
+		return c.snapshot(), true
+	}
+	return st, recent
 }

@@ -27,6 +27,9 @@ type CallConfig struct {
 	Router        *Router
 	Events        EventSink
 	Numbers       masking.Normalizer
+	// CallsPerMinute limits how many calls out a manager may start in a
+	// minute (click-to-call and desk phone); 0 means 10.
+	CallsPerMinute int
 }
 
 // EventSink takes call events (offered, ringing, answered, ended).
@@ -47,9 +50,13 @@ type callControl struct {
 	regs     *Registrations
 	publicIP netip.Addr
 
-	mu    sync.Mutex
-	calls map[string]*call
-	wg    sync.WaitGroup
+	limits *outboundLimits
+	srv    *Server // for digest auth and failure limits of desk phones
+
+	mu     sync.Mutex
+	calls  map[string]*call
+	recent recentCalls
+	wg     sync.WaitGroup
 }
 
 // respond answers a request statelessly within its transaction, with our

@@ -1,6 +1,7 @@
 package pbx
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/google/uuid"
 )
 
 // EnableCalls turns on call control: INVITEs from the trunk to the company
@@ -33,6 +35,8 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 		calls:    map[string]*call{},
 		regs:     s.regs,
 		publicIP: ip,
+		srv:      s,
+		limits:   newOutboundLimits(cmp.Or(cfg.CallsPerMinute, 10)),
 	}
 	allowedMethods = append(allowedMethods, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE)
 	s.sip.OnInvite(s.guard(s.calls.onInvite))
@@ -74,8 +78,22 @@ func (cc *callControl) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	cc.wg.Add(1)
 	defer cc.wg.Done()
-	cc.inbound(req, tx)
+	// The trunk's sources bring calls in and nothing else; every other
+	// INVITE is a manager's phone dialling a client code.
+	if cc.trunkAllowed(req.Source()) {
+		cc.inbound(req, tx)
+		return
+	}
+	// A call to the company number from anywhere but the trunk is forged:
+	// refuse it without a challenge or a hint.
+	if n, err := cc.cfg.Numbers.Normalize(req.Recipient.User); err == nil && n == cc.cfg.CompanyNumber {
+		respond(tx, req, 403, "Forbidden", nil)
+		return
+	}
+	cc.fromDeskPhone(req, tx)
 }
+
+func newCallID() string { return uuid.NewString() }
 
 // onInDialog routes a request inside an existing dialog to its leg.
 func (cc *callControl) onInDialog(req *sip.Request, tx sip.ServerTransaction) {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/internal/events"
@@ -62,7 +61,7 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	respond(tx, req, 100, "Trying", nil)
 
-	id := uuid.NewString()
+	id := newCallID()
 	logger := cc.logger.With(zap.String("call_id", id), zap.String("direction", "inbound"))
 	c := cc.newCall(id, "inbound", logger)
 	defer c.release()
@@ -224,29 +223,18 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	stopRinging()
-	go retransmitUntilAck(tx, final, trunk.acked, c)
+	go retransmitUntilAck(tx, final, trunk.acked, c, media.SideA)
 	answeredAt := time.Now()
-	c.publish(events.Answered, nil)
-	logger.Info("call connected", zap.String("manager_id", winner.managerID))
-
-	side := <-c.hangupCh
-	switch side {
-	case "client":
-		winner.hangup()
-	case "manager":
-		cc.sendBye(trunk.dlg, logger)
-	default: // media timeout or shutdown: both legs
-		winner.hangup()
-		cc.sendBye(trunk.dlg, logger)
-	}
-	logger.Info("call ended", zap.String("hangup_side", side), zap.Duration("talk", time.Since(answeredAt)))
-	c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = DispAnswered, side })
+	cc.talk(c, managerSide{leg: winner}, uasSide{leg: trunk}, func(disp, side string) {
+		c.logger.Info("talk time", zap.Duration("talk", time.Since(answeredAt)))
+		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = disp, side })
+	})
 }
 
 // retransmitUntilAck resends our 200 to the trunk (RFC 3261 13.3.1.4: the
 // UAS core retransmits 2xx over UDP, T1 doubling up to T2) until its ACK
 // arrives; with no ACK in 64*T1 the call is given up.
-func retransmitUntilAck(tx sip.ServerTransaction, ok *sip.Response, acked <-chan struct{}, c *call) {
+func retransmitUntilAck(tx sip.ServerTransaction, ok *sip.Response, acked <-chan struct{}, c *call, side media.Side) {
 	const t1, t2 = 500 * time.Millisecond, 4 * time.Second
 	giveUp := time.NewTimer(64 * t1)
 	defer giveUp.Stop()
@@ -258,7 +246,7 @@ func retransmitUntilAck(tx sip.ServerTransaction, ok *sip.Response, acked <-chan
 		case <-c.done:
 			return
 		case <-giveUp.C:
-			if c.ports[media.SideA].Stats().RTPPacketsIn > 0 {
+			if c.ports[side].Stats().RTPPacketsIn > 0 {
 				// The ACK went astray but the caller is talking: keep the call.
 				return
 			}

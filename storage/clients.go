@@ -243,16 +243,8 @@ func (s *Store) RevealPhones(ctx context.Context, clientID, actor, reason string
 		if !exists {
 			return ErrNotFound
 		}
-		rows, err := tx.Query(ctx, `SELECT ciphertext, enc_key_id, blind_index, index_key_id FROM client_phones
-			WHERE client_id = $1 ORDER BY id`, clientID)
-		if err != nil {
-			return err
-		}
-		phones, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (SealedPhone, error) {
-			var p SealedPhone
-			return p, r.Scan(&p.Ciphertext, &p.EncKeyID, &p.BlindIndex, &p.IndexKeyID)
-		})
-		if err != nil {
+		var err error
+		if phones, err = sealedPhones(ctx, tx, clientID); err != nil {
 			return err
 		}
 		return appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "client.reveal", Object: "client:" + clientID, Reason: reason})
@@ -268,4 +260,35 @@ func withoutID(ids []string, drop string) []string {
 		}
 	}
 	return out
+}
+
+// ClientByCode returns the client with a client code.
+func (s *Store) ClientByCode(ctx context.Context, code string) (Client, error) {
+	return scanClient(s.pool.QueryRow(ctx, clientSelect+`WHERE c.code = $1`, code))
+}
+
+// PhonesForCall returns a client's sealed phones for the PBX to dial. It
+// writes no reveal audit row: the number goes to the trunk, never to a
+// person; the caller audits the call itself.
+func (s *Store) PhonesForCall(ctx context.Context, clientID string) ([]SealedPhone, error) {
+	if !validUUID(clientID) {
+		return nil, ErrNotFound
+	}
+	return sealedPhones(ctx, s.pool, clientID)
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func sealedPhones(ctx context.Context, q querier, clientID string) ([]SealedPhone, error) {
+	rows, err := q.Query(ctx, `SELECT ciphertext, enc_key_id, blind_index, index_key_id FROM client_phones
+		WHERE client_id = $1 ORDER BY id`, clientID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (SealedPhone, error) {
+		var p SealedPhone
+		return p, r.Scan(&p.Ciphertext, &p.EncKeyID, &p.BlindIndex, &p.IndexKeyID)
+	})
 }

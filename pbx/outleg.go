@@ -19,7 +19,8 @@ import (
 type legEvent struct {
 	leg    *outLeg
 	status int         // 180/183 ringing, 200 answered, >= 300 failed
-	answer media.Offer // the peer's SDP, with status 200
+	answer media.Offer // the peer's SDP: with 200, and with a 18x that has one (early media)
+	early  bool        // a 18x carried SDP
 }
 
 // outLeg is one INVITE we send: to one registered contact of a manager, or
@@ -117,7 +118,13 @@ func (l *outLeg) watch(events chan<- legEvent) {
 			switch {
 			case res.StatusCode == 100:
 			case res.IsProvisional():
-				events <- legEvent{leg: l, status: res.StatusCode}
+				ev := legEvent{leg: l, status: res.StatusCode}
+				if len(res.Body()) > 0 {
+					if early, err := media.ParseOffer(res.Body()); err == nil {
+						ev.answer, ev.early = early, true
+					}
+				}
+				events <- ev
 			case res.IsSuccess():
 				l.onAnswer(res, events)
 				return
