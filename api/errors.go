@@ -46,6 +46,12 @@ func asAPIError(err error) *Error {
 		return &Error{http.StatusUnprocessableEntity, "unknown_manager", "a manager id does not name an active manager"}
 	case errors.Is(err, storage.ErrManagerDismissed):
 		return &Error{http.StatusConflict, "already_dismissed", "the manager is already dismissed"}
+	case errors.Is(err, ErrNotRegistered):
+		return errNotReg
+	case errors.Is(err, ErrTooManyCalls):
+		return errTooMany
+	case errors.Is(err, ErrNoTrunk):
+		return errNoTrunk
 	case errors.Is(err, masking.ErrBadNumber):
 		// The message names no number: it may be echoed into logs or UIs.
 		return &Error{http.StatusUnprocessableEntity, "bad_phone", "a phone number is not a valid number"}

@@ -39,6 +39,8 @@ type Config struct {
 	SIPDomain string
 	// AdminToken, if set, is a bootstrap admin token that is never stored.
 	AdminToken string
+	// Dialer places click-to-calls; nil on a node without a PBX.
+	Dialer Dialer
 	// Metrics is where request metrics go and what /metrics serves.
 	Metrics *prometheus.Registry
 	Logger  *zap.Logger
@@ -76,6 +78,9 @@ func New(cfg Config) *Server {
 	s.handle("GET /api/v1/clients/{id}", s.getClient, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("PUT /api/v1/clients/{id}/assignment", s.reassign, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("POST /api/v1/clients/{id}/reveal", s.reveal, storage.RoleAdmin)
+	s.handle("POST /api/v1/calls", s.startCall, storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin)
+	s.handle("GET /api/v1/calls", s.listCalls, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
+	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
 	return s
 }

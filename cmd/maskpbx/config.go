@@ -29,6 +29,7 @@ type Config struct {
 	MediaTimeout     time.Duration
 	LogFormat        string
 	DigestAlgorithms string
+	CallsPerMinute   int
 	Demo             bool
 }
 
@@ -49,6 +50,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.Region, "region", "", "default country for numbers written without + (e.g. RU)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 20*time.Second, "how long one step of the ring order rings")
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
+	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")
 	fs.StringVar(&c.DigestAlgorithms, "digest-algorithms", "SHA-256,MD5", "digest algorithms offered in a 401, in order (old phones answer only the first)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console")
 	fs.BoolVar(&c.Demo, "demo", false, "seed demo data (company number, two managers, three clients) if missing")

@@ -53,6 +53,12 @@ func startSystem(t *testing.T, ringTimeout time.Duration) *system {
 
 func startSystemWith(t *testing.T, ringTimeout, mediaTimeout time.Duration) *system {
 	t.Helper()
+	return startSystemConfig(t, func(c *Config) { c.RingTimeout, c.MediaTimeout = ringTimeout, mediaTimeout })
+}
+
+// startSystemConfig starts a system whose configuration tune may change.
+func startSystemConfig(t *testing.T, tune func(*Config)) *system {
+	t.Helper()
 	sipPort := testenv.FreePort(t, pbxIP)
 	cfg := Config{
 		DataDir:          t.TempDir(),
@@ -65,9 +71,13 @@ func startSystemWith(t *testing.T, ringTimeout, mediaTimeout time.Duration) *sys
 		Trunk:            trunkIP + ":5060",
 		CompanyNumber:    company,
 		Region:           "RU",
-		RingTimeout:      ringTimeout,
-		MediaTimeout:     mediaTimeout,
+		RingTimeout:      2 * time.Second,
+		MediaTimeout:     10 * time.Second,
+		CallsPerMinute:   10,
 		DigestAlgorithms: "MD5", // Debian's SIPp 3.6 has no SHA-256
+	}
+	if tune != nil {
+		tune(&cfg)
 	}
 	t.Setenv("MASKPBX_ADMIN_TOKEN", adminTok)
 	ctx, cancel := context.WithCancel(context.Background())

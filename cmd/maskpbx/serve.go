@@ -137,7 +137,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	}
 	metrics := newMetrics(sip, callCfg.Ports)
 	apiServer := api.New(api.Config{
-		Store: store, Keys: keys, Numbers: numbers, Registrations: registered{regs},
+		Store: store, Keys: keys, Numbers: numbers, Registrations: registered{regs}, Dialer: dialer{sip},
 		SIPDomain: cfg.SIPDomain, AdminToken: os.Getenv("MASKPBX_ADMIN_TOKEN"),
 		Metrics: metrics, Logger: logger.Named("api"),
 	})

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
 	"github.com/maskpbx/maskpbx/pbx/media"
@@ -17,10 +20,11 @@ import (
 // callConfig turns flags into the PBX's call configuration.
 func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.CallConfig, error) {
 	cc := pbx.CallConfig{
-		CompanyNumber: c.CompanyNumber,
-		Trunk:         c.Trunk,
-		RingTimeout:   c.RingTimeout,
-		MediaTimeout:  c.MediaTimeout,
+		CompanyNumber:  c.CompanyNumber,
+		Trunk:          c.Trunk,
+		RingTimeout:    c.RingTimeout,
+		MediaTimeout:   c.MediaTimeout,
+		CallsPerMinute: c.CallsPerMinute,
 	}
 	allow := c.TrunkAllow
 	if allow == "" && c.Trunk != "" {
@@ -104,4 +108,27 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 			Help: "Relay ports allocated."}, func() float64 { return float64(ports.InUse()) }),
 	)
 	return reg
+}
+
+// dialer adapts the PBX to the API's click-to-call interface.
+type dialer struct{ sip *pbx.Server }
+
+func (d dialer) Originate(ctx context.Context, c api.OriginateCall) error {
+	err := d.sip.Originate(ctx, pbx.Originate{CallID: c.CallID, ManagerID: c.ManagerID, ClientID: c.ClientID,
+		ClientCode: c.ClientCode, ClientName: c.ClientName, Number: c.Number})
+	switch {
+	case errors.Is(err, pbx.ErrNotRegistered):
+		return api.ErrNotRegistered
+	case errors.Is(err, pbx.ErrOutboundBusy), errors.Is(err, pbx.ErrRateLimited):
+		return fmt.Errorf("%w: %v", api.ErrTooManyCalls, err)
+	case errors.Is(err, pbx.ErrNoTrunk):
+		return api.ErrNoTrunk
+	}
+	return err
+}
+
+func (d dialer) CallStatus(id string) (api.CallStatus, bool) {
+	st, ok := d.sip.CallStatus(id)
+	return api.CallStatus{State: st.State, Disposition: st.Disposition, Direction: st.Direction, ClientID: st.ClientID,
+		ManagerID: st.ManagerID, StartedAt: st.StartedAt, AnsweredAt: st.AnsweredAt, EndedAt: st.EndedAt}, ok
 }

@@ -1,0 +1,199 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Dialer is what the API needs of the PBX for click-to-call.
+type Dialer interface {
+	// Originate rings the manager's phones, then calls the client.
+	Originate(ctx context.Context, call OriginateCall) error
+	// CallStatus is a call's live status (and for a while after its end).
+	CallStatus(id string) (CallStatus, bool)
+}
+
+// OriginateCall is a click-to-call request as the PBX takes it.
+type OriginateCall struct {
+	CallID, ManagerID, ClientID, ClientCode, ClientName string
+	Number                                              string // E.164; for the trunk only
+}
+
+// CallStatus is a call's state as the API shows it.
+type CallStatus struct {
+	State, Disposition, Direction, ClientID, ManagerID string
+	StartedAt, AnsweredAt, EndedAt                     time.Time
+}
+
+// Dialer errors, mapped to HTTP statuses by asAPIError.
+var (
+	// ErrNotRegistered means the manager has no registered phone.
+	ErrNotRegistered = errors.New("api: manager has no registered phone")
+	// ErrTooManyCalls means a per-manager limit refused the call.
+	ErrTooManyCalls = errors.New("api: too many calls")
+	// ErrNoTrunk means calls out are not configured.
+	ErrNoTrunk = errors.New("api: no trunk")
+)
+
+var (
+	errNoPhone      = &Error{http.StatusConflict, "client_has_no_phone", "the client has no phone number to call"}
+	errNotReg       = &Error{http.StatusConflict, "no_registered_phone", "register your phone first: the PBX rings it before calling the client"}
+	errTooMany      = &Error{http.StatusTooManyRequests, "too_many_calls", "finish your current call or wait a minute before starting another"}
+	errNoTrunk      = &Error{http.StatusServiceUnavailable, "no_trunk", "calls out are not configured on this PBX"}
+	errNotAssigned  = &Error{http.StatusForbidden, "forbidden", "this client is not assigned to you"}
+	errNoDialerHere = &Error{http.StatusServiceUnavailable, "no_pbx", "this node does not place calls"}
+)
+
+type callView struct {
+	ID          string     `json:"id"`
+	State       string     `json:"state"`
+	Direction   string     `json:"direction,omitempty"`
+	Disposition string     `json:"disposition,omitempty"`
+	ClientID    string     `json:"client_id,omitempty"`
+	ManagerID   string     `json:"manager_id,omitempty"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	AnsweredAt  *time.Time `json:"answered_at,omitempty"`
+	EndedAt     *time.Time `json:"ended_at,omitempty"`
+	DurationMS  *int64     `json:"duration_ms,omitempty"`
+	HangupSide  string     `json:"hangup_side,omitempty"`
+	Recording   string     `json:"recording,omitempty"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+type startCallRequest struct {
+	ClientID string `json:"client_id"`
+}
+
+// startCall is click-to-call: POST /api/v1/calls {client_id}.
+func (s *Server) startCall(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var req startCallRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.ClientID == "" {
+		return badRequest("client_id is required")
+	}
+	if s.Dialer == nil {
+		return errNoDialerHere
+	}
+	if p.ManagerID == "" {
+		return errForbidden
+	}
+	c, err := s.Store.Client(r.Context(), req.ClientID)
+	if err != nil {
+		return err
+	}
+	if !(masking.Assignment{Primary: c.ManagerID, Partners: c.PartnerIDs}).MayReach(p.ManagerID) {
+		return errNotAssigned
+	}
+	sealed, err := s.Store.PhonesForCall(r.Context(), c.ID)
+	if err != nil {
+		return err
+	}
+	if len(sealed) == 0 {
+		return errNoPhone
+	}
+	number, err := s.Keys.Open(sealed[0].Ciphertext, sealed[0].EncKeyID)
+	if err != nil {
+		return err
+	}
+	id := uuid.NewString()
+	err = s.Dialer.Originate(r.Context(), OriginateCall{CallID: id, ManagerID: p.ManagerID, ClientID: c.ID,
+		ClientCode: c.Code, ClientName: c.Name, Number: number})
+	if errors.Is(err, ErrTooManyCalls) {
+		if aerr := s.Store.Audit(r.Context(), storage.AuditEntry{Actor: p.Actor(), Action: "call.limited",
+			Object: "client:" + c.ID}); aerr != nil {
+			return aerr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.Store.Audit(r.Context(), storage.AuditEntry{Actor: p.Actor(), Action: "call.click_to_call",
+		Object: "client:" + c.ID, Reason: "call:" + id}); err != nil {
+		return err
+	}
+	st, _ := s.Dialer.CallStatus(id)
+	writeJSON(w, http.StatusAccepted, callView{ID: id, State: st.State, Direction: "outbound", ClientID: c.ID, ManagerID: p.ManagerID})
+	return nil
+}
+
+// getCall shows a call: live from the PBX while it runs, else its CDR.
+func (s *Server) getCall(w http.ResponseWriter, r *http.Request, p Principal) error {
+	id := r.PathValue("id")
+	var v callView
+	if s.Dialer != nil {
+		if st, ok := s.Dialer.CallStatus(id); ok {
+			v = callView{ID: id, State: st.State, Direction: st.Direction, Disposition: st.Disposition,
+				ClientID: st.ClientID, ManagerID: st.ManagerID, StartedAt: timePtr(st.StartedAt),
+				AnsweredAt: timePtr(st.AnsweredAt), EndedAt: timePtr(st.EndedAt)}
+		}
+	}
+	if v.ID == "" || v.State == "ended" {
+		cdr, err := s.Store.CDR(r.Context(), id)
+		switch {
+		case err == nil:
+			v = viewCDR(cdr)
+		case !errors.Is(err, storage.ErrNotFound) || v.ID == "":
+			return err
+		}
+	}
+	if p.Role == storage.RoleManager && v.ManagerID != p.ManagerID {
+		return errNotFound
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func viewCDR(c storage.CDR) callView {
+	v := callView{ID: c.CallID, Direction: c.Direction, Disposition: c.Disposition, ClientID: c.ClientID,
+		ManagerID: c.ManagerID, StartedAt: c.OfferedAt, AnsweredAt: c.AnsweredAt, EndedAt: c.EndedAt,
+		HangupSide: c.HangupSide, Recording: c.Recording}
+	switch {
+	case c.EndedAt != nil:
+		v.State = "ended"
+	case c.AnsweredAt != nil:
+		v.State = "connected"
+	default:
+		v.State = "ringing"
+	}
+	if c.AnsweredAt != nil && c.EndedAt != nil {
+		ms := c.Duration.Milliseconds()
+		v.DurationMS = &ms
+	}
+	return v
+}
+
+// listCalls lists CDRs, newest first; a manager sees his own calls only.
+func (s *Server) listCalls(w http.ResponseWriter, r *http.Request, p Principal) error {
+	f := storage.CDRFilter{ClientID: r.URL.Query().Get("client_id"), ManagerID: r.URL.Query().Get("manager_id"), Limit: 200}
+	if p.Role == storage.RoleManager {
+		if f.ManagerID != "" && f.ManagerID != p.ManagerID {
+			return errForbidden
+		}
+		f.ManagerID = p.ManagerID
+	}
+	cdrs, err := s.Store.CDRs(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := make([]callView, 0, len(cdrs))
+	for _, c := range cdrs {
+		out = append(out, viewCDR(c))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/maskpbx/maskpbx/internal/testenv"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// trunkUAS starts the SIPp trunk that receives calls out to clients.
+func trunkUAS(t *testing.T, mode string, hangup bool, rtpPort int) *testenv.SIPp {
+	hang := "no"
+	if hangup {
+		hang = "yes"
+	}
+	return testenv.StartSIPp(t, "trunk "+mode, testenv.SIPpOptions{
+		Scenario: "trunk_uas.xml", LocalIP: trunkIP, Port: 5060,
+		Keys: map[string]string{"rtp_ip": trunkIP, "rtp_port": fmt.Sprint(rtpPort)},
+		Sets: map[string]string{"mode": mode, "hangup": hang},
+		Args: []string{"-d", "1500"},
+	})
+}
+
+type callResp struct {
+	ID          string `json:"id"`
+	State       string `json:"state"`
+	Disposition string `json:"disposition"`
+	Direction   string `json:"direction"`
+	HangupSide  string `json:"hangup_side"`
+}
+
+// watchCall polls a call's state until it ends and returns every state seen.
+func (s *system) watchCall(id, token string) ([]string, callResp) {
+	var seen []string
+	var last callResp
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var c callResp
+		if st := s.call("GET", "/api/v1/calls/"+id, token, nil, &c); st == 200 {
+			if len(seen) == 0 || seen[len(seen)-1] != c.State {
+				seen = append(seen, c.State)
+			}
+			last = c
+			if c.State == "ended" {
+				return seen, last
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.t.Fatalf("call %s did not end; states %v", id, seen)
+	return nil, last
+}
+
+func (s *system) audited(action, object string) bool {
+	log, _ := s.run.Store.AuditLog(context.Background(), 100)
+	for _, e := range log {
+		if e.Action == action && e.Object == object {
+			return true
+		}
+	}
+	return false
+}
+
+func TestClickToCall(t *testing.T) {
+	s := startSystemConfig(t, func(c *Config) { c.CallsPerMinute = 4 })
+	anna := s.manager("anna")
+	bob := s.manager("bob")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	bolt := s.client("Bolt", "+74957654321", bob.ID)
+	s.register("anna", annaIP, 5070)
+
+	t.Run("manager first, then the client; audio both ways; nothing leaks", func(t *testing.T) {
+		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41400")
+		phoneRTP := testenv.NewRTPEndpoint(t, annaIP+":41402")
+		tr := trunkUAS(t, "answer", false, 41400)
+		ph := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
+			Scenario: "phone_answer.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
+			Keys: map[string]string{"rtp_ip": annaIP, "rtp_port": "41402"},
+			Sets: map[string]string{"hangup": "yes", "rings": "1"}, Args: []string{"-d", "2500"},
+		})
+		var started callResp
+		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, &started); st != 202 {
+			t.Fatalf("POST /calls: %d", st)
+		}
+		if started.ID == "" || started.State != "calling_manager" {
+			t.Fatalf("202 body %+v", started)
+		}
+		type watched struct {
+			states []string
+			final  callResp
+		}
+		watch := make(chan watched, 1)
+		go func() { st, f := s.watchCall(started.ID, anna.APIToken); watch <- watched{st, f} }()
+		talk(t, tr, ph, trunkRTP, phoneRTP, annaIP)
+		w := <-watch
+		states, final := w.states, w.final
+		ph.Wait()
+		tr.Wait()
+		want := []string{"calling_manager", "calling_client", "connected", "ended"}
+		if strings.Join(states, ",") != strings.Join(want, ",") && strings.Join(states, ",") != strings.Join(want[1:], ",") {
+			t.Errorf("states %v, want %v", states, want)
+		}
+		if final.Disposition != "answered" || final.Direction != "outbound" {
+			t.Errorf("final %+v", final)
+		}
+		if d, _ := tr.LogValue("DIALLED", time.Second); !strings.HasPrefix(d, acmeNumber+" ") {
+			t.Errorf("the trunk was asked for %q, want %s", d, acmeNumber)
+		}
+		if c, _ := tr.LogValue("CALLER", time.Second); !strings.HasPrefix(c, company+" ") {
+			t.Errorf("the trunk saw caller %q, want the company number", c)
+		}
+		if shown, _ := ph.LogValue("SHOWN_FROM", time.Second); !strings.Contains(shown, "Calling Acme Trading #"+acme.Code) {
+			t.Errorf("the phone was shown %q", shown)
+		}
+		assertNoLeak(t, ph, acmeNumber, acme.Code)
+		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+		if cdr.Direction != "outbound" || cdr.Disposition != "answered" || cdr.HangupSide != "manager" || cdr.ManagerID != anna.ID {
+			t.Errorf("CDR %+v", cdr)
+		}
+		if !s.audited("call.click_to_call", "client:"+acme.ID) {
+			t.Error("no audit row for the click-to-call")
+		}
+	})
+
+	t.Run("refused click-to-calls ring nothing", func(t *testing.T) {
+		tr := trunkUAS(t, "answer", false, 41410)
+		for _, tc := range []struct {
+			name, token, client string
+			want                int
+		}{
+			{"another manager's client", anna.APIToken, bolt.ID, 403},
+			{"unknown client", anna.APIToken, "7d1b8d7e-0d38-4c1f-9d43-9a2a3f1b0c11", 404},
+			{"malformed client id", anna.APIToken, "acme", 404},
+			{"no registered phone", bob.APIToken, bolt.ID, 409},
+			{"bootstrap admin has no phone", adminTok, acme.ID, 403},
+		} {
+			if st := s.call("POST", "/api/v1/calls", tc.token, map[string]string{"client_id": tc.client}, nil); st != tc.want {
+				t.Errorf("%s: %d, want %d", tc.name, st, tc.want)
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+		tr.Kill()
+		if got := tr.Received(); len(got) != 0 {
+			t.Fatalf("the trunk received %d messages", len(got))
+		}
+	})
+
+	t.Run("client busy: disposition busy and the manager leg is hung up", func(t *testing.T) {
+		tr := trunkUAS(t, "busy", false, 41420)
+		ph := phone(t, s, "anna", annaIP, 5070, 41422, false, 1) // waits for the PBX's BYE
+		var c callResp
+		s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, &c)
+		tr.Wait()
+		ph.Wait()
+		if _, final := s.watchCall(c.ID, anna.APIToken); final.Disposition != "busy" {
+			t.Errorf("disposition %q, want busy", final.Disposition)
+		}
+	})
+
+	t.Run("the manager hangs up while the client rings: the trunk gets CANCEL", func(t *testing.T) {
+		tr := trunkUAS(t, "ring", false, 41430)
+		ph := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
+			Scenario: "phone_answer.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
+			Keys: map[string]string{"rtp_ip": annaIP, "rtp_port": "41432"},
+			Sets: map[string]string{"hangup": "yes", "rings": "1"}, Args: []string{"-d", "1000"},
+		})
+		var c callResp
+		s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, &c)
+		ph.Wait()
+		tr.Wait() // it received CANCEL
+		if _, final := s.watchCall(c.ID, anna.APIToken); final.Disposition != "cancelled" {
+			t.Errorf("disposition %q, want cancelled", final.Disposition)
+		}
+	})
+
+	t.Run("one call at a time, and a rate limit per minute", func(t *testing.T) {
+		tr := trunkUAS(t, "ring", false, 41440)
+		ph := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
+			Scenario: "phone_answer.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
+			Keys: map[string]string{"rtp_ip": annaIP, "rtp_port": "41442"},
+			Sets: map[string]string{"hangup": "yes", "rings": "1"}, Args: []string{"-d", "1500"},
+		})
+		var c callResp
+		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, &c); st != 202 {
+			t.Fatalf("first call: %d", st)
+		}
+		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, nil); st != 429 {
+			t.Errorf("a second call while the first runs: %d, want 429", st)
+		}
+		ph.Wait()
+		tr.Wait()
+		s.watchCall(c.ID, anna.APIToken)
+		// This test's system allows 4 starts a minute; 4 have been made.
+		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, nil); st != 429 {
+			t.Errorf("a call over the per-minute limit: %d, want 429", st)
+		}
+		if !s.audited("call.limited", "client:"+acme.ID) {
+			t.Error("no audit row for the refused call")
+		}
+	})
+}
+
+// dial makes anna's SIPp phone dial target and returns it once done.
+func dial(t *testing.T, s *system, target string, rtpPort int) *testenv.SIPp {
+	p := testenv.StartSIPp(t, "anna dials", testenv.SIPpOptions{
+		Scenario: "phone_dial.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
+		Keys: map[string]string{"sip_user": "anna", "sip_domain": domain, "target": target,
+			"rtp_ip": annaIP, "rtp_port": fmt.Sprint(rtpPort)},
+		Args: []string{"-au", "anna", "-ap", "anna-secret", "-auth_uri", target + "@" + domain, "-d", "1500"},
+	})
+	p.Wait()
+	return p
+}
+
+func TestDeskPhoneDialsClientCode(t *testing.T) {
+	s := startSystem(t, 2*time.Second)
+	anna := s.manager("anna")
+	bob := s.manager("bob")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	bolt := s.client("Bolt", "+74957654321", bob.ID)
+	s.register("anna", annaIP, 5070)
+
+	t.Run("the client code connects through the trunk", func(t *testing.T) {
+		tr := trunkUAS(t, "answer", false, 41500)
+		ph := dial(t, s, acme.Code, 41502)
+		tr.Wait()
+		if st, _ := ph.LogValue("STATUS", time.Second); st != "200" {
+			t.Fatalf("desk phone got %s", st)
+		}
+		if d, _ := tr.LogValue("DIALLED", time.Second); !strings.HasPrefix(d, acmeNumber+" ") {
+			t.Errorf("the trunk was asked for %q", d)
+		}
+		assertNoLeak(t, ph, acmeNumber, acme.Code)
+		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+		if cdr.Direction != "outbound" || cdr.Disposition != "answered" || cdr.ManagerID != anna.ID {
+			t.Errorf("CDR %+v", cdr)
+		}
+		if !s.audited("call.dial_code", "client:"+acme.ID) {
+			t.Error("no audit row for the dialled call")
+		}
+	})
+
+	t.Run("any other target is 403 and the trunk hears nothing", func(t *testing.T) {
+		tr := trunkUAS(t, "answer", false, 41510)
+		for _, target := range []string{"89161234567", "+79161234567", bolt.Code, "99999999", "74950000000x"} {
+			ph := dial(t, s, target, 41512)
+			if st, _ := ph.LogValue("STATUS", time.Second); st != "403" {
+				t.Errorf("dialling %q: %s, want 403", target, st)
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+		tr.Kill()
+		if got := tr.Received(); len(got) != 0 {
+			t.Fatalf("the trunk received %d messages", len(got))
+		}
+	})
+}
