@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -115,4 +116,21 @@ func (s *Server) ActiveCalls() int {
 	s.calls.mu.Lock()
 	defer s.calls.mu.Unlock()
 	return len(s.calls.calls)
+}
+
+// endAll hangs up every connected call (shutdown) and waits up to d for the
+// calls to finish.
+func (cc *callControl) endAll(d time.Duration) {
+	cc.mu.Lock()
+	for _, c := range cc.calls {
+		c.hangup("system")
+	}
+	cc.mu.Unlock()
+	done := make(chan struct{})
+	go func() { cc.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		cc.logger.Warn("calls still running at shutdown")
+	}
 }

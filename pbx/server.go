@@ -277,6 +277,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	var serveErr error
 	select {
 	case <-ctx.Done():
+		if s.calls != nil {
+			// Hang up calls in progress while the listeners can still send BYE.
+			s.calls.endAll(3 * time.Second)
+		}
 	case serveErr = <-errc:
 		if serveErr == nil || errors.Is(serveErr, net.ErrClosed) {
 			serveErr = errors.New("pbx: sip listener stopped")
