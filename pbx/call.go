@@ -161,13 +161,50 @@ func (c *call) bridge(ptAB, ptBA map[uint8]uint8) error {
 	return nil
 }
 
-// uasLeg is the leg whose INVITE we received (the trunk's, inbound).
+// uasLeg is the leg whose INVITE we received: the trunk's (inbound) or a
+// desk phone's (dialling a client code).
 type uasLeg struct {
 	dlg    *dialog
 	call   *call
 	side   media.Side
 	acked  chan struct{}
 	ackOne sync.Once
+
+	invite *sip.Request
+	tx     sip.ServerTransaction
+	final  *sip.Response // the last response sent, for 2xx retransmission
+}
+
+// newUASLeg makes the dialog of a received INVITE; req must have From, To
+// and Call-ID.
+func (cc *callControl) newUASLeg(c *call, side media.Side, req *sip.Request, tx sip.ServerTransaction) *uasLeg {
+	target := req.Recipient
+	if h := req.Contact(); h != nil {
+		target = h.Address
+	}
+	return &uasLeg{call: c, side: side, acked: make(chan struct{}), invite: req, tx: tx, dlg: &dialog{
+		callID:    req.CallID().Value(),
+		localTag:  sip.GenerateTagN(16),
+		remoteTag: tagOf(req.From().Params),
+		local:     req.To().Address,
+		remote:    req.From().Address,
+		target:    target,
+		dest:      req.Source(),
+		transport: req.Transport(),
+	}}
+}
+
+// respond answers the INVITE; every response carries our To tag and
+// Contact, and nothing of the other leg.
+func (l *uasLeg) respond(code int, reason string, body []byte, hdrs ...sip.Header) error {
+	res := sip.NewResponseFromRequest(l.invite, code, reason, body)
+	res.To().Params.Add("tag", l.dlg.localTag)
+	res.AppendHeader(&sip.ContactHeader{Address: l.call.cc.contact})
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	l.final = res
+	return l.tx.Respond(res)
 }
 
 func (l *uasLeg) matches(req *sip.Request) bool {

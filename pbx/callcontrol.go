@@ -69,15 +69,19 @@ func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string
 	_ = tx.Respond(res)
 }
 
-// sendBye ends an established dialog from our side and waits briefly for
-// the answer; a peer that never answers is gone anyway.
+// sendBye ends an established dialog from our side.
 func (cc *callControl) sendBye(d *dialog, logger *zap.Logger) {
-	bye := d.request(sip.BYE, cc.contact)
+	cc.requestAndWait(d.request(sip.BYE, cc.contact), logger)
+}
+
+// requestAndWait sends a request that ends something (BYE, CANCEL) and
+// waits briefly for its answer; a peer that never answers is gone anyway.
+func (cc *callControl) requestAndWait(req *sip.Request, logger *zap.Logger, opts ...sipgo.ClientRequestOption) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tx, err := cc.client.TransactionRequest(ctx, bye)
+	tx, err := cc.client.TransactionRequest(ctx, req, opts...)
 	if err != nil {
-		logger.Warn("BYE not sent", zap.Error(err))
+		logger.Warn("request not sent", zap.String("method", string(req.Method)), zap.Error(err))
 		return
 	}
 	defer tx.Terminate()

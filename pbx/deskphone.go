@@ -119,26 +119,8 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 	codecs := firstAudioAndEvents(offer.Codecs)
 	c.codecs = codecs
 
-	contact := req.Recipient
-	if h := req.Contact(); h != nil {
-		contact = h.Address
-	}
-	phone := &uasLeg{call: c, side: media.SideB, acked: make(chan struct{}), dlg: &dialog{
-		callID: req.CallID().Value(), localTag: sip.GenerateTagN(16), remoteTag: tagOf(req.From().Params),
-		local: req.To().Address, remote: req.From().Address, target: contact,
-		dest: req.Source(), transport: req.Transport(),
-	}}
-	var final *sip.Response
-	answerPhone := func(code int, reason string, body []byte, hdrs ...sip.Header) error {
-		res := sip.NewResponseFromRequest(req, code, reason, body)
-		res.To().Params.Add("tag", phone.dlg.localTag)
-		res.AppendHeader(&sip.ContactHeader{Address: cc.contact})
-		for _, h := range hdrs {
-			res.AppendHeader(h)
-		}
-		final = res
-		return tx.Respond(res)
-	}
+	phone := cc.newUASLeg(c, media.SideB, req, tx)
+	answerPhone := phone.respond
 	// The manager hangs up while the client rings: sipgo answers his CANCEL;
 	// we stop dialling.
 	tx.OnCancel(func(*sip.Request) { c.hangup("manager") })
@@ -182,7 +164,7 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 		end(DispFailed, "system")
 		return
 	}
-	go retransmitUntilAck(tx, final, phone.acked, c, media.SideB)
+	go retransmitUntilAck(tx, phone.final, phone.acked, c, media.SideB)
 	cc.talk(c, uasSide{leg: phone}, clientSide{leg: clientLeg}, end)
 }
 

@@ -78,33 +78,8 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		trunkPort.SetRemoteRTCP(offer.RemoteRTCP)
 	}
 
-	contact := req.Recipient
-	if h := req.Contact(); h != nil {
-		contact = h.Address
-	}
-	trunk := &uasLeg{call: c, side: media.SideA, acked: make(chan struct{}), dlg: &dialog{
-		callID:    req.CallID().Value(),
-		localTag:  sip.GenerateTagN(16),
-		remoteTag: tagOf(req.From().Params),
-		local:     req.To().Address,
-		remote:    req.From().Address,
-		target:    contact,
-		dest:      req.Source(),
-		transport: req.Transport(),
-		localSeq:  0,
-	}}
-	// Responses to the trunk carry our To tag, the same on every response.
-	var final *sip.Response
-	answerTrunk := func(code int, reason string, body []byte, hdrs ...sip.Header) error {
-		res := sip.NewResponseFromRequest(req, code, reason, body)
-		res.To().Params.Add("tag", trunk.dlg.localTag)
-		res.AppendHeader(&sip.ContactHeader{Address: cc.contact})
-		for _, h := range hdrs {
-			res.AppendHeader(h)
-		}
-		final = res
-		return tx.Respond(res)
-	}
+	trunk := cc.newUASLeg(c, media.SideA, req, tx)
+	answerTrunk := trunk.respond
 
 	// The caller gives up: sipgo answers the CANCEL with 200 and the INVITE
 	// with 487 itself; we only need to stop ringing.
@@ -223,7 +198,7 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	stopRinging()
-	go retransmitUntilAck(tx, final, trunk.acked, c, media.SideA)
+	go retransmitUntilAck(tx, trunk.final, trunk.acked, c, media.SideA)
 	answeredAt := time.Now()
 	cc.talk(c, managerSide{leg: winner}, uasSide{leg: trunk}, func(disp, side string) {
 		c.logger.Info("talk time", zap.Duration("talk", time.Since(answeredAt)))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"sync"
-	"time"
 	"unicode"
 
 	"github.com/emiago/sipgo"
@@ -203,19 +202,9 @@ func (l *outLeg) cancel() {
 	c.AppendHeader(&maxFwd)
 	c.SetTransport(inv.Transport())
 	c.SetDestination(inv.Destination())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tx, err := l.cc.client.TransactionRequest(ctx, c, sipgo.ClientRequestBuild)
-	if err != nil {
-		l.logger.Warn("CANCEL not sent", zap.Error(err))
-		return
-	}
-	defer tx.Terminate()
-	select {
-	case <-tx.Responses():
-	case <-tx.Done():
-	case <-ctx.Done():
-	}
+	// ClientRequestBuild keeps the INVITE's Via (CANCEL must match its
+	// branch) and only sets what is missing.
+	l.cc.requestAndWait(c, l.logger, sipgo.ClientRequestBuild)
 }
 
 // hangup sends BYE on an answered leg, once.
