@@ -25,6 +25,15 @@ func trunkUAS(t *testing.T, mode string, hangup bool, rtpPort int) *testenv.SIPp
 	})
 }
 
+// annaHangsUp starts anna's phone: it answers, talks holdMS and hangs up.
+func annaHangsUp(t *testing.T, s *system, rtpPort, holdMS int) *testenv.SIPp {
+	return testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
+		Scenario: "phone_answer.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
+		Keys: map[string]string{"rtp_ip": annaIP, "rtp_port": fmt.Sprint(rtpPort)},
+		Sets: map[string]string{"hangup": "yes", "rings": "1"}, Args: []string{"-d", fmt.Sprint(holdMS)},
+	})
+}
+
 type callResp struct {
 	ID          string `json:"id"`
 	State       string `json:"state"`
@@ -77,11 +86,7 @@ func TestClickToCall(t *testing.T) {
 		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41400")
 		phoneRTP := testenv.NewRTPEndpoint(t, annaIP+":41402")
 		tr := trunkUAS(t, "answer", false, 41400)
-		ph := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
-			Scenario: "phone_answer.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
-			Keys: map[string]string{"rtp_ip": annaIP, "rtp_port": "41402"},
-			Sets: map[string]string{"hangup": "yes", "rings": "1"}, Args: []string{"-d", "2500"},
-		})
+		ph := annaHangsUp(t, s, 41402, 2500)
 		var started callResp
 		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, &started); st != 202 {
 			t.Fatalf("POST /calls: %d", st)
@@ -163,11 +168,7 @@ func TestClickToCall(t *testing.T) {
 
 	t.Run("the manager hangs up while the client rings: the trunk gets CANCEL", func(t *testing.T) {
 		tr := trunkUAS(t, "ring", false, 41430)
-		ph := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
-			Scenario: "phone_answer.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
-			Keys: map[string]string{"rtp_ip": annaIP, "rtp_port": "41432"},
-			Sets: map[string]string{"hangup": "yes", "rings": "1"}, Args: []string{"-d", "1000"},
-		})
+		ph := annaHangsUp(t, s, 41432, 1000)
 		var c callResp
 		s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, &c)
 		ph.Wait()
@@ -179,11 +180,7 @@ func TestClickToCall(t *testing.T) {
 
 	t.Run("one call at a time, and a rate limit per minute", func(t *testing.T) {
 		tr := trunkUAS(t, "ring", false, 41440)
-		ph := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
-			Scenario: "phone_answer.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
-			Keys: map[string]string{"rtp_ip": annaIP, "rtp_port": "41442"},
-			Sets: map[string]string{"hangup": "yes", "rings": "1"}, Args: []string{"-d", "1500"},
-		})
+		ph := annaHangsUp(t, s, 41442, 1500)
 		var c callResp
 		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, &c); st != 202 {
 			t.Fatalf("first call: %d", st)
