@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -60,7 +62,21 @@ func talk(t *testing.T, trunk, ph *testenv.SIPp, trunkRTP, phoneRTP *testenv.RTP
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// RTCP from the client's side names him; what reaches the phone must not.
+	tp := addrPort(t, pbxIP, tPort)
+	if err := trunkRTP.SendRTCP(netip.AddrPortFrom(tp.Addr(), tp.Port()+1), "caller-79161234567@"+trunkIP, acmeNumber); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	rtcp := phoneRTP.RTCP()
+	if len(rtcp) == 0 {
+		t.Error("no RTCP reached the manager's phone")
+	}
+	for _, pkt := range rtcp {
+		if bytes.Contains(pkt, []byte("9161234567")) || bytes.Contains(pkt, []byte(trunkIP)) {
+			t.Errorf("RTCP at the manager's phone names the client: %q", pkt)
+		}
+	}
 	if got := phoneRTP.Received(); got < 48 {
 		t.Errorf("the manager's phone got %d of 50 RTP packets from the client", got)
 	}

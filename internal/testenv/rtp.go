@@ -16,6 +16,8 @@ import (
 // valid RTP packets that reach it.
 type RTPEndpoint struct {
 	conn     *net.UDPConn
+	rtcp     *net.UDPConn // RTP port + 1
+	rtcpIn   [][]byte
 	received atomic.Int64
 	mu       sync.Mutex
 	sources  map[string]bool
@@ -33,10 +35,57 @@ func NewRTPEndpoint(t testing.TB, addr string) *RTPEndpoint {
 	if err != nil {
 		t.Fatalf("rtp endpoint %s: %v", addr, err)
 	}
-	e := &RTPEndpoint{conn: conn, sources: map[string]bool{}}
-	t.Cleanup(func() { conn.Close() })
+	ua.Port++
+	rtcp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		t.Fatalf("rtcp endpoint %s: %v", ua, err)
+	}
+	e := &RTPEndpoint{conn: conn, rtcp: rtcp, sources: map[string]bool{}}
+	t.Cleanup(func() { conn.Close(); rtcp.Close() })
 	go e.read()
+	go e.readRTCP()
 	return e
+}
+
+func (e *RTPEndpoint) readRTCP() {
+	buf := make([]byte, 1500)
+	for {
+		n, err := e.rtcp.Read(buf)
+		if err != nil {
+			return
+		}
+		e.mu.Lock()
+		e.rtcpIn = append(e.rtcpIn, append([]byte(nil), buf[:n]...))
+		e.mu.Unlock()
+	}
+}
+
+// RTCP returns the RTCP datagrams received on RTP port + 1.
+func (e *RTPEndpoint) RTCP() [][]byte {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([][]byte(nil), e.rtcpIn...)
+}
+
+// SendRTCP sends a compound RTCP packet (an SR and an SDES chunk carrying
+// cname and phone) from RTP port + 1 to dst.
+func (e *RTPEndpoint) SendRTCP(dst netip.AddrPort, cname, phone string) error {
+	ssrc := []byte{0x11, 0x22, 0x33, 0x44}
+	sr := append([]byte{0x80, 200, 0, 6}, ssrc...)
+	sr = append(sr, make([]byte, 20)...)
+	items := []byte{1, byte(len(cname))}
+	items = append(items, cname...)
+	items = append(items, 4, byte(len(phone)))
+	items = append(items, phone...)
+	items = append(items, 0)
+	for (len(items)+4)%4 != 0 {
+		items = append(items, 0)
+	}
+	chunk := append(append([]byte(nil), ssrc...), items...)
+	sdes := []byte{0x81, 202, 0, byte(len(chunk) / 4)}
+	sdes = append(sdes, chunk...)
+	_, err := e.rtcp.WriteToUDP(append(sr, sdes...), net.UDPAddrFromAddrPort(dst))
+	return err
 }
 
 func (e *RTPEndpoint) read() {
