@@ -39,12 +39,13 @@ type call struct {
 	hangupOnce sync.Once
 	hangupCh   chan string   // "client" / "manager" / "system": who ended it
 	done       chan struct{} // closed by release
+	hungUp     chan struct{} // closed once talk has taken the hang-up
 	endOnce    sync.Once
 	relay      *media.Relay
 }
 
 func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
-	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{})}
+	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{}), hungUp: make(chan struct{})}
 	c.sessionID = [2]uint64{newSessionID(), newSessionID()}
 	c.status = CallStatus{ID: id, Direction: direction, StartedAt: time.Now()}
 	cc.mu.Lock()

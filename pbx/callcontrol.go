@@ -23,6 +23,7 @@ type CallConfig struct {
 	Trunk         string         // host:port of the trunk, for calls out
 	RingTimeout   time.Duration  // one step of the ring order
 	MediaTimeout  time.Duration  // no RTP this long ends a call
+	KeepAlive     time.Duration  // in-dialog OPTIONS to each leg this often; 0: off
 	Ports         *media.PortPool
 	Router        *Router
 	Events        EventSink

@@ -214,19 +214,74 @@ func (cc *callControl) clickToCall(c *call, o Originate) {
 // party is one answered leg of a call, whichever way it was set up.
 type party interface {
 	hangup(cc *callControl)
+	dialog() *dialog
 }
 
 type managerSide struct{ leg *outLeg }
 
 func (m managerSide) hangup(*callControl) { m.leg.hangup() }
+func (m managerSide) dialog() *dialog     { return m.leg.dlg }
 
 type clientSide struct{ leg *outLeg }
 
 func (c clientSide) hangup(*callControl) { c.leg.hangup() }
+func (c clientSide) dialog() *dialog     { return c.leg.dlg }
 
 type uasSide struct{ leg *uasLeg }
 
 func (u uasSide) hangup(cc *callControl) { cc.sendBye(u.leg.dlg, u.leg.call.logger) }
+func (u uasSide) dialog() *dialog        { return u.leg.dlg }
+
+// keepAlive probes each leg of a connected call with an in-dialog OPTIONS
+// every interval. A leg that answers 481 or 408, or nothing at all, has
+// lost its peer (a rebooted phone, a vanished trunk): the call ends.
+func (cc *callControl) keepAlive(c *call, parties map[string]party) {
+	interval := cc.cfg.KeepAlive
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.hungUp:
+			return
+		case <-t.C:
+			for side, p := range parties {
+				if !cc.alive(p.dialog()) {
+					c.logger.Warn("a leg stopped answering in-dialog requests; ending the call", zap.String("leg", side))
+					c.hangup(side + "-lost")
+					return
+				}
+			}
+		}
+	}
+}
+
+// alive sends one in-dialog OPTIONS and says whether the peer still knows
+// the dialog.
+func (cc *callControl) alive(d *dialog) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), keepAliveWait)
+	defer cancel()
+	tx, err := cc.client.TransactionRequest(ctx, d.request(sip.OPTIONS, cc.contact))
+	if err != nil {
+		return true // our side failed to send: not the peer's fault
+	}
+	defer tx.Terminate()
+	select {
+	case res := <-tx.Responses():
+		return res != nil && res.StatusCode != 481 && res.StatusCode != 408
+	case <-tx.Done():
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// keepAliveWait is how long a keep-alive OPTIONS waits for its answer.
+const keepAliveWait = 5 * time.Second
 
 // talk runs a connected call until one side hangs up, then hangs up the
 // other and records the end.
@@ -234,15 +289,20 @@ func (cc *callControl) talk(c *call, manager, client party, end func(disp, side 
 	c.setState(StateConnected)
 	c.publish(events.Answered, nil)
 	c.logger.Info("call connected")
+	go cc.keepAlive(c, map[string]party{"manager": manager, "client": client})
 	side := <-c.hangupCh
+	close(c.hungUp)
 	switch side {
-	case "client":
+	case "client", "client-lost":
 		manager.hangup(cc)
-	case "manager":
+	case "manager", "manager-lost":
 		client.hangup(cc)
 	default:
 		manager.hangup(cc)
 		client.hangup(cc)
+	}
+	if side == "manager-lost" || side == "client-lost" {
+		side = "system"
 	}
 	c.logger.Info("call ended", zap.String("hangup_side", side))
 	end(DispAnswered, side)

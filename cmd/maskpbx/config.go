@@ -27,6 +27,7 @@ type Config struct {
 	Region           string
 	RingTimeout      time.Duration
 	MediaTimeout     time.Duration
+	KeepAlive        time.Duration
 	LogFormat        string
 	DigestAlgorithms string
 	CallsPerMinute   int
@@ -52,6 +53,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
 	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")
 	fs.StringVar(&c.DigestAlgorithms, "digest-algorithms", "SHA-256,MD5", "digest algorithms offered in a 401, in order (old phones answer only the first)")
+	fs.DurationVar(&c.KeepAlive, "keepalive", 30*time.Second, "probe each leg of a call with in-dialog OPTIONS this often; a leg that stopped answering ends the call (0: off)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console")
 	fs.BoolVar(&c.Demo, "demo", false, "seed demo data (company number, two managers, three clients) if missing")
 	return fs

@@ -331,3 +331,32 @@ func TestInboundHoldAndMediaTimeout(t *testing.T) {
 		}
 	})
 }
+
+func TestKeepAliveEndsCallWhosePhoneVanished(t *testing.T) {
+	s := startSystemConfig(t, func(c *Config) { c.KeepAlive = time.Second; c.MediaTimeout = time.Minute })
+	anna := s.manager("anna")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	s.register("anna", annaIP, 5070)
+
+	ph := phone(t, s, "anna", annaIP, 5070, 41602, false, 1)
+	tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+		Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr,
+		Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "41600"},
+		Sets: map[string]string{"hangup": "no"},
+		Args: []string{"-aa"}, // answer the PBX's keep-alive OPTIONS
+	})
+	if _, err := ph.LogValue("PBX_RTP", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	ph.Kill() // the phone is gone without a BYE
+	start := time.Now()
+	tr.Wait() // the PBX ends the client's leg
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the call outlived its vanished phone by %v", d)
+	}
+	cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+	if cdr.HangupSide != "system" || cdr.Disposition != "answered" {
+		t.Errorf("CDR %+v", cdr)
+	}
+}

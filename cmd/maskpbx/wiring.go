@@ -25,6 +25,7 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		RingTimeout:    c.RingTimeout,
 		MediaTimeout:   c.MediaTimeout,
 		CallsPerMinute: c.CallsPerMinute,
+		KeepAlive:      c.KeepAlive,
 	}
 	allow := c.TrunkAllow
 	if allow == "" && c.Trunk != "" {
