@@ -39,13 +39,13 @@ type call struct {
 	hangupOnce sync.Once
 	hangupCh   chan string   // "client" / "manager" / "system": who ended it
 	done       chan struct{} // closed by release
-	hungUp     chan struct{} // closed once talk has taken the hang-up
+	probing    atomic.Bool   // a keep-alive probe is running
 	endOnce    sync.Once
 	relay      *media.Relay
 }
 
 func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
-	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{}), hungUp: make(chan struct{})}
+	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{})}
 	c.sessionID = [2]uint64{newSessionID(), newSessionID()}
 	c.status = CallStatus{ID: id, Direction: direction, StartedAt: time.Now()}
 	cc.mu.Lock()
@@ -155,11 +155,17 @@ func (c *call) bridge(ptAB, ptBA map[uint8]uint8) error {
 		return err
 	}
 	c.relay = r
-	go func() {
-		<-r.Done()
-		c.hangup("system")
-	}()
 	return nil
+}
+
+// relayDone is closed when the relay ends by itself (media timeout); nil
+// (never ready) before the call is bridged. Whoever waits for a hang-up
+// waits for this too, so no goroutine per call has to watch the relay.
+func (c *call) relayDone() <-chan struct{} {
+	if c.relay == nil {
+		return nil
+	}
+	return c.relay.Done()
 }
 
 // uasLeg is the leg whose INVITE we received: the trunk's (inbound) or a

@@ -232,30 +232,19 @@ type uasSide struct{ leg *uasLeg }
 func (u uasSide) hangup(cc *callControl) { cc.sendBye(u.leg.dlg, u.leg.call.logger) }
 func (u uasSide) dialog() *dialog        { return u.leg.dlg }
 
-// keepAlive probes each leg of a connected call with an in-dialog OPTIONS
-// every interval. A leg that answers 481 or 408, or nothing at all, has
-// lost its peer (a rebooted phone, a vanished trunk): the call ends.
-func (cc *callControl) keepAlive(c *call, parties map[string]party) {
-	interval := cc.cfg.KeepAlive
-	if interval <= 0 {
+// probe checks each leg of a connected call with an in-dialog OPTIONS (see
+// CallConfig.KeepAlive). A leg that answers 481 or 408, or nothing at all,
+// has lost its peer (a rebooted phone, a vanished trunk): the call ends.
+func (cc *callControl) probe(c *call, parties map[string]party) {
+	if !c.probing.CompareAndSwap(false, true) {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.done:
+	defer c.probing.Store(false)
+	for side, p := range parties {
+		if !cc.alive(p.dialog()) {
+			c.logger.Warn("a leg stopped answering in-dialog requests; ending the call", zap.String("leg", side))
+			c.hangup(side + "-lost")
 			return
-		case <-c.hungUp:
-			return
-		case <-t.C:
-			for side, p := range parties {
-				if !cc.alive(p.dialog()) {
-					c.logger.Warn("a leg stopped answering in-dialog requests; ending the call", zap.String("leg", side))
-					c.hangup(side + "-lost")
-					return
-				}
-			}
 		}
 	}
 }
@@ -289,9 +278,23 @@ func (cc *callControl) talk(c *call, manager, client party, end func(disp, side 
 	c.setState(StateConnected)
 	c.publish(events.Answered, nil)
 	c.logger.Info("call connected")
-	go cc.keepAlive(c, map[string]party{"manager": manager, "client": client})
-	side := <-c.hangupCh
-	close(c.hungUp)
+	var keepAlive <-chan time.Time
+	if cc.cfg.KeepAlive > 0 {
+		t := time.NewTicker(cc.cfg.KeepAlive)
+		defer t.Stop()
+		keepAlive = t.C
+	}
+	parties := map[string]party{"manager": manager, "client": client}
+	side := ""
+	for side == "" {
+		select {
+		case side = <-c.hangupCh:
+		case <-c.relayDone():
+			side = "system"
+		case <-keepAlive:
+			go cc.probe(c, parties)
+		}
+	}
 	switch side {
 	case "client", "client-lost":
 		manager.hangup(cc)
@@ -366,10 +369,15 @@ func (cc *callControl) dialClient(c *call, number string, codecs []media.Codec, 
 				return nil, clientFailure(ev.status), "client"
 			}
 		case side := <-c.hangupCh:
-			// The manager gave up (or the media died) while the client rang.
+			// The manager gave up while the client rang.
 			leg.cancel()
 			go drain(evs, 1)
 			return nil, DispCancelled, side
+		case <-c.relayDone():
+			// The manager's phone went silent for --media-timeout.
+			leg.cancel()
+			go drain(evs, 1)
+			return nil, DispCancelled, "system"
 		case <-timeout.C:
 			leg.cancel()
 			go drain(evs, 1)
