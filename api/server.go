@@ -44,7 +44,39 @@ type Config struct {
 	// Metrics is where request metrics go and what /metrics serves.
 	Metrics *prometheus.Registry
 	Logger  *zap.Logger
+	// Sessions, if set, lets a request without a bearer token authenticate
+	// with a web console session (its cookie); nil accepts tokens only.
+	Sessions Sessions
+	// Recordings serves recording audio for replay; nil answers 503.
+	Recordings RecordingAudio
 }
+
+// Sessions is what the API needs of the web console: who a request's
+// session belongs to. The console's pages call this API from the browser
+// with their session cookie instead of a token.
+type Sessions interface {
+	// SessionPrincipal returns the principal of the request's console
+	// session; ok is false when the request carries no session cookie. It
+	// returns ErrSessionEnded for a session that is unknown, expired,
+	// signed out or whose manager was dismissed, and, for a method other
+	// than GET, HEAD and OPTIONS, ErrCSRF unless the request carries the
+	// session's CSRF token.
+	SessionPrincipal(r *http.Request) (p Principal, ok bool, err error)
+}
+
+// Console session errors, answered 401 and 403.
+var (
+	// ErrSessionEnded means the request's console session is no longer live.
+	ErrSessionEnded = errors.New("api: console session ended")
+	// ErrCSRF means a request authenticated by a console session changes
+	// state without the session's CSRF token.
+	ErrCSRF = errors.New("api: missing or wrong CSRF token")
+)
+
+var (
+	errCSRF         = &Error{http.StatusForbidden, "csrf", "missing or wrong CSRF token (X-CSRF-Token header)"}
+	errSessionEnded = &Error{http.StatusUnauthorized, "unauthorized", "sign in again: the console session has ended"}
+)
 
 // Server serves the REST API.
 type Server struct {
@@ -78,6 +110,9 @@ func New(cfg Config) *Server {
 	s.handle("GET /api/v1/clients/{id}", s.getClient, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("PUT /api/v1/clients/{id}/assignment", s.reassign, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("POST /api/v1/clients/{id}/reveal", s.reveal, storage.RoleAdmin)
+	s.handle("GET /api/v1/recordings", s.listRecordings, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("GET /api/v1/recordings/{id}", s.getRecording, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("GET /api/v1/recordings/{id}/audio", s.recordingAudio, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("POST /api/v1/calls", s.startCall, storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin)
 	s.handle("GET /api/v1/calls", s.listCalls, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
@@ -137,6 +172,19 @@ func hasRole(role string, roles []string) bool {
 func (s *Server) authenticate(r *http.Request) (Principal, error) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	token = strings.TrimSpace(token)
+	if r.Header.Get("Authorization") == "" && s.Sessions != nil {
+		p, hasSession, err := s.Sessions.SessionPrincipal(r)
+		switch {
+		case errors.Is(err, ErrCSRF):
+			return Principal{}, errCSRF
+		case errors.Is(err, ErrSessionEnded):
+			return Principal{}, errSessionEnded
+		case err != nil:
+			return Principal{}, err
+		case hasSession:
+			return p, nil
+		}
+	}
 	if !ok || token == "" {
 		return Principal{}, errUnauthorized
 	}

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages maskpbx's tests and tools need, if missing.
+# Installs the Debian packages maskpbx's tests and tools need, if missing:
+# SIPp (sip-tester), sox, PostgreSQL's server and Chromium.
 set -euo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sox >/dev/null 2>&1 || need+=(sox)
+# The web console's browser tests drive Debian's Chromium (headless).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# ...and a font, so that its screenshots show text and not empty boxes.
+[ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -29,6 +29,11 @@ cat <<MSG
   SIP domain     : $MASKPBX_SIP_DOMAIN  (registrar on UDP/TCP port $sip_port)
   API            : http://$MASKPBX_HTTP_LISTEN   admin token: $MASKPBX_ADMIN_TOKEN
 
+  Web console    : http://$MASKPBX_HTTP_LISTEN/
+    manager     anna  / anna-demo-1     (also boris / boris-demo-1)
+    supervisor  sveta / sveta-demo-1
+    admin       admin / admin-demo-1    (or the admin token above: "Sign in with the bootstrap admin token")
+
   Register a softphone (e.g. Linphone, MicroSIP, Zoiper):
     username anna   password anna-demo-1    domain $MASKPBX_SIP_DOMAIN
     username boris  password boris-demo-1   domain $MASKPBX_SIP_DOMAIN

@@ -21,12 +21,14 @@ import (
 // signal it through hangup. end closes both ports exactly once, whatever
 // path the call took.
 type call struct {
-	id        string
-	cc        *callControl
-	direction string
-	clientID  string
-	managerID string
-	logger    *zap.Logger
+	id         string
+	cc         *callControl
+	direction  string
+	clientID   string
+	clientCode string // for the recording's metadata
+	managerID  string
+	logger     *zap.Logger
+	recording  string // the ended event's recording state (SRC.Outcome)
 
 	ports     [2]*media.Port // [media.SideA] client side, [media.SideB] manager side
 	sessionID [2]uint64
@@ -132,6 +134,9 @@ func (c *call) publish(kind events.Kind, mutate func(*events.Event)) {
 		c.setState(StateConnected)
 	case events.Ended:
 		c.finish(e.Disposition)
+		if e.Recording == "" {
+			e.Recording = c.recording
+		}
 	}
 	if c.cc.cfg.Events == nil {
 		return

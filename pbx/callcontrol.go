@@ -31,6 +31,8 @@ type CallConfig struct {
 	// CallsPerMinute limits how many calls out a manager may start in a
 	// minute (click-to-call and desk phone); 0 means 10.
 	CallsPerMinute int
+	// Recorder records every connected call (SIPREC); nil records none.
+	Recorder *SRC
 }
 
 // EventSink takes call events (offered, ringing, answered, ended).

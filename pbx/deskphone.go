@@ -98,7 +98,7 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 
 	c := cc.newCall(newCallID(), events.Outbound, logger)
 	defer c.release()
-	c.clientID, c.managerID = client.ID, creds.ManagerID
+	c.clientID, c.clientCode, c.managerID = client.ID, client.Code, creds.ManagerID
 	c.logger = logger.With(zap.String("call_id", c.id), zap.String("client_id", client.ID))
 	end := func(disp, side string) {
 		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = disp, side })

@@ -108,7 +108,7 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = DispFailed, "system" })
 		return
 	}
-	c.clientID = route.ClientID
+	c.clientID, c.clientCode = route.ClientID, route.ClientCode
 	logger = logger.With(zap.String("client_id", route.ClientID))
 	c.logger = logger
 	c.publish(events.Offered, nil)

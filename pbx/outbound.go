@@ -151,6 +151,7 @@ func (s *Server) CallStatus(id string) (CallStatus, bool) {
 // It is the call's owner goroutine.
 func (cc *callControl) clickToCall(c *call, o Originate) {
 	defer c.release()
+	c.clientCode = o.ClientCode
 	c.setState(StateCallingManager)
 	c.publish(events.Offered, nil)
 	end := func(disp, side string) {
@@ -278,6 +279,8 @@ func (cc *callControl) talk(c *call, manager, client party, end func(disp, side 
 	c.setState(StateConnected)
 	c.publish(events.Answered, nil)
 	c.logger.Info("call connected")
+	rec := cc.cfg.Recorder.record(c, c.clientCode)
+	defer rec.Stop()
 	var keepAlive <-chan time.Time
 	if cc.cfg.KeepAlive > 0 {
 		t := time.NewTicker(cc.cfg.KeepAlive)
@@ -295,6 +298,8 @@ func (cc *callControl) talk(c *call, manager, client party, end func(disp, side 
 			go cc.probe(c, parties)
 		}
 	}
+	rec.Stop() // the recording ends with the call, not after the legs' BYEs
+	c.recording = cc.cfg.Recorder.Outcome(rec)
 	switch side {
 	case "client", "client-lost":
 		manager.hangup(cc)

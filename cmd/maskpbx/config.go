@@ -32,6 +32,9 @@ type Config struct {
 	DigestAlgorithms string
 	CallsPerMinute   int
 	Demo             bool
+	// Recorder is --recorder: empty records in this process, "off" not at all.
+	Recorder           string
+	RecordingRetention int // days; 0 keeps recordings forever
 }
 
 func newFlagSet(name string, c *Config) *flag.FlagSet {
@@ -56,6 +59,8 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.KeepAlive, "keepalive", 30*time.Second, "probe each leg of a call with in-dialog OPTIONS this often; a leg that stopped answering ends the call (0: off)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console")
 	fs.BoolVar(&c.Demo, "demo", false, "seed demo data (company number, two managers, three clients) if missing")
+	fs.StringVar(&c.Recorder, "recorder", "", `SIPREC recorder URI (sip:recorder@host:port;transport=tcp); empty runs one in this process, "off" records nothing`)
+	fs.IntVar(&c.RecordingRetention, "recording-retention", 0, "days to keep recording audio (in-process recorder); 0 keeps it forever")
 	return fs
 }
 

@@ -7,14 +7,18 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/maskpbx/maskpbx/console"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
-// Demo accounts, printed by make run. They exist only with --demo.
+// Demo accounts, printed by make run. They exist only with --demo. The
+// password is both the SIP and the web console password.
 var demoManagers = []struct{ user, name, password, role string }{
 	{"anna", "Anna Petrova", "anna-demo-1", storage.RoleManager},
 	{"boris", "Boris Ivanov", "boris-demo-1", storage.RoleManager},
+	{"sveta", "Svetlana Orlova", "sveta-demo-1", storage.RoleSupervisor},
+	{"admin", "Alexey Smirnov", "admin-demo-1", storage.RoleAdmin},
 }
 
 var demoClients = []struct {
@@ -34,8 +38,13 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 	for i, dm := range demoManagers {
 		m, err := store.ManagerBySIPUsername(ctx, dm.user)
 		if errors.Is(err, storage.ErrNotFound) {
+			// Only managers form the sales team that a call falls back to.
+			team := "sales"
+			if dm.role != storage.RoleManager {
+				team = "management"
+			}
 			m, err = store.CreateManager(ctx, storage.NewManager{
-				Name: dm.name, SIPUsername: dm.user, Team: "sales", Role: dm.role,
+				Name: dm.name, SIPUsername: dm.user, Team: team, Role: dm.role,
 				HA1MD5: masking.HA1MD5(dm.user, realm, dm.password), HA1SHA256: masking.HA1SHA256(dm.user, realm, dm.password),
 			}, "system:demo")
 		}
@@ -43,6 +52,17 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 			return err
 		}
 		ids[i] = m.ID
+		if _, err := store.WebAccountByUsername(ctx, dm.user); errors.Is(err, storage.ErrNotFound) && m.Status == storage.StatusActive {
+			hash, err := console.HashPassword(dm.password)
+			if err != nil {
+				return err
+			}
+			if err := store.SetWebPassword(ctx, m.ID, hash, nil, "system:demo"); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
 	}
 	for _, dc := range demoClients {
 		e164, err := numbers.Normalize(dc.phone)

@@ -19,6 +19,7 @@ const usage = `usage: maskpbx <command> [flags]
 
 commands:
   serve     run the PBX, registrar, API and embedded NATS in one process
+  recorder  run the SIPREC recording server (and CDR writer) on its own
   migrate   apply the embedded database migrations and exit
 
 Run "maskpbx <command> -h" for the flags of a command. Every flag can also be
@@ -36,6 +37,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serveCommand(ctx, os.Args[2:])
+	case "recorder":
+		err = recorderCommand(ctx, os.Args[2:])
 	case "migrate":
 		err = migrateCommand(ctx, os.Args[2:])
 	case "-h", "--help", "help":

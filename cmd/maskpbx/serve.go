@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/maskpbx/maskpbx/api"
+	"github.com/maskpbx/maskpbx/console"
 	"github.com/maskpbx/maskpbx/internal/bus"
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/masking"
@@ -132,24 +133,47 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
+	rec, err := setupRecording(cfg.Recorder, cfg.RecordingRetention, cfg.DataDir, sip, store, publisher, logger)
+	if err != nil {
+		return err
+	}
+	callCfg.Recorder = rec.SRC
 	if err := sip.EnableCalls(callCfg); err != nil {
 		return err
 	}
 	metrics := newMetrics(sip, callCfg.Ports)
+	if err := rec.registerMetrics(metrics); err != nil {
+		return err
+	}
+	adminToken := os.Getenv("MASKPBX_ADMIN_TOKEN")
+	// The console's sessions authenticate both its pages and the API calls
+	// its pages make from the browser.
+	sessions := console.NewSessions(store, adminToken, false, logger.Named("console"))
 	apiServer := api.New(api.Config{
 		Store: store, Keys: keys, Numbers: numbers, Registrations: registered{regs}, Dialer: dialer{sip},
-		SIPDomain: cfg.SIPDomain, AdminToken: os.Getenv("MASKPBX_ADMIN_TOKEN"),
-		Metrics: metrics, Logger: logger.Named("api"),
+		SIPDomain: cfg.SIPDomain, AdminToken: adminToken, Sessions: sessions,
+		Metrics: metrics, Logger: logger.Named("api"), Recordings: rec.Audio,
 	})
+	web, err := console.New(console.Config{Store: store, Sessions: sessions, API: apiServer, SIPDomain: cfg.SIPDomain,
+		Logger: logger.Named("console")})
+	if err != nil {
+		return err
+	}
+	routes := http.NewServeMux()
+	routes.Handle("/api/", apiServer)
+	routes.Handle("/healthz", apiServer)
+	routes.Handle("/metrics", apiServer)
+	routes.Handle("/", web)
 	httpLn, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	httpServer := &http.Server{Handler: apiServer, ReadHeaderTimeout: 10 * time.Second}
+	httpServer := &http.Server{Handler: routes, ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sip.Serve(gctx) })
 	g.Go(func() error { return recorder.NewCDRWriter(js, store, logger).Run(gctx) })
+	g.Go(func() error { return rec.run(gctx) })
 	g.Go(func() error {
 		if err := httpServer.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/maskpbx/maskpbx/internal/bus"
+	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/internal/logging"
+	"github.com/maskpbx/maskpbx/pbx"
+	"github.com/maskpbx/maskpbx/recorder"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// recorderConfig is every setting of `maskpbx recorder`: the SIPREC
+// recording server on its own, for a node apart from the PBX. Like serve's
+// flags, each can be set as MASKPBX_<NAME>.
+type recorderConfig struct {
+	DataDir     string
+	DatabaseURL string
+	NATSURL     string
+	SIPListen   string
+	PublicAddr  string
+	RTPPorts    string
+	HTTPListen  string
+	Node        string
+	Allow       string
+	LogFormat   string
+	Retention   int
+	CDRWriter   bool
+	Sync        time.Duration
+}
+
+func newRecorderFlagSet(c *recorderConfig) *flag.FlagSet {
+	fs := flag.NewFlagSet("recorder", flag.ContinueOnError)
+	fs.StringVar(&c.DataDir, "data-dir", "./var", "recordings (<data-dir>/recordings) and the crash journal live here")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (required)")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS URL for recording.ready events and the CDR writer; empty sends no events")
+	fs.StringVar(&c.SIPListen, "sip-listen", recorder.DefaultRecorderListen, "SIP UDP+TCP address recording sessions come to")
+	fs.StringVar(&c.PublicAddr, "public-addr", "", "IP written into SDP and Contact (default: the listen IP)")
+	fs.StringVar(&c.RTPPorts, "rtp-ports", "", "UDP port range for recorded streams, e.g. 30000-39999 (default: any)")
+	fs.StringVar(&c.HTTPListen, "http-listen", "", "address for /metrics and /healthz (default: none)")
+	fs.StringVar(&c.Node, "node", "", "this recorder's name in recording rows (default: the host name)")
+	fs.StringVar(&c.Allow, "siprec-allow", "", "comma-separated IPs/CIDRs allowed to start recordings (default: any)")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console")
+	fs.IntVar(&c.Retention, "recording-retention", 0, "days to keep recording audio; 0 keeps it forever")
+	fs.BoolVar(&c.CDRWriter, "cdr-writer", true, "also write CDRs from call events (needs --nats-url)")
+	fs.DurationVar(&c.Sync, "sync-interval", recorder.DefaultSyncInterval, "how often recording files are synced to disk (a crash of the machine loses at most this much)")
+	return fs
+}
+
+// parseRecorderConfig reads flags, falling back to MASKPBX_* variables for
+// every flag not given on the command line.
+func parseRecorderConfig(args []string) (recorderConfig, error) {
+	var c recorderConfig
+	fs := newRecorderFlagSet(&c)
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		env := "MASKPBX_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s: %w", env, e)
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return c, err
+	case c.DatabaseURL == "":
+		return c, errors.New("--database-url (or MASKPBX_DATABASE_URL) is required")
+	case c.LogFormat != "json" && c.LogFormat != "console":
+		return c, errors.New("--log-format must be json or console")
+	case c.Retention < 0:
+		return c, errors.New("--recording-retention must be 0 (keep) or a number of days")
+	}
+	return c, nil
+}
+
+// recorderCommand is `maskpbx recorder`.
+func recorderCommand(ctx context.Context, args []string) error {
+	cfg, err := parseRecorderConfig(args)
+	if err != nil {
+		return err
+	}
+	logger, err := logging.New(cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	defer logger.Sync() //nolint:errcheck // nothing useful to do on exit
+	return runRecorder(ctx, cfg, logger)
+}
+
+// runRecorder runs the recording server (and the CDR writer and retention)
+// until ctx ends. A recording that was under way when this process last
+// died is repaired before the first new session is taken.
+func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) error {
+	allow, err := parsePrefixes(cfg.Allow)
+	if err != nil {
+		return fmt.Errorf("--siprec-allow: %w", err)
+	}
+	if _, err := storage.Migrate(ctx, cfg.DatabaseURL); err != nil {
+		return err
+	}
+	store, err := storage.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	var sink recorder.EventSink
+	var cdr *recorder.CDRWriter
+	if cfg.NATSURL != "" {
+		nc, js, err := bus.Connect(ctx, cfg.NATSURL, "maskpbx-recorder")
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		if _, err := events.EnsureStream(ctx, js); err != nil {
+			return err
+		}
+		publisher := events.NewPublisher(js, logger.Named("events"))
+		defer func() {
+			flush, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := publisher.Close(flush); err != nil {
+				logger.Error("recording events not flushed; the journal repeats them at the next start", zap.Error(err))
+			}
+		}()
+		sink = publisher
+		if cfg.CDRWriter {
+			cdr = recorder.NewCDRWriter(js, store, logger)
+		}
+	} else {
+		logger.Warn("no --nats-url: recordings send no recording.ready events and no CDRs are written here")
+	}
+
+	blobs, err := recorder.NewFSBlobs(filepath.Join(cfg.DataDir, "recordings"))
+	if err != nil {
+		return err
+	}
+	rs, err := recorder.NewServer(recorder.ServerConfig{
+		Listen: cfg.SIPListen, PublicAddr: cfg.PublicAddr, RTPPorts: cfg.RTPPorts, Node: cfg.Node, Allow: allow,
+		JournalDir: filepath.Join(cfg.DataDir, "recorder-journal"), SyncInterval: cfg.Sync,
+	}, blobs, store, sink, logger.Named("recorder"))
+	if err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return rs.Serve(gctx) })
+	if cdr != nil {
+		g.Go(func() error { return cdr.Run(gctx) })
+	}
+	if cfg.Retention > 0 {
+		r := &recorder.Retention{Catalog: store, Blobs: blobs, Node: rs.Node(),
+			MaxAge: time.Duration(cfg.Retention) * 24 * time.Hour, Logger: logger.Named("retention")}
+		g.Go(func() error { return r.Run(gctx) })
+	}
+	if cfg.HTTPListen != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if err := rs.RegisterMetrics(reg); err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+			pctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if store.Ping(pctx) != nil || rs.Addr() == "" {
+				http.Error(w, `{"status":"unavailable"}`, http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+		})
+		ln, err := net.Listen("tcp", cfg.HTTPListen)
+		if err != nil {
+			return fmt.Errorf("--http-listen: %w", err)
+		}
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return hs.Shutdown(sctx)
+		})
+	}
+	return g.Wait()
+}
+
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if !strings.Contains(item, "/") {
+			ip, err := netip.ParseAddr(item)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an IP or CIDR", item)
+			}
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP or CIDR", item)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// RecorderOff is the --recorder value that records nothing.
+const RecorderOff = "off"
+
+// recording is serve's part of call recording: the PBX's SIPREC client,
+// the in-process recorder (unless --recorder names another one), its
+// retention, and the recordings' audio for the replay API.
+type recording struct {
+	SRC   *pbx.SRC          // nil when recording is off
+	Audio *recorder.FSBlobs // <data-dir>/recordings, for the replay API
+
+	server    *recorder.Server // nil when the recorder runs elsewhere
+	retention *recorder.Retention
+	logger    *zap.Logger
+}
+
+// setupRecording prepares recording for serve. uri is --recorder: empty
+// runs a recorder in this process on a loopback port, "off" records
+// nothing, anything else is the SIP URI of a recorder elsewhere.
+// retentionDays is --recording-retention (0 keeps audio forever); the
+// in-process recorder applies it. Call it after pbx.NewServer and before
+// EnableCalls (CallConfig.Recorder = the returned SRC).
+func setupRecording(uri string, retentionDays int, dataDir string, sip *pbx.Server, store *storage.Store,
+	sink recorder.EventSink, logger *zap.Logger) (*recording, error) {
+	if retentionDays < 0 {
+		return nil, errors.New("--recording-retention must be 0 (keep) or a number of days")
+	}
+	blobs, err := recorder.NewFSBlobs(filepath.Join(dataDir, "recordings"))
+	if err != nil {
+		return nil, err
+	}
+	r := &recording{Audio: blobs, logger: logger}
+	if uri == RecorderOff {
+		logger.Warn("call recording is off (--recorder off)")
+		return r, nil
+	}
+	if uri == "" {
+		r.server, err = recorder.NewServer(recorder.ServerConfig{
+			Listen: "127.0.0.1:0", JournalDir: filepath.Join(dataDir, "recorder-journal"),
+		}, blobs, store, sink, logger.Named("recorder"))
+		if err != nil {
+			return nil, err
+		}
+		if err := r.server.Listen(); err != nil {
+			return nil, err
+		}
+		uri = r.server.URI()
+		if retentionDays > 0 {
+			r.retention = &recorder.Retention{Catalog: store, Blobs: blobs, Node: r.server.Node(),
+				MaxAge: time.Duration(retentionDays) * 24 * time.Hour, Logger: logger.Named("retention")}
+		}
+	}
+	if r.SRC, err = pbx.NewSRC(sip, pbx.RecorderConfig{URI: uri}); err != nil {
+		return nil, fmt.Errorf("--recorder: %w", err)
+	}
+	logger.Info("calls are recorded", zap.String("recorder", uri), zap.Bool("in_process", r.server != nil))
+	return r, nil
+}
+
+// registerMetrics adds the recording counters: calls that went unrecorded
+// (the recorder was down or refused), sessions, and the in-process
+// recorder's own.
+func (r *recording) registerMetrics(reg prometheus.Registerer) error {
+	src := r.SRC
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_recording_failures_total",
+			Help: "Answered calls that went unrecorded because the recorder was down, slow or refused."},
+			func() float64 { return float64(src.Stats().Failed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_recording_sessions_total",
+			Help: "Recording sessions the recorder accepted."}, func() float64 { return float64(src.Stats().Started) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_recording_sessions_active",
+			Help: "Calls being recorded."}, func() float64 { return float64(src.Stats().Active) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	if r.server != nil {
+		return r.server.RegisterMetrics(reg)
+	}
+	return nil
+}
+
+// run runs the in-process recorder and retention until ctx ends, then
+// lets the last BYEs to the recorder go out.
+func (r *recording) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	if r.server != nil {
+		g.Go(func() error { return r.server.Serve(gctx) })
+	}
+	if r.retention != nil {
+		g.Go(func() error { return r.retention.Run(gctx) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	r.SRC.Wait(3 * time.Second)
+	return nil
+}

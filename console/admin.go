@@ -1,0 +1,269 @@
+package console
+
+import (
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// createManager creates a person through the API and, if given, his web
+// password. His API token is shown on this answer only.
+func (c *Console) createManager(w http.ResponseWriter, r *http.Request, s *session) error {
+	f := managerForm{Name: strings.TrimSpace(r.PostFormValue("name")), Username: strings.TrimSpace(r.PostFormValue("sip_username")),
+		Team: strings.TrimSpace(r.PostFormValue("team")), Role: r.PostFormValue("role")}
+	webPassword := r.PostFormValue("web_password")
+	fail := func(status int, msg string) error {
+		v, err := c.managersView(r, s)
+		if err != nil {
+			return err
+		}
+		f.Error, v.Form = msg, f
+		return c.renderStatus(w, r, s, status, "managers", navTitle(s), "managers", v)
+	}
+	if webPassword != "" {
+		if err := checkPassword(webPassword); err != nil {
+			return fail(http.StatusBadRequest, "Web password: "+err.Error()+".")
+		}
+	}
+	var created struct {
+		ID       string `json:"id"`
+		APIToken string `json:"api_token"`
+	}
+	err := c.apiFor(r, s).do(r.Context(), http.MethodPost, "/api/v1/managers", map[string]string{
+		"name": f.Name, "sip_username": f.Username, "sip_password": r.PostFormValue("sip_password"),
+		"team": f.Team, "role": f.Role}, &created)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status < 500 {
+		return fail(ae.Status, ae.Message)
+	}
+	if err != nil {
+		return err
+	}
+	done := &createdManager{Name: f.Name, Username: f.Username, Token: created.APIToken}
+	if webPassword != "" {
+		hash, err := HashPassword(webPassword)
+		if err != nil {
+			return err
+		}
+		if err := c.store.SetWebPassword(r.Context(), created.ID, hash, nil, s.principal().Actor()); err != nil {
+			return err
+		}
+		done.WebPassword = true
+	}
+	v, err := c.managersView(r, s)
+	if err != nil {
+		return err
+	}
+	v.Created = done
+	return c.renderStatus(w, r, s, http.StatusCreated, "managers", navTitle(s), "managers", v)
+}
+
+func (c *Console) activeManager(r *http.Request, id string) (storage.Manager, error) {
+	m, err := c.store.Manager(r.Context(), id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return m, errNotFound
+	}
+	if err == nil && m.Status != storage.StatusActive {
+		return m, &pageError{http.StatusConflict, m.Name + " is dismissed: his credentials can't be changed."}
+	}
+	return m, err
+}
+
+// setSIPPassword replaces a person's SIP password (only its digests are
+// stored).
+func (c *Console) setSIPPassword(w http.ResponseWriter, r *http.Request, s *session) error {
+	m, err := c.activeManager(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	pw := r.PostFormValue("sip_password")
+	if len(pw) < 8 || len(pw) > 128 {
+		return c.redirect(w, r, "/console/managers", "error", "The SIP password must be 8 to 128 characters.")
+	}
+	err = c.store.SetSIPPassword(r.Context(), m.ID, masking.HA1MD5(m.SIPUsername, c.cfg.SIPDomain, pw),
+		masking.HA1SHA256(m.SIPUsername, c.cfg.SIPDomain, pw), s.principal().Actor())
+	if err != nil {
+		return err
+	}
+	return c.redirect(w, r, "/console/managers", "ok", "SIP password of "+m.Name+" changed. His phone uses it from its next registration.")
+}
+
+// setWebPassword sets a person's console password; his other sessions end.
+func (c *Console) setWebPassword(w http.ResponseWriter, r *http.Request, s *session) error {
+	m, err := c.activeManager(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	pw := r.PostFormValue("web_password")
+	if err := checkPassword(pw); err != nil {
+		return c.redirect(w, r, "/console/managers", "error", "Web password of "+m.Name+": "+err.Error()+".")
+	}
+	hash, err := HashPassword(pw)
+	if err != nil {
+		return err
+	}
+	var keep []byte
+	if m.ID == s.ManagerID {
+		keep = s.tokenHash
+	}
+	if err := c.store.SetWebPassword(r.Context(), m.ID, hash, keep, s.principal().Actor()); err != nil {
+		return err
+	}
+	return c.redirect(w, r, "/console/managers", "ok", "Web password of "+m.Name+" set. His other console sessions have ended.")
+}
+
+// dismiss cuts a manager off through the API (status, tokens, phones,
+// clients to the successor) and ends his console sessions.
+func (c *Console) dismiss(w http.ResponseWriter, r *http.Request, s *session) error {
+	id := r.PathValue("id")
+	successor := r.PostFormValue("successor_id")
+	ppl, err := c.people(r.Context())
+	if err != nil {
+		return err
+	}
+	var out struct {
+		MovedClients int `json:"moved_clients"`
+	}
+	err = c.apiFor(r, s).do(r.Context(), http.MethodPost, "/api/v1/managers/"+url.PathEscape(id)+"/dismiss",
+		map[string]string{"successor_id": successor}, &out)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status < 500 {
+		msg := ae.Message
+		if ae.Code == "bad_request" {
+			msg = "Choose a successor: the dismissed manager's clients go to him."
+		}
+		return c.redirect(w, r, "/console/managers", "error", msg)
+	}
+	if err != nil {
+		return err
+	}
+	n, err := c.store.RevokeWebSessions(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	c.logger.Info("console: manager dismissed", zap.String("manager_id", id), zap.Int("sessions_revoked", n))
+	return c.redirect(w, r, "/console/managers", "ok", fmt.Sprintf(
+		"%s is dismissed: his phone, API tokens and console sessions are cut off; %s moved to %s.",
+		ppl.name(id), plural(out.MovedClients, "client", "clients"), ppl.name(successor)))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+type auditRow struct {
+	storage.AuditEntry
+	ActorName, ObjectName, ObjectLink string
+}
+
+type auditView struct {
+	Verified int
+	Broken   string
+	Rows     []auditRow
+	Limit    int
+}
+
+const auditLimit = 300
+
+// auditPage shows the newest audit rows and whether the whole chain
+// verifies.
+func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	v := auditView{Limit: auditLimit}
+	n, err := c.store.VerifyAudit(ctx)
+	switch {
+	case errors.Is(err, storage.ErrAuditTampered):
+		v.Broken = err.Error()
+	case err != nil:
+		return err
+	}
+	v.Verified = n
+	entries, err := c.store.AuditLog(ctx, auditLimit)
+	if err != nil {
+		return err
+	}
+	ppl, err := c.people(ctx)
+	if err != nil {
+		return err
+	}
+	clients, err := c.clientsByID(ctx)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		row := auditRow{AuditEntry: e, ActorName: e.Actor, ObjectName: e.Object}
+		if role, id, ok := strings.Cut(e.Actor, ":"); ok {
+			if m, ok := ppl[id]; ok {
+				row.ActorName = m.Name + " (" + role + ")"
+			} else if id == "bootstrap" {
+				row.ActorName = "Bootstrap admin token"
+			}
+		}
+		if kind, id, ok := strings.Cut(e.Object, ":"); ok {
+			switch kind {
+			case "client":
+				if cl, ok := clients[id]; ok {
+					row.ObjectName, row.ObjectLink = cl.Name+" #"+cl.Code, "/console/clients/"+id
+				}
+			case "manager":
+				if m, ok := ppl[id]; ok {
+					row.ObjectName = m.Name
+				}
+			}
+		}
+		v.Rows = append(v.Rows, row)
+	}
+	return c.render(w, r, s, "audit", "Audit log", "audit", v)
+}
+
+// exportClients writes every client as CSV, without numbers, and audits
+// the export.
+func (c *Console) exportClients(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	clients, err := c.store.Clients(ctx, "")
+	if err != nil {
+		return err
+	}
+	ppl, err := c.people(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.store.Audit(ctx, storage.AuditEntry{Actor: s.principal().Actor(), Action: "client.export",
+		Object: "clients", Reason: fmt.Sprintf("%d clients, CSV without numbers", len(clients))}); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="clients-%s.csv"`, time.Now().In(c.loc).Format("20060102")))
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"id", "code", "name", "segment", "manager", "manager_name", "partners", "created_at"})
+	for _, cl := range clients {
+		var partners []string
+		for _, p := range cl.PartnerIDs {
+			partners = append(partners, ppl[p].SIPUsername)
+		}
+		_ = cw.Write([]string{cl.ID, cl.Code, safeCell(cl.Name), safeCell(cl.Segment), ppl[cl.ManagerID].SIPUsername,
+			safeCell(ppl.name(cl.ManagerID)), strings.Join(partners, ";"), cl.CreatedAt.In(c.loc).Format(time.RFC3339)})
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// safeCell keeps a spreadsheet from running a cell as a formula.
+func safeCell(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}

@@ -1,0 +1,188 @@
+package console
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/api"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Sign-in rate limits: failures within failWindow, per username and per
+// source address. Past them a sign-in is refused without testing the
+// password, so guessing is capped at a few tries a quarter of an hour.
+const (
+	failWindow        = 15 * time.Minute
+	maxFailsPerUser   = 5
+	maxFailsPerSource = 20
+)
+
+type signinView struct {
+	Username  string
+	Next      string
+	Error     string
+	Notice    string
+	Token     bool // the bootstrap-token form instead of the password form
+	Bootstrap bool // the bootstrap token is configured at all
+}
+
+func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
+	if _, err := c.cfg.Sessions.lookup(r); err == nil {
+		http.Redirect(w, r, localNext(r.URL.Query().Get("next")), http.StatusSeeOther)
+		return
+	}
+	bootstrap := c.cfg.Sessions.bootstrapHash != nil
+	v := signinView{Next: localNext(r.URL.Query().Get("next")), Token: bootstrap && r.URL.Query().Has("token"),
+		Bootstrap: bootstrap}
+	switch {
+	case r.URL.Query().Has("ended"):
+		v.Notice = "Your session has ended. Sign in again to continue."
+	case r.URL.Query().Has("out"):
+		v.Notice = "You have signed out."
+	}
+	c.signinForm(w, r, http.StatusOK, v)
+}
+
+func (c *Console) signinForm(w http.ResponseWriter, r *http.Request, status int, v signinView) {
+	if v.Next == "" {
+		v.Next = "/console/"
+	}
+	vw := view{Title: "Sign in", Data: v, CSRF: c.cfg.Sessions.signinCSRF(w, r)}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if err := c.pages["signin"].t.ExecuteTemplate(w, "layout", vw); err != nil {
+		c.logger.Error("console: sign-in page", zap.Error(err))
+	}
+}
+
+// localNext keeps a post-sign-in redirect inside the console.
+func localNext(next string) string {
+	if !strings.HasPrefix(next, "/console/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") ||
+		strings.HasPrefix(next, "/console/signin") {
+		return "/console/"
+	}
+	return next
+}
+
+func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		c.signinForm(w, r, http.StatusBadRequest, signinView{Error: "The form could not be read."})
+		return
+	}
+	v := signinView{Username: strings.TrimSpace(r.PostFormValue("username")), Next: localNext(r.PostFormValue("next")),
+		Token: r.PostFormValue("mode") == "token", Bootstrap: c.cfg.Sessions.bootstrapHash != nil}
+	ck, err := r.Cookie(signinCookie)
+	if err != nil || !validCSRF(ck.Value, r.PostFormValue(csrfField)) {
+		v.Error = "The sign-in form had expired. Please try again."
+		c.signinForm(w, r, http.StatusForbidden, v)
+		return
+	}
+	source := clientIP(r)
+	name := v.Username
+	if v.Token {
+		name = "(admin token)"
+	}
+	byUser, bySource, err := c.store.SigninFailures(ctx, name, source, time.Now().Add(-failWindow))
+	if err != nil {
+		c.signinError(w, r, v, err)
+		return
+	}
+	if byUser >= maxFailsPerUser || bySource >= maxFailsPerSource {
+		c.logger.Warn("console: sign-in refused by the rate limit", zap.String("source", source))
+		v.Error = "Too many failed sign-ins. Wait 15 minutes and try again, or ask an administrator to reset your password."
+		c.signinForm(w, r, http.StatusTooManyRequests, v)
+		return
+	}
+
+	managerID, actor, reason := "", "", ""
+	if v.Token {
+		token := strings.TrimSpace(r.PostFormValue("token"))
+		if b := c.cfg.Sessions.bootstrapHash; b == nil || subtle.ConstantTimeCompare(sha(token), b) != 1 {
+			reason = "bad_token"
+		}
+		actor = api.Principal{Role: storage.RoleAdmin}.Actor()
+	} else {
+		managerID, actor, reason, err = c.checkPassword(r, v.Username, r.PostFormValue("password"))
+		if err != nil {
+			c.signinError(w, r, v, err)
+			return
+		}
+	}
+	if reason != "" {
+		locked := byUser+1 >= maxFailsPerUser || bySource+1 >= maxFailsPerSource
+		if err := c.store.RecordSigninFailure(ctx, storage.SigninFailure{Username: name, Source: source, Reason: reason,
+			Locked: locked}); err != nil {
+			c.signinError(w, r, v, err)
+			return
+		}
+		v.Error = "Wrong username or password."
+		if v.Token {
+			v.Error = "That is not the bootstrap admin token."
+		}
+		c.signinForm(w, r, http.StatusUnauthorized, v)
+		return
+	}
+	if err := c.store.ClearSigninFailures(ctx, name); err != nil {
+		c.signinError(w, r, v, err)
+		return
+	}
+	if err := c.cfg.Sessions.open(ctx, w, r, managerID, actor); err != nil {
+		c.signinError(w, r, v, err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: signinCookie, Value: "", Path: "/console/", MaxAge: -1})
+	http.Redirect(w, r, v.Next, http.StatusSeeOther)
+}
+
+// checkPassword tests a username and password. reason is empty when they
+// are right, else what the audit log records; every wrong answer takes the
+// time of one hash, whether or not the account exists.
+func (c *Console) checkPassword(r *http.Request, username, password string) (managerID, actor, reason string, err error) {
+	acc, err := c.store.WebAccountByUsername(r.Context(), username)
+	if errors.Is(err, storage.ErrNotFound) || username == "" {
+		_, _ = VerifyPassword(dummyHash(), password)
+		return "", "", "unknown_user", nil
+	}
+	if err != nil {
+		return "", "", "", err
+	}
+	ok, err := VerifyPassword(acc.PasswordHash, password)
+	if err != nil {
+		c.logger.Error("console: stored password hash unreadable", zap.String("manager_id", acc.Manager.ID), zap.Error(err))
+		return "", "", "bad_hash", nil
+	}
+	switch {
+	case !ok:
+		return "", "", "bad_password", nil
+	case acc.Manager.Status != storage.StatusActive:
+		return "", "", "dismissed", nil
+	}
+	p := api.Principal{Role: acc.Manager.Role, ManagerID: acc.Manager.ID}
+	return acc.Manager.ID, p.Actor(), "", nil
+}
+
+func (c *Console) signinError(w http.ResponseWriter, r *http.Request, v signinView, err error) {
+	if errors.Is(err, storage.ErrUnknownManager) {
+		v.Error = "Wrong username or password."
+		c.signinForm(w, r, http.StatusUnauthorized, v)
+		return
+	}
+	c.logger.Error("console: sign-in failed", zap.Error(err))
+	v.Error = "Signing in failed on our side. Try again in a moment."
+	c.signinForm(w, r, http.StatusInternalServerError, v)
+}
+
+func (c *Console) signout(w http.ResponseWriter, r *http.Request, s *session) error {
+	if err := c.cfg.Sessions.close(r.Context(), w, r, s); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/console/signin?out=1", http.StatusSeeOther)
+	return nil
+}

@@ -1,0 +1,281 @@
+package console
+
+import (
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/api"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Config wires the console to the rest of maskpbx.
+type Config struct {
+	Store    *storage.Store
+	Sessions *Sessions
+	// API is the JSON API the console acts through, in-process, under the
+	// signed-in person's own session (the API must have Sessions set).
+	API http.Handler
+	// SIPDomain is the digest realm SIP passwords are hashed for.
+	SIPDomain string
+	// TimeZone is the IANA zone pages show times and count days in;
+	// empty: $TZ, else UTC.
+	TimeZone string
+	Logger   *zap.Logger
+}
+
+// Console serves the web console's pages and assets.
+type Console struct {
+	cfg     Config
+	store   *storage.Store
+	logger  *zap.Logger
+	loc     *time.Location
+	mux     *http.ServeMux
+	pages   map[string]*pageTemplate
+	imports *importJobs
+	csrf    *http.CrossOriginProtection
+	// assets maps a static file's name to a hash of its content, so that
+	// pages link each version under its own URL and browsers may cache
+	// them for good.
+	assets map[string]string
+}
+
+// New builds the console.
+func New(cfg Config) (*Console, error) {
+	if cfg.Store == nil || cfg.Sessions == nil || cfg.API == nil {
+		return nil, errors.New("console: Store, Sessions and API are required")
+	}
+	c := &Console{cfg: cfg, store: cfg.Store, logger: cfg.Logger, mux: http.NewServeMux(), imports: newImportJobs(),
+		csrf: http.NewCrossOriginProtection()}
+	if c.logger == nil {
+		c.logger = zap.NewNop()
+	}
+	tz := cfg.TimeZone
+	if tz == "" {
+		tz = os.Getenv("TZ")
+	}
+	if tz == "" {
+		tz = "UTC"
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		return nil, errors.New("console: unknown time zone " + tz)
+	}
+	c.loc = loc
+	if c.assets, err = hashAssets(); err != nil {
+		return nil, err
+	}
+	if c.pages, err = loadPages(c.funcs()); err != nil {
+		return nil, err
+	}
+	c.routes()
+	return c, nil
+}
+
+const (
+	anyone     = "*"
+	admin      = storage.RoleAdmin
+	supervisor = storage.RoleSupervisor
+	manager    = storage.RoleManager
+)
+
+func (c *Console) routes() {
+	static, _ := fs.Sub(staticFS, "static")
+	files := http.StripPrefix("/console/static/", http.FileServerFS(static))
+	c.mux.Handle("GET /console/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/console/static/")
+		if v := r.URL.Query().Get("v"); v != "" && v == c.assets[name] {
+			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		} else {
+			w.Header().Set("Cache-Control", "public, max-age=300")
+		}
+		files.ServeHTTP(w, r)
+	}))
+	c.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/console/", http.StatusSeeOther)
+	})
+	c.mux.HandleFunc("GET /console", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/console/", http.StatusSeeOther)
+	})
+	c.mux.HandleFunc("GET /console/signin", c.signinPage)
+	c.mux.HandleFunc("POST /console/signin", c.signin)
+	c.handle("POST /console/signout", c.signout, anyone)
+	c.handle("GET /console/{$}", c.home, anyone)
+
+	c.handle("GET /console/clients", c.clientsPage, anyone)
+	c.handle("GET /console/clients/new", c.newClientPage, admin, supervisor)
+	c.handle("POST /console/clients", c.createClient, admin, supervisor)
+	c.handle("GET /console/clients/{id}", c.clientPage, anyone)
+	c.handle("POST /console/clients/{id}/call", c.callClient, anyone)
+	c.handle("POST /console/clients/{id}/assignment", c.reassign, admin, supervisor)
+	c.handle("POST /console/clients/{id}/reveal", c.reveal, admin)
+	c.handle("GET /console/clients/export.csv", c.exportClients, admin)
+	c.handle("GET /console/clients/import", c.importPage, admin)
+	c.handle("POST /console/clients/import", c.startImport, admin)
+	c.handle("GET /console/imports/{id}", c.importJobPage, admin)
+	c.handle("GET /console/imports/{id}/progress", c.importProgress, admin)
+
+	c.handle("GET /console/overview", c.overview, admin, supervisor)
+	c.handle("GET /console/calls", c.callsPage, admin, supervisor)
+	c.handle("GET /console/managers", c.managersPage, admin, supervisor)
+	c.handle("POST /console/managers", c.createManager, admin)
+	c.handle("POST /console/managers/{id}/sip-password", c.setSIPPassword, admin)
+	c.handle("POST /console/managers/{id}/web-password", c.setWebPassword, admin)
+	c.handle("POST /console/managers/{id}/dismiss", c.dismiss, admin)
+	c.handle("GET /console/audit", c.auditPage, admin)
+
+	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		c.renderError(w, r, nil, &pageError{Status: http.StatusNotFound, Message: "There is no such page."})
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	// Pages load only their own scripts, styles and media; nothing frames them.
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+		"media-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("X-Frame-Options", "DENY")
+	if !strings.HasPrefix(r.URL.Path, "/console/static/") {
+		h.Set("Cache-Control", "no-store")
+	}
+	// Cross-origin form posts are refused before the CSRF token is even
+	// looked at; the token is checked by each handler.
+	if err := c.csrf.Check(r); err != nil {
+		c.renderError(w, r, nil, errCSRF)
+		return
+	}
+	c.mux.ServeHTTP(w, r)
+}
+
+// hashAssets hashes every embedded static file.
+func hashAssets() (map[string]string, error) {
+	out := map[string]string{}
+	err := fs.WalkDir(staticFS, "static", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := staticFS.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		out[strings.TrimPrefix(path, "static/")] = hex.EncodeToString(sum[:6])
+		return nil
+	})
+	return out, err
+}
+
+// pageError is an error meant for the person at the browser.
+type pageError struct {
+	Status  int
+	Message string
+}
+
+func (e *pageError) Error() string { return e.Message }
+
+var (
+	errCSRF      = &pageError{http.StatusForbidden, "The form was stale or did not come from this console (CSRF check failed). Reload the page and try again."}
+	errForbidden = &pageError{http.StatusForbidden, "Your role does not give access to this page."}
+	errNotFound  = &pageError{http.StatusNotFound, "There is no such page, or it is not yours to see."}
+)
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, s *session) error
+
+// handle registers a page that needs a signed-in person of one of roles
+// (anyone: every role). Every method but GET must carry the session's CSRF
+// token, in the form or in the X-CSRF-Token header.
+func (c *Console) handle(pattern string, h handlerFunc, roles ...string) {
+	c.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		sess, err := c.cfg.Sessions.lookup(r)
+		if errors.Is(err, errNoSession) || errors.Is(err, api.ErrSessionEnded) {
+			c.toSignin(w, r, errors.Is(err, api.ErrSessionEnded))
+			return
+		}
+		if err == nil && !safeMethod(r.Method) {
+			r.Body = http.MaxBytesReader(w, r.Body, maxUpload+64<<10)
+			var token string
+			if token, err = csrfToken(r); err == nil && !validCSRF(sess.csrf, token) {
+				err = errCSRF
+			}
+		}
+		if err == nil && !allowed(sess.Role, roles) {
+			err = errForbidden
+		}
+		if err == nil {
+			err = h(w, r, sess)
+		}
+		if err != nil {
+			c.renderError(w, r, sess, err)
+		}
+	})
+}
+
+func allowed(role string, roles []string) bool {
+	for _, r := range roles {
+		if r == anyone || r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// csrfToken is the token a request carries, in its header or its form.
+func csrfToken(r *http.Request) (string, error) {
+	if t := r.Header.Get(csrfHeader); t != "" {
+		return t, nil
+	}
+	if err := r.ParseMultipartForm(maxUpload); err != nil && !errors.Is(err, http.ErrNotMultipart) {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return "", &pageError{http.StatusRequestEntityTooLarge, "The upload is too large: at most 5 MiB."}
+		}
+		return "", &pageError{http.StatusBadRequest, "The form could not be read."}
+	}
+	return r.PostFormValue(csrfField), nil
+}
+
+// toSignin answers a request without a live session with the sign-in
+// form: a page comes back to itself after it, a form post to the console.
+func (c *Console) toSignin(w http.ResponseWriter, r *http.Request, ended bool) {
+	q := url.Values{}
+	if ended {
+		c.cfg.Sessions.clearCookie(w, r)
+		q.Set("ended", "1")
+	}
+	if next := r.URL.RequestURI(); r.Method == http.MethodGet && next != "/console/" {
+		q.Set("next", next)
+	}
+	to := "/console/signin"
+	if len(q) > 0 {
+		to += "?" + q.Encode()
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
+}
+
+// home sends each role to its first page.
+func (c *Console) home(w http.ResponseWriter, r *http.Request, s *session) error {
+	to := "/console/clients"
+	if s.Role != manager {
+		to = "/console/overview"
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
+	return nil
+}

@@ -1,0 +1,388 @@
+package console
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Import limits.
+const (
+	maxUpload     = 5 << 20
+	maxImportRows = 10000
+	// importKeep is how long a finished import's report stays viewable.
+	importKeep = time.Hour
+)
+
+// importJobs are the CSV imports of this node, running or finished. A
+// report lives in memory on the node that ran the import, for importKeep.
+type importJobs struct {
+	mu   sync.Mutex
+	jobs map[string]*importJob
+}
+
+func newImportJobs() *importJobs { return &importJobs{jobs: map[string]*importJob{}} }
+
+func (j *importJobs) add(job *importJob) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for id, old := range j.jobs {
+		if p := old.progress(); p.Finished && time.Since(old.finishedAt()) > importKeep {
+			delete(j.jobs, id)
+		}
+	}
+	j.jobs[job.ID] = job
+}
+
+func (j *importJobs) get(id string) (*importJob, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	job, ok := j.jobs[id]
+	return job, ok
+}
+
+// importJob is one CSV import. Its goroutine owns the counters; readers
+// take a copy through progress.
+type importJob struct {
+	ID, FileName string
+	StartedAt    time.Time
+
+	mu       sync.Mutex
+	p        importProgress
+	finished time.Time
+}
+
+type importProgress struct {
+	Total    int         `json:"total"`
+	Done     int         `json:"done"`
+	Imported int         `json:"imported"`
+	Failed   int         `json:"failed"`
+	Finished bool        `json:"finished"`
+	Fatal    string      `json:"fatal,omitempty"`
+	Errors   []rowError  `json:"-"`
+	Created  []createdAt `json:"-"`
+}
+
+// rowError is why one row was not imported. It names the row and the
+// client's name, never the number in it.
+type rowError struct {
+	Line    int
+	Name    string
+	Message string
+}
+
+type createdAt struct {
+	Line             int
+	ID, Code, Name   string
+	ManagerName      string
+	PartnerNames     string
+	SegmentOrNothing string
+}
+
+func (j *importJob) progress() importProgress {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	p := j.p
+	p.Errors = append([]rowError(nil), j.p.Errors...)
+	p.Created = append([]createdAt(nil), j.p.Created...)
+	return p
+}
+
+func (j *importJob) finishedAt() time.Time {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.finished
+}
+
+func (j *importJob) update(fn func(p *importProgress)) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	fn(&j.p)
+	if j.p.Finished && j.finished.IsZero() {
+		j.finished = time.Now()
+	}
+}
+
+// importRow is one parsed row of the file.
+type importRow struct {
+	Line                   int
+	Name, Segment, Manager string
+	Phones, Partners       []string
+}
+
+type importView struct {
+	Error string
+	Job   *importJob
+	P     importProgress
+}
+
+func (c *Console) importPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	return c.render(w, r, s, "import", "Import clients", "clients", importView{})
+}
+
+// startImport reads an uploaded CSV, checks its header and starts a job
+// that creates the clients one by one through the API, under the admin's
+// session. The answer is the job's page, which shows progress.
+func (c *Console) startImport(w http.ResponseWriter, r *http.Request, s *session) error {
+	fail := func(msg string) error {
+		return c.renderStatus(w, r, s, http.StatusBadRequest, "import", "Import clients", "clients", importView{Error: msg})
+	}
+	file, hdr, err := r.FormFile("file")
+	if err != nil {
+		return fail("Choose a CSV file to import.")
+	}
+	defer file.Close()
+	raw, err := io.ReadAll(io.LimitReader(file, maxUpload+1))
+	if err != nil {
+		return err
+	}
+	if len(raw) > maxUpload {
+		return fail(fmt.Sprintf("The file is larger than %d MiB: split it.", maxUpload>>20))
+	}
+	rows, err := parseImport(raw)
+	if err != nil {
+		return fail(err.Error())
+	}
+	ppl, err := c.people(r.Context())
+	if err != nil {
+		return err
+	}
+	job := &importJob{ID: newToken()[:22], FileName: hdr.Filename, StartedAt: time.Now()}
+	job.p.Total = len(rows)
+	c.imports.add(job)
+	caller := c.apiFor(r, s)
+	// The import outlives this request; it stops if it runs unreasonably long.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Minute)
+	go func() {
+		defer cancel()
+		c.runImport(ctx, job, caller, rows, ppl, s.principal().Actor())
+	}()
+	c.logger.Info("console: import started", zap.String("job", job.ID), zap.Int("rows", len(rows)))
+	http.Redirect(w, r, "/console/imports/"+job.ID, http.StatusSeeOther)
+	return nil
+}
+
+// importColumns are the header names a CSV may use, by field.
+var importColumns = map[string][]string{
+	"name":     {"name", "client", "client_name"},
+	"phones":   {"phone", "phones", "number", "numbers"},
+	"segment":  {"segment"},
+	"manager":  {"manager", "manager_username", "sip_username"},
+	"partners": {"partners", "partner_usernames"},
+}
+
+// parseImport reads the whole file: a header row naming the columns (name,
+// phone, manager required; segment, partners optional; any order, any case),
+// then one client a row. Several phones or partners in a cell are separated
+// by ';' or '|'.
+func parseImport(raw []byte) ([]importRow, error) {
+	if !utf8.Valid(raw) {
+		return nil, errors.New("The file is not UTF-8 text: save it as \"CSV UTF-8\".")
+	}
+	text := strings.TrimPrefix(string(raw), "\ufeff")
+	sep := ','
+	if first, _, _ := strings.Cut(text, "\n"); strings.Count(first, ";") > strings.Count(first, ",") {
+		sep = ';' // spreadsheets in many locales write ';'
+	}
+	cr := csv.NewReader(strings.NewReader(text))
+	cr.Comma, cr.FieldsPerRecord, cr.TrimLeadingSpace = sep, -1, true
+	header, err := cr.Read()
+	if errors.Is(err, io.EOF) {
+		return nil, errors.New("The file is empty.")
+	}
+	if err != nil {
+		return nil, errors.New("The header row is not valid CSV.")
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		h = strings.ToLower(strings.TrimSpace(h))
+		for field, names := range importColumns {
+			for _, n := range names {
+				if h == n {
+					if _, dup := col[field]; !dup {
+						col[field] = i
+					}
+				}
+			}
+		}
+	}
+	var missing []string
+	for _, f := range []string{"name", "phones", "manager"} {
+		if _, ok := col[f]; !ok {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("The header row must name the columns name, phone and manager (missing: %s). "+
+			"Optional: segment, partners.", strings.Join(missing, ", "))
+	}
+	cell := func(rec []string, field string) string {
+		i, ok := col[field]
+		if !ok || i >= len(rec) {
+			return ""
+		}
+		return strings.TrimSpace(rec[i])
+	}
+	var rows []importRow
+	for {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			var pe *csv.ParseError
+			if errors.As(err, &pe) {
+				return nil, fmt.Errorf("Line %d is not valid CSV (%v). Nothing was imported.", pe.Line, pe.Err)
+			}
+			return nil, errors.New("The file is not valid CSV. Nothing was imported.")
+		}
+		line, _ := cr.FieldPos(0)
+		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
+			continue // blank line
+		}
+		if len(rows) == maxImportRows {
+			return nil, fmt.Errorf("The file has more than %d rows: split it.", maxImportRows)
+		}
+		rows = append(rows, importRow{Line: line, Name: cell(rec, "name"), Segment: cell(rec, "segment"),
+			Manager: cell(rec, "manager"), Phones: splitList(cell(rec, "phones")), Partners: splitList(cell(rec, "partners"))})
+	}
+	if len(rows) == 0 {
+		return nil, errors.New("The file has a header but no clients.")
+	}
+	return rows, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.FieldsFunc(s, func(r rune) bool { return r == ';' || r == '|' }) {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// runImport creates the rows' clients in order; a bad row is reported and
+// skipped, the others are imported.
+func (c *Console) runImport(ctx context.Context, job *importJob, caller apiCaller, rows []importRow, ppl people, actor string) {
+	byUsername := map[string]storage.Manager{}
+	for _, m := range ppl {
+		if m.Status == storage.StatusActive {
+			byUsername[strings.ToLower(m.SIPUsername)] = m
+		}
+	}
+	resolve := func(ref string) (storage.Manager, bool) {
+		if m, ok := byUsername[strings.ToLower(ref)]; ok {
+			return m, true
+		}
+		m, ok := ppl[ref]
+		return m, ok && m.Status == storage.StatusActive
+	}
+	for _, row := range rows {
+		if ctx.Err() != nil {
+			job.update(func(p *importProgress) { p.Fatal = "The import took too long and was stopped." })
+			break
+		}
+		created, msg := c.importOne(ctx, caller, row, resolve)
+		job.update(func(p *importProgress) {
+			p.Done++
+			if msg != "" {
+				p.Failed++
+				p.Errors = append(p.Errors, rowError{Line: row.Line, Name: row.Name, Message: upperFirst(msg)})
+				return
+			}
+			p.Imported++
+			p.Created = append(p.Created, created)
+		})
+	}
+	p := job.progress()
+	job.update(func(p *importProgress) { p.Finished = true })
+	c.logger.Info("console: import finished", zap.String("job", job.ID), zap.String("actor", actor),
+		zap.Int("imported", p.Imported), zap.Int("failed", p.Failed))
+}
+
+// importOne creates one row's client; msg says why not.
+func (c *Console) importOne(ctx context.Context, caller apiCaller, row importRow,
+	resolve func(string) (storage.Manager, bool)) (createdAt, string) {
+	switch {
+	case row.Name == "":
+		return createdAt{}, "the name is empty"
+	case len(row.Phones) == 0:
+		return createdAt{}, "no phone number"
+	case row.Manager == "":
+		return createdAt{}, "no manager"
+	}
+	m, ok := resolve(row.Manager)
+	if !ok {
+		return createdAt{}, fmt.Sprintf("no active manager %q", clipText(row.Manager, 40))
+	}
+	partners := []string{}
+	var partnerNames []string
+	for _, ref := range row.Partners {
+		p, ok := resolve(ref)
+		if !ok {
+			return createdAt{}, fmt.Sprintf("no active partner %q", clipText(ref, 40))
+		}
+		partners = append(partners, p.ID)
+		partnerNames = append(partnerNames, p.Name)
+	}
+	var out struct {
+		ID   string `json:"id"`
+		Code string `json:"code"`
+	}
+	err := caller.do(ctx, http.MethodPost, "/api/v1/clients", map[string]any{"name": row.Name, "phones": row.Phones,
+		"segment": row.Segment, "manager_id": m.ID, "partner_ids": partners}, &out)
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return createdAt{}, ae.Message
+	case err != nil:
+		c.logger.Error("console: import row failed", zap.Int("line", row.Line), zap.Error(err))
+		return createdAt{}, "internal error"
+	}
+	return createdAt{Line: row.Line, ID: out.ID, Code: out.Code, Name: row.Name, ManagerName: m.Name,
+		PartnerNames: strings.Join(partnerNames, ", "), SegmentOrNothing: row.Segment}, ""
+}
+
+// upperFirst makes a message a sentence: the API's messages start in
+// lower case.
+func upperFirst(s string) string {
+	r, size := utf8.DecodeRuneInString(s)
+	return string(unicode.ToUpper(r)) + s[size:]
+}
+
+func clipText(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "…"
+}
+
+func (c *Console) importJobPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	job, ok := c.imports.get(r.PathValue("id"))
+	if !ok {
+		return &pageError{http.StatusNotFound, "No such import here: reports are kept for an hour on the node that ran them."}
+	}
+	return c.render(w, r, s, "import_job", "Import: "+job.FileName, "clients", importView{Job: job, P: job.progress()})
+}
+
+func (c *Console) importProgress(w http.ResponseWriter, r *http.Request, s *session) error {
+	job, ok := c.imports.get(r.PathValue("id"))
+	if !ok {
+		return &pageError{http.StatusNotFound, "No such import."}
+	}
+	writeJSON(w, http.StatusOK, job.progress())
+	return nil
+}

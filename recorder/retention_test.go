@@ -1,0 +1,72 @@
+package recorder
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"testing"
+	"time"
+
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// TestRetention runs retention against Postgres and a blob store: audio
+// older than the limit goes, its row stays marked (and audited), newer
+// audio and other nodes' recordings stay.
+func TestRetention(t *testing.T) {
+	ctx := context.Background()
+	db := newTestDB(t)
+	blobs, _ := NewFSBlobs(t.TempDir())
+	mk := func(node string, age time.Duration) storage.Recording {
+		r := storage.Recording{ID: newID(), CallID: newID(), ClientID: db.client, ManagerID: db.anna, Direction: "inbound",
+			Source: storage.SourceMaskPBX, Node: node, Codec: "PCMU", Status: storage.RecordingComplete,
+			StartedAt: time.Now().Add(-age)}
+		r.BlobKey = blobKey(r, "")
+		f, err := blobs.Create(r.BlobKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = f.Write(wavHeader(0))
+		f.Close()
+		if err := db.store.SaveRecording(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	old1, old2 := mk("n1", 31*24*time.Hour), mk("n1", 40*24*time.Hour)
+	fresh := mk("n1", 29*24*time.Hour)
+	elsewhere := mk("n2", 90*24*time.Hour)
+
+	r := &Retention{Catalog: db.store, Blobs: blobs, Node: "n1", MaxAge: 30 * 24 * time.Hour, Logger: testLogger(t)}
+	n, err := r.RunOnce(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("deleted %d, %v", n, err)
+	}
+	for _, rec := range []storage.Recording{old1, old2} {
+		if _, err := blobs.Open(rec.BlobKey); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("old audio kept: %v", err)
+		}
+		got, err := db.store.Recording(ctx, rec.ID)
+		if err != nil || got.AudioDeletedAt == nil || got.Status != storage.RecordingComplete {
+			t.Errorf("row of deleted audio: %+v %v", got, err)
+		}
+	}
+	for _, rec := range []storage.Recording{fresh, elsewhere} {
+		if _, err := blobs.Open(rec.BlobKey); err != nil {
+			t.Errorf("audio that must stay is gone: %v", err)
+		}
+	}
+	log, _ := db.store.AuditLog(ctx, 10)
+	deletions := 0
+	for _, e := range log {
+		if e.Action == "recording.delete_audio" && e.Actor == "system:retention" {
+			deletions++
+		}
+	}
+	if deletions != 2 {
+		t.Errorf("%d deletions audited", deletions)
+	}
+	if n, err := r.RunOnce(ctx); err != nil || n != 0 {
+		t.Fatalf("second run deleted %d, %v", n, err)
+	}
+}
