@@ -69,11 +69,26 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 func parseConfig(name string, args []string) (Config, error) {
 	var c Config
 	fs := newFlagSet(name, &c)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagsAndEnv(fs, args); err != nil {
 		return c, err
 	}
+	if c.DatabaseURL == "" {
+		return c, fmt.Errorf("--database-url (or MASKPBX_DATABASE_URL) is required")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		return c, fmt.Errorf("--log-format must be json or console")
+	}
+	return c, nil
+}
+
+// parseFlagsAndEnv parses args, then sets every flag not given on the
+// command line from MASKPBX_<NAME> (upper case, '-' as '_') if that is set.
+func parseFlagsAndEnv(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -89,14 +104,5 @@ func parseConfig(name string, args []string) (Config, error) {
 			}
 		}
 	})
-	if err != nil {
-		return c, err
-	}
-	if c.DatabaseURL == "" {
-		return c, fmt.Errorf("--database-url (or MASKPBX_DATABASE_URL) is required")
-	}
-	if c.LogFormat != "json" && c.LogFormat != "console" {
-		return c, fmt.Errorf("--log-format must be json or console")
-	}
-	return c, nil
+	return err
 }

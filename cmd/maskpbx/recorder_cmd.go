@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -69,26 +68,7 @@ func newRecorderFlagSet(c *recorderConfig) *flag.FlagSet {
 func parseRecorderConfig(args []string) (recorderConfig, error) {
 	var c recorderConfig
 	fs := newRecorderFlagSet(&c)
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
-			return
-		}
-		env := "MASKPBX_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if e := f.Value.Set(v); e != nil {
-				err = fmt.Errorf("%s: %w", env, e)
-			}
-		}
-	})
+	err := parseFlagsAndEnv(fs, args)
 	switch {
 	case err != nil:
 		return c, err
