@@ -80,11 +80,15 @@ func (cc *callControl) sendBye(d *dialog, logger *zap.Logger) {
 // requestAndWait sends a request that ends something (BYE, CANCEL) and
 // waits briefly for its answer; a peer that never answers is gone anyway.
 func (cc *callControl) requestAndWait(req *sip.Request, logger *zap.Logger, opts ...sipgo.ClientRequestOption) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	requestAndWait(cc.client, req, 10*time.Second, logger, opts...)
+}
+
+func requestAndWait(client *sipgo.Client, req *sip.Request, wait time.Duration, logger *zap.Logger, opts ...sipgo.ClientRequestOption) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	tx, err := cc.client.TransactionRequest(ctx, req, opts...)
+	tx, err := client.TransactionRequest(ctx, req, opts...)
 	if err != nil {
-		logger.Warn("request not sent", zap.String("method", string(req.Method)), zap.Error(err))
+		logger.Debug("request not sent", zap.String("method", string(req.Method)), zap.Error(err))
 		return
 	}
 	defer tx.Terminate()

@@ -188,20 +188,7 @@ func (l *outLeg) cancel() {
 		l.hangup()
 		return
 	}
-	inv := l.invite
-	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
-	c.AppendHeader(inv.Via().Clone())
-	from, to := *inv.From(), *inv.To()
-	from.Params, to.Params = inv.From().Params.Clone(), inv.To().Params.Clone()
-	c.AppendHeader(&from)
-	c.AppendHeader(&to)
-	callID := *inv.CallID()
-	c.AppendHeader(&callID)
-	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
-	maxFwd := sip.MaxForwardsHeader(70)
-	c.AppendHeader(&maxFwd)
-	c.SetTransport(inv.Transport())
-	c.SetDestination(inv.Destination())
+	c := newCancel(l.invite)
 	// ClientRequestBuild keeps the INVITE's Via (CANCEL must match its
 	// branch) and only sets what is missing.
 	l.cc.requestAndWait(c, l.logger, sipgo.ClientRequestBuild)
@@ -254,4 +241,25 @@ func (l *outLeg) setOnBye(f func()) {
 	l.mu.Lock()
 	l.onBye = f
 	l.mu.Unlock()
+}
+
+// newCancel builds the CANCEL of a pending INVITE (RFC 3261 9.1): same
+// Request-URI, top Via (branch), From, To, Call-ID and CSeq number.
+func newCancel(inv *sip.Request) *sip.Request {
+	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	if via := inv.Via(); via != nil {
+		c.AppendHeader(via.Clone())
+	}
+	from, to := *inv.From(), *inv.To()
+	from.Params, to.Params = inv.From().Params.Clone(), inv.To().Params.Clone()
+	c.AppendHeader(&from)
+	c.AppendHeader(&to)
+	callID := *inv.CallID()
+	c.AppendHeader(&callID)
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	maxFwd := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&maxFwd)
+	c.SetTransport(inv.Transport())
+	c.SetDestination(inv.Destination())
+	return c
 }

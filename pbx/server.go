@@ -9,12 +9,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/internal/sipnet"
 )
 
 // Config is the SIP side's configuration. Zero fields take the defaults
@@ -251,7 +252,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("pbx: Server.Serve called twice")
 	}
 	defer s.ua.Close()
-	udp, tcp, err := listenUDPAndTCP(s.cfg.Listen)
+	udp, tcp, err := sipnet.ListenUDPAndTCP(s.cfg.Listen)
 	if err != nil {
 		return err
 	}
@@ -294,30 +295,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.logger.Info("sip stopped", zap.String("addr", s.addr))
 	return nil
-}
-
-// listenUDPAndTCP binds both on addr. With port 0 it finds a port free for
-// both, so a phone can use either transport on the one port.
-func listenUDPAndTCP(addr string) (net.PacketConn, net.Listener, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pbx: listen %q: %w", addr, err)
-	}
-	for attempt := 0; ; attempt++ {
-		udp, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return nil, nil, fmt.Errorf("pbx: listen udp: %w", err)
-		}
-		_, bound, _ := net.SplitHostPort(udp.LocalAddr().String())
-		tcp, err := net.Listen("tcp", net.JoinHostPort(host, bound))
-		if err == nil {
-			return udp, tcp, nil
-		}
-		udp.Close()
-		if port != "0" || !errors.Is(err, syscall.EADDRINUSE) || attempt == 10 {
-			return nil, nil, fmt.Errorf("pbx: listen tcp: %w", err)
-		}
-	}
 }
 
 // guard refuses requests from a source blocked for failed authentication

@@ -394,39 +394,13 @@ func (r *SRC) invite(ctx context.Context, inv *sip.Request) (*sip.Response, erro
 
 // cancel stops an INVITE we no longer wait for (RFC 3261 §9.1).
 func (r *SRC) cancel(inv *sip.Request) {
-	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
-	if via := inv.Via(); via != nil {
-		c.AppendHeader(via.Clone())
-	}
-	from, to := *inv.From(), *inv.To()
-	from.Params, to.Params = inv.From().Params.Clone(), inv.To().Params.Clone()
-	c.AppendHeader(&from)
-	c.AppendHeader(&to)
-	callID := *inv.CallID()
-	c.AppendHeader(&callID)
-	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
-	maxFwd := sip.MaxForwardsHeader(70)
-	c.AppendHeader(&maxFwd)
-	c.SetTransport(inv.Transport())
-	c.SetDestination(inv.Destination())
+	c := newCancel(inv)
 	c.SetBody(nil)
 	r.requestAndWait(c, sipgo.ClientRequestBuild)
 }
 
 func (r *SRC) requestAndWait(req *sip.Request, opts ...sipgo.ClientRequestOption) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	tx, err := r.client.TransactionRequest(ctx, req, opts...)
-	if err != nil {
-		r.logger.Debug("request to the recorder not sent", zap.String("method", string(req.Method)), zap.Error(err))
-		return
-	}
-	defer tx.Terminate()
-	select {
-	case <-tx.Responses():
-	case <-tx.Done():
-	case <-ctx.Done():
-	}
+	requestAndWait(r.client, req, 5*time.Second, r.logger, opts...)
 }
 
 // answered takes the recorder's 200: ACK, dialog state, and where each

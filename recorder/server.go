@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -20,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/internal/sipnet"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -292,7 +292,7 @@ func (s *Server) Listen() error {
 	if s.udp != nil {
 		return nil
 	}
-	udp, tcp, err := listenUDPAndTCP(s.cfg.Listen)
+	udp, tcp, err := sipnet.ListenUDPAndTCP(s.cfg.Listen)
 	if err != nil {
 		return err
 	}
@@ -380,28 +380,6 @@ func (s *Server) shutdown() {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		s.logger.Error("recordings still finishing at shutdown; the journal keeps them")
-	}
-}
-
-func listenUDPAndTCP(addr string) (net.PacketConn, net.Listener, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("recorder: listen %q: %w", addr, err)
-	}
-	for attempt := 0; ; attempt++ {
-		udp, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return nil, nil, fmt.Errorf("recorder: listen udp: %w", err)
-		}
-		_, bound, _ := net.SplitHostPort(udp.LocalAddr().String())
-		tcp, err := net.Listen("tcp", net.JoinHostPort(host, bound))
-		if err == nil {
-			return udp, tcp, nil
-		}
-		udp.Close()
-		if port != "0" || !errors.Is(err, syscall.EADDRINUSE) || attempt == 10 {
-			return nil, nil, fmt.Errorf("recorder: listen tcp: %w", err)
-		}
 	}
 }
 
