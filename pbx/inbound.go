@@ -68,8 +68,11 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 
 	trunkPort, err := cc.cfg.Ports.Allocate()
 	if err != nil {
+		// Every call attempt gets a CDR, also one refused for lack of ports.
 		logger.Error("no RTP port for the trunk leg", zap.Error(err))
 		respond(tx, req, 503, "Service Unavailable", nil)
+		c.publish(events.Offered, nil)
+		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = DispFailed, "system" })
 		return
 	}
 	c.ports[media.SideA] = trunkPort
