@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -54,12 +55,19 @@ type Registration struct {
 // key <manager_id>.<hash of contact> that the server deletes on its own when
 // it expires (per-key TTL); reads also skip anything past ExpiresAt, so an
 // expired binding is never returned even if the server has not yet removed it.
+//
+// Lookups are served from a local copy of the bucket that one long-lived
+// watcher per process keeps current: a lookup per call (or per manager in a
+// ring plan) must not open a JetStream consumer each time.
 type Registrations struct {
 	js        jetstream.JetStream
 	kv        jetstream.KeyValue
 	stream    jetstream.Stream
 	perKeyTTL bool
 	now       func() time.Time
+
+	mu    sync.RWMutex
+	cache map[string]map[string]Registration // manager id -> KV key -> binding
 }
 
 // NewRegistrations opens the REGISTRATIONS bucket, creating it if needed.
@@ -78,13 +86,80 @@ func NewRegistrations(ctx context.Context, js jetstream.JetStream) (*Registratio
 	if err != nil {
 		return nil, fmt.Errorf("pbx: %s bucket stream: %w", RegistrationsBucket, err)
 	}
-	return &Registrations{
+	r := &Registrations{
 		js:        js,
 		kv:        kv,
 		stream:    stream,
 		perKeyTTL: stream.CachedInfo().Config.AllowMsgTTL,
 		now:       time.Now,
-	}, nil
+		cache:     map[string]map[string]Registration{},
+	}
+	if err := r.watch(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// watch starts the watcher that mirrors the bucket into r.cache and waits
+// until it has delivered the bucket's current contents. The watcher lives as
+// long as the NATS connection.
+func (r *Registrations) watch(ctx context.Context) error {
+	w, err := r.kv.WatchAll(context.Background())
+	if err != nil {
+		return fmt.Errorf("pbx: watch %s bucket: %w", RegistrationsBucket, err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		var once sync.Once
+		for entry := range w.Updates() {
+			if entry == nil {
+				once.Do(func() { close(ready) })
+				continue
+			}
+			r.apply(entry)
+		}
+	}()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		_ = w.Stop()
+		return fmt.Errorf("pbx: watch %s bucket: %w", RegistrationsBucket, ctx.Err())
+	}
+}
+
+// apply folds one KV update into the local copy.
+func (r *Registrations) apply(entry jetstream.KeyValueEntry) {
+	managerID, _, _ := strings.Cut(entry.Key(), ".")
+	if entry.Operation() != jetstream.KeyValuePut {
+		r.forget(managerID, entry.Key())
+		return
+	}
+	var reg Registration
+	if err := json.Unmarshal(entry.Value(), &reg); err != nil {
+		return // not ours to interpret; never fail over one bad value
+	}
+	r.remember(entry.Key(), reg)
+}
+
+func (r *Registrations) remember(key string, reg Registration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.cache[reg.ManagerID]
+	if m == nil {
+		m = map[string]Registration{}
+		r.cache[reg.ManagerID] = m
+	}
+	m[key] = reg
+}
+
+func (r *Registrations) forget(managerID, key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.cache[managerID], key)
+	if len(r.cache[managerID]) == 0 {
+		delete(r.cache, managerID)
+	}
 }
 
 func createRegistrationsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
@@ -135,6 +210,7 @@ func (r *Registrations) Put(ctx context.Context, reg Registration) error {
 		if _, err := r.kv.Put(ctx, key, value); err != nil {
 			return fmt.Errorf("pbx: put registration: %w", err)
 		}
+		r.remember(key, reg)
 		return nil
 	}
 	// KeyValue.Put takes no TTL and Create refuses an existing key, so a
@@ -145,6 +221,7 @@ func (r *Registrations) Put(ctx context.Context, reg Registration) error {
 		jetstream.WithMsgTTL(ceilSeconds(ttl)), jetstream.WithExpectStream("KV_"+RegistrationsBucket)); err != nil {
 		return fmt.Errorf("pbx: put registration: %w", err)
 	}
+	r.remember(key, reg)
 	return nil
 }
 
@@ -161,19 +238,38 @@ func (r *Registrations) Remove(ctx context.Context, managerID, contact string) e
 	if err := r.kv.Purge(ctx, key, opts...); err != nil {
 		return fmt.Errorf("pbx: remove registration: %w", err)
 	}
+	r.forget(managerID, key)
 	return nil
 }
 
-// RemoveManager deletes all bindings of a manager in one stream purge, so a
-// dismissed manager's phones stop ringing at once. Deactivate his SIP
-// credentials first, or a phone may register again right after.
+// RemoveManager deletes all bindings of a manager at once, so a dismissed
+// manager's phones stop ringing. One stream purge removes every binding
+// (also any this node has not seen yet); then a purge marker per known key
+// tells the other nodes' watchers. Deactivate his SIP credentials first, or
+// a phone may register again right after.
 func (r *Registrations) RemoveManager(ctx context.Context, managerID string) error {
 	if !managerIDPattern.MatchString(managerID) {
 		return fmt.Errorf("%w: %q", errInvalidManagerID, managerID)
 	}
+	r.mu.Lock()
+	keys := make([]string, 0, len(r.cache[managerID]))
+	for k := range r.cache[managerID] {
+		keys = append(keys, k)
+	}
+	delete(r.cache, managerID)
+	r.mu.Unlock()
 	subject := "$KV." + RegistrationsBucket + "." + managerID + ".*"
 	if err := r.stream.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
 		return fmt.Errorf("pbx: remove registrations of manager: %w", err)
+	}
+	var opts []jetstream.KVDeleteOpt
+	if r.perKeyTTL {
+		opts = append(opts, jetstream.PurgeTTL(markerTTL))
+	}
+	for _, k := range keys {
+		if err := r.kv.Purge(ctx, k, opts...); err != nil {
+			return fmt.Errorf("pbx: remove registrations of manager: %w", err)
+		}
 	}
 	return nil
 }
@@ -183,37 +279,17 @@ func (r *Registrations) Contacts(ctx context.Context, managerID string) ([]Regis
 	if !managerIDPattern.MatchString(managerID) {
 		return nil, fmt.Errorf("%w: %q", errInvalidManagerID, managerID)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	w, err := r.kv.WatchFiltered(ctx, []string{managerID + ".*"}, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("pbx: list registrations: %w", err)
-	}
-	defer w.Stop()
-
 	now := r.now()
-	var regs []Registration
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("pbx: list registrations: %w", ctx.Err())
-		case entry, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("pbx: list registrations: watcher closed")
-			}
-			if entry == nil { // all current values delivered
-				slices.SortFunc(regs, func(a, b Registration) int { return strings.Compare(a.Contact, b.Contact) })
-				return regs, nil
-			}
-			var reg Registration
-			if err := json.Unmarshal(entry.Value(), &reg); err != nil {
-				continue // not ours to interpret; never fail a lookup over one bad value
-			}
-			if reg.ExpiresAt.After(now) {
-				regs = append(regs, reg)
-			}
+	r.mu.RLock()
+	regs := make([]Registration, 0, len(r.cache[managerID]))
+	for _, reg := range r.cache[managerID] {
+		if reg.ExpiresAt.After(now) {
+			regs = append(regs, reg)
 		}
 	}
+	r.mu.RUnlock()
+	slices.SortFunc(regs, func(a, b Registration) int { return strings.Compare(a.Contact, b.Contact) })
+	return regs, nil
 }
 
 // ceilSeconds rounds up to whole seconds, the resolution of Nats-TTL.

@@ -172,3 +172,52 @@ func TestRegistrationsWithoutPerKeyTTL(t *testing.T) {
 		t.Fatalf("keys left: %v", keys)
 	}
 }
+
+// TestRegistrationsSeenByAnotherNode: a second node (its own Registrations
+// on the same bucket) learns of bindings and of a dismissal's cut-off
+// through its watcher, without a consumer per lookup.
+func TestRegistrationsSeenByAnotherNode(t *testing.T) {
+	js := runNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	nodeA, err := NewRegistrations(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeB, err := NewRegistrations(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hour := time.Now().Add(time.Hour)
+	for _, c := range []string{"sip:a@10.0.0.1", "sip:b@10.0.0.2"} {
+		if err := nodeA.Put(ctx, Registration{ManagerID: aliceID, Username: "alice", Contact: c, ExpiresAt: hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "node B sees both bindings", func() bool {
+		regs, _ := nodeB.Contacts(ctx, aliceID)
+		return len(regs) == 2
+	})
+	info, err := nodeB.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if _, err := nodeB.Contacts(ctx, aliceID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after, _ := nodeB.stream.Info(ctx); after.State.Consumers != info.State.Consumers {
+		t.Fatalf("lookups opened consumers: %d -> %d", info.State.Consumers, after.State.Consumers)
+	}
+	if err := nodeA.RemoveManager(ctx, aliceID); err != nil {
+		t.Fatal(err)
+	}
+	if regs, _ := nodeA.Contacts(ctx, aliceID); len(regs) != 0 {
+		t.Fatalf("node A still has %d bindings right after the cut-off", len(regs))
+	}
+	eventually(t, 5*time.Second, "node B drops the dismissed manager's bindings", func() bool {
+		regs, _ := nodeB.Contacts(ctx, aliceID)
+		return len(regs) == 0
+	})
+}
