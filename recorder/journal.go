@@ -89,6 +89,9 @@ func (j journal) list() (entries []journalEntry, bad []string, err error) {
 			continue
 		}
 		raw, err := os.ReadFile(filepath.Join(j.dir, n.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // its recording finished between ReadDir and now
+		}
 		if err != nil {
 			bad = append(bad, n.Name())
 			continue

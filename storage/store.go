@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -20,6 +21,11 @@ func parseConfig(url string) (*pgxpool.Config, error) {
 	if err != nil {
 		// pgx echoes the URL (with its password) in parse errors; keep it out.
 		return nil, errors.New("storage: invalid database URL")
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgx's default (4 on a 2-core machine) makes call routing wait
+		// behind the CDR writer and the recorder under load.
+		cfg.MaxConns = defaultMaxConns
 	}
 	return cfg, nil
 }
@@ -60,6 +66,9 @@ func pgCode(err error) (code, constraint string) {
 	}
 	return "", ""
 }
+
+// defaultMaxConns is the pool size unless the URL sets pool_max_conns.
+const defaultMaxConns = 16
 
 const (
 	pgUniqueViolation     = "23505"
