@@ -280,7 +280,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 		if s.calls != nil {
 			// Hang up calls in progress while the listeners can still send BYE.
-			s.calls.endAll(3 * time.Second)
+			s.calls.endAll(12 * time.Second) // longer than one BYE's wait
 		}
 	case serveErr = <-errc:
 		if serveErr == nil || errors.Is(serveErr, net.ErrClosed) {

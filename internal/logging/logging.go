@@ -18,5 +18,7 @@ func New(format string) (*zap.Logger, error) {
 	} else {
 		zc = zap.NewProductionConfig()
 	}
-	return zc.Build()
+	// Stack traces only for panics: an overloaded PBX refusing calls at
+	// error level must not also pay for a trace per refusal.
+	return zc.Build(zap.AddStacktrace(zapcore.DPanicLevel))
 }
