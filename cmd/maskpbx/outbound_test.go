@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -44,24 +46,42 @@ type callResp struct {
 
 // watchCall polls a call's state until it ends and returns every state seen.
 func (s *system) watchCall(id, token string) ([]string, callResp) {
+	s.t.Helper()
+	seen, last, err := s.pollCall(id, token)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return seen, last
+}
+
+// pollCall is watchCall without failing the test, for use off the test's
+// goroutine.
+func (s *system) pollCall(id, token string) ([]string, callResp, error) {
 	var seen []string
 	var last callResp
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		var c callResp
-		if st := s.call("GET", "/api/v1/calls/"+id, token, nil, &c); st == 200 {
+		req, _ := http.NewRequest("GET", s.api+"/api/v1/calls/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return seen, last, err
+		}
+		err = json.NewDecoder(resp.Body).Decode(&c)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && err == nil {
 			if len(seen) == 0 || seen[len(seen)-1] != c.State {
 				seen = append(seen, c.State)
 			}
 			last = c
 			if c.State == "ended" {
-				return seen, last
+				return seen, last, nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	s.t.Fatalf("call %s did not end; states %v", id, seen)
-	return nil, last
+	return seen, last, fmt.Errorf("call %s did not end; states %v", id, seen)
 }
 
 func (s *system) audited(action, object string) bool {
@@ -97,11 +117,15 @@ func TestClickToCall(t *testing.T) {
 		type watched struct {
 			states []string
 			final  callResp
+			err    error
 		}
 		watch := make(chan watched, 1)
-		go func() { st, f := s.watchCall(started.ID, anna.APIToken); watch <- watched{st, f} }()
+		go func() { st, f, err := s.pollCall(started.ID, anna.APIToken); watch <- watched{st, f, err} }()
 		talk(t, tr, ph, trunkRTP, phoneRTP, annaIP)
 		w := <-watch
+		if w.err != nil {
+			t.Fatal(w.err)
+		}
 		states, final := w.states, w.final
 		ph.Wait()
 		tr.Wait()

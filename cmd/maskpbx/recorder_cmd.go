@@ -184,18 +184,7 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 			return fmt.Errorf("--http-listen: %w", err)
 		}
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		g.Go(func() error {
-			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return hs.Shutdown(sctx)
-		})
+		serveHTTP(g, gctx, hs, ln)
 	}
 	return g.Wait()
 }

@@ -174,18 +174,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	g.Go(func() error { return sip.Serve(gctx) })
 	g.Go(func() error { return recorder.NewCDRWriter(js, store, logger).Run(gctx) })
 	g.Go(func() error { return rec.run(gctx) })
-	g.Go(func() error {
-		if err := httpServer.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return httpServer.Shutdown(shutdown)
-	})
+	serveHTTP(g, gctx, httpServer, httpLn)
 	g.Go(func() error {
 		select {
 		case <-sip.Ready():
@@ -239,4 +228,20 @@ func (r registered) Registered(ctx context.Context, managerID string) (bool, err
 
 func (r registered) RemoveManager(ctx context.Context, managerID string) error {
 	return r.regs.RemoveManager(ctx, managerID)
+}
+
+// serveHTTP runs hs on ln in g and shuts it down gracefully when ctx ends.
+func serveHTTP(g *errgroup.Group, ctx context.Context, hs *http.Server, ln net.Listener) {
+	g.Go(func() error {
+		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return hs.Shutdown(shutdown)
+	})
 }
