@@ -20,10 +20,10 @@ type Dialer interface {
 	CallStatus(id string) (CallStatus, bool)
 }
 
-// OriginateCall is a click-to-call request as the PBX takes it.
+// OriginateCall is a click-to-call request as the PBX takes it: the client
+// by id only; the PBX opens his number itself, at dial time.
 type OriginateCall struct {
-	CallID, ManagerID, ClientID, ClientCode, ClientName string
-	Number                                              string // E.164; for the trunk only
+	CallID, ManagerID, ClientID string
 }
 
 // CallStatus is a call's state as the API shows it.
@@ -40,6 +40,10 @@ var (
 	ErrTooManyCalls = errors.New("api: too many calls")
 	// ErrNoTrunk means calls out are not configured.
 	ErrNoTrunk = errors.New("api: no trunk")
+	// ErrNoPhone means the client has no number to call.
+	ErrNoPhone = errors.New("api: client has no phone")
+	// ErrNotAssigned means the client is not the manager's to call.
+	ErrNotAssigned = errors.New("api: client not assigned to the manager")
 )
 
 var (
@@ -99,20 +103,8 @@ func (s *Server) startCall(w http.ResponseWriter, r *http.Request, p Principal) 
 	if !(masking.Assignment{Primary: c.ManagerID, Partners: c.PartnerIDs}).MayReach(p.ManagerID) {
 		return errNotAssigned
 	}
-	sealed, err := s.Store.PhonesForCall(r.Context(), c.ID)
-	if err != nil {
-		return err
-	}
-	if len(sealed) == 0 {
-		return errNoPhone
-	}
-	number, err := s.Keys.Open(sealed[0].Ciphertext, sealed[0].EncKeyID)
-	if err != nil {
-		return err
-	}
 	id := uuid.NewString()
-	err = s.Dialer.Originate(r.Context(), OriginateCall{CallID: id, ManagerID: p.ManagerID, ClientID: c.ID,
-		ClientCode: c.Code, ClientName: c.Name, Number: number})
+	err = s.Dialer.Originate(r.Context(), OriginateCall{CallID: id, ManagerID: p.ManagerID, ClientID: c.ID})
 	if errors.Is(err, ErrTooManyCalls) {
 		if aerr := s.Store.Audit(r.Context(), storage.AuditEntry{Actor: p.Actor(), Action: "call.limited",
 			Object: "client:" + c.ID}); aerr != nil {

@@ -52,6 +52,10 @@ func asAPIError(err error) *Error {
 		return errTooMany
 	case errors.Is(err, ErrNoTrunk):
 		return errNoTrunk
+	case errors.Is(err, ErrNoPhone):
+		return errNoPhone
+	case errors.Is(err, ErrNotAssigned):
+		return errNotAssigned
 	case errors.Is(err, masking.ErrBadNumber):
 		// The message names no number: it may be echoed into logs or UIs.
 		return &Error{http.StatusUnprocessableEntity, "bad_phone", "a phone number is not a valid number"}

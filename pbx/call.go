@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/internal/events"
@@ -46,7 +45,12 @@ type call struct {
 	relay      *media.Relay
 }
 
+// newCall registers a call; with a nil logger it gets the call control's,
+// naming the call.
 func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
+	if logger == nil {
+		logger = cc.logger.With(zap.String("call_id", id), zap.String("direction", direction))
+	}
 	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{})}
 	c.sessionID = [2]uint64{newSessionID(), newSessionID()}
 	c.status = CallStatus{ID: id, Direction: direction, StartedAt: time.Now()}
@@ -93,34 +97,6 @@ func (c *call) release() {
 		c.cc.recent.add(st)
 		c.cc.mu.Unlock()
 	})
-}
-
-// setState moves the call to a new state (see the State constants).
-func (c *call) setState(state string) {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	c.status.State = state
-	if state == StateConnected && c.status.AnsweredAt.IsZero() {
-		c.status.AnsweredAt = time.Now()
-	}
-}
-
-// finish marks the call ended with a disposition.
-func (c *call) finish(disposition string) {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	if c.status.State == StateEnded {
-		return
-	}
-	c.status.State, c.status.Disposition, c.status.EndedAt = StateEnded, disposition, time.Now()
-}
-
-func (c *call) snapshot() CallStatus {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	st := c.status
-	st.ClientID, st.ManagerID = c.clientID, c.managerID
-	return st
 }
 
 // publish sends a call event; the ended event also ends the call's status.
@@ -173,109 +149,22 @@ func (c *call) relayDone() <-chan struct{} {
 	return c.relay.Done()
 }
 
-// uasLeg is the leg whose INVITE we received: the trunk's (inbound) or a
-// desk phone's (dialling a client code).
-type uasLeg struct {
-	dlg    *dialog
-	call   *call
-	side   media.Side
-	acked  chan struct{}
-	ackOne sync.Once
-
-	invite *sip.Request
-	tx     sip.ServerTransaction
-	final  *sip.Response // the last response sent, for 2xx retransmission
+// end publishes the call's ended event with how and by whom it ended.
+func (c *call) end(disp, side string) {
+	c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = disp, side })
 }
 
-// newUASLeg makes the dialog of a received INVITE; req must have From, To
-// and Call-ID.
-func (cc *callControl) newUASLeg(c *call, side media.Side, req *sip.Request, tx sip.ServerTransaction) *uasLeg {
-	target := req.Recipient
-	if h := req.Contact(); h != nil {
-		target = h.Address
+// allocatePorts takes a relay port for each side of the call.
+func (c *call) allocatePorts() error {
+	for side, p := range c.ports {
+		if p != nil {
+			continue
+		}
+		np, err := c.cc.cfg.Ports.Allocate()
+		if err != nil {
+			return err
+		}
+		c.ports[side] = np
 	}
-	return &uasLeg{call: c, side: side, acked: make(chan struct{}), invite: req, tx: tx, dlg: &dialog{
-		callID:    req.CallID().Value(),
-		localTag:  sip.GenerateTagN(16),
-		remoteTag: tagOf(req.From().Params),
-		local:     req.To().Address,
-		remote:    req.From().Address,
-		target:    target,
-		dest:      req.Source(),
-		transport: req.Transport(),
-	}}
-}
-
-// respond answers the INVITE; every response carries our To tag and
-// Contact, and nothing of the other leg.
-func (l *uasLeg) respond(code int, reason string, body []byte, hdrs ...sip.Header) error {
-	res := sip.NewResponseFromRequest(l.invite, code, reason, body)
-	res.To().Params.Add("tag", l.dlg.localTag)
-	res.AppendHeader(&sip.ContactHeader{Address: l.call.cc.contact})
-	for _, h := range hdrs {
-		res.AppendHeader(h)
-	}
-	l.final = res
-	return l.tx.Respond(res)
-}
-
-func (l *uasLeg) matches(req *sip.Request) bool {
-	from, to := req.From(), req.To()
-	return from != nil && to != nil && tagOf(from.Params) == l.dlg.remoteTag && tagOf(to.Params) == l.dlg.localTag
-}
-
-func (l *uasLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) {
-	switch req.Method {
-	case sip.ACK:
-		l.ackOne.Do(func() { close(l.acked) })
-	case sip.BYE:
-		respond(tx, req, 200, "OK", nil)
-		l.call.cc.dialogs.remove(l.dlg.callID)
-		l.call.hangup(sideName(l.side))
-	default:
-		l.call.cc.answerMidDialog(req, tx, l.dlg, func(dir media.Direction) []byte {
-			return l.call.localSDP(l.side, l.call.codecs, dir)
-		})
-	}
-}
-
-func sideName(s media.Side) string {
-	if s == media.SideA {
-		return "client"
-	}
-	return "manager"
-}
-
-// recentCalls keeps the status of ended calls for a while, so a client
-// polling GET /api/v1/calls/{id} sees how its call ended.
-type recentCalls struct {
-	byID  map[string]CallStatus
-	order []string
-}
-
-const recentCallsKept = 10000
-
-func (r *recentCalls) add(st CallStatus) {
-	if r.byID == nil {
-		r.byID = map[string]CallStatus{}
-	}
-	if _, seen := r.byID[st.ID]; !seen {
-		r.order = append(r.order, st.ID)
-	}
-	r.byID[st.ID] = st
-	for len(r.order) > recentCallsKept {
-		delete(r.byID, r.order[0])
-		r.order = r.order[1:]
-	}
-}
-
-func (cc *callControl) status(id string) (CallStatus, bool) {
-	cc.mu.Lock()
-	c, live := cc.calls[id]
-	st, recent := cc.recent.byID[id]
-	cc.mu.Unlock()
-	if live {
-		return c.snapshot(), true
-	}
-	return st, recent
+	return nil
 }

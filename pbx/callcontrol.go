@@ -33,6 +33,9 @@ type CallConfig struct {
 	CallsPerMinute int
 	// Recorder records every connected call (SIPREC); nil records none.
 	Recorder *SRC
+	// MaxSetups is how many calls in may be in setup (INVITE received, no
+	// phone ringing yet) before more are refused with 503; 0 means 200.
+	MaxSetups int
 }
 
 // EventSink takes call events (offered, ringing, answered, ended).
@@ -53,8 +56,9 @@ type callControl struct {
 	regs     *Registrations
 	publicIP netip.Addr
 
-	limits *outboundLimits
-	srv    *Server // for digest auth and failure limits of desk phones
+	limits    *outboundLimits
+	admission *admission
+	srv       *Server // for digest auth and failure limits of desk phones
 
 	mu     sync.Mutex
 	calls  map[string]*call

@@ -29,15 +29,16 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 		return fmt.Errorf("pbx: calls need a concrete --public-addr IP (got %q)", s.cfg.PublicAddr)
 	}
 	s.calls = &callControl{
-		cfg:      cfg,
-		domain:   s.cfg.Domain,
-		logger:   s.logger.Named("calls"),
-		dialogs:  newDialogs(),
-		calls:    map[string]*call{},
-		regs:     s.regs,
-		publicIP: ip,
-		srv:      s,
-		limits:   newOutboundLimits(cmp.Or(cfg.CallsPerMinute, 10)),
+		cfg:       cfg,
+		domain:    s.cfg.Domain,
+		logger:    s.logger.Named("calls"),
+		dialogs:   newDialogs(),
+		calls:     map[string]*call{},
+		regs:      s.regs,
+		publicIP:  ip,
+		srv:       s,
+		limits:    newOutboundLimits(cmp.Or(cfg.CallsPerMinute, 10)),
+		admission: newAdmission(cmp.Or(cfg.MaxSetups, 200)),
 	}
 	allowedMethods = append(allowedMethods, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE)
 	s.sip.OnInvite(s.guard(s.calls.onInvite))

@@ -3,7 +3,6 @@ package pbx
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -21,53 +20,35 @@ import (
 // client through the trunk exactly as a click-to-call does. Any other
 // target gets 403, the same for an unknown code, another manager's client
 // or a raw number: there is no path from a phone to an arbitrary number.
+//
+// The steps: authenticate → resolve the code → admit (limits, audit) →
+// dial the client → answer the phone → talk.
 func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction) {
-	srv := cc.srv
 	if req.From() == nil || req.To() == nil || req.CallID() == nil {
 		respond(tx, req, 400, "Bad Request", nil)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	user := req.From().Address.User
-	creds, err := srv.auth.authenticateProxy(ctx, req, user)
-	switch {
-	case errors.Is(err, errAuthFailed):
-		srv.authFailed(req, user)
-	case errors.Is(err, errInactiveUser):
-		cc.logger.Info("call from a dismissed manager's phone refused", zap.String("manager_id", creds.ManagerID))
-	}
-	if err != nil {
-		if code, _ := sipStatus(err); code == sip.StatusUnauthorized {
-			res := sip.NewResponseFromRequest(req, sip.StatusProxyAuthRequired, "Proxy Authentication Required", nil)
-			for _, c := range srv.auth.challenge(errors.Is(err, errStaleNonce)) {
-				res.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
-			}
-			_ = tx.Respond(res)
-			return
-		}
-		srv.respondError(req, tx, err)
+	creds, ok := cc.authenticateDeskPhone(ctx, req, tx)
+	if !ok {
 		return
 	}
 	logger := cc.logger.With(zap.String("manager_id", creds.ManagerID), zap.String("direction", events.Outbound))
-
-	store := cc.cfg.Router.Store
-	code := req.Recipient.User
-	var client storage.Client
-	if masking.ValidClientCode(code) {
-		client, err = store.ClientByCode(ctx, code)
-	} else {
-		err = storage.ErrNotFound
-	}
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		logger.Error("client lookup failed", zap.Error(err))
-		respond(tx, req, 500, "Server Internal Error", nil)
-		return
-	}
-	if err != nil || !(masking.Assignment{Primary: client.ManagerID, Partners: client.PartnerIDs}).MayReach(creds.ManagerID) {
+	target, err := cc.resolveDialledCode(ctx, creds.ManagerID, req.Recipient.User)
+	switch {
+	case errors.Is(err, storage.ErrNotFound), errors.Is(err, ErrNotAssigned):
 		// Log the fact, never the dialled string: it may be a number.
 		logger.Warn("desk phone dialled a target it may not reach")
 		respond(tx, req, 403, "Forbidden", nil)
+		return
+	case errors.Is(err, ErrNoPhone):
+		logger.Warn("client has no usable number", zap.Error(err))
+		respond(tx, req, 404, "Not Found", nil)
+		return
+	case err != nil:
+		logger.Error("client lookup failed", zap.Error(err))
+		respond(tx, req, 500, "Server Internal Error", nil)
 		return
 	}
 	offer, err := media.ParseOffer(req.Body())
@@ -75,126 +56,108 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 		respond(tx, req, 488, "Not Acceptable Here", nil)
 		return
 	}
-	number, err := cc.clientNumber(ctx, client.ID)
-	if err != nil {
-		logger.Warn("client has no usable number", zap.String("client_id", client.ID), zap.Error(err))
-		respond(tx, req, 404, "Not Found", nil)
-		return
-	}
-	if err := cc.limits.begin(creds.ManagerID, time.Now()); err != nil {
-		_ = store.Audit(ctx, storage.AuditEntry{Actor: "manager:" + creds.ManagerID, Action: "call.limited",
-			Object: "client:" + client.ID, Reason: err.Error()})
-		respond(tx, req, 486, "Busy Here", nil)
+	if code, reason := cc.admitDialledCall(ctx, creds.ManagerID, target.id, logger); code != 0 {
+		respond(tx, req, code, reason, nil)
 		return
 	}
 	defer cc.limits.end(creds.ManagerID)
-	if err := store.Audit(ctx, storage.AuditEntry{Actor: "manager:" + creds.ManagerID, Action: "call.dial_code",
-		Object: "client:" + client.ID}); err != nil {
-		logger.Error("audit failed; call refused", zap.Error(err))
-		respond(tx, req, 500, "Server Internal Error", nil)
-		return
-	}
 	respond(tx, req, 100, "Trying", nil)
 
 	c := cc.newCall(newCallID(), events.Outbound, logger)
 	defer c.release()
-	c.clientID, c.clientCode, c.managerID = client.ID, client.Code, creds.ManagerID
-	c.logger = logger.With(zap.String("call_id", c.id), zap.String("client_id", client.ID))
-	end := func(disp, side string) {
-		c.publish(events.Ended, func(e *events.Event) { e.Disposition, e.HangupSide = disp, side })
-	}
+	c.clientID, c.clientCode, c.managerID = target.id, target.code, creds.ManagerID
+	c.logger = logger.With(zap.String("call_id", c.id), zap.String("client_id", target.id))
 	c.publish(events.Offered, nil)
-	for _, side := range []media.Side{media.SideA, media.SideB} {
-		p, err := cc.cfg.Ports.Allocate()
-		if err != nil {
-			respond(tx, req, 503, "Service Unavailable", nil)
-			end(DispFailed, "system")
-			return
-		}
-		c.ports[side] = p
+	phone := cc.newUASLeg(c, media.SideB, req, tx)
+	if err := c.allocatePorts(); err != nil {
+		phone.reject(DispOverload)
+		c.end(DispOverload, sideSystem)
+		return
 	}
 	c.ports[media.SideB].SetRemote(offer.Remote)
 	// The manager's phone and the client speak one codec: the first the
 	// phone offered, plus telephone-event if it offered it.
-	codecs := firstAudioAndEvents(offer.Codecs)
-	c.codecs = codecs
+	c.codecs = firstAudioAndEvents(offer.Codecs)
 
-	phone := cc.newUASLeg(c, media.SideB, req, tx)
-	answerPhone := phone.respond
 	// The manager hangs up while the client rings: sipgo answers his CANCEL;
 	// we stop dialling.
-	tx.OnCancel(func(*sip.Request) { c.hangup("manager") })
+	tx.OnCancel(func(*sip.Request) { c.hangup(sideManager) })
 	if err := cc.dialogs.add(phone.dlg.callID, phone); err != nil {
-		respond(tx, req, 500, "Server Internal Error", nil)
-		end(DispFailed, "system")
+		phone.reject(DispFailed)
+		c.end(DispFailed, sideSystem)
 		return
 	}
 	defer cc.dialogs.remove(phone.dlg.callID)
 
 	c.setState(StateCallingClient)
-	earlySent := false
-	clientLeg, disp, side := cc.dialClient(c, number, codecs, func(status int, early bool) {
-		switch {
-		case early && !earlySent:
-			earlySent = true
-			_ = answerPhone(183, "Session Progress", c.localSDP(media.SideB, codecs, media.SendRecv), contentTypeSDP())
-		case !earlySent:
-			_ = answerPhone(180, "Ringing", nil)
-		}
-	})
-	if clientLeg == nil {
-		code, reason := 480, "Temporarily Unavailable"
-		switch disp {
-		case DispBusy:
-			code, reason = 486, "Busy Here"
-		case DispRejected:
-			code, reason = 603, "Decline"
-		case DispFailed:
-			code, reason = 503, "Service Unavailable"
-		}
-		if disp != DispCancelled {
-			_ = answerPhone(code, reason, nil)
-		}
-		end(disp, side)
+	client, disp, side := cc.dialClient(c, target, c.codecs, phone.progress)
+	if client == nil {
+		phone.reject(disp)
+		c.end(disp, side)
 		return
 	}
-	if err := answerPhone(200, "OK", c.localSDP(media.SideB, codecs, media.SendRecv), contentTypeSDP(),
-		sip.NewHeader("Allow", dialogAllow)); err != nil {
-		clientLeg.hangup()
-		end(DispFailed, "system")
+	if err := phone.accept(c.localSDP(media.SideB, c.codecs, media.SendRecv)); err != nil {
+		client.hangup()
+		c.end(DispFailed, sideSystem)
 		return
 	}
-	go retransmitUntilAck(tx, phone.final, phone.acked, c, media.SideB)
-	cc.talk(c, uasSide{leg: phone}, clientSide{leg: clientLeg}, end)
+	cc.talk(c, phone, client)
 }
 
-// clientNumber opens the first of a client's numbers that the keyring can.
-func (cc *callControl) clientNumber(ctx context.Context, clientID string) (string, error) {
-	r := cc.cfg.Router
-	phones, err := r.Store.PhonesForCall(ctx, clientID)
+// authenticateDeskPhone challenges the INVITE with 407 until it carries the
+// manager's digest credentials; ok is false when it has been answered.
+func (cc *callControl) authenticateDeskPhone(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) (SIPCredentials, bool) {
+	srv := cc.srv
+	user := req.From().Address.User
+	creds, err := srv.auth.authenticateProxy(ctx, req, user)
+	switch {
+	case err == nil:
+		return creds, true
+	case errors.Is(err, errAuthFailed):
+		srv.authFailed(req, user)
+	case errors.Is(err, errInactiveUser):
+		cc.logger.Info("call from a dismissed manager's phone refused", zap.String("manager_id", creds.ManagerID))
+	}
+	if code, _ := sipStatus(err); code == sip.StatusUnauthorized {
+		res := sip.NewResponseFromRequest(req, sip.StatusProxyAuthRequired, "Proxy Authentication Required", nil)
+		for _, c := range srv.auth.challenge(errors.Is(err, errStaleNonce)) {
+			res.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
+		}
+		_ = tx.Respond(res)
+		return creds, false
+	}
+	srv.respondError(req, tx, err)
+	return creds, false
+}
+
+// resolveDialledCode finds the client a dialled code names, if the manager
+// may reach him; anything that is not a client code is storage.ErrNotFound.
+func (cc *callControl) resolveDialledCode(ctx context.Context, managerID, code string) (clientTarget, error) {
+	if !masking.ValidClientCode(code) {
+		return clientTarget{}, storage.ErrNotFound
+	}
+	client, err := cc.cfg.Router.Store.ClientByCode(ctx, code)
 	if err != nil {
-		return "", err
+		return clientTarget{}, err
 	}
-	for _, p := range phones {
-		if n, err := r.Keys.Open(p.Ciphertext, p.EncKeyID); err == nil {
-			return n, nil
-		}
-	}
-	return "", fmt.Errorf("pbx: client has no phone number")
+	return cc.reachClient(ctx, managerID, client)
 }
 
-// firstAudioAndEvents keeps the first audio codec and telephone-event.
-func firstAudioAndEvents(offered []media.Codec) []media.Codec {
-	var out []media.Codec
-	audio := false
-	for _, c := range offered {
-		if c.IsAudio() {
-			if audio {
-				continue
-			}
-			audio = true
-		}
-		out = append(out, c)
+// admitDialledCall applies the manager's limits and audits the call; a
+// non-zero code is the refusal to send (the limit is released by the
+// caller when the call ends).
+func (cc *callControl) admitDialledCall(ctx context.Context, managerID, clientID string, logger *zap.Logger) (int, string) {
+	store := cc.cfg.Router.Store
+	if err := cc.limits.begin(managerID, time.Now()); err != nil {
+		_ = store.Audit(ctx, storage.AuditEntry{Actor: "manager:" + managerID, Action: "call.limited",
+			Object: "client:" + clientID, Reason: err.Error()})
+		return 486, "Busy Here"
 	}
-	return out
+	if err := store.Audit(ctx, storage.AuditEntry{Actor: "manager:" + managerID, Action: "call.dial_code",
+		Object: "client:" + clientID}); err != nil {
+		cc.limits.end(managerID)
+		logger.Error("audit failed; call refused", zap.Error(err))
+		return 500, "Server Internal Error"
+	}
+	return 0, ""
 }

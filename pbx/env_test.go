@@ -124,6 +124,18 @@ type testEnv struct {
 // test config before the server is built.
 func startPBX(t *testing.T, tweak func(*Config)) *testEnv {
 	t.Helper()
+	return startPBXWith(t, tweak, nil)
+}
+
+// startPBXBefore is startPBX with a step between building the server and
+// serving (e.g. EnableCalls).
+func startPBXBefore(t *testing.T, before func(*Server)) *testEnv {
+	t.Helper()
+	return startPBXWith(t, nil, before)
+}
+
+func startPBXWith(t *testing.T, tweak func(*Config), before func(*Server)) *testEnv {
+	t.Helper()
 	js := runNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
@@ -155,6 +167,9 @@ func startPBX(t *testing.T, tweak func(*Config)) *testEnv {
 	srv, err := NewServer(cfg, creds, regs, zap.New(core))
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
+	}
+	if before != nil {
+		before(srv)
 	}
 	serveCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -263,3 +263,5 @@ func newCancel(inv *sip.Request) *sip.Request {
 	c.SetDestination(inv.Destination())
 	return c
 }
+
+func (l *outLeg) dialog() *dialog { return l.dlg }

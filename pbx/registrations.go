@@ -68,6 +68,11 @@ type Registrations struct {
 
 	mu    sync.RWMutex
 	cache map[string]map[string]Registration // manager id -> KV key -> binding
+	// fence holds, per manager id or KV key, the stream sequence up to
+	// which its bindings were removed: a watcher update of a binding written
+	// before the removal that arrives after it must not bring it back (a
+	// dismissed manager's phone would ring again).
+	fence map[string]uint64
 }
 
 // NewRegistrations opens the REGISTRATIONS bucket, creating it if needed.
@@ -93,6 +98,7 @@ func NewRegistrations(ctx context.Context, js jetstream.JetStream) (*Registratio
 		perKeyTTL: stream.CachedInfo().Config.AllowMsgTTL,
 		now:       time.Now,
 		cache:     map[string]map[string]Registration{},
+		fence:     map[string]uint64{},
 	}
 	if err := r.watch(ctx); err != nil {
 		return nil, err
@@ -139,7 +145,26 @@ func (r *Registrations) apply(entry jetstream.KeyValueEntry) {
 	if err := json.Unmarshal(entry.Value(), &reg); err != nil {
 		return // not ours to interpret; never fail over one bad value
 	}
+	r.mu.RLock()
+	stale := entry.Revision() <= max(r.fence[managerID], r.fence[entry.Key()])
+	r.mu.RUnlock()
+	if stale {
+		return
+	}
 	r.remember(entry.Key(), reg)
+}
+
+// fenceOff marks everything written under name (a manager id or a key) up
+// to now as removed, for apply.
+func (r *Registrations) fenceOff(ctx context.Context, name string) error {
+	info, err := r.stream.Info(ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.fence[name] = info.State.LastSeq
+	r.mu.Unlock()
+	return nil
 }
 
 func (r *Registrations) remember(key string, reg Registration) {
@@ -238,6 +263,9 @@ func (r *Registrations) Remove(ctx context.Context, managerID, contact string) e
 	if err := r.kv.Purge(ctx, key, opts...); err != nil {
 		return fmt.Errorf("pbx: remove registration: %w", err)
 	}
+	if err := r.fenceOff(ctx, key); err != nil {
+		return fmt.Errorf("pbx: remove registration: %w", err)
+	}
 	r.forget(managerID, key)
 	return nil
 }
@@ -271,6 +299,12 @@ func (r *Registrations) RemoveManager(ctx context.Context, managerID string) err
 			return fmt.Errorf("pbx: remove registrations of manager: %w", err)
 		}
 	}
+	if err := r.fenceOff(ctx, managerID); err != nil {
+		return fmt.Errorf("pbx: remove registrations of manager: %w", err)
+	}
+	r.mu.Lock()
+	delete(r.cache, managerID) // what the watcher brought back meanwhile
+	r.mu.Unlock()
 	return nil
 }
 

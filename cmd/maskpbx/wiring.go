@@ -25,6 +25,7 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		RingTimeout:    c.RingTimeout,
 		MediaTimeout:   c.MediaTimeout,
 		CallsPerMinute: c.CallsPerMinute,
+		MaxSetups:      c.MaxSetups,
 		KeepAlive:      c.KeepAlive,
 	}
 	allow := c.TrunkAllow
@@ -105,6 +106,12 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 			Help: "Requests refused because their source was blocked."}, func() float64 { return float64(sip.Stats().BlockedRequests) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_calls_active",
 			Help: "Calls in progress."}, func() float64 { return float64(sip.ActiveCalls()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_calls_in_setup",
+			Help: "Calls in between their INVITE and the first ring of a phone."}, func() float64 { return float64(sip.AdmissionStats().CallsInSetup) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_calls_shed_total",
+			Help: "Calls in refused with 503 because the node was at capacity (--max-setups)."}, func() float64 { return float64(sip.AdmissionStats().Shed) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_routing_lookup_seconds",
+			Help: "Smoothed time of the routing lookup of a call in."}, func() float64 { return sip.AdmissionStats().LookupTime.Seconds() }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_rtp_ports_in_use",
 			Help: "Relay ports allocated."}, func() float64 { return float64(ports.InUse()) }),
 	)
@@ -115,8 +122,7 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 type dialer struct{ sip *pbx.Server }
 
 func (d dialer) Originate(ctx context.Context, c api.OriginateCall) error {
-	err := d.sip.Originate(ctx, pbx.Originate{CallID: c.CallID, ManagerID: c.ManagerID, ClientID: c.ClientID,
-		ClientCode: c.ClientCode, ClientName: c.ClientName, Number: c.Number})
+	err := d.sip.Originate(ctx, pbx.Originate{CallID: c.CallID, ManagerID: c.ManagerID, ClientID: c.ClientID})
 	switch {
 	case errors.Is(err, pbx.ErrNotRegistered):
 		return api.ErrNotRegistered
@@ -124,6 +130,10 @@ func (d dialer) Originate(ctx context.Context, c api.OriginateCall) error {
 		return fmt.Errorf("%w: %v", api.ErrTooManyCalls, err)
 	case errors.Is(err, pbx.ErrNoTrunk):
 		return api.ErrNoTrunk
+	case errors.Is(err, pbx.ErrNoPhone):
+		return api.ErrNoPhone
+	case errors.Is(err, pbx.ErrNotAssigned):
+		return api.ErrNotAssigned
 	}
 	return err
 }

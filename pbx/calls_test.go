@@ -1,0 +1,439 @@
+package pbx
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/internal/testenv"
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/media"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Call-control tests inside the package, run under -race: the PBX on
+// 127.0.0.2 with a real Postgres (testenv) and NATS, a phone written with
+// sipgo on 127.0.0.3, and a trunk on 127.0.0.4 (a sipgo UAC for calls in, a
+// sipgo UAS for calls out). Only the event sink is the unit's edge.
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+const (
+	trunkHost = "127.0.0.4"
+	company   = "+74950000000"
+)
+
+// memEvents keeps the call events the PBX publishes.
+type memEvents struct {
+	mu  sync.Mutex
+	all []events.Event
+}
+
+func (m *memEvents) Publish(_ context.Context, e events.Event) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.all = append(m.all, e)
+	return nil
+}
+
+// ended returns the ended event of every call so far, by call id.
+func (m *memEvents) ended() map[string]events.Event {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]events.Event{}
+	for _, e := range m.all {
+		if e.Kind == events.Ended {
+			out[e.CallID] = e
+		}
+	}
+	return out
+}
+
+// callEnv is a PBX with call control, its store, one active manager and
+// the manager's phone.
+type callEnv struct {
+	*testEnv
+	store   *storage.Store
+	keys    *masking.Keyring
+	events  *memEvents
+	manager storage.Manager
+	phone   *testPhone
+}
+
+// startCallEnv runs a PBX with call control; tweak adjusts its call config.
+func startCallEnv(t *testing.T, tweak func(*CallConfig)) *callEnv {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	url := testenv.Database(t)
+	if _, err := storage.Migrate(ctx, url); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	store, err := storage.Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(store.Close)
+	keys, err := masking.NewKeyring(randomKey(t), randomKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &memEvents{}
+	var env *testEnv
+	env = startPBXBefore(t, func(s *Server) {
+		ports, err := media.NewPortPool(pbxHost, 42000, 42999)
+		if err != nil {
+			t.Fatal(err)
+		}
+		numbers := masking.NewNormalizer("RU")
+		cfg := CallConfig{
+			CompanyNumber: company,
+			TrunkAllow:    []netip.Prefix{netip.MustParsePrefix(trunkHost + "/32")},
+			RingTimeout:   5 * time.Second,
+			MediaTimeout:  time.Minute,
+			Ports:         ports,
+			Router:        &Router{Store: store, Keys: keys, Numbers: numbers, Regs: s.regs},
+			Events:        ev,
+			Numbers:       numbers,
+		}
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		if err := s.EnableCalls(cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	m, err := store.CreateManager(ctx, storage.NewManager{Name: "Alice", SIPUsername: "alice",
+		HA1MD5: "x", HA1SHA256: "x", Team: "sales", Role: storage.RoleManager}, "test")
+	if err != nil {
+		t.Fatalf("create manager: %v", err)
+	}
+	phone := startTestPhone(t)
+	if err := env.regs.Put(ctx, Registration{ManagerID: m.ID, Username: "alice", Contact: phone.contact(),
+		Source: phone.addr, Transport: "UDP", ExpiresAt: time.Now().Add(time.Hour), CallID: "reg-1", CSeq: 1}); err != nil {
+		t.Fatalf("register phone: %v", err)
+	}
+	return &callEnv{testEnv: env, store: store, keys: keys, events: ev, manager: m, phone: phone}
+}
+
+func randomKey(t *testing.T) []byte {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testPhone is a manager's phone: it answers every INVITE with 200 and its
+// SDP once hold lets it (at once when nil), and 200s BYEs.
+type testPhone struct {
+	addr    string
+	invites atomic.Int32
+	hold    chan struct{} // closed: answer; nil: answer at once
+
+	mu   sync.Mutex
+	from []string // the From of every INVITE it received
+}
+
+func startTestPhone(t *testing.T) *testPhone {
+	t.Helper()
+	p := &testPhone{addr: fmt.Sprintf("%s:%d", phoneHost, freeUDPPort(t, phoneHost))}
+	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(phoneHost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		p.invites.Add(1)
+		p.mu.Lock()
+		p.from = append(p.from, req.From().Value())
+		hold := p.hold
+		p.mu.Unlock()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-tx.Done():
+				return
+			}
+		}
+		sdp := fmt.Sprintf("v=0\r\no=phone 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+			phoneHost, phoneHost, 40002)
+		res := sip.NewResponseFromRequest(req, 200, "OK", []byte(sdp))
+		res.To().Params.Add("tag", sip.GenerateTagN(8))
+		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: phoneHost, Port: p.port()}})
+		ct := sip.ContentTypeHeader("application/sdp")
+		res.AppendHeader(&ct)
+		_ = tx.Respond(res)
+	})
+	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go func() { _ = srv.ListenAndServe(ctx, "udp", p.addr) }()
+	return p
+}
+
+func (p *testPhone) port() int {
+	_, port, _ := net.SplitHostPort(p.addr)
+	var n int
+	fmt.Sscan(port, &n)
+	return n
+}
+
+func (p *testPhone) contact() string { return fmt.Sprintf("<sip:alice@%s>", p.addr) }
+
+func (p *testPhone) froms() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.from...)
+}
+
+// trunkCall is a call the trunk sends to the company number.
+type trunkCall struct {
+	dlg *sipgo.DialogClientSession
+	err chan error // the outcome of WaitAnswer
+}
+
+// newTrunk is the trunk's UAC on 127.0.0.4.
+func newTrunk(t *testing.T) *sipgo.DialogClientCache {
+	t.Helper()
+	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(trunkHost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freeUDPPort(t, trunkHost)
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(trunkHost), sipgo.WithClientPort(port),
+		sipgo.WithClientConnectionAddr(fmt.Sprintf("%s:%d", trunkHost, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := sipgo.NewDialogClientCache(client, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "trunk", Host: trunkHost, Port: port}})
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) { _ = dc.ReadBye(req, tx) })
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go func() { _ = srv.ListenAndServe(ctx, "udp", fmt.Sprintf("%s:%d", trunkHost, port)) }()
+	return dc
+}
+
+// call sends an INVITE from caller to the company number; the answer (or
+// failure) arrives on the returned call's err.
+func (e *callEnv) call(t *testing.T, dc *sipgo.DialogClientCache, caller string) *trunkCall {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(e.addr)
+	var p int
+	fmt.Sscan(port, &p)
+	sdp := fmt.Sprintf("v=0\r\no=trunk 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", trunkHost, trunkHost)
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: caller, Host: trunkHost}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(8))
+	ct := sip.ContentTypeHeader("application/sdp")
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	dlg, err := dc.Invite(ctx, sip.Uri{Scheme: "sip", User: company, Host: host, Port: p}, []byte(sdp), from, &ct)
+	if err != nil {
+		t.Fatalf("INVITE: %v", err)
+	}
+	tc := &trunkCall{dlg: dlg, err: make(chan error, 1)}
+	go func() { tc.err <- dlg.WaitAnswer(ctx, sipgo.AnswerOptions{}) }()
+	return tc
+}
+
+// waitFor polls cond until it is true or the time is up.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An overloaded node answers 503 with Retry-After at once, before it takes
+// anything, and the call it already admitted still connects; the refused
+// call has its CDR (offered + ended "overload") and is counted.
+func TestInboundShedsOverload(t *testing.T) {
+	env := startCallEnv(t, func(c *CallConfig) { c.MaxSetups = 1 })
+	env.phone.hold = make(chan struct{})
+	trunk := newTrunk(t)
+
+	first := env.call(t, trunk, "+79161230001")
+	waitFor(t, 10*time.Second, "the first call to ring the phone", func() bool { return env.phone.invites.Load() == 1 })
+
+	start := time.Now()
+	second := env.call(t, trunk, "+79161230002")
+	var resErr *sipgo.ErrDialogResponse
+	select {
+	case err := <-second.err:
+		if !errors.As(err, &resErr) || resErr.Res.StatusCode != 503 {
+			t.Fatalf("second call: %v, want 503", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second call got no answer: overload must be answered, not timed out")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("503 took %v; shedding must be immediate", d)
+	}
+	if h := resErr.Res.GetHeader("Retry-After"); h == nil || h.Value() == "" {
+		t.Error("503 without Retry-After")
+	}
+	if n := env.phone.invites.Load(); n != 1 {
+		t.Errorf("the phone got %d INVITEs; a shed call must ring nobody", n)
+	}
+	if st := env.srv.AdmissionStats(); st.Shed != 1 {
+		t.Errorf("shed calls counted %d, want 1", st.Shed)
+	}
+
+	close(env.phone.hold)
+	select {
+	case err := <-first.err:
+		if err != nil {
+			t.Fatalf("the admitted call did not connect: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the admitted call got no answer")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := first.dlg.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.dlg.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "both calls' ended events", func() bool { return len(env.events.ended()) == 2 })
+	var disps []string
+	for _, e := range env.events.ended() {
+		disps = append(disps, e.Disposition)
+	}
+	if !(strings.Contains(strings.Join(disps, ","), DispOverload) && strings.Contains(strings.Join(disps, ","), DispAnswered)) {
+		t.Errorf("dispositions %v, want one %s and one %s", disps, DispOverload, DispAnswered)
+	}
+	if st := env.srv.AdmissionStats(); st.CallsInSetup != 0 {
+		t.Errorf("%d calls still counted in setup after both ended", st.CallsInSetup)
+	}
+}
+
+// Many calls at once under -race: each is admitted or shed, none hangs, the
+// setup count returns to zero and every call has its ended event.
+func TestInboundConcurrentAdmission(t *testing.T) {
+	env := startCallEnv(t, func(c *CallConfig) { c.MaxSetups = 4 })
+	trunk := newTrunk(t)
+	const n = 20
+	calls := make([]*trunkCall, n)
+	for i := range calls {
+		calls[i] = env.call(t, trunk, fmt.Sprintf("+7916123%04d", i))
+	}
+	answered, shed := 0, 0
+	for i, c := range calls {
+		select {
+		case err := <-c.err:
+			var resErr *sipgo.ErrDialogResponse
+			switch {
+			case err == nil:
+				answered++
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = c.dlg.Ack(ctx)
+				_ = c.dlg.Bye(ctx)
+				cancel()
+			case errors.As(err, &resErr) && resErr.Res.StatusCode == 503:
+				shed++
+			default:
+				t.Errorf("call %d: %v", i, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("call %d got no answer", i)
+		}
+	}
+	if answered == 0 {
+		t.Fatal("no call connected")
+	}
+	if got := int(env.srv.AdmissionStats().Shed); got != shed {
+		t.Errorf("shed counter %d, trunk saw %d 503s", got, shed)
+	}
+	waitFor(t, 15*time.Second, "every call's ended event", func() bool { return len(env.events.ended()) == n })
+	waitFor(t, 5*time.Second, "no call left in setup", func() bool { return env.srv.AdmissionStats().CallsInSetup == 0 })
+}
+
+func TestFailureResponse(t *testing.T) {
+	for _, tc := range []struct {
+		disp  string
+		code  int
+		retry bool
+		sent  bool
+	}{
+		{DispBusy, 486, false, true},
+		{DispRejected, 603, false, true},
+		{DispMissed, 480, false, true},
+		{DispNoAnswer, 480, false, true},
+		{DispFailed, 503, false, true},
+		{DispOverload, 503, true, true},
+		{DispCancelled, 0, false, false},
+	} {
+		t.Run(tc.disp, func(t *testing.T) {
+			code, _, hdrs, ok := failureResponse(tc.disp)
+			if code != tc.code || ok != tc.sent || (len(hdrs) > 0) != tc.retry {
+				t.Errorf("failureResponse(%s) = %d %v %v", tc.disp, code, hdrs, ok)
+			}
+		})
+	}
+}
+
+func TestDispositionOf(t *testing.T) {
+	for status, want := range map[int]string{486: DispBusy, 600: DispBusy, 408: DispNoAnswer, 480: DispNoAnswer,
+		487: DispNoAnswer, 403: DispRejected, 603: DispRejected, 404: DispFailed, 500: DispFailed, 503: DispFailed} {
+		if got := dispositionOf(status); got != want {
+			t.Errorf("dispositionOf(%d) = %s, want %s", status, got, want)
+		}
+	}
+}
+
+// The outbound limits hold under concurrent starts: one call at a time per
+// manager, whoever wins the race.
+func TestOutboundLimitsConcurrent(t *testing.T) {
+	l := newOutboundLimits(100)
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if l.begin("m1", time.Now()) == nil {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d concurrent starts won, want 1", wins.Load())
+	}
+	l.end("m1")
+	if err := l.begin("m1", time.Now()); err != nil {
+		t.Fatalf("after end: %v", err)
+	}
+}

@@ -1,0 +1,165 @@
+package pbx
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/media"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Steps shared by every call out to a client (click-to-call, a dialled
+// client code, and later a manager's mobile): may this manager reach this
+// client, and dialling the client's numbers through the trunk. The client's
+// number is opened here, in openClientNumber, at dial time, and nowhere else.
+
+// Errors of reaching a client, each a reason nothing was dialled.
+var (
+	// ErrNotAssigned means the client is neither the manager's own nor one he
+	// is a partner for.
+	ErrNotAssigned = errors.New("pbx: the client is not assigned to the manager")
+	// ErrNoPhone means the client has no number to call.
+	ErrNoPhone = errors.New("pbx: the client has no phone number")
+)
+
+// clientTarget is a client a manager is about to call: how the manager's
+// phone shows him, and his numbers, still sealed, in the order to try them.
+type clientTarget struct {
+	id, code, name string
+	phones         []storage.SealedPhone
+}
+
+// reachClient checks that the manager may reach the client (invariant 2:
+// primary or partner, nobody else) and loads the client's sealed numbers.
+func (cc *callControl) reachClient(ctx context.Context, managerID string, client storage.Client) (clientTarget, error) {
+	if !(masking.Assignment{Primary: client.ManagerID, Partners: client.PartnerIDs}).MayReach(managerID) {
+		return clientTarget{}, ErrNotAssigned
+	}
+	phones, err := cc.cfg.Router.Store.PhonesForCall(ctx, client.ID)
+	if err != nil {
+		return clientTarget{}, err
+	}
+	if len(phones) == 0 {
+		return clientTarget{}, ErrNoPhone
+	}
+	return clientTarget{id: client.ID, code: client.Code, name: client.Name, phones: phones}, nil
+}
+
+// openClientNumber is the one place the PBX decrypts a client's number: to
+// write it into the Request-URI of the INVITE to the trunk.
+func (cc *callControl) openClientNumber(p storage.SealedPhone) (string, error) {
+	return cc.cfg.Router.Keys.Open(p.Ciphertext, p.EncKeyID)
+}
+
+// clientRingFactor is how much longer a client's phone may ring than one
+// step of the inbound ring plan: he is not at his desk waiting for it.
+const clientRingFactor = 3
+
+// dialClient calls the client through the trunk, trying his numbers in
+// order while a number itself fails (unknown, gone, unreachable), offering
+// the codecs the manager's leg agreed on (the relay does not transcode). The
+// relay starts at once so the trunk's early media (ringback) reaches the
+// manager. It returns the answered leg, or nil with the disposition and who
+// ended the attempt. onProgress, if set, hears of 18x (early: SDP came).
+func (cc *callControl) dialClient(c *call, target clientTarget, codecs []media.Codec, onProgress func(status int, early bool)) (*outLeg, string, string) {
+	if err := c.bridge(nil, nil); err != nil {
+		c.logger.Error("relay failed", zap.Error(err))
+		return nil, DispFailed, sideSystem
+	}
+	for i, p := range target.phones {
+		leg, status, side := cc.dialNumber(c, p, codecs, onProgress)
+		switch {
+		case leg != nil:
+			return leg, "", ""
+		case side == sideClient && numberUnusable(status) && i+1 < len(target.phones):
+			c.logger.Info("the client's number failed; trying his next", zap.Int("number", i+1), zap.Int("status", status))
+		case side == sideClient:
+			return nil, dispositionOf(status), side
+		case status == 487:
+			return nil, DispCancelled, side
+		case status == 408:
+			return nil, DispNoAnswer, side
+		default:
+			return nil, DispFailed, side
+		}
+	}
+	return nil, DispFailed, sideSystem
+}
+
+// dialNumber makes one INVITE to the trunk for one of the client's numbers
+// and waits for its outcome: the answered leg, or the final status and who
+// ended the attempt (the client's side for a trunk failure, the manager's
+// or the system's when we gave up: status 487 cancelled, 408 no answer, 0
+// nothing sent).
+func (cc *callControl) dialNumber(c *call, phone storage.SealedPhone, codecs []media.Codec, onProgress func(status int, early bool)) (*outLeg, int, string) {
+	host, portStr, err := net.SplitHostPort(cc.cfg.Trunk)
+	if err != nil {
+		c.logger.Error("bad trunk address", zap.Error(err))
+		return nil, 0, sideSystem
+	}
+	port, _ := strconv.Atoi(portStr)
+	number, err := cc.openClientNumber(phone)
+	if err != nil {
+		c.logger.Error("the client's number can't be opened", zap.Error(err))
+		return nil, 0, sideSystem
+	}
+	target := sip.Uri{Scheme: "sip", User: number, Host: host, Port: port}
+	evs := make(chan legEvent, 8)
+	leg, err := cc.startOutLeg(context.Background(), "", outInvite{
+		target:    target,
+		to:        target,
+		from:      sip.Uri{Scheme: "sip", User: cc.cfg.CompanyNumber, Host: cc.publicIP.String()},
+		dest:      cc.cfg.Trunk,
+		transport: "UDP",
+		sdp:       c.localSDP(media.SideA, codecs, media.SendRecv),
+	}, evs)
+	if err != nil {
+		c.logger.Error("INVITE to the trunk failed", zap.Error(err))
+		return nil, 0, sideSystem
+	}
+	timeout := time.NewTimer(clientRingFactor * cc.cfg.RingTimeout)
+	defer timeout.Stop()
+	giveUp := func(status int, side string) (*outLeg, int, string) {
+		leg.cancel()
+		go drain(evs, 1)
+		return nil, status, side
+	}
+	for {
+		select {
+		case ev := <-evs:
+			switch {
+			case ev.status < 200:
+				if ev.early {
+					c.ports[media.SideA].SetRemote(ev.answer.Remote)
+				}
+				if onProgress != nil {
+					onProgress(ev.status, ev.early)
+				}
+			case ev.status == 200:
+				c.ports[media.SideA].SetRemote(ev.answer.Remote)
+				if ev.answer.RemoteRTCP.IsValid() {
+					c.ports[media.SideA].SetRemoteRTCP(ev.answer.RemoteRTCP)
+				}
+				leg.setOnBye(func() { c.hangup(sideClient) })
+				return leg, 200, ""
+			default:
+				return nil, ev.status, sideClient
+			}
+		case side := <-c.hangupCh:
+			// The manager gave up while the client rang.
+			return giveUp(487, side)
+		case <-c.relayDone():
+			// The manager's phone went silent for --media-timeout.
+			return giveUp(487, sideSystem)
+		case <-timeout.C:
+			return giveUp(408, sideSystem)
+		}
+	}
+}

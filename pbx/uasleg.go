@@ -1,0 +1,157 @@
+package pbx
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/pbx/media"
+)
+
+// uasLeg is the leg whose INVITE we received: the trunk's (inbound) or a
+// desk phone's (dialling a client code).
+type uasLeg struct {
+	dlg    *dialog
+	call   *call
+	side   media.Side
+	acked  chan struct{}
+	ackOne sync.Once
+
+	invite *sip.Request
+	tx     sip.ServerTransaction
+	final  *sip.Response // the last response sent, for 2xx retransmission
+
+	earlySent bool // a 183 with our SDP went out (progress)
+}
+
+// newUASLeg makes the dialog of a received INVITE; req must have From, To
+// and Call-ID.
+func (cc *callControl) newUASLeg(c *call, side media.Side, req *sip.Request, tx sip.ServerTransaction) *uasLeg {
+	target := req.Recipient
+	if h := req.Contact(); h != nil {
+		target = h.Address
+	}
+	return &uasLeg{call: c, side: side, acked: make(chan struct{}), invite: req, tx: tx, dlg: &dialog{
+		callID:    req.CallID().Value(),
+		localTag:  sip.GenerateTagN(16),
+		remoteTag: tagOf(req.From().Params),
+		local:     req.To().Address,
+		remote:    req.From().Address,
+		target:    target,
+		dest:      req.Source(),
+		transport: req.Transport(),
+	}}
+}
+
+// respond answers the INVITE; every response carries our To tag and
+// Contact, and nothing of the other leg.
+func (l *uasLeg) respond(code int, reason string, body []byte, hdrs ...sip.Header) error {
+	res := sip.NewResponseFromRequest(l.invite, code, reason, body)
+	res.To().Params.Add("tag", l.dlg.localTag)
+	res.AppendHeader(&sip.ContactHeader{Address: l.call.cc.contact})
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	l.final = res
+	return l.tx.Respond(res)
+}
+
+func (l *uasLeg) matches(req *sip.Request) bool {
+	from, to := req.From(), req.To()
+	return from != nil && to != nil && tagOf(from.Params) == l.dlg.remoteTag && tagOf(to.Params) == l.dlg.localTag
+}
+
+func (l *uasLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) {
+	switch req.Method {
+	case sip.ACK:
+		l.ackOne.Do(func() { close(l.acked) })
+	case sip.BYE:
+		respond(tx, req, 200, "OK", nil)
+		l.call.cc.dialogs.remove(l.dlg.callID)
+		l.call.hangup(sideName(l.side))
+	default:
+		l.call.cc.answerMidDialog(req, tx, l.dlg, func(dir media.Direction) []byte {
+			return l.call.localSDP(l.side, l.call.codecs, dir)
+		})
+	}
+}
+
+func sideName(s media.Side) string {
+	if s == media.SideA {
+		return sideClient
+	}
+	return sideManager
+}
+
+// reject answers the INVITE of a call that did not connect, as its
+// disposition says (failureResponse).
+func (l *uasLeg) reject(disp string) {
+	if code, reason, hdrs, ok := failureResponse(disp); ok {
+		_ = l.respond(code, reason, nil, hdrs...)
+	}
+}
+
+// accept answers the INVITE 200 with our SDP and, over UDP, resends it until
+// the ACK arrives.
+func (l *uasLeg) accept(sdp []byte) error {
+	if err := l.respond(200, "OK", sdp, contentTypeSDP(), sip.NewHeader("Allow", dialogAllow)); err != nil {
+		return err
+	}
+	go l.retransmitUntilAck()
+	return nil
+}
+
+// retransmitUntilAck resends our 200 (RFC 3261 13.3.1.4: the UAS core
+// retransmits 2xx over UDP, T1 doubling up to T2) until its ACK arrives;
+// with no ACK in 64*T1 the call is given up.
+func (l *uasLeg) retransmitUntilAck() {
+	const t1, t2 = 500 * time.Millisecond, 4 * time.Second
+	c, ok := l.call, l.final
+	giveUp := time.NewTimer(64 * t1)
+	defer giveUp.Stop()
+	resend := time.NewTimer(t1)
+	defer resend.Stop()
+	interval := t1
+	for {
+		select {
+		case <-l.acked:
+			return
+		case <-c.done:
+			return
+		case <-giveUp.C:
+			if c.ports[l.side].Stats().RTPPacketsIn > 0 {
+				// The ACK went astray but the peer is talking: keep the call.
+				return
+			}
+			c.logger.Warn("no ACK for our 200; ending the call", zap.String("leg", sideName(l.side)))
+			c.hangup(sideSystem)
+			return
+		case <-resend.C:
+			if !sip.IsReliable(ok.Transport()) {
+				_ = l.tx.Respond(ok)
+			}
+			interval = min(2*interval, t2)
+			resend.Reset(interval)
+		}
+	}
+}
+
+// hangup ends the answered dialog from our side.
+func (l *uasLeg) hangup() { l.call.cc.sendBye(l.dlg, l.call.logger) }
+
+func (l *uasLeg) dialog() *dialog { return l.dlg }
+
+// progress tells the caller how the other leg is doing: the first early
+// media (183 with our SDP) or, before any, ringing (180).
+func (l *uasLeg) progress(status int, early bool) {
+	switch {
+	case early && !l.earlySent:
+		l.earlySent = true
+		_ = l.respond(183, "Session Progress", l.call.localSDP(l.side, l.call.codecs, media.SendRecv), contentTypeSDP())
+	case !l.earlySent:
+		_ = l.respond(180, "Ringing", nil)
+	}
+}
