@@ -192,7 +192,7 @@ func (c *Console) funcs() template.FuncMap {
 			return part * 100 / whole
 		},
 		"dispositions": func() []string {
-			return []string{"answered", "missed", "busy", "no_answer", "rejected", "cancelled", "failed"}
+			return []string{"answered", "missed", "busy", "no_answer", "rejected", "cancelled", "failed", "overload"}
 		},
 		// dict builds a map for a sub-template: dict "ID" .ID "CSRF" $.CSRF.
 		"dict": func(kv ...any) (map[string]any, error) {
@@ -264,23 +264,11 @@ func duration(d time.Duration) string {
 }
 
 func dispositionLabel(d string) string {
-	switch d {
-	case "answered":
-		return "Answered"
-	case "missed":
-		return "Missed"
-	case "busy":
-		return "Busy"
-	case "no_answer":
-		return "No answer"
-	case "rejected":
-		return "Rejected"
-	case "cancelled":
-		return "Cancelled"
-	case "failed":
-		return "Failed"
-	case "":
+	if d == "" {
 		return "In progress"
+	}
+	if l, ok := dispositionNames[d]; ok {
+		return l
 	}
 	return d
 }

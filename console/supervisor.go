@@ -281,7 +281,8 @@ func pageURL(q url.Values, page int) string {
 
 // dispositionNames are the outcomes a call list can be filtered by.
 var dispositionNames = map[string]string{"answered": "Answered", "missed": "Missed", "busy": "Busy",
-	"no_answer": "No answer", "rejected": "Rejected", "cancelled": "Cancelled", "failed": "Failed"}
+	"no_answer": "No answer", "rejected": "Rejected", "cancelled": "Cancelled", "failed": "Failed",
+	"overload": "Refused: overload"}
 
 type managerRow struct {
 	apiManager

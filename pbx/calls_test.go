@@ -437,3 +437,135 @@ func TestOutboundLimitsConcurrent(t *testing.T) {
 		t.Fatalf("after end: %v", err)
 	}
 }
+
+// trunkUAS is the trunk's side of calls out: it answers an INVITE by its
+// Request-URI user (a number) with the status in answers (200 if absent)
+// and keeps the order of the numbers it was asked for.
+type trunkUAS struct {
+	addr    string
+	answers map[string]int
+
+	mu      sync.Mutex
+	dialled []string
+	headers []string // every header of every INVITE, as received
+}
+
+func startTrunkUAS(t *testing.T, answers map[string]int) *trunkUAS {
+	t.Helper()
+	tr := &trunkUAS{addr: fmt.Sprintf("%s:%d", trunkHost, freeUDPPort(t, trunkHost)), answers: answers}
+	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(trunkHost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		tr.mu.Lock()
+		tr.dialled = append(tr.dialled, req.Recipient.User)
+		for _, h := range req.Headers() {
+			tr.headers = append(tr.headers, h.Name()+": "+h.Value())
+		}
+		tr.mu.Unlock()
+		code := 200
+		if c, ok := tr.answers[req.Recipient.User]; ok {
+			code = c
+		}
+		var body []byte
+		if code == 200 {
+			body = []byte(fmt.Sprintf("v=0\r\no=trunk 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio 40004 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n", trunkHost, trunkHost))
+		}
+		res := sip.NewResponseFromRequest(req, code, "", body)
+		res.To().Params.Add("tag", sip.GenerateTagN(8))
+		if code == 200 {
+			host, port, _ := net.SplitHostPort(tr.addr)
+			var p int
+			fmt.Sscan(port, &p)
+			res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: host, Port: p}})
+			ct := sip.ContentTypeHeader("application/sdp")
+			res.AppendHeader(&ct)
+		}
+		_ = tx.Respond(res)
+	})
+	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go func() { _ = srv.ListenAndServe(ctx, "udp", tr.addr) }()
+	return tr
+}
+
+func (tr *trunkUAS) numbers() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return append([]string(nil), tr.dialled...)
+}
+
+// sealPhone seals a number as the API stores it.
+func sealPhone(t *testing.T, keys *masking.Keyring, e164 string) storage.SealedPhone {
+	t.Helper()
+	ct, keyID, err := keys.Seal(e164)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return storage.SealedPhone{Ciphertext: ct, EncKeyID: keyID, BlindIndex: keys.BlindIndex(e164), IndexKeyID: keys.IndexKeyID()}
+}
+
+// Click-to-call names the client by id only; the PBX opens his numbers at
+// dial time and tries them in order while a number itself fails (404 here),
+// and the manager's phone sees the client's code and name, no number.
+func TestOriginateTriesNumbersInOrder(t *testing.T) {
+	const first, second = "+79161110001", "+79161110002"
+	trunk := startTrunkUAS(t, map[string]int{first: 404})
+	env := startCallEnv(t, func(c *CallConfig) { c.Trunk = trunk.addr })
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	client, err := env.store.CreateClient(ctx, storage.NewClient{Name: "Acme", Segment: "vip", ManagerID: env.manager.ID,
+		Phones:  []storage.SealedPhone{sealPhone(t, env.keys, first), sealPhone(t, env.keys, second)},
+		NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err }}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := env.store.CreateManager(ctx, storage.NewManager{Name: "Oleg", SIPUsername: "oleg",
+		HA1MD5: "x", HA1SHA256: "x", Team: "sales", Role: storage.RoleManager}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.srv.Originate(ctx, Originate{CallID: "c-other", ManagerID: other.ID, ClientID: client.ID}); !errors.Is(err, ErrNotAssigned) {
+		t.Fatalf("another manager's click-to-call: %v, want ErrNotAssigned", err)
+	}
+	if len(trunk.numbers()) != 0 || env.phone.invites.Load() != 0 {
+		t.Fatal("a refused click-to-call reached the trunk or a phone")
+	}
+
+	if err := env.srv.Originate(ctx, Originate{CallID: "c-1", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
+		t.Fatalf("Originate: %v", err)
+	}
+	waitFor(t, 15*time.Second, "the call to connect", func() bool {
+		st, _ := env.srv.CallStatus("c-1")
+		return st.State == StateConnected
+	})
+	if got := trunk.numbers(); len(got) != 2 || got[0] != first || got[1] != second {
+		t.Fatalf("the trunk was asked for %v, want [%s %s] in that order", got, first, second)
+	}
+	froms := env.phone.froms()
+	if len(froms) != 1 || !strings.Contains(froms[0], client.Code) || !strings.Contains(froms[0], "Acme") {
+		t.Fatalf("the manager's phone saw From %v, want the client's name and code", froms)
+	}
+	for _, f := range froms {
+		if strings.Contains(f, "9161110") {
+			t.Fatalf("the manager's phone saw a client's number: %s", f)
+		}
+	}
+	env.srv.calls.endAll(10 * time.Second)
+	waitFor(t, 10*time.Second, "the call's end", func() bool {
+		st, _ := env.srv.CallStatus("c-1")
+		return st.State == StateEnded
+	})
+	if st, _ := env.srv.CallStatus("c-1"); st.Disposition != DispAnswered {
+		t.Errorf("disposition %s, want %s", st.Disposition, DispAnswered)
+	}
+}

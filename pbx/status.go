@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/maskpbx/maskpbx/internal/events"
 )
 
 // States of a call, as GET /api/v1/calls/{id} shows them.
@@ -17,23 +19,23 @@ const (
 
 // Dispositions of a call, as CDRs and events name them.
 const (
-	DispAnswered  = "answered"
-	DispMissed    = "missed"
-	DispBusy      = "busy"
-	DispFailed    = "failed"
-	DispNoAnswer  = "no_answer"
-	DispRejected  = "rejected"
-	DispCancelled = "cancelled"
+	DispAnswered  = events.DispositionAnswered
+	DispMissed    = events.DispositionMissed
+	DispBusy      = events.DispositionBusy
+	DispFailed    = events.DispositionFailed
+	DispNoAnswer  = events.DispositionNoAnswer
+	DispRejected  = events.DispositionRejected
+	DispCancelled = events.DispositionCancelled
 	// DispOverload: the node refused the call at admission because it was
 	// at capacity (503 with Retry-After, so the trunk tries another node).
-	DispOverload = "overload"
+	DispOverload = events.DispositionOverload
 )
 
 // Who ended a call, as the ended event's hangup_side names it.
 const (
-	sideClient  = "client"
-	sideManager = "manager"
-	sideSystem  = "system"
+	sideClient  = events.HangupClient
+	sideManager = events.HangupManager
+	sideSystem  = events.HangupSystem
 )
 
 // CallStatus is what a caller may see of a call: never a number.

@@ -34,6 +34,8 @@ const (
 	DispositionFailed    = "failed"
 	DispositionCancelled = "cancelled"
 	DispositionNoAnswer  = "no_answer"
+	// DispositionOverload: refused at admission, the node at capacity.
+	DispositionOverload = "overload"
 )
 
 // Hang-up sides: who ended a call (Event.HangupSide on Ended).
@@ -65,7 +67,7 @@ var (
 	directions   = map[string]bool{Inbound: true, Outbound: true}
 	dispositions = map[string]bool{
 		DispositionAnswered: true, DispositionMissed: true, DispositionBusy: true, DispositionRejected: true,
-		DispositionFailed: true, DispositionCancelled: true, DispositionNoAnswer: true,
+		DispositionFailed: true, DispositionCancelled: true, DispositionNoAnswer: true, DispositionOverload: true,
 	}
 	hangupSides = map[string]bool{HangupClient: true, HangupManager: true, HangupSystem: true}
 )
