@@ -36,25 +36,12 @@ const (
 	company   = "+74950000000"
 )
 
-// memEvents keeps the call events the PBX publishes.
-type memEvents struct {
-	mu  sync.Mutex
-	all []events.Event
-}
-
-func (m *memEvents) Publish(_ context.Context, e events.Event) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.all = append(m.all, e)
-	return nil
-}
-
 // ended returns the ended event of every call so far, by call id.
-func (m *memEvents) ended() map[string]events.Event {
+func (m *readyEvents) ended() map[string]events.Event {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := map[string]events.Event{}
-	for _, e := range m.all {
+	for _, e := range m.evs {
 		if e.Kind == events.Ended {
 			out[e.CallID] = e
 		}
@@ -68,7 +55,7 @@ type callEnv struct {
 	*testEnv
 	store   *storage.Store
 	keys    *masking.Keyring
-	events  *memEvents
+	events  *readyEvents
 	manager storage.Manager
 	phone   *testPhone
 }
@@ -91,7 +78,7 @@ func startCallEnv(t *testing.T, tweak func(*CallConfig)) *callEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := &memEvents{}
+	ev := &readyEvents{}
 	var env *testEnv
 	env = startPBXBefore(t, func(s *Server) {
 		ports, err := media.NewPortPool(pbxHost, 42000, 42999)
@@ -151,15 +138,7 @@ type testPhone struct {
 func startTestPhone(t *testing.T) *testPhone {
 	t.Helper()
 	p := &testPhone{addr: fmt.Sprintf("%s:%d", phoneHost, freeUDPPort(t, phoneHost))}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(phoneHost))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := sipgo.NewServer(ua)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+	serveSIP(t, p.addr, func(req *sip.Request, tx sip.ServerTransaction) {
 		p.invites.Add(1)
 		p.mu.Lock()
 		p.from = append(p.from, req.From().Value())
@@ -181,17 +160,48 @@ func startTestPhone(t *testing.T) *testPhone {
 		res.AppendHeader(&ct)
 		_ = tx.Respond(res)
 	})
-	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
-	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-	})
-	srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-	})
-	ctx, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	go func() { _ = srv.ListenAndServe(ctx, "udp", p.addr) }()
 	return p
+}
+
+// serveSIP runs a sipgo server on addr (UDP) for the test: ACKs are taken,
+// BYE and OPTIONS answered 200, INVITEs go to onInvite.
+func serveSIP(t *testing.T, addr string, onInvite sipgo.RequestHandler) {
+	t.Helper()
+	host, _, _ := net.SplitHostPort(addr)
+	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	}
+	srv.OnInvite(onInvite)
+	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	srv.OnBye(ok)
+	srv.OnOptions(ok)
+	listenUntilCleanup(t, srv, addr)
+}
+
+// listenUntilCleanup serves srv on addr (UDP) and returns once it listens,
+// so a client on the same address uses the server's socket.
+func listenUntilCleanup(t *testing.T, srv *sipgo.Server, addr string) {
+	t.Helper()
+	ready := make(chan struct{})
+	ctx, stop := context.WithCancel(context.WithValue(context.Background(), sipgo.ListenReadyCtxKey, sipgo.ListenReadyCtxValue(ready)))
+	t.Cleanup(stop)
+	failed := make(chan error, 1)
+	go func() { failed <- srv.ListenAndServe(ctx, "udp", addr) }()
+	select {
+	case <-ready:
+	case err := <-failed:
+		t.Fatalf("listen %s: %v", addr, err)
+	case <-time.After(5 * time.Second):
+		t.Fatalf("listen %s: not ready", addr)
+	}
 }
 
 func (p *testPhone) port() int {
@@ -215,29 +225,19 @@ type trunkCall struct {
 	err chan error // the outcome of WaitAnswer
 }
 
-// newTrunk is the trunk's UAC on 127.0.0.4.
+// newTrunk is the trunk's UAC on 127.0.0.4 (its own port per call leg;
+// the PBX answers where the request came from).
 func newTrunk(t *testing.T) *sipgo.DialogClientCache {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(trunkHost))
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freeUDPPort(t, trunkHost)
-	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(trunkHost), sipgo.WithClientPort(port),
-		sipgo.WithClientConnectionAddr(fmt.Sprintf("%s:%d", trunkHost, port)))
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(trunkHost), sipgo.WithClientConnectionAddr(trunkHost+":0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := sipgo.NewServer(ua)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dc := sipgo.NewDialogClientCache(client, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "trunk", Host: trunkHost, Port: port}})
-	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) { _ = dc.ReadBye(req, tx) })
-	ctx, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	go func() { _ = srv.ListenAndServe(ctx, "udp", fmt.Sprintf("%s:%d", trunkHost, port)) }()
-	return dc
+	return sipgo.NewDialogClientCache(client, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "trunk", Host: trunkHost}})
 }
 
 // call sends an INVITE from caller to the company number; the answer (or
@@ -262,18 +262,6 @@ func (e *callEnv) call(t *testing.T, dc *sipgo.DialogClientCache, caller string)
 	return tc
 }
 
-// waitFor polls cond until it is true or the time is up.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // An overloaded node answers 503 with Retry-After at once, before it takes
 // anything, and the call it already admitted still connects; the refused
 // call has its CDR (offered + ended "overload") and is counted.
@@ -283,7 +271,7 @@ func TestInboundShedsOverload(t *testing.T) {
 	trunk := newTrunk(t)
 
 	first := env.call(t, trunk, "+79161230001")
-	waitFor(t, 10*time.Second, "the first call to ring the phone", func() bool { return env.phone.invites.Load() == 1 })
+	eventually(t, 10*time.Second, "the first call to ring the phone", func() bool { return env.phone.invites.Load() == 1 })
 
 	start := time.Now()
 	second := env.call(t, trunk, "+79161230002")
@@ -326,7 +314,7 @@ func TestInboundShedsOverload(t *testing.T) {
 	if err := first.dlg.Bye(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "both calls' ended events", func() bool { return len(env.events.ended()) == 2 })
+	eventually(t, 10*time.Second, "both calls' ended events", func() bool { return len(env.events.ended()) == 2 })
 	var disps []string
 	for _, e := range env.events.ended() {
 		disps = append(disps, e.Disposition)
@@ -376,8 +364,8 @@ func TestInboundConcurrentAdmission(t *testing.T) {
 	if got := int(env.srv.AdmissionStats().Shed); got != shed {
 		t.Errorf("shed counter %d, trunk saw %d 503s", got, shed)
 	}
-	waitFor(t, 15*time.Second, "every call's ended event", func() bool { return len(env.events.ended()) == n })
-	waitFor(t, 5*time.Second, "no call left in setup", func() bool { return env.srv.AdmissionStats().CallsInSetup == 0 })
+	eventually(t, 15*time.Second, "every call's ended event", func() bool { return len(env.events.ended()) == n })
+	eventually(t, 5*time.Second, "no call left in setup", func() bool { return env.srv.AdmissionStats().CallsInSetup == 0 })
 }
 
 func TestFailureResponse(t *testing.T) {
@@ -453,15 +441,7 @@ type trunkUAS struct {
 func startTrunkUAS(t *testing.T, answers map[string]int) *trunkUAS {
 	t.Helper()
 	tr := &trunkUAS{addr: fmt.Sprintf("%s:%d", trunkHost, freeUDPPort(t, trunkHost)), answers: answers}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(trunkHost))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := sipgo.NewServer(ua)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+	serveSIP(t, tr.addr, func(req *sip.Request, tx sip.ServerTransaction) {
 		tr.mu.Lock()
 		tr.dialled = append(tr.dialled, req.Recipient.User)
 		for _, h := range req.Headers() {
@@ -488,13 +468,6 @@ func startTrunkUAS(t *testing.T, answers map[string]int) *trunkUAS {
 		}
 		_ = tx.Respond(res)
 	})
-	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
-	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-	})
-	ctx, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	go func() { _ = srv.ListenAndServe(ctx, "udp", tr.addr) }()
 	return tr
 }
 
@@ -544,7 +517,7 @@ func TestOriginateTriesNumbersInOrder(t *testing.T) {
 	if err := env.srv.Originate(ctx, Originate{CallID: "c-1", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
 		t.Fatalf("Originate: %v", err)
 	}
-	waitFor(t, 15*time.Second, "the call to connect", func() bool {
+	eventually(t, 15*time.Second, "the call to connect", func() bool {
 		st, _ := env.srv.CallStatus("c-1")
 		return st.State == StateConnected
 	})
@@ -561,7 +534,7 @@ func TestOriginateTriesNumbersInOrder(t *testing.T) {
 		}
 	}
 	env.srv.calls.endAll(10 * time.Second)
-	waitFor(t, 10*time.Second, "the call's end", func() bool {
+	eventually(t, 10*time.Second, "the call's end", func() bool {
 		st, _ := env.srv.CallStatus("c-1")
 		return st.State == StateEnded
 	})
