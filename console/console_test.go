@@ -511,7 +511,7 @@ func TestRecordingPlayers(t *testing.T) {
 	anna := e.person("anna", storage.RoleManager, "anna-password")
 	enc, _ := masking.GenerateKey()
 	cl, err := e.store.CreateClient(ctx, storage.NewClient{Name: "Acme", ManagerID: anna.ID,
-		Phones:  []storage.SealedPhone{{Ciphertext: enc, EncKeyID: "k", BlindIndex: enc[:16], IndexKeyID: "i"}},
+		Phones:  []masking.SealedPhone{{Ciphertext: enc, EncKeyID: "k", BlindIndex: enc[:16], IndexKeyID: "i"}},
 		NewCode: func() (string, error) { return "12345678", nil }}, "test")
 	if err != nil {
 		t.Fatal(err)

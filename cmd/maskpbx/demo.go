@@ -74,7 +74,7 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return err
 		}
-		ct, keyID, err := keys.Seal(e164)
+		phone, err := keys.Seal(e164)
 		if err != nil {
 			return err
 		}
@@ -84,7 +84,7 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 		}
 		c, err := store.CreateClient(ctx, storage.NewClient{
 			Name: dc.name, Segment: dc.segment, ManagerID: ids[dc.manager], PartnerIDs: partners,
-			Phones:  []storage.SealedPhone{{Ciphertext: ct, EncKeyID: keyID, BlindIndex: keys.BlindIndex(e164), IndexKeyID: keys.IndexKeyID()}},
+			Phones:  []masking.SealedPhone{phone},
 			NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err },
 		}, "system:demo")
 		if err != nil {
