@@ -9,6 +9,7 @@ import (
 
 	"github.com/maskpbx/maskpbx/console"
 	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/ha1"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -45,7 +46,7 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 			}
 			m, err = store.CreateManager(ctx, storage.NewManager{
 				Name: dm.name, SIPUsername: dm.user, Team: team, Role: dm.role,
-				HA1MD5: masking.HA1MD5(dm.user, realm, dm.password), HA1SHA256: masking.HA1SHA256(dm.user, realm, dm.password),
+				HA1MD5: ha1.MD5(dm.user, realm, dm.password), HA1SHA256: ha1.SHA256(dm.user, realm, dm.password),
 			}, "system:demo")
 		}
 		if err != nil {
