@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/console"
+	"github.com/maskpbx/maskpbx/internal/logging"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx/ha1"
 	"github.com/maskpbx/maskpbx/storage"
@@ -91,7 +92,7 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 		if err != nil {
 			return err
 		}
-		logger.Info("demo client created", zap.String("client", fmt.Sprintf("%s #%s", c.Name, c.Code)), masking.Phone("phone", e164))
+		logger.Info("demo client created", zap.String("client", fmt.Sprintf("%s #%s", c.Name, c.Code)), logging.Phone("phone", e164))
 	}
 	return nil
 }
