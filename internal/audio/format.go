@@ -148,20 +148,21 @@ func AppendMedia(dst []byte, port uint16, formats []Format) []byte {
 	}
 	dst = append(dst, "\r\n"...)
 	for _, f := range formats {
-		dst = append(dst, "a=rtpmap:"...)
-		dst = strconv.AppendUint(dst, uint64(f.PayloadType), 10)
-		dst = append(dst, ' ')
-		dst = append(dst, f.Name...)
-		dst = append(dst, '/')
-		dst = strconv.AppendUint(dst, uint64(f.ClockRate), 10)
-		dst = append(dst, "\r\n"...)
+		dst = appendAttribute(dst, "rtpmap", f.PayloadType, f.Name+"/"+strconv.FormatUint(uint64(f.ClockRate), 10))
 		if f.Fmtp != "" && ValidEvents(f.Fmtp) {
-			dst = append(dst, "a=fmtp:"...)
-			dst = strconv.AppendUint(dst, uint64(f.PayloadType), 10)
-			dst = append(dst, ' ')
-			dst = append(dst, f.Fmtp...)
-			dst = append(dst, "\r\n"...)
+			dst = appendAttribute(dst, "fmtp", f.PayloadType, f.Fmtp)
 		}
 	}
 	return dst
+}
+
+// appendAttribute appends "a=<key>:<pt> <value>" and CRLF.
+func appendAttribute(dst []byte, key string, pt uint8, value string) []byte {
+	dst = append(dst, "a="...)
+	dst = append(dst, key...)
+	dst = append(dst, ':')
+	dst = strconv.AppendUint(dst, uint64(pt), 10)
+	dst = append(dst, ' ')
+	dst = append(dst, value...)
+	return append(dst, "\r\n"...)
 }
