@@ -70,9 +70,9 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p Principa
 
 // sealPhones normalises, de-duplicates and encrypts numbers. Every number is
 // checked before anything is written.
-func (s *Server) sealPhones(raw []string) ([]storage.SealedPhone, error) {
+func (s *Server) sealPhones(raw []string) ([]masking.SealedPhone, error) {
 	seen := map[string]bool{}
-	var out []storage.SealedPhone
+	var out []masking.SealedPhone
 	for _, r := range raw {
 		e164, err := s.Numbers.Normalize(r)
 		if err != nil {
@@ -82,12 +82,11 @@ func (s *Server) sealPhones(raw []string) ([]storage.SealedPhone, error) {
 			continue
 		}
 		seen[e164] = true
-		ct, keyID, err := s.Keys.Seal(e164)
+		p, err := s.Keys.Seal(e164)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, storage.SealedPhone{Ciphertext: ct, EncKeyID: keyID,
-			BlindIndex: s.Keys.BlindIndex(e164), IndexKeyID: s.Keys.IndexKeyID()})
+		out = append(out, p)
 	}
 	return out, nil
 }
@@ -173,7 +172,7 @@ func (s *Server) reveal(w http.ResponseWriter, r *http.Request, p Principal) err
 	}
 	phones := make([]string, 0, len(sealed))
 	for _, sp := range sealed {
-		n, err := s.Keys.Open(sp.Ciphertext, sp.EncKeyID)
+		n, err := s.Keys.OpenPhone(sp)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/ha1"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -68,8 +69,8 @@ func (s *Server) createManager(w http.ResponseWriter, r *http.Request, p Princip
 	m, err := s.Store.CreateManager(r.Context(), storage.NewManager{
 		Name:        req.Name,
 		SIPUsername: req.SIPUsername,
-		HA1MD5:      masking.HA1MD5(req.SIPUsername, s.SIPDomain, req.SIPPassword),
-		HA1SHA256:   masking.HA1SHA256(req.SIPUsername, s.SIPDomain, req.SIPPassword),
+		HA1MD5:      ha1.MD5(req.SIPUsername, s.SIPDomain, req.SIPPassword),
+		HA1SHA256:   ha1.SHA256(req.SIPUsername, s.SIPDomain, req.SIPPassword),
 		Team:        strings.TrimSpace(req.Team),
 		Role:        req.Role,
 		TokenHash:   HashToken(token),

@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/ha1"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -89,8 +89,8 @@ func (c *Console) setSIPPassword(w http.ResponseWriter, r *http.Request, s *sess
 	if len(pw) < 8 || len(pw) > 128 {
 		return c.redirect(w, r, "/console/managers", "error", "The SIP password must be 8 to 128 characters.")
 	}
-	err = c.store.SetSIPPassword(r.Context(), m.ID, masking.HA1MD5(m.SIPUsername, c.cfg.SIPDomain, pw),
-		masking.HA1SHA256(m.SIPUsername, c.cfg.SIPDomain, pw), s.principal().Actor())
+	err = c.store.SetSIPPassword(r.Context(), m.ID, ha1.MD5(m.SIPUsername, c.cfg.SIPDomain, pw),
+		ha1.SHA256(m.SIPUsername, c.cfg.SIPDomain, pw), s.principal().Actor())
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/ha1"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -333,7 +334,7 @@ func TestSessionsAndCSRF(t *testing.T) {
 	if st, _, _ := ob.post("/console/managers/"+anna.ID+"/sip-password", url.Values{"csrf_token": {ob.csrf}, "sip_password": {"new-sip-pw"}}); st != http.StatusSeeOther {
 		t.Errorf("set anna's SIP password: %d", st)
 	}
-	if m, _ := e.store.Manager(context.Background(), anna.ID); m.HA1MD5 != masking.HA1MD5("anna", "pbx.test", "new-sip-pw") {
+	if m, _ := e.store.Manager(context.Background(), anna.ID); m.HA1MD5 != ha1.MD5("anna", "pbx.test", "new-sip-pw") {
 		t.Error("the SIP digest was not replaced")
 	}
 	if st, _, _ := ob.post("/console/managers/"+anna.ID+"/dismiss", url.Values{"csrf_token": {ob.csrf}, "successor_id": {bob.ID}}); st != http.StatusSeeOther {
@@ -511,7 +512,7 @@ func TestRecordingPlayers(t *testing.T) {
 	anna := e.person("anna", storage.RoleManager, "anna-password")
 	enc, _ := masking.GenerateKey()
 	cl, err := e.store.CreateClient(ctx, storage.NewClient{Name: "Acme", ManagerID: anna.ID,
-		Phones:  []storage.SealedPhone{{Ciphertext: enc, EncKeyID: "k", BlindIndex: enc[:16], IndexKeyID: "i"}},
+		Phones:  []masking.SealedPhone{{Ciphertext: enc, EncKeyID: "k", BlindIndex: enc[:16], IndexKeyID: "i"}},
 		NewCode: func() (string, error) { return "12345678", nil }}, "test")
 	if err != nil {
 		t.Fatal(err)

@@ -101,16 +101,37 @@ func (k *Keyring) EncKeyID() string { return k.encID }
 // index must be recomputed.
 func (k *Keyring) IndexKeyID() string { return k.indexID }
 
-// Seal encrypts a number (pass Normalize's output) with the current key. The
-// ciphertext is nonce || AES-256-GCM output; the key id is bound as
+// SealedPhone is a client number as it is stored: the ciphertext and the
+// blind index, each with the id of the key that made it. Only Seal makes one
+// and only a Keyring opens it; storage keeps it as it is.
+type SealedPhone struct {
+	Ciphertext []byte
+	EncKeyID   string
+	BlindIndex []byte
+	IndexKeyID string
+}
+
+// Seal encrypts a number (pass Normalize's output) with the current key and
+// computes its blind index, so a caller stores the result without assembling
+// it. The ciphertext is nonce || AES-256-GCM output; the key id is bound as
 // additional data so a ciphertext cannot be passed off under another id.
-func (k *Keyring) Seal(e164 string) (ciphertext []byte, keyID string, err error) {
+func (k *Keyring) Seal(e164 string) (SealedPhone, error) {
 	aead := k.aeads[k.encID]
 	nonce := make([]byte, aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
-		return nil, "", fmt.Errorf("masking: nonce: %w", err)
+		return SealedPhone{}, fmt.Errorf("masking: nonce: %w", err)
 	}
-	return aead.Seal(nonce, nonce, []byte(e164), []byte(k.encID)), k.encID, nil
+	return SealedPhone{
+		Ciphertext: aead.Seal(nonce, nonce, []byte(e164), []byte(k.encID)),
+		EncKeyID:   k.encID,
+		BlindIndex: k.BlindIndex(e164),
+		IndexKeyID: k.indexID,
+	}, nil
+}
+
+// OpenPhone decrypts a sealed number; see Open.
+func (k *Keyring) OpenPhone(p SealedPhone) (string, error) {
+	return k.Open(p.Ciphertext, p.EncKeyID)
 }
 
 // Open decrypts a ciphertext from Seal with the key named by keyID, current

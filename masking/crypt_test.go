@@ -42,24 +42,38 @@ func mustGenerate(t *testing.T) []byte {
 func TestSealOpenRoundTrip(t *testing.T) {
 	k := newTestKeyring(t, mustGenerate(t), mustGenerate(t))
 	for _, number := range []string{testNumber, "+442079460958", ""} {
-		ct, id, err := k.Seal(number)
+		p, err := k.Seal(number)
 		if err != nil {
 			t.Fatalf("Seal(%q): %v", number, err)
 		}
-		if id != k.EncKeyID() {
-			t.Errorf("Seal key id = %q, want current %q", id, k.EncKeyID())
+		if p.EncKeyID != k.EncKeyID() {
+			t.Errorf("Seal key id = %q, want current %q", p.EncKeyID, k.EncKeyID())
 		}
-		got, err := k.Open(ct, id)
+		if !bytes.Equal(p.BlindIndex, k.BlindIndex(number)) || p.IndexKeyID != k.IndexKeyID() {
+			t.Errorf("Seal(%q) blind index %x under %q, want %x under %q",
+				number, p.BlindIndex, p.IndexKeyID, k.BlindIndex(number), k.IndexKeyID())
+		}
+		got, err := k.OpenPhone(p)
 		if err != nil || got != number {
-			t.Errorf("Open(Seal(%q)) = %q, %v", number, got, err)
+			t.Errorf("OpenPhone(Seal(%q)) = %q, %v", number, got, err)
 		}
 	}
 }
 
+// seal is Seal for tests that only need the ciphertext and its key id.
+func seal(t *testing.T, k *Keyring, number string) (ct []byte, keyID string) {
+	t.Helper()
+	p, err := k.Seal(number)
+	if err != nil {
+		t.Fatalf("Seal: %v", err)
+	}
+	return p.Ciphertext, p.EncKeyID
+}
+
 func TestSealHidesNumber(t *testing.T) {
 	k := newTestKeyring(t, mustGenerate(t), mustGenerate(t))
-	ct1, _, _ := k.Seal(testNumber)
-	ct2, _, _ := k.Seal(testNumber)
+	ct1, _ := seal(t, k, testNumber)
+	ct2, _ := seal(t, k, testNumber)
 	if bytes.Equal(ct1, ct2) {
 		t.Error("two seals of one number are equal: nonce not random")
 	}
@@ -75,10 +89,7 @@ func TestSealHidesNumber(t *testing.T) {
 
 func TestOpenRejectsTampering(t *testing.T) {
 	k := newTestKeyring(t, seqKey(0), seqKey(32), seqKey(64))
-	ct, id, err := k.Seal(testNumber)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ct, id := seal(t, k, testNumber)
 	flip := func(i int) []byte {
 		c := bytes.Clone(ct)
 		c[i] ^= 0x01
@@ -111,19 +122,13 @@ func TestOpenRejectsTampering(t *testing.T) {
 func TestRotation(t *testing.T) {
 	oldKey, newKey, index := seqKey(0), seqKey(64), seqKey(32)
 	before := newTestKeyring(t, oldKey, index)
-	ct, id, err := before.Seal(testNumber)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ct, id := seal(t, before, testNumber)
 
 	after := newTestKeyring(t, newKey, index, oldKey)
 	if got, err := after.Open(ct, id); err != nil || got != testNumber {
 		t.Errorf("rotated keyring Open(old row) = %q, %v", got, err)
 	}
-	newCt, newID, err := after.Seal(testNumber)
-	if err != nil {
-		t.Fatal(err)
-	}
+	newCt, newID := seal(t, after, testNumber)
 	if newID != KeyID(newKey) || newID == id {
 		t.Errorf("after rotation Seal uses key %q, want new key %q", newID, KeyID(newKey))
 	}
@@ -144,7 +149,7 @@ func TestRotation(t *testing.T) {
 
 func TestOpenUnknownKeyID(t *testing.T) {
 	k := newTestKeyring(t, seqKey(0), seqKey(32))
-	ct, _, _ := k.Seal(testNumber)
+	ct, _ := seal(t, k, testNumber)
 	for _, id := range []string{"", "deadbeef", KeyID(seqKey(32))} {
 		if _, err := k.Open(ct, id); !errors.Is(err, ErrUnknownKeyID) {
 			t.Errorf("Open(keyID %q) err = %v, want ErrUnknownKeyID", id, err)
@@ -215,7 +220,7 @@ func TestKeyringCopiesKeys(t *testing.T) {
 	enc, index := seqKey(0), seqKey(32)
 	k := newTestKeyring(t, enc, index)
 	before := k.BlindIndex(testNumber)
-	ct, id, _ := k.Seal(testNumber)
+	ct, id := seal(t, k, testNumber)
 	clear(enc)
 	clear(index)
 	if !bytes.Equal(before, k.BlindIndex(testNumber)) {

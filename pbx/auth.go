@@ -22,8 +22,8 @@ import (
 )
 
 // SIPCredentials is what the registrar needs to know about a SIP user. The
-// password itself is never stored, only the digest HA1 per algorithm:
-// hex(md5(user:realm:password)) and hex(sha256(user:realm:password)).
+// password itself is never stored, only the digest HA1 per algorithm
+// (ha1.MD5 and ha1.SHA256): hex(H(user:realm:password)).
 type SIPCredentials struct {
 	ManagerID, Username string
 	HA1MD5, HA1SHA256   string // hex

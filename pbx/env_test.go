@@ -18,7 +18,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
-	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/ha1"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -96,8 +96,8 @@ func (m *memCredentials) add(managerID, username, password string, active bool) 
 	m.users[username] = SIPCredentials{
 		ManagerID: managerID,
 		Username:  username,
-		HA1MD5:    masking.HA1MD5(username, testDomain, password),
-		HA1SHA256: masking.HA1SHA256(username, testDomain, password),
+		HA1MD5:    ha1.MD5(username, testDomain, password),
+		HA1SHA256: ha1.SHA256(username, testDomain, password),
 		Active:    active,
 	}
 }

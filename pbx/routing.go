@@ -98,13 +98,13 @@ func (r *Router) createCaller(ctx context.Context, e164 string, eligible []stora
 	}
 	sort.Slice(eligible, func(i, j int) bool { return eligible[i].ID < eligible[j].ID })
 	owner := eligible[int(r.next.Add(1)-1)%len(eligible)]
-	ct, keyID, err := r.Keys.Seal(e164)
+	phone, err := r.Keys.Seal(e164)
 	if err != nil {
 		return storage.Client{}, err
 	}
 	c, err := r.Store.CreateClient(ctx, storage.NewClient{
 		Name: "New client", Segment: "new", ManagerID: owner.ID,
-		Phones:  []storage.SealedPhone{{Ciphertext: ct, EncKeyID: keyID, BlindIndex: r.Keys.BlindIndex(e164), IndexKeyID: r.Keys.IndexKeyID()}},
+		Phones:  []masking.SealedPhone{phone},
 		NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err },
 	}, "system:pbx")
 	if errors.Is(err, storage.ErrDuplicatePhone) {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/maskpbx/maskpbx/internal/audio"
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/pbx/media"
 	"github.com/maskpbx/maskpbx/recorder"
@@ -137,26 +137,11 @@ func tap(sess *RecordingSession, side media.Side, freq float64, n int, ssrc uint
 	start := time.Now()
 	payload := make([]byte, 160)
 	for i := range n {
-		for j := range payload {
-			payload[j] = recorder.LinearToULaw(int16(8000 * math.Sin(2*math.Pi*freq*float64(i*160+j)/8000)))
-		}
+		audio.Tone(payload, audio.LinearToULaw, freq, i*160)
 		sess.Tap(side, &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i),
 			Timestamp: uint32(i * 160), SSRC: ssrc}, Payload: payload})
 		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 20 * time.Millisecond)))
 	}
-}
-
-func power(s []int16, freq float64) float64 {
-	k := 2 * math.Cos(2*math.Pi*freq/8000)
-	var q1, q2, e float64
-	for _, v := range s {
-		q1, q2 = k*q1-q2+float64(v), q1
-		e += float64(v) * float64(v)
-	}
-	if e == 0 {
-		return 0
-	}
-	return (q1*q1 + q2*q2 - k*q1*q2) / (e * float64(len(s)) / 2)
 }
 
 func TestRecordingSessionEndToEnd(t *testing.T) {
@@ -221,10 +206,10 @@ func TestRecordingSessionEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	mid := func(s []int16) []int16 { return s[2000:10000] }
-	if power(mid(p.Left), 400) < 0.5 || power(mid(p.Left), 1000) > 0.05 {
-		t.Errorf("left channel is not the client's tone: %.2f / %.2f", power(mid(p.Left), 400), power(mid(p.Left), 1000))
+	if audio.ToneShare(mid(p.Left), 400) < 0.5 || audio.ToneShare(mid(p.Left), 1000) > 0.05 {
+		t.Errorf("left channel is not the client's tone: %.2f / %.2f", audio.ToneShare(mid(p.Left), 400), audio.ToneShare(mid(p.Left), 1000))
 	}
-	if power(mid(p.Right), 1000) < 0.5 || power(mid(p.Right), 400) > 0.05 {
+	if audio.ToneShare(mid(p.Right), 1000) < 0.5 || audio.ToneShare(mid(p.Right), 400) > 0.05 {
 		t.Errorf("right channel is not the manager's tone")
 	}
 	evs.mu.Lock()

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/pion/sdp/v3"
+
+	"github.com/maskpbx/maskpbx/internal/audio"
 )
 
 // Limits on what a recording INVITE may carry.
@@ -94,13 +96,6 @@ func splitBody(contentType string, body []byte) (offer, metadata []byte, err err
 	return offer, metadata, nil
 }
 
-// codecFormat is one payload format of an offered stream that we accept.
-type codecFormat struct {
-	pt   uint8
-	name string // PCMU, PCMA, telephone-event
-	fmtp string
-}
-
 // offerStream is one m-line of a recording offer.
 type offerStream struct {
 	index   int    // m-line position
@@ -108,8 +103,8 @@ type offerStream struct {
 	addr    netip.Addr
 	media   string // m-line media and protocol, for a rejecting answer
 	proto   string
-	formats []string      // as offered, for a rejecting answer
-	codecs  []codecFormat // the ones we record, in offer order
+	formats []string       // as offered, for a rejecting answer
+	codecs  []audio.Format // the ones we record, in offer order
 	kinds   payloadTable
 	ok      bool // an RTP/AVP audio stream with G.711 in it
 }
@@ -117,8 +112,8 @@ type offerStream struct {
 // audioCodec is the name of the stream's first G.711 codec.
 func (s offerStream) audioCodec() string {
 	for _, c := range s.codecs {
-		if c.name != "telephone-event" {
-			return c.name
+		if c.IsAudio() {
+			return c.Name
 		}
 	}
 	return ""
@@ -190,83 +185,22 @@ func parseRecordingOffer(body []byte) (o recordingOffer, err error) {
 	return o, nil
 }
 
-// supportedFormats picks PCMU, PCMA and telephone-event out of an m-line,
-// resolving rtpmaps and the static RFC 3551 types.
-func supportedFormats(md *sdp.MediaDescription) ([]codecFormat, payloadTable) {
-	rtpmaps, fmtps := map[uint8]string{}, map[uint8]string{}
-	for _, a := range md.Attributes {
-		if a.Key != "rtpmap" && a.Key != "fmtp" {
-			continue
-		}
-		pt, rest, ok := strings.Cut(a.Value, " ")
-		n, err := strconv.ParseUint(pt, 10, 7)
-		if !ok || err != nil {
-			continue
-		}
-		if a.Key == "rtpmap" {
-			rtpmaps[uint8(n)] = strings.TrimSpace(rest)
-		} else {
-			fmtps[uint8(n)] = strings.TrimSpace(rest)
-		}
-	}
-	var codecs []codecFormat
+// supportedFormats picks PCMU, PCMA and telephone-event out of an m-line
+// (audio.Formats); a format that is no payload type is skipped, not fatal.
+func supportedFormats(md *sdp.MediaDescription) ([]audio.Format, payloadTable) {
+	formats, _ := audio.Formats(md)
 	var kinds payloadTable
-	for _, f := range md.MediaName.Formats {
-		n, err := strconv.ParseUint(f, 10, 7)
-		if err != nil {
-			continue
-		}
-		pt := uint8(n)
-		c := codecFormat{pt: pt}
-		m, mapped := rtpmaps[pt]
-		switch {
-		case !mapped && pt == 0:
-			c.name = "PCMU"
-		case !mapped && pt == 8:
-			c.name = "PCMA"
-		case mapped:
-			parts := strings.Split(m, "/")
-			if len(parts) < 2 || parts[1] != "8000" || (len(parts) == 3 && parts[2] != "1") {
-				continue
-			}
-			switch strings.ToUpper(parts[0]) {
-			case "PCMU", "PCMA":
-				c.name = strings.ToUpper(parts[0])
-			case "TELEPHONE-EVENT":
-				c.name = "telephone-event"
-				if v := fmtps[pt]; validEvents(v) {
-					c.fmtp = v
-				}
-			}
-		}
-		if c.name == "" || kinds[pt] != kindIgnore {
-			continue
-		}
-		switch c.name {
-		case "PCMU":
-			kinds[pt] = kindPCMU
-		case "PCMA":
-			kinds[pt] = kindPCMA
+	for _, f := range formats {
+		switch f.Name {
+		case audio.PCMU.Name:
+			kinds[f.PayloadType] = kindPCMU
+		case audio.PCMA.Name:
+			kinds[f.PayloadType] = kindPCMA
 		default:
-			kinds[pt] = kindEvent
-		}
-		codecs = append(codecs, c)
-	}
-	return codecs, kinds
-}
-
-// validEvents accepts an RFC 4733 event list such as "0-15,66"; anything
-// else is not echoed into our SDP.
-func validEvents(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if (r < '0' || r > '9') && r != ',' && r != '-' {
-			return false
+			kinds[f.PayloadType] = kindEvent
 		}
 	}
-	return true
+	return formats, kinds
 }
 
 // buildAnswer answers every m-line of the offer: the recorded ones recvonly
@@ -298,17 +232,7 @@ func buildAnswer(o recordingOffer, ip netip.Addr, ports map[int]uint16, sessionI
 			b.WriteString("m=" + media + " 0 " + proto + " " + f + "\r\n")
 			continue
 		}
-		b.WriteString("m=audio " + u(uint64(port)) + " RTP/AVP")
-		for _, c := range s.codecs {
-			b.WriteString(" " + u(uint64(c.pt)))
-		}
-		b.WriteString("\r\n")
-		for _, c := range s.codecs {
-			b.WriteString("a=rtpmap:" + u(uint64(c.pt)) + " " + c.name + "/8000\r\n")
-			if c.fmtp != "" {
-				b.WriteString("a=fmtp:" + u(uint64(c.pt)) + " " + c.fmtp + "\r\n")
-			}
-		}
+		b.Write(audio.AppendMedia(b.AvailableBuffer(), port, s.codecs))
 		if s.label != "" && validLabel(s.label) {
 			b.WriteString("a=label:" + s.label + "\r\n")
 		}

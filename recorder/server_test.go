@@ -18,6 +18,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/maskpbx/maskpbx/internal/audio"
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/storage"
 )
@@ -240,9 +241,9 @@ func multipartBody(offer, metadata string) string {
 // tone sends n 20 ms packets of a sine at freq to dst, paced in real time,
 // starting at packet first (for the timestamps); skip drops packets.
 func (s *src) tone(dst netip.AddrPort, codec string, freq float64, first, n int, ssrc uint32, skip func(int) bool) {
-	enc, pt := LinearToULaw, byte(0)
+	enc, pt := audio.LinearToULaw, byte(0)
 	if codec == "PCMA" {
-		enc, pt = LinearToALaw, 8
+		enc, pt = audio.LinearToALaw, 8
 	}
 	buf := make([]byte, 12+160)
 	start := time.Now()
@@ -252,9 +253,7 @@ func (s *src) tone(dst netip.AddrPort, codec string, freq float64, first, n int,
 			binary.BigEndian.PutUint16(buf[2:], uint16(i))
 			binary.BigEndian.PutUint32(buf[4:], uint32(i*160))
 			binary.BigEndian.PutUint32(buf[8:], ssrc)
-			for j := range 160 {
-				buf[12+j] = enc(int16(8000 * math.Sin(2*math.Pi*freq*float64(i*160+j)/SampleRate)))
-			}
+			audio.Tone(buf[12:], enc, freq, i*160)
 			_, _ = s.rtp.WriteToUDPAddrPort(buf, dst)
 		}
 		time.Sleep(time.Until(start.Add(time.Duration(i-first+1) * 20 * time.Millisecond)))
@@ -273,24 +272,6 @@ func (s *src) dtmf(dst netip.AddrPort, event byte, ts uint32, ssrc uint32) {
 		_, _ = s.rtp.WriteToUDPAddrPort(p, dst)
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// goertzel is the power of freq in s relative to the signal's, 0..1.
-func goertzel(s []int16, freq float64) float64 {
-	if len(s) == 0 {
-		return 0
-	}
-	k := 2 * math.Cos(2*math.Pi*freq/SampleRate)
-	var q1, q2, energy float64
-	for _, v := range s {
-		x := float64(v)
-		q1, q2 = k*q1-q2+x, q1
-		energy += x * x
-	}
-	if energy == 0 {
-		return 0
-	}
-	return (q1*q1 + q2*q2 - k*q1*q2) / (energy * float64(len(s)) / 2)
 }
 
 func readRecording(t *testing.T, r *testRecorder, rec storage.Recording) StereoPCM {
@@ -353,10 +334,10 @@ func TestRecordingSession(t *testing.T) {
 	p := readRecording(t, r, rec)
 	soxReads(t, filepath.Join(r.blobs.Root(), rec.BlobKey), "")
 	tone := func(ch []int16) []int16 { return ch[SampleRate*7/10 : SampleRate*22/10] } // inside both tones
-	if l, x := goertzel(tone(p.Left), 400), goertzel(tone(p.Left), 1000); l < 0.5 || x > 0.05 {
+	if l, x := audio.ToneShare(tone(p.Left), 400), audio.ToneShare(tone(p.Left), 1000); l < 0.5 || x > 0.05 {
 		t.Errorf("left channel: 400 Hz %.2f, 1000 Hz %.2f", l, x)
 	}
-	if rr, x := goertzel(tone(p.Right), 1000), goertzel(tone(p.Right), 400); rr < 0.4 || x > 0.05 {
+	if rr, x := audio.ToneShare(tone(p.Right), 1000), audio.ToneShare(tone(p.Right), 400); rr < 0.4 || x > 0.05 {
 		t.Errorf("right channel: 1000 Hz %.2f, 400 Hz %.2f", rr, x)
 	}
 	if !silent(p.Left[:SampleRate*4/10]) || !silent(p.Right[:SampleRate*4/10]) {
@@ -458,7 +439,7 @@ func TestForeignSRC(t *testing.T) {
 		t.Fatalf("row %+v", rec)
 	}
 	p := readRecording(t, r, rec)
-	if goertzel(p.Left[SampleRate/4:SampleRate*3/4], 600) < 0.5 || goertzel(p.Right[SampleRate/4:SampleRate*3/4], 1400) < 0.5 {
+	if audio.ToneShare(p.Left[SampleRate/4:SampleRate*3/4], 600) < 0.5 || audio.ToneShare(p.Right[SampleRate/4:SampleRate*3/4], 1400) < 0.5 {
 		t.Error("the first participant's stream is not on the left")
 	}
 	if evs := r.evs.list(); len(evs) != 0 {

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/maskpbx/maskpbx/internal/audio"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -159,9 +160,9 @@ func (t *timeline) place(side int, h rtpHeader, payload []byte, now int64) {
 		t.stats.Overruns++
 		return
 	}
-	dec := ulawTable
+	dec := audio.ULawToLinear
 	if kind == kindPCMA {
-		dec = alawTable
+		dec = audio.ALawToLinear
 	}
 	i := int(pos%ringFrames)*2 + side
 	for _, b := range payload {

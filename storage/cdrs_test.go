@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -72,7 +73,7 @@ func TestCDRFromCallEvents(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	anna, bob := mkManager(t, s, "anna"), mkManager(t, s, "bob")
-	client, err := s.CreateClient(ctx, storage.NewClient{Name: "Acme", Phones: []storage.SealedPhone{phone("cdr1")},
+	client, err := s.CreateClient(ctx, storage.NewClient{Name: "Acme", Phones: []masking.SealedPhone{phone("cdr1")},
 		ManagerID: anna.ID, PartnerIDs: []string{bob.ID}, NewCode: nextCode}, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -247,12 +248,12 @@ func TestCDRList(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	anna, bob := mkManager(t, s, "anna"), mkManager(t, s, "bob")
-	c1, err := s.CreateClient(ctx, storage.NewClient{Name: "Acme", Phones: []storage.SealedPhone{phone("l1")},
+	c1, err := s.CreateClient(ctx, storage.NewClient{Name: "Acme", Phones: []masking.SealedPhone{phone("l1")},
 		ManagerID: anna.ID, NewCode: nextCode}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, err := s.CreateClient(ctx, storage.NewClient{Name: "Bolt", Phones: []storage.SealedPhone{phone("l2")},
+	c2, err := s.CreateClient(ctx, storage.NewClient{Name: "Bolt", Phones: []masking.SealedPhone{phone("l2")},
 		ManagerID: bob.ID, NewCode: nextCode}, "test")
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/maskpbx/maskpbx/masking"
 )
 
 // Client is a client as everyone but a revealing admin sees him: no phones.
@@ -20,20 +22,11 @@ type Client struct {
 	CreatedAt  time.Time
 }
 
-// SealedPhone is a client number as stored: ciphertext and blind index, each
-// with the id of the key that made it.
-type SealedPhone struct {
-	Ciphertext []byte
-	EncKeyID   string
-	BlindIndex []byte
-	IndexKeyID string
-}
-
 // NewClient is what it takes to create a client. NewCode makes a fresh
 // random client code; it is called again if a code is already taken.
 type NewClient struct {
 	Name, Segment string
-	Phones        []SealedPhone
+	Phones        []masking.SealedPhone
 	ManagerID     string
 	PartnerIDs    []string
 	NewCode       func() (string, error)
@@ -230,11 +223,11 @@ func (s *Store) AssignmentHistory(ctx context.Context, clientID string) ([]Assig
 
 // RevealPhones returns a client's sealed phones and writes the audit row for
 // the reveal in the same transaction: no audit row, no phones.
-func (s *Store) RevealPhones(ctx context.Context, clientID, actor, reason string) ([]SealedPhone, error) {
+func (s *Store) RevealPhones(ctx context.Context, clientID, actor, reason string) ([]masking.SealedPhone, error) {
 	if !validUUID(clientID) {
 		return nil, ErrNotFound
 	}
-	var phones []SealedPhone
+	var phones []masking.SealedPhone
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var exists bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)`, clientID).Scan(&exists); err != nil {
@@ -270,7 +263,7 @@ func (s *Store) ClientByCode(ctx context.Context, code string) (Client, error) {
 // PhonesForCall returns a client's sealed phones for the PBX to dial. It
 // writes no reveal audit row: the number goes to the trunk, never to a
 // person; the caller audits the call itself.
-func (s *Store) PhonesForCall(ctx context.Context, clientID string) ([]SealedPhone, error) {
+func (s *Store) PhonesForCall(ctx context.Context, clientID string) ([]masking.SealedPhone, error) {
 	if !validUUID(clientID) {
 		return nil, ErrNotFound
 	}
@@ -281,14 +274,14 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func sealedPhones(ctx context.Context, q querier, clientID string) ([]SealedPhone, error) {
+func sealedPhones(ctx context.Context, q querier, clientID string) ([]masking.SealedPhone, error) {
 	rows, err := q.Query(ctx, `SELECT ciphertext, enc_key_id, blind_index, index_key_id FROM client_phones
 		WHERE client_id = $1 ORDER BY id`, clientID)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (SealedPhone, error) {
-		var p SealedPhone
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (masking.SealedPhone, error) {
+		var p masking.SealedPhone
 		return p, r.Scan(&p.Ciphertext, &p.EncKeyID, &p.BlindIndex, &p.IndexKeyID)
 	})
 }

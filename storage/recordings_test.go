@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -22,7 +23,7 @@ func TestRecordings(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	anna := mkManager(t, s, "anna")
-	acme, err := s.CreateClient(ctx, storage.NewClient{Name: "Acme", Phones: []storage.SealedPhone{phone("r1")},
+	acme, err := s.CreateClient(ctx, storage.NewClient{Name: "Acme", Phones: []masking.SealedPhone{phone("r1")},
 		ManagerID: anna.ID, NewCode: nextCode}, "test")
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/maskpbx/maskpbx/internal/testenv"
+	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -54,10 +55,10 @@ func mkManager(t *testing.T, s *storage.Store, user string) storage.Manager {
 	return m
 }
 
-func phone(idx string) storage.SealedPhone {
+func phone(idx string) masking.SealedPhone {
 	ct := make([]byte, 28)
 	_, _ = rand.Read(ct)
-	return storage.SealedPhone{Ciphertext: ct, EncKeyID: "k1", BlindIndex: []byte(idx), IndexKeyID: "i1"}
+	return masking.SealedPhone{Ciphertext: ct, EncKeyID: "k1", BlindIndex: []byte(idx), IndexKeyID: "i1"}
 }
 
 func TestClientsAssignmentsAndDismissal(t *testing.T) {
@@ -65,7 +66,7 @@ func TestClientsAssignmentsAndDismissal(t *testing.T) {
 	s, _ := newStore(t)
 	anna, bob, carl := mkManager(t, s, "anna"), mkManager(t, s, "bob"), mkManager(t, s, "carl")
 
-	c1, err := s.CreateClient(ctx, storage.NewClient{Name: "Acme", Phones: []storage.SealedPhone{phone("p1")},
+	c1, err := s.CreateClient(ctx, storage.NewClient{Name: "Acme", Phones: []masking.SealedPhone{phone("p1")},
 		ManagerID: anna.ID, PartnerIDs: []string{bob.ID}, NewCode: nextCode}, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -73,14 +74,14 @@ func TestClientsAssignmentsAndDismissal(t *testing.T) {
 	if c1.ManagerID != anna.ID || len(c1.PartnerIDs) != 1 || c1.PartnerIDs[0] != bob.ID {
 		t.Fatalf("assignment not stored: %+v", c1)
 	}
-	c2, err := s.CreateClient(ctx, storage.NewClient{Name: "Bolt", Phones: []storage.SealedPhone{phone("p2")},
+	c2, err := s.CreateClient(ctx, storage.NewClient{Name: "Bolt", Phones: []masking.SealedPhone{phone("p2")},
 		ManagerID: bob.ID, NewCode: nextCode}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	t.Run("duplicate phone writes nothing", func(t *testing.T) {
-		_, err := s.CreateClient(ctx, storage.NewClient{Name: "Dup", Phones: []storage.SealedPhone{phone("p9"), phone("p1")},
+		_, err := s.CreateClient(ctx, storage.NewClient{Name: "Dup", Phones: []masking.SealedPhone{phone("p9"), phone("p1")},
 			ManagerID: anna.ID, NewCode: nextCode}, "test")
 		if !errors.Is(err, storage.ErrDuplicatePhone) {
 			t.Fatalf("err = %v, want ErrDuplicatePhone", err)

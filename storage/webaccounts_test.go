@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -232,7 +233,7 @@ func TestConsoleQueries(t *testing.T) {
 	s, _ := newStore(t)
 	anna, bob := mkManager(t, s, "anna"), mkManager(t, s, "bob")
 	mk := func(name string, idx string, primary string, partners ...string) storage.Client {
-		c, err := s.CreateClient(ctx, storage.NewClient{Name: name, Phones: []storage.SealedPhone{phone(idx)},
+		c, err := s.CreateClient(ctx, storage.NewClient{Name: name, Phones: []masking.SealedPhone{phone(idx)},
 			ManagerID: primary, PartnerIDs: partners, NewCode: nextCode}, "test")
 		if err != nil {
 			t.Fatal(err)

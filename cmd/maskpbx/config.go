@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -107,4 +108,30 @@ func parseFlagsAndEnv(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return err
+}
+
+// parsePrefixes reads an allow-list flag (--trunk-allow, --siprec-allow):
+// comma-separated IPs and CIDRs, an IP standing for itself alone.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if !strings.Contains(item, "/") {
+			ip, err := netip.ParseAddr(item)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an IP or CIDR", item)
+			}
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP or CIDR", item)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

@@ -8,7 +8,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/console"
+	"github.com/maskpbx/maskpbx/internal/logging"
 	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/ha1"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -45,7 +47,7 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 			}
 			m, err = store.CreateManager(ctx, storage.NewManager{
 				Name: dm.name, SIPUsername: dm.user, Team: team, Role: dm.role,
-				HA1MD5: masking.HA1MD5(dm.user, realm, dm.password), HA1SHA256: masking.HA1SHA256(dm.user, realm, dm.password),
+				HA1MD5: ha1.MD5(dm.user, realm, dm.password), HA1SHA256: ha1.SHA256(dm.user, realm, dm.password),
 			}, "system:demo")
 		}
 		if err != nil {
@@ -74,7 +76,7 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return err
 		}
-		ct, keyID, err := keys.Seal(e164)
+		phone, err := keys.Seal(e164)
 		if err != nil {
 			return err
 		}
@@ -84,13 +86,13 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 		}
 		c, err := store.CreateClient(ctx, storage.NewClient{
 			Name: dc.name, Segment: dc.segment, ManagerID: ids[dc.manager], PartnerIDs: partners,
-			Phones:  []storage.SealedPhone{{Ciphertext: ct, EncKeyID: keyID, BlindIndex: keys.BlindIndex(e164), IndexKeyID: keys.IndexKeyID()}},
+			Phones:  []masking.SealedPhone{phone},
 			NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err },
 		}, "system:demo")
 		if err != nil {
 			return err
 		}
-		logger.Info("demo client created", zap.String("client", fmt.Sprintf("%s #%s", c.Name, c.Code)), masking.Phone("phone", e164))
+		logger.Info("demo client created", zap.String("client", fmt.Sprintf("%s #%s", c.Name, c.Code)), logging.Phone("phone", e164))
 	}
 	return nil
 }

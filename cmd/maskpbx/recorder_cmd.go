@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +17,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/maskpbx/maskpbx/internal/bus"
-	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/internal/logging"
 	"github.com/maskpbx/maskpbx/pbx"
 	"github.com/maskpbx/maskpbx/recorder"
@@ -121,17 +118,12 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 			return err
 		}
 		defer nc.Close()
-		if _, err := events.EnsureStream(ctx, js); err != nil {
+		publisher, stopPublisher, err := startPublisher(ctx, js, logger,
+			"recording events not flushed; the journal repeats them at the next start")
+		if err != nil {
 			return err
 		}
-		publisher := events.NewPublisher(js, logger.Named("events"))
-		defer func() {
-			flush, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := publisher.Close(flush); err != nil {
-				logger.Error("recording events not flushed; the journal repeats them at the next start", zap.Error(err))
-			}
-		}()
+		defer stopPublisher()
 		sink = publisher
 		if cfg.CDRWriter {
 			cdr = recorder.NewCDRWriter(js, store, logger)
@@ -187,30 +179,6 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 		serveHTTP(g, gctx, hs, ln)
 	}
 	return g.Wait()
-}
-
-func parsePrefixes(list string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, item := range strings.Split(list, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		if !strings.Contains(item, "/") {
-			ip, err := netip.ParseAddr(item)
-			if err != nil {
-				return nil, fmt.Errorf("%q is not an IP or CIDR", item)
-			}
-			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
-			continue
-		}
-		p, err := netip.ParsePrefix(item)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not an IP or CIDR", item)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
 }
 
 // RecorderOff is the --recorder value that records nothing.

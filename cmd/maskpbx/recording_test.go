@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/maskpbx/maskpbx/internal/audio"
 	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/recorder"
 	"github.com/maskpbx/maskpbx/storage"
@@ -108,9 +109,7 @@ func (p *rtpPeer) send(dst netip.AddrPort, freq float64, n int, imp impairment) 
 		binary.BigEndian.PutUint16(b[2:], uint16(k))
 		binary.BigEndian.PutUint32(b[4:], uint32(5000+k*160))
 		binary.BigEndian.PutUint32(b[8:], ssrc)
-		for j := range 160 {
-			b[12+j] = recorder.LinearToULaw(int16(8000 * math.Sin(2*math.Pi*freq*float64(k*160+j)/8000)))
-		}
+		audio.Tone(b[12:], audio.LinearToULaw, freq, k*160)
 		return b
 	}
 	to := net.UDPAddrFromAddrPort(dst)
@@ -205,20 +204,6 @@ func loadWAV(t *testing.T, path string) (recorder.StereoPCM, []byte) {
 	return p, raw
 }
 
-// goertzel is the share of a signal's power at freq, 0..1.
-func goertzel(s []int16, freq float64) float64 {
-	k := 2 * math.Cos(2*math.Pi*freq/8000)
-	var q1, q2, e float64
-	for _, v := range s {
-		q1, q2 = k*q1-q2+float64(v), q1
-		e += float64(v) * float64(v)
-	}
-	if e == 0 {
-		return 0
-	}
-	return (q1*q1 + q2*q2 - k*q1*q2) / (e * float64(len(s)) / 2)
-}
-
 // active is the first and last sample louder than the line noise.
 func active(s []int16) (first, last int) {
 	first, last = -1, -1
@@ -243,8 +228,8 @@ func checkChannels(t *testing.T, p recorder.StereoPCM) (left, right [2]int) {
 		t.Fatalf("a channel is silent: left %v, right %v", left, right)
 	}
 	mid := func(s []int16, r [2]int) []int16 { c := (r[0] + r[1]) / 2; return s[c-4000 : c+4000] }
-	lc, lm := goertzel(mid(p.Left, left), clientTone), goertzel(mid(p.Left, left), managerTone)
-	rm, rc := goertzel(mid(p.Right, right), managerTone), goertzel(mid(p.Right, right), clientTone)
+	lc, lm := audio.ToneShare(mid(p.Left, left), clientTone), audio.ToneShare(mid(p.Left, left), managerTone)
+	rm, rc := audio.ToneShare(mid(p.Right, right), managerTone), audio.ToneShare(mid(p.Right, right), clientTone)
 	t.Logf("left: client tone %.2f, manager tone %.3f; right: manager tone %.2f, client tone %.3f", lc, lm, rm, rc)
 	if lc < 0.5 || lm > 0.02 {
 		t.Errorf("left channel is not the client's tone: %.2f at %v Hz, %.3f at %v Hz", lc, clientTone, lm, managerTone)
@@ -676,9 +661,7 @@ func (p *rtpPeer) sendPCMA(dst netip.AddrPort, freq float64, n int) {
 		binary.BigEndian.PutUint16(b[2:], uint16(k))
 		binary.BigEndian.PutUint32(b[4:], uint32(k*160))
 		binary.BigEndian.PutUint32(b[8:], 77)
-		for j := range 160 {
-			b[12+j] = recorder.LinearToALaw(int16(8000 * math.Sin(2*math.Pi*freq*float64(k*160+j)/8000)))
-		}
+		audio.Tone(b[12:], audio.LinearToALaw, freq, k*160)
 		_, _ = p.conn.WriteToUDP(b, to)
 	}
 }

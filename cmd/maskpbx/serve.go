@@ -17,7 +17,6 @@ import (
 	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/console"
 	"github.com/maskpbx/maskpbx/internal/bus"
-	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
 	"github.com/maskpbx/maskpbx/pbx/media"
@@ -97,17 +96,11 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		}
 	}
 
-	if _, err := events.EnsureStream(ctx, js); err != nil {
+	publisher, stopPublisher, err := startPublisher(ctx, js, logger, "call events not flushed")
+	if err != nil {
 		return err
 	}
-	publisher := events.NewPublisher(js, logger.Named("events"))
-	defer func() {
-		flush, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := publisher.Close(flush); err != nil {
-			logger.Error("call events not flushed", zap.Error(err))
-		}
-	}()
+	defer stopPublisher()
 
 	listenHost, _, err := net.SplitHostPort(cfg.SIPListen)
 	if err != nil {

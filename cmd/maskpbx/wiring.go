@@ -7,11 +7,15 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/api"
+	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
 	"github.com/maskpbx/maskpbx/pbx/media"
@@ -36,24 +40,9 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		}
 		allow = host
 	}
-	for _, item := range strings.Split(allow, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		if !strings.Contains(item, "/") {
-			ip, err := netip.ParseAddr(item)
-			if err != nil {
-				return cc, fmt.Errorf("--trunk-allow: %q is not an IP or CIDR", item)
-			}
-			cc.TrunkAllow = append(cc.TrunkAllow, netip.PrefixFrom(ip, ip.BitLen()))
-			continue
-		}
-		p, err := netip.ParsePrefix(item)
-		if err != nil {
-			return cc, fmt.Errorf("--trunk-allow: %q is not an IP or CIDR", item)
-		}
-		cc.TrunkAllow = append(cc.TrunkAllow, p.Masked())
+	var err error
+	if cc.TrunkAllow, err = parsePrefixes(allow); err != nil {
+		return cc, fmt.Errorf("--trunk-allow: %w", err)
 	}
 	lo, hi, err := media.ParsePortRange(c.RTPPorts)
 	if err != nil {
@@ -64,6 +53,29 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		return cc, fmt.Errorf("--rtp-ports: %w", err)
 	}
 	return cc, nil
+}
+
+// publisherFlushTimeout bounds how long a stopping process waits for its
+// queued events to reach NATS.
+const publisherFlushTimeout = 10 * time.Second
+
+// startPublisher makes sure the events stream exists and starts the
+// process's event publisher. stop flushes what is still queued, waiting at
+// most publisherFlushTimeout, and logs unflushed (what a lost queue means for
+// this process) if that fails.
+func startPublisher(ctx context.Context, js jetstream.JetStream, logger *zap.Logger, unflushed string) (p *events.Publisher, stop func(), err error) {
+	if _, err := events.EnsureStream(ctx, js); err != nil {
+		return nil, nil, err
+	}
+	p = events.NewPublisher(js, logger.Named("events"))
+	stop = func() {
+		flush, cancel := context.WithTimeout(context.Background(), publisherFlushTimeout)
+		defer cancel()
+		if err := p.Close(flush); err != nil {
+			logger.Error(unflushed, zap.Error(err))
+		}
+	}
+	return p, stop, nil
 }
 
 // digestAlgorithms is the order of the digest challenges in a 401.

@@ -1,5 +1,3 @@
-// Package logging builds maskpbx's zap logger. Library logs that go through
-// slog (sipgo's) are bridged into it by pbx, which also redacts them.
 package logging
 
 import (

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+
+	"github.com/maskpbx/maskpbx/internal/audio"
 )
 
 // RTPEndpoint is a test's own RTP peer: it sends a PCMU tone and counts the
@@ -126,10 +127,7 @@ func (e *RTPEndpoint) Send(dst netip.AddrPort, n int, freq float64) error {
 	ssrc := uint32(time.Now().UnixNano())
 	for i := 0; i < n; i++ {
 		payload := make([]byte, 160)
-		for j := range payload {
-			s := math.Sin(2 * math.Pi * freq * float64(i*160+j) / 8000)
-			payload[j] = LinearToULaw(int16(s * 8000))
-		}
+		audio.Tone(payload, audio.LinearToULaw, freq, i*160)
 		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i),
 			Timestamp: uint32(i * 160), SSRC: ssrc, Marker: i == 0}, Payload: payload}
 		raw, _ := p.Marshal()
@@ -139,24 +137,4 @@ func (e *RTPEndpoint) Send(dst netip.AddrPort, n int, freq float64) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
-}
-
-// LinearToULaw encodes one sample as G.711 mu-law.
-func LinearToULaw(s int16) byte {
-	const bias, clip = 0x84, 32635
-	sign := byte(0)
-	v := int(s)
-	if v < 0 {
-		v, sign = -v, 0x80
-	}
-	if v > clip {
-		v = clip
-	}
-	v += bias
-	exp := 7
-	for mask := 0x4000; v&mask == 0 && exp > 0; mask >>= 1 {
-		exp--
-	}
-	mant := (v >> (exp + 3)) & 0x0f
-	return ^(sign | byte(exp<<4) | byte(mant))
 }

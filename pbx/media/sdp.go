@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/pion/sdp/v3"
+
+	"github.com/maskpbx/maskpbx/internal/audio"
 )
 
 // maxSDP bounds the body we are willing to parse.
@@ -46,28 +48,19 @@ func (d Direction) Reverse() Direction {
 	return d
 }
 
-// Codec is an RTP payload format the PBX relays.
-type Codec struct {
-	PayloadType uint8
-	Name        string // canonical spelling: "PCMU", "PCMA", "telephone-event"
-	ClockRate   uint32
-	// Fmtp is the format parameter string; only telephone-event has one
-	// (the events, e.g. "0-16"), and only digits, ',' and '-' are kept.
-	Fmtp string
-}
+// Codec is an RTP payload format the PBX relays: G.711 or telephone-event,
+// under the payload type the peer gave it.
+type Codec = audio.Format
 
 // The codecs the relay supports, with their usual payload types.
 var (
-	PCMU           = Codec{PayloadType: 0, Name: "PCMU", ClockRate: 8000}
-	PCMA           = Codec{PayloadType: 8, Name: "PCMA", ClockRate: 8000}
-	TelephoneEvent = Codec{PayloadType: 101, Name: "telephone-event", ClockRate: 8000, Fmtp: "0-16"}
+	PCMU           = audio.PCMU
+	PCMA           = audio.PCMA
+	TelephoneEvent = audio.TelephoneEvent
 )
 
 // DefaultCodecs is what the PBX offers, in its order of preference.
 func DefaultCodecs() []Codec { return []Codec{PCMU, PCMA, TelephoneEvent} }
-
-// IsAudio reports whether c carries voice (not telephone-event).
-func (c Codec) IsAudio() bool { return c.Name != TelephoneEvent.Name }
 
 // Offer is what the relay needs from a peer's SDP: where to send and what.
 // ParseOffer reads answers the same way.
@@ -170,97 +163,25 @@ func connectionAddr(ci *sdp.ConnectionInformation) (netip.Addr, bool) {
 
 // offeredCodecs keeps the supported formats in offer order, one per codec.
 func offeredCodecs(md *sdp.MediaDescription) ([]Codec, error) {
-	rtpmaps := map[uint8]string{}
-	fmtps := map[uint8]string{}
-	for _, a := range md.Attributes {
-		if a.Key != "rtpmap" && a.Key != "fmtp" {
-			continue
-		}
-		pt, rest, ok := strings.Cut(a.Value, " ")
-		n, err := strconv.ParseUint(pt, 10, 7)
-		if !ok || err != nil {
-			continue
-		}
-		if a.Key == "rtpmap" {
-			rtpmaps[uint8(n)] = strings.TrimSpace(rest)
-		} else {
-			fmtps[uint8(n)] = strings.TrimSpace(rest)
-		}
+	formats, err := audio.Formats(md)
+	if err != nil {
+		return nil, fmt.Errorf("%w: bad RTP/AVP format", ErrBadSDP)
 	}
-
 	var codecs []Codec
 	seen := map[string]bool{}
-	audio := false
-	for _, f := range md.MediaName.Formats {
-		n, err := strconv.ParseUint(f, 10, 7)
-		if err != nil {
-			return nil, fmt.Errorf("%w: bad RTP/AVP format", ErrBadSDP)
-		}
-		c, ok := supported(uint8(n), rtpmaps, fmtps)
-		if !ok || seen[c.Name] {
+	hasAudio := false
+	for _, c := range formats {
+		if seen[c.Name] {
 			continue
 		}
 		seen[c.Name] = true
-		audio = audio || c.IsAudio()
+		hasAudio = hasAudio || c.IsAudio()
 		codecs = append(codecs, c)
 	}
-	if !audio {
+	if !hasAudio {
 		return nil, ErrNoCodec
 	}
 	return codecs, nil
-}
-
-// supported resolves a payload type through its rtpmap, or the static
-// RFC 3551 assignment when there is none.
-func supported(pt uint8, rtpmaps, fmtps map[uint8]string) (Codec, bool) {
-	m, ok := rtpmaps[pt]
-	if !ok {
-		switch pt {
-		case PCMU.PayloadType:
-			return PCMU, true
-		case PCMA.PayloadType:
-			return PCMA, true
-		}
-		return Codec{}, false
-	}
-	parts := strings.Split(m, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[1] != "8000" {
-		return Codec{}, false
-	}
-	if len(parts) == 3 && parts[2] != "1" {
-		return Codec{}, false
-	}
-	var c Codec
-	switch {
-	case strings.EqualFold(parts[0], PCMU.Name):
-		c = PCMU
-	case strings.EqualFold(parts[0], PCMA.Name):
-		c = PCMA
-	case strings.EqualFold(parts[0], TelephoneEvent.Name):
-		c = TelephoneEvent
-		c.Fmtp = ""
-		if v := fmtps[pt]; validEvents(v) {
-			c.Fmtp = v
-		}
-	default:
-		return Codec{}, false
-	}
-	c.PayloadType = pt
-	return c, true
-}
-
-// validEvents accepts an RFC 4733 event list such as "0-15,66,70"; anything
-// else is dropped rather than carried into SDP we write.
-func validEvents(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if (r < '0' || r > '9') && r != ',' && r != '-' {
-			return false
-		}
-	}
-	return true
 }
 
 // attribute is the first media-level value of key, else the session-level one.
@@ -334,17 +255,7 @@ func BuildSDP(local netip.AddrPort, sessionID, version uint64, codecs []Codec, d
 	line("s=maskpbx")
 	line("c=IN ", family, " ", ip.String())
 	line("t=0 0")
-	b.WriteString("m=audio " + u(uint64(local.Port())) + " RTP/AVP")
-	for _, c := range codecs {
-		b.WriteString(" " + u(uint64(c.PayloadType)))
-	}
-	b.WriteString("\r\n")
-	for _, c := range codecs {
-		line("a=rtpmap:", u(uint64(c.PayloadType)), " ", c.Name, "/", u(uint64(c.ClockRate)))
-		if c.Fmtp != "" && validEvents(c.Fmtp) {
-			line("a=fmtp:", u(uint64(c.PayloadType)), " ", c.Fmtp)
-		}
-	}
+	b.Write(audio.AppendMedia(b.AvailableBuffer(), local.Port(), codecs))
 	line("a=ptime:20")
 	line("a=", dir.String())
 	if local.Port() < 65535 {

@@ -1,4 +1,4 @@
-package masking
+package ha1
 
 import "testing"
 
@@ -28,11 +28,11 @@ func TestHA1(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := HA1MD5(tt.user, tt.realm, tt.pass); got != tt.md5 {
-				t.Errorf("HA1MD5 = %s, want %s", got, tt.md5)
+			if got := MD5(tt.user, tt.realm, tt.pass); got != tt.md5 {
+				t.Errorf("MD5 = %s, want %s", got, tt.md5)
 			}
-			if got := HA1SHA256(tt.user, tt.realm, tt.pass); got != tt.sha256 {
-				t.Errorf("HA1SHA256 = %s, want %s", got, tt.sha256)
+			if got := SHA256(tt.user, tt.realm, tt.pass); got != tt.sha256 {
+				t.Errorf("SHA256 = %s, want %s", got, tt.sha256)
 			}
 		})
 	}

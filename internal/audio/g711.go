@@ -1,14 +1,16 @@
-package recorder
+package audio
 
-// G.711 (ITU-T G.711) decoding by table: one lookup per sample keeps the
+// G.711 (ITU-T G.711) decoding is by table: one lookup per sample keeps the
 // per-packet work of a thousand recorded calls small.
 
+// ULawToLinear and ALawToLinear decode a PCMU or PCMA byte to 16-bit linear
+// PCM when indexed by it. They are shared tables: read them, never write.
 var (
-	ulawTable = buildTable(ulawToLinear)
-	alawTable = buildTable(alawToLinear)
+	ULawToLinear = decodeTable(ulawToLinear)
+	ALawToLinear = decodeTable(alawToLinear)
 )
 
-func buildTable(f func(byte) int16) *[256]int16 {
+func decodeTable(f func(byte) int16) *[256]int16 {
 	var t [256]int16
 	for i := range t {
 		t[i] = f(byte(i))
@@ -47,7 +49,7 @@ func alawToLinear(a byte) int16 {
 	return int16(-t)
 }
 
-// LinearToULaw encodes one sample as mu-law (for tests and tools).
+// LinearToULaw encodes one sample as mu-law (PCMU).
 func LinearToULaw(s int16) byte {
 	const bias, clip = 0x84, 32635
 	sign := byte(0)
@@ -64,7 +66,7 @@ func LinearToULaw(s int16) byte {
 	return ^(sign | byte(exp<<4) | byte(mant))
 }
 
-// LinearToALaw encodes one sample as A-law (for tests and tools).
+// LinearToALaw encodes one sample as A-law (PCMA).
 func LinearToALaw(s int16) byte {
 	segEnd := [8]int{0x1f, 0x3f, 0x7f, 0xff, 0x1ff, 0x3ff, 0x7ff, 0xfff}
 	v := int(s) >> 3

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"net/netip"
+	"reflect"
+	"testing"
+)
+
+func TestParsePrefixes(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     []netip.Prefix
+		bad      bool
+	}{
+		{"empty", "", nil, false},
+		{"blanks and commas", " , ,", nil, false},
+		{"one IP is a host prefix", "192.0.2.7", []netip.Prefix{netip.MustParsePrefix("192.0.2.7/32")}, false},
+		{"IPv6 host", "2001:db8::1", []netip.Prefix{netip.MustParsePrefix("2001:db8::1/128")}, false},
+		{"CIDR masked", "198.51.100.77/24, 10.0.0.1", []netip.Prefix{
+			netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("10.0.0.1/32")}, false},
+		{"host name refused", "trunk.example.com", nil, true},
+		{"bad CIDR refused", "192.0.2.0/33", nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parsePrefixes(tc.in)
+			if (err != nil) != tc.bad {
+				t.Fatalf("parsePrefixes(%q) err = %v, want error %v", tc.in, err, tc.bad)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("parsePrefixes(%q) = %v, want %v", tc.in, got, tc.want)
+			}
+		})
+	}
+}
