@@ -129,16 +129,17 @@ func (k *Keyring) Seal(e164 string) (SealedPhone, error) {
 	}, nil
 }
 
-// OpenPhone decrypts a sealed number; see Open.
+// OpenPhone decrypts a sealed number. Only the PBX (at dial time) and an
+// audited reveal call it.
 func (k *Keyring) OpenPhone(p SealedPhone) (string, error) {
-	return k.Open(p.Ciphertext, p.EncKeyID)
+	return k.open(p.Ciphertext, p.EncKeyID)
 }
 
-// Open decrypts a ciphertext from Seal with the key named by keyID, current
+// open decrypts a ciphertext from Seal with the key named by keyID, current
 // or old, so rows sealed before a rotation stay readable. It returns
 // ErrUnknownKeyID if that key is not held, and an error if the ciphertext was
 // altered.
-func (k *Keyring) Open(ciphertext []byte, keyID string) (string, error) {
+func (k *Keyring) open(ciphertext []byte, keyID string) (string, error) {
 	aead, ok := k.aeads[keyID]
 	if !ok {
 		return "", fmt.Errorf("%w: %q", ErrUnknownKeyID, keyID)

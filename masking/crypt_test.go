@@ -111,7 +111,7 @@ func TestOpenRejectsTampering(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := k.Open(tt.ct, tt.keyID)
+			got, err := k.open(tt.ct, tt.keyID)
 			if !errors.Is(err, errCorrupt) || got != "" {
 				t.Errorf("Open = %q, %v; want errCorrupt", got, err)
 			}
@@ -125,7 +125,7 @@ func TestRotation(t *testing.T) {
 	ct, id := seal(t, before, testNumber)
 
 	after := newTestKeyring(t, newKey, index, oldKey)
-	if got, err := after.Open(ct, id); err != nil || got != testNumber {
+	if got, err := after.open(ct, id); err != nil || got != testNumber {
 		t.Errorf("rotated keyring Open(old row) = %q, %v", got, err)
 	}
 	newCt, newID := seal(t, after, testNumber)
@@ -137,12 +137,12 @@ func TestRotation(t *testing.T) {
 	}
 
 	// A keyring that never got the new key cannot read new rows.
-	if _, err := before.Open(newCt, newID); !errors.Is(err, ErrUnknownKeyID) {
+	if _, err := before.open(newCt, newID); !errors.Is(err, ErrUnknownKeyID) {
 		t.Errorf("old keyring Open(new row) err = %v, want ErrUnknownKeyID", err)
 	}
 	// Dropping the old key too early makes old rows unreadable, detectably.
 	dropped := newTestKeyring(t, newKey, index)
-	if _, err := dropped.Open(ct, id); !errors.Is(err, ErrUnknownKeyID) {
+	if _, err := dropped.open(ct, id); !errors.Is(err, ErrUnknownKeyID) {
 		t.Errorf("Open with dropped key err = %v, want ErrUnknownKeyID", err)
 	}
 }
@@ -151,7 +151,7 @@ func TestOpenUnknownKeyID(t *testing.T) {
 	k := newTestKeyring(t, seqKey(0), seqKey(32))
 	ct, _ := seal(t, k, testNumber)
 	for _, id := range []string{"", "deadbeef", KeyID(seqKey(32))} {
-		if _, err := k.Open(ct, id); !errors.Is(err, ErrUnknownKeyID) {
+		if _, err := k.open(ct, id); !errors.Is(err, ErrUnknownKeyID) {
 			t.Errorf("Open(keyID %q) err = %v, want ErrUnknownKeyID", id, err)
 		}
 	}
@@ -226,7 +226,7 @@ func TestKeyringCopiesKeys(t *testing.T) {
 	if !bytes.Equal(before, k.BlindIndex(testNumber)) {
 		t.Error("blind index changed when the caller reused its key buffer")
 	}
-	if got, err := k.Open(ct, id); err != nil || got != testNumber {
+	if got, err := k.open(ct, id); err != nil || got != testNumber {
 		t.Errorf("Open after caller cleared key = %q, %v", got, err)
 	}
 }

@@ -478,13 +478,13 @@ func (tr *trunkUAS) numbers() []string {
 }
 
 // sealPhone seals a number as the API stores it.
-func sealPhone(t *testing.T, keys *masking.Keyring, e164 string) storage.SealedPhone {
+func sealPhone(t *testing.T, keys *masking.Keyring, e164 string) masking.SealedPhone {
 	t.Helper()
-	ct, keyID, err := keys.Seal(e164)
+	p, err := keys.Seal(e164)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return storage.SealedPhone{Ciphertext: ct, EncKeyID: keyID, BlindIndex: keys.BlindIndex(e164), IndexKeyID: keys.IndexKeyID()}
+	return p
 }
 
 // Click-to-call names the client by id only; the PBX opens his numbers at
@@ -497,7 +497,7 @@ func TestOriginateTriesNumbersInOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	client, err := env.store.CreateClient(ctx, storage.NewClient{Name: "Acme", Segment: "vip", ManagerID: env.manager.ID,
-		Phones:  []storage.SealedPhone{sealPhone(t, env.keys, first), sealPhone(t, env.keys, second)},
+		Phones:  []masking.SealedPhone{sealPhone(t, env.keys, first), sealPhone(t, env.keys, second)},
 		NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err }}, "test")
 	if err != nil {
 		t.Fatal(err)

@@ -33,7 +33,7 @@ var (
 // phone shows him, and his numbers, still sealed, in the order to try them.
 type clientTarget struct {
 	id, code, name string
-	phones         []storage.SealedPhone
+	phones         []masking.SealedPhone
 }
 
 // reachClient checks that the manager may reach the client (invariant 2:
@@ -54,8 +54,8 @@ func (cc *callControl) reachClient(ctx context.Context, managerID string, client
 
 // openClientNumber is the one place the PBX decrypts a client's number: to
 // write it into the Request-URI of the INVITE to the trunk.
-func (cc *callControl) openClientNumber(p storage.SealedPhone) (string, error) {
-	return cc.cfg.Router.Keys.Open(p.Ciphertext, p.EncKeyID)
+func (cc *callControl) openClientNumber(p masking.SealedPhone) (string, error) {
+	return cc.cfg.Router.Keys.OpenPhone(p)
 }
 
 // clientRingFactor is how much longer a client's phone may ring than one
@@ -98,7 +98,7 @@ func (cc *callControl) dialClient(c *call, target clientTarget, codecs []media.C
 // ended the attempt (the client's side for a trunk failure, the manager's
 // or the system's when we gave up: status 487 cancelled, 408 no answer, 0
 // nothing sent).
-func (cc *callControl) dialNumber(c *call, phone storage.SealedPhone, codecs []media.Codec, onProgress func(status int, early bool)) (*outLeg, int, string) {
+func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []media.Codec, onProgress func(status int, early bool)) (*outLeg, int, string) {
 	host, portStr, err := net.SplitHostPort(cc.cfg.Trunk)
 	if err != nil {
 		c.logger.Error("bad trunk address", zap.Error(err))
