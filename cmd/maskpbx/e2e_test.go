@@ -41,7 +41,6 @@ type system struct {
 	run     running
 	sipAddr string
 	api     string
-	logs    *bytes.Buffer
 }
 
 // startSystem runs maskpbx serve in-process against a fresh database and an
