@@ -41,9 +41,7 @@ type SIPpOptions struct {
 // process is killed when the test ends.
 func StartSIPp(t testing.TB, name string, o SIPpOptions) *SIPp {
 	t.Helper()
-	if _, err := exec.LookPath("sipp"); err != nil {
-		t.Skip("sipp not installed (make test installs Debian's sip-tester)")
-	}
+	Require(t, "sipp") // Debian's sip-tester
 	dir := t.TempDir()
 	s := &SIPp{t: t, name: name, done: make(chan error, 1),
 		Messages: filepath.Join(dir, "messages.log"), Log: filepath.Join(dir, "scenario.log"), Errors: filepath.Join(dir, "errors.log")}
