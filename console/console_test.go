@@ -402,16 +402,14 @@ func TestImportAndPages(t *testing.T) {
 	}
 	job := h.Get("Location")
 	var p importProgress
-	deadline := time.Now().Add(10 * time.Second)
-	for !p.Finished {
-		if time.Now().After(deadline) {
-			t.Fatalf("the import did not finish: %+v", p)
-		}
+	if !testenv.WaitFor(10*time.Second, func() bool {
 		_, raw, _ := ob.get(job + "/progress")
 		if err := json.Unmarshal([]byte(raw), &p); err != nil {
 			t.Fatalf("progress: %v: %s", err, raw)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return p.Finished
+	}) {
+		t.Fatalf("the import did not finish: %+v", p)
 	}
 	if p.Total != 3 || p.Imported != 1 || p.Failed != 2 {
 		t.Errorf("progress %+v", p)

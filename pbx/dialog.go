@@ -106,12 +106,6 @@ func (ds *dialogs) find(req *sip.Request) inDialogHandler {
 	return h
 }
 
-func (ds *dialogs) count() int {
-	ds.mu.Lock()
-	defer ds.mu.Unlock()
-	return len(ds.legs)
-}
-
 func tagOf(params sip.HeaderParams) string {
 	t, _ := params.Get("tag")
 	return t

@@ -215,13 +215,6 @@ type sippRun struct {
 	args     []string          // more arguments, e.g. -au, -ap, -t t1
 }
 
-func requireSIPp(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("sipp"); err != nil {
-		t.Skip("sipp not on PATH (make test installs Debian's sip-tester)")
-	}
-}
-
 func (e *testEnv) sipp(t *testing.T, run sippRun) error {
 	t.Helper()
 	if run.port == 0 {
@@ -304,18 +297,6 @@ func kvBindings(t *testing.T, js jetstream.JetStream, managerID string) []string
 		keys = append(keys, k)
 	}
 	return keys
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // phone is a hand-driven SIP phone over UDP from 127.0.0.3: it sends the

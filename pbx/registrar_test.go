@@ -11,6 +11,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/maskpbx/maskpbx/internal/testenv"
 )
 
 // md5First puts the MD5 challenge first: SIPp 3.6 (Debian bookworm's
@@ -32,7 +34,7 @@ func contactsOfManager(t *testing.T, e *testEnv, managerID string) []Registratio
 // A phone (SIPp) registers with the right password: the binding is in the
 // KV bucket for other nodes to read, and it disappears when it expires.
 func TestSIPpRegisterExpires(t *testing.T) {
-	requireSIPp(t)
+	testenv.Require(t, "sipp")
 	e := startPBX(t, md5First)
 	if err := e.sipp(t, aliceSIPp("register_auth.xml", 2*time.Second, alicePass)); err != nil {
 		t.Fatal(err)
@@ -45,9 +47,9 @@ func TestSIPpRegisterExpires(t *testing.T) {
 		!strings.HasPrefix(regs[0].Source, phoneHost+":") || !strings.Contains(regs[0].Contact, phoneHost) {
 		t.Fatalf("Contacts = %+v", regs)
 	}
-	eventually(t, 10*time.Second, "the binding to leave the bucket", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		return len(kvBindings(t, e.js, aliceID)) == 0
-	})
+	}, "the binding to leave the bucket")
 	if regs := contactsOfManager(t, e, aliceID); len(regs) != 0 {
 		t.Fatalf("Contacts after expiry = %+v", regs)
 	}
@@ -55,7 +57,7 @@ func TestSIPpRegisterExpires(t *testing.T) {
 
 // The same over TCP.
 func TestSIPpRegisterTCP(t *testing.T) {
-	requireSIPp(t)
+	testenv.Require(t, "sipp")
 	e := startPBX(t, md5First)
 	run := aliceSIPp("register_auth.xml", time.Hour, alicePass)
 	run.args = append(run.args, "-t", "t1")
@@ -71,7 +73,7 @@ func TestSIPpRegisterTCP(t *testing.T) {
 // A wrong password is challenged again; after AuthFailLimit failures the
 // source gets 403 for everything, logged with source and username.
 func TestSIPpWrongPasswordBlocksSource(t *testing.T) {
-	requireSIPp(t)
+	testenv.Require(t, "sipp")
 	e := startPBX(t, md5First) // AuthFailLimit 3
 	for i := range 3 {
 		if err := e.sipp(t, aliceSIPp("register_wrong_password.xml", time.Hour, "wrong")); err != nil {
@@ -97,7 +99,7 @@ func TestSIPpWrongPasswordBlocksSource(t *testing.T) {
 
 // Expires: 0 removes the phone's binding; Contact: * removes all of them.
 func TestSIPpUnregister(t *testing.T) {
-	requireSIPp(t)
+	testenv.Require(t, "sipp")
 	e := startPBX(t, md5First)
 
 	one := aliceSIPp("register_auth.xml", time.Hour, alicePass)
@@ -331,7 +333,7 @@ func TestNonceStaleAndReplay(t *testing.T) {
 	p := e.newPhone(t)
 	contact := "Contact: <" + p.contact("alice") + ">"
 	res := p.send(p.request("REGISTER", "sip:"+testDomain, "alice", contact))
-	time.Sleep(1100 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond) // the nonce's expiry is what is tested: wait out its 1 s TTL
 	auth := p.authorization(res, "alice", alicePass, "MD5", "sip:"+testDomain)
 	res = p.send(p.request("REGISTER", "sip:"+testDomain, "alice", contact, auth))
 	if res.StatusCode != sip.StatusUnauthorized || !strings.Contains(res.GetHeader("WWW-Authenticate").Value(), "stale=true") {

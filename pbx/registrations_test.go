@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/maskpbx/maskpbx/internal/testenv"
 )
 
 func TestRegistrationsStore(t *testing.T) {
@@ -111,6 +113,8 @@ func TestRegistrationsRefreshExtendsTTL(t *testing.T) {
 	if err := regs.Put(ctx, reg); err != nil {
 		t.Fatal(err)
 	}
+	// What is tested is that the first TTL passes without the key going:
+	// wait it out (1 s, and the server's expiry sweep after it).
 	time.Sleep(2500 * time.Millisecond)
 	if keys := kvBindings(t, js, aliceID); len(keys) != 1 {
 		t.Fatalf("refreshed binding gone from the bucket: %v", keys)
@@ -194,10 +198,10 @@ func TestRegistrationsSeenByAnotherNode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 5*time.Second, "node B sees both bindings", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		regs, _ := nodeB.Contacts(ctx, aliceID)
 		return len(regs) == 2
-	})
+	}, "node B to see both bindings")
 	info, err := nodeB.stream.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -216,8 +220,8 @@ func TestRegistrationsSeenByAnotherNode(t *testing.T) {
 	if regs, _ := nodeA.Contacts(ctx, aliceID); len(regs) != 0 {
 		t.Fatalf("node A still has %d bindings right after the cut-off", len(regs))
 	}
-	eventually(t, 5*time.Second, "node B drops the dismissed manager's bindings", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		regs, _ := nodeB.Contacts(ctx, aliceID)
 		return len(regs) == 0
-	})
+	}, "node B to drop the dismissed manager's bindings")
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/maskpbx/maskpbx/internal/audio"
 	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/pbx/media"
 	"github.com/maskpbx/maskpbx/recorder"
 	"github.com/maskpbx/maskpbx/storage"
@@ -140,7 +141,7 @@ func tap(sess *RecordingSession, side media.Side, freq float64, n int, ssrc uint
 		audio.Tone(payload, audio.LinearToULaw, freq, i*160)
 		sess.Tap(side, &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i),
 			Timestamp: uint32(i * 160), SSRC: ssrc}, Payload: payload})
-		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 20 * time.Millisecond)))
+		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 20 * time.Millisecond))) // pacing: one packet per 20 ms
 	}
 }
 
@@ -184,13 +185,10 @@ func TestRecordingSessionEndToEnd(t *testing.T) {
 	}
 
 	var rec storage.Recording
-	deadline := time.Now().Add(10 * time.Second)
-	for ok := false; !ok; rec, ok = rows.finished(recCallID) {
-		if time.Now().After(deadline) {
-			t.Fatal("the recording never finished")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, func() (ok bool) {
+		rec, ok = rows.finished(recCallID)
+		return ok
+	}, "the recording to finish")
 	if rec.Status != storage.RecordingComplete || rec.ClientID != recClientID || rec.ManagerID != recManagerID || rec.Codec != "PCMU" {
 		t.Fatalf("recording %+v", rec)
 	}

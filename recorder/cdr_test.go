@@ -157,17 +157,15 @@ func publishAll(t *testing.T, p *events.Publisher, evs ...events.Event) {
 // waitCDR polls until the call's CDR is ended (or the deadline passes).
 func waitCDR(t *testing.T, s *storage.Store, callID string, within time.Duration) storage.CDR {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		c, err := s.CDR(context.Background(), callID)
-		if err == nil && c.EndedAt != nil && c.OfferedAt != nil {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("CDR of %s not complete after %v: %+v %v", callID, within, c, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var c storage.CDR
+	var err error
+	if !testenv.WaitFor(within, func() bool {
+		c, err = s.CDR(context.Background(), callID)
+		return err == nil && c.EndedAt != nil && c.OfferedAt != nil
+	}) {
+		t.Fatalf("CDR of %s not complete after %v: %+v %v", callID, within, c, err)
 	}
+	return c
 }
 
 func checkAnswered(t *testing.T, db testDB, c storage.CDR, call []events.Event) {
@@ -187,25 +185,21 @@ func checkAnswered(t *testing.T, db testDB, c storage.CDR, call []events.Event) 
 func consumerIdle(t *testing.T, js jetstream.JetStream) *jetstream.ConsumerInfo {
 	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var info *jetstream.ConsumerInfo
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		s, err := js.Stream(ctx, events.StreamName)
 		if err != nil {
 			t.Fatal(err)
 		}
 		c, err := s.Consumer(ctx, CDRConsumer)
-		if err == nil {
-			info, err := c.Info(ctx)
-			if err == nil && info.NumAckPending == 0 && info.NumPending == 0 &&
-				info.AckFloor.Stream == s.CachedInfo().State.LastSeq {
-				return info
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("consumer did not catch up")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		info, err = c.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 &&
+			info.AckFloor.Stream == s.CachedInfo().State.LastSeq
+	}, "the CDR consumer to catch up")
+	return info
 }
 
 func rowCount(t *testing.T, url, table, callID string) int {
@@ -296,7 +290,7 @@ func TestCDRWriter(t *testing.T) {
 	t.Run("out of order converges", func(t *testing.T) {
 		c := answeredCall(db, t0)
 		publishAll(t, pub, c[3], c[2], c[1])
-		time.Sleep(100 * time.Millisecond) // let ended apply before offered exists
+		consumerIdle(t, js) // ended is applied before offered exists
 		publishAll(t, pub, c[0])
 		checkAnswered(t, db, waitCDR(t, db.store, c[0].CallID, 10*time.Second), c)
 	})
@@ -370,18 +364,16 @@ func TestCDRWriterSurvivesDatabaseOutage(t *testing.T) {
 		breakDB()
 		c := answeredCall(db, t0)
 		publishAll(t, pub, c...)
-		deadline := time.Now().Add(10 * time.Second)
-		for redelivered(t, js) < before+4 {
-			if time.Now().After(deadline) {
-				t.Fatal("writer never retried")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testenv.Eventually(t, 10*time.Second, func() bool { return redelivered(t, js) >= before+4 }, "the writer to retry")
 		if _, err := db.store.CDR(ctx, c[0].CallID); err == nil {
 			t.Fatal("CDR written while the database was broken")
 		}
 		repair()
-		checkAnswered(t, db, waitCDR(t, db.store, c[0].CallID, 15*time.Second), c)
+		// The retries come back in any order: the CDR is whole once all
+		// four are applied, not as soon as it has an end.
+		testenv.Eventually(t, 15*time.Second, func() bool { return rowCount(t, db.url, "cdr_events", c[0].CallID) >= 4 },
+			"the four events to be applied")
+		checkAnswered(t, db, waitCDR(t, db.store, c[0].CallID, time.Second), c)
 		if n := rowCount(t, db.url, "cdr_events", c[0].CallID); n != 4 {
 			t.Fatalf("%d events applied", n)
 		}
@@ -567,14 +559,28 @@ func (p *tcpProxy) up() {
 // TestCDRWriterStopsWhenConnectionCloses: a reconnecting connection is a
 // blip, a closed one is the end; Run must say so instead of spinning.
 func TestCDRWriterStopsWhenConnectionCloses(t *testing.T) {
-	nc, js, err := bus.Connect(context.Background(), testenv.NATS(t), "recorder")
+	ctx := context.Background()
+	url := testenv.NATS(t)
+	nc, js, err := bus.Connect(ctx, url, "recorder")
 	if err != nil {
 		t.Fatal(err)
 	}
+	onlooker, look, err := bus.Connect(ctx, url, "onlooker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onlooker.Close()
 	w := NewCDRWriter(js, nil, testLogger(t))
 	done := make(chan error, 1)
-	go func() { done <- w.Run(context.Background()) }()
-	time.Sleep(200 * time.Millisecond) // consuming by now
+	go func() { done <- w.Run(ctx) }()
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		c, err := look.Consumer(ctx, events.StreamName, CDRConsumer)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumWaiting > 0
+	}, "the writer to be consuming (a pull request waiting)")
 	nc.Close()
 	select {
 	case err := <-done:

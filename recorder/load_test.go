@@ -14,6 +14,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -72,7 +73,7 @@ func TestRecorderLoad(t *testing.T) {
 			}
 			_, _ = s.rtp.WriteToUDPAddrPort(buf, st.dst)
 		}
-		time.Sleep(time.Until(start.Add(time.Duration(k+1) * 20 * time.Millisecond)))
+		time.Sleep(time.Until(start.Add(time.Duration(k+1) * 20 * time.Millisecond))) // pacing: a tick every 20 ms
 	}
 	wall := time.Since(start)
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
@@ -82,19 +83,16 @@ func TestRecorderLoad(t *testing.T) {
 	for _, d := range dialogs {
 		_ = d.Bye(context.Background())
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	// Waits for every session, then the stats below say what went wrong.
+	testenv.WaitFor(60*time.Second, func() bool {
 		done := 0
 		for _, rec := range r.cat.all() {
 			if rec.Status == storage.RecordingComplete {
 				done++
 			}
 		}
-		if done == n {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return done == n
+	})
 	st := r.srv.Stats()
 	t.Logf("stats %+v", st)
 	if st.Complete != uint64(n) || st.Overruns != 0 || st.WriteErrors != 0 {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/maskpbx/maskpbx/internal/audio"
 	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -59,17 +60,17 @@ func (c *memCatalog) all() []storage.Recording {
 // waitRow waits for a recording row with a final status.
 func (c *memCatalog) waitRow(t *testing.T, callID string) storage.Recording {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	var rec storage.Recording
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		for _, r := range c.all() {
 			if r.CallID == callID && r.Status != storage.RecordingActive {
-				return r
+				rec = r
+				return true
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no finished recording of call %s", callID)
-	return storage.Recording{}
+		return false
+	}, "a finished recording of call %s", callID)
+	return rec
 }
 
 type memEvents struct {
@@ -256,7 +257,7 @@ func (s *src) tone(dst netip.AddrPort, codec string, freq float64, first, n int,
 			audio.Tone(buf[12:], enc, freq, i*160)
 			_, _ = s.rtp.WriteToUDPAddrPort(buf, dst)
 		}
-		time.Sleep(time.Until(start.Add(time.Duration(i-first+1) * 20 * time.Millisecond)))
+		time.Sleep(time.Until(start.Add(time.Duration(i-first+1) * 20 * time.Millisecond))) // pacing: one packet per 20 ms
 	}
 }
 
@@ -270,7 +271,7 @@ func (s *src) dtmf(dst netip.AddrPort, event byte, ts uint32, ssrc uint32) {
 		binary.BigEndian.PutUint32(p[8:], ssrc)
 		binary.BigEndian.PutUint16(p[14:], d)
 		_, _ = s.rtp.WriteToUDPAddrPort(p, dst)
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // pacing: one event packet per 20 ms, as a phone sends them
 	}
 }
 
@@ -300,15 +301,17 @@ func TestRecordingSession(t *testing.T) {
 	if !strings.Contains(d.InviteResponse.GetHeader("Contact").Value(), "+sip.srs") {
 		t.Errorf("Contact %q lacks +sip.srs", d.InviteResponse.GetHeader("Contact").Value())
 	}
-	// Half a second of silence, then two seconds of tones, the manager's
-	// with 2% loss, then a digit from the client.
+	// Half a second of silence (the recording must have it: the sleep is
+	// the audio), then two seconds of tones, the manager's with 2% loss,
+	// then a digit from the client.
 	time.Sleep(500 * time.Millisecond)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.tone(ports["client"], "PCMA", 400, 0, 100, 0xc1, nil) })
 	wg.Go(func() { s.tone(ports["manager"], "PCMA", 1000, 0, 100, 0xa1, func(i int) bool { return i%50 == 7 }) })
 	wg.Wait()
 	s.dtmf(ports["client"], 7, 100*160, 0xc1)
-	time.Sleep(300 * time.Millisecond)
+	testenv.Eventually(t, 5*time.Second, func() bool { return liveDigits(r, d.InviteRequest.CallID().Value()) == 1 },
+		"the recorder to take the digit")
 	if err := d.Bye(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -427,14 +430,14 @@ func TestForeignSRC(t *testing.T) {
 	wg.Wait()
 	_ = d.Bye(context.Background())
 	var rec storage.Recording
-	eventually(t, func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		rows := r.cat.all()
 		if len(rows) == 1 && rows[0].Status == storage.RecordingComplete {
 			rec = rows[0]
 			return true
 		}
 		return false
-	})
+	}, "the one complete recording")
 	if rec.Source != storage.SourceSIPREC || rec.ClientID != "" || !strings.HasPrefix(rec.BlobKey, "unassigned/") || !uuidRE.MatchString(rec.CallID) {
 		t.Fatalf("row %+v", rec)
 	}
@@ -508,7 +511,7 @@ func TestDatabaseAwayAtTheEnd(t *testing.T) {
 	}
 	s.tone(ports["client"], "PCMU", 400, 0, 25, 1, nil)
 	_ = d.Bye(context.Background())
-	eventually(t, func() bool { return r.srv.Stats().SaveErrors == 1 })
+	testenv.Eventually(t, 15*time.Second, func() bool { return r.srv.Stats().SaveErrors == 1 }, "the failed save")
 	entries, _, _ := r.srv.journal.list()
 	if len(entries) != 1 || entries[0].Stage != stageFinal || entries[0].Recording.Status != storage.RecordingComplete {
 		t.Fatalf("journal %+v", entries)
@@ -523,15 +526,17 @@ func TestDatabaseAwayAtTheEnd(t *testing.T) {
 	}
 }
 
-func eventually(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(20 * time.Millisecond)
+// liveDigits is how many DTMF events the session of the recording dialog
+// sipCallID has taken so far (0 if it is not live).
+func liveDigits(r *testRecorder, sipCallID string) int {
+	r.srv.mu.Lock()
+	ss := r.srv.sessions[sipCallID]
+	r.srv.mu.Unlock()
+	if ss == nil {
+		return 0
 	}
+	_, dtmf := ss.tl.snapshot()
+	return len(dtmf)
 }
 
 // fullDisk is a blob store whose files take limit bytes, then fail.

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/maskpbx/maskpbx/internal/testenv"
 )
 
 func TestWAVRepair(t *testing.T) {
@@ -86,11 +88,11 @@ func TestWAVRepair(t *testing.T) {
 // of the given duration in seconds ("" for an empty one).
 func soxReads(t *testing.T, path, seconds string) {
 	t.Helper()
-	if _, err := exec.LookPath("sox"); err != nil {
-		t.Log("sox not installed; skipping the sox check")
+	sox := testenv.Have(t, "sox")
+	if sox == "" {
 		return
 	}
-	out, err := exec.Command("sox", "--i", path).CombinedOutput()
+	out, err := exec.Command(sox, "--i", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("sox --i: %v\n%s", err, out)
 	}

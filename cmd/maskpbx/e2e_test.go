@@ -41,7 +41,6 @@ type system struct {
 	run     running
 	sipAddr string
 	api     string
-	logs    *bytes.Buffer
 }
 
 // startSystem runs maskpbx serve in-process against a fresh database and an
@@ -177,16 +176,16 @@ func (s *system) register(user, ip string, port int) {
 // cdr waits for the CDR writer to record a call's end.
 func (s *system) cdr(filter storage.CDRFilter) storage.CDR {
 	s.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	var cdr storage.CDR
+	testenv.Eventually(s.t, 15*time.Second, func() bool {
 		cdrs, err := s.run.Store.CDRs(context.Background(), filter)
-		if err == nil && len(cdrs) > 0 && cdrs[0].EndedAt != nil {
-			return cdrs[0]
+		if err != nil || len(cdrs) == 0 || cdrs[0].EndedAt == nil {
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	s.t.Fatal("no finished CDR appeared")
-	return storage.CDR{}
+		cdr = cdrs[0]
+		return true
+	}, "a finished CDR")
+	return cdr
 }
 
 // ourRandomTokens are values the PBX draws at random for every call (tags,

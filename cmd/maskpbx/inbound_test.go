@@ -67,9 +67,8 @@ func talk(t *testing.T, trunk, ph *testenv.SIPp, trunkRTP, phoneRTP *testenv.RTP
 	if err := trunkRTP.SendRTCP(netip.AddrPortFrom(tp.Addr(), tp.Port()+1), "caller-79161234567@"+trunkIP, acmeNumber); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond)
-	rtcp := phoneRTP.RTCP()
-	if len(rtcp) == 0 {
+	var rtcp [][]byte
+	if !testenv.WaitFor(5*time.Second, func() bool { rtcp = phoneRTP.RTCP(); return len(rtcp) > 0 }) {
 		t.Error("no RTCP reached the manager's phone")
 	}
 	for _, pkt := range rtcp {
@@ -348,7 +347,10 @@ func TestKeepAliveEndsCallWhosePhoneVanished(t *testing.T) {
 	if _, err := ph.LogValue("PBX_RTP", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The trunk's 200 OK: the phone answered and the call is up.
+	if _, err := tr.LogValue("PBX_RTP", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	ph.Kill() // the phone is gone without a BYE
 	start := time.Now()
 	tr.Wait() // the PBX ends the client's leg

@@ -59,29 +59,34 @@ func (s *system) watchCall(id, token string) ([]string, callResp) {
 func (s *system) pollCall(id, token string) ([]string, callResp, error) {
 	var seen []string
 	var last callResp
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	var reqErr error
+	ended := testenv.WaitFor(30*time.Second, func() bool {
 		var c callResp
 		req, _ := http.NewRequest("GET", s.api+"/api/v1/calls/"+id, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			return seen, last, err
+			reqErr = err
+			return true
 		}
 		err = json.NewDecoder(resp.Body).Decode(&c)
 		resp.Body.Close()
-		if resp.StatusCode == 200 && err == nil {
-			if len(seen) == 0 || seen[len(seen)-1] != c.State {
-				seen = append(seen, c.State)
-			}
-			last = c
-			if c.State == "ended" {
-				return seen, last, nil
-			}
+		if resp.StatusCode != 200 || err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
+		if len(seen) == 0 || seen[len(seen)-1] != c.State {
+			seen = append(seen, c.State)
+		}
+		last = c
+		return c.State == "ended"
+	})
+	switch {
+	case reqErr != nil:
+		return seen, last, reqErr
+	case !ended:
+		return seen, last, fmt.Errorf("call %s did not end; states %v", id, seen)
 	}
-	return seen, last, fmt.Errorf("call %s did not end; states %v", id, seen)
+	return seen, last, nil
 }
 
 func (s *system) audited(action, object string) bool {
@@ -171,6 +176,8 @@ func TestClickToCall(t *testing.T) {
 				t.Errorf("%s: %d, want %d", tc.name, st, tc.want)
 			}
 		}
+		// Nothing is to happen, and an absence cannot be polled for: give a
+		// wrongly sent INVITE 300 ms to reach the trunk.
 		time.Sleep(300 * time.Millisecond)
 		tr.Kill()
 		if got := tr.Received(); len(got) != 0 {
@@ -273,7 +280,7 @@ func TestDeskPhoneDialsClientCode(t *testing.T) {
 				t.Errorf("dialling %q: %s, want 403", target, st)
 			}
 		}
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond) // an absence: as above, a wrongly sent INVITE has 300 ms
 		tr.Kill()
 		if got := tr.Received(); len(got) != 0 {
 			t.Fatalf("the trunk received %d messages", len(got))

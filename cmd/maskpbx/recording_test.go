@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,7 +117,7 @@ func (p *rtpPeer) send(dst netip.AddrPort, freq float64, n int, imp impairment) 
 	start := time.Now()
 	var held []byte
 	for k := range n {
-		time.Sleep(time.Until(start.Add(time.Duration(k) * 20 * time.Millisecond)))
+		time.Sleep(time.Until(start.Add(time.Duration(k) * 20 * time.Millisecond))) // pacing: a packet every 20 ms
 		pkt := packet(k)
 		switch {
 		case imp.drop != nil && imp.drop(k):
@@ -153,35 +154,29 @@ func pbxPorts(t *testing.T, trunk, ph *testenv.SIPp) (netip.AddrPort, netip.Addr
 // than recording).
 func recordingOf(t *testing.T, store *storage.Store, callID string, within time.Duration) storage.Recording {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
+	var rec storage.Recording
+	testenv.Eventually(t, within, func() bool {
 		recs, err := store.Recordings(context.Background(), storage.RecordingFilter{CallID: callID})
-		if err == nil && len(recs) == 1 && recs[0].Status != storage.RecordingActive {
-			return recs[0]
+		if err != nil || len(recs) != 1 || recs[0].Status == storage.RecordingActive {
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("call %s has no finished recording after %v (is pbx/siprec.go wired into the call flow and serve?)", callID, within)
-	return storage.Recording{}
+		rec = recs[0]
+		return true
+	}, "a finished recording of call %s", callID)
+	return rec
 }
 
 // cdrRecording waits for a call's CDR to carry a final recording state.
 func (s *system) cdrRecording(callID string, want ...string) storage.CDR {
 	s.t.Helper()
-	deadline := time.Now().Add(45 * time.Second)
 	var c storage.CDR
-	for time.Now().Before(deadline) {
+	if !testenv.WaitFor(45*time.Second, func() bool {
 		var err error
-		if c, err = s.run.Store.CDR(context.Background(), callID); err == nil && c.EndedAt != nil {
-			for _, w := range want {
-				if c.Recording == w {
-					return c
-				}
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
+		c, err = s.run.Store.CDR(context.Background(), callID)
+		return err == nil && c.EndedAt != nil && slices.Contains(want, c.Recording)
+	}) {
+		s.t.Fatalf("CDR of %s says recording %q, want one of %v", callID, c.Recording, want)
 	}
-	s.t.Fatalf("CDR of %s says recording %q, want one of %v (is pbx/siprec.go wired into the call flow?)", callID, c.Recording, want)
 	return c
 }
 
@@ -195,8 +190,8 @@ func loadWAV(t *testing.T, path string) (recorder.StereoPCM, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := exec.LookPath("sox"); err == nil {
-		out, err := exec.Command("sox", "--i", path).CombinedOutput()
+	if sox := testenv.Have(t, "sox"); sox != "" {
+		out, err := exec.Command(sox, "--i", path).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "Channels       : 2") || !strings.Contains(string(out), "Sample Rate    : 8000") {
 			t.Fatalf("sox --i cannot read the recording: %v\n%s", err, out)
 		}
@@ -453,22 +448,16 @@ func startRecorderProcess(t *testing.T, addr string, args ...string) *recorderPr
 			t.Logf("recorder process output:\n%s", p.out.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return p
-		}
-		select {
-		case err := <-p.done:
-			t.Fatalf("recorder process exited: %v\n%s", err, p.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("recorder process does not listen on %s:\n%s", addr, p.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testenv.WaitFor(20*time.Second, func() bool { return listening(addr, p.done) }) {
+		t.Fatalf("recorder process does not listen on %s:\n%s", addr, p.out.String())
 	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		t.Fatalf("recorder process exited: %v\n%s", err, p.out.String())
+	default:
+	}
+	return p
 }
 
 // kill ends the process the hard way: no deferred code, no flushing.
@@ -519,7 +508,8 @@ func TestRecorderKilledMidCall(t *testing.T) {
 	wg.Go(func() { trunkRTP.send(toClientSide, clientTone, 275, impairment{}) })
 	wg.Go(func() { phoneRTP.send(toManagerSide, managerTone, 275, impairment{}) })
 
-	time.Sleep(3 * time.Second)
+	// Killed mid-call: once 3 s of the call's audio has reached the manager.
+	testenv.Eventually(t, 10*time.Second, func() bool { return phoneRTP.received.Load() >= 150 }, "3 s of audio at the manager")
 	rp.kill()
 	killedAfter := time.Since(answered)
 	relayed := phoneRTP.received.Load()
@@ -621,18 +611,14 @@ func TestStandardSRC(t *testing.T) {
 	}
 	defer store.Close()
 	var rec storage.Recording
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		recs, _ := store.Recordings(context.Background(), storage.RecordingFilter{})
-		if len(recs) == 1 && recs[0].Status == storage.RecordingComplete {
-			rec = recs[0]
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no complete recording: %+v", recs)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var recs []storage.Recording
+	if !testenv.WaitFor(10*time.Second, func() bool {
+		recs, _ = store.Recordings(context.Background(), storage.RecordingFilter{})
+		return len(recs) == 1 && recs[0].Status == storage.RecordingComplete
+	}) {
+		t.Fatalf("no complete recording: %+v", recs)
 	}
+	rec = recs[0]
 	if rec.Source != storage.SourceSIPREC || rec.ClientID != "" || rec.ManagerID != "" || rec.Codec != "PCMU/PCMA" ||
 		!strings.HasPrefix(rec.BlobKey, "unassigned/") {
 		t.Fatalf("recording %+v", rec)
@@ -656,7 +642,7 @@ func (p *rtpPeer) sendPCMA(dst netip.AddrPort, freq float64, n int) {
 	start := time.Now()
 	b := make([]byte, 12+160)
 	for k := range n {
-		time.Sleep(time.Until(start.Add(time.Duration(k) * 20 * time.Millisecond)))
+		time.Sleep(time.Until(start.Add(time.Duration(k) * 20 * time.Millisecond))) // pacing: a packet every 20 ms
 		b[0], b[1] = 0x80, 8
 		binary.BigEndian.PutUint16(b[2:], uint16(k))
 		binary.BigEndian.PutUint32(b[4:], uint32(k*160))
@@ -666,22 +652,32 @@ func (p *rtpPeer) sendPCMA(dst netip.AddrPort, freq float64, n int) {
 	}
 }
 
-func waitListening(t *testing.T, addr string, done <-chan error) {
+func waitListening(t *testing.T, addr string, done chan error) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("recorder stopped: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("recorder does not listen on %s", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testenv.WaitFor(20*time.Second, func() bool { return listening(addr, done) }) {
+		t.Fatalf("recorder does not listen on %s", addr)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		t.Fatalf("recorder stopped: %v", err)
+	default:
+	}
+}
+
+// listening says whether something accepts TCP connections on addr, or
+// gives up (true) when the process that should, which reports its end on
+// done, has ended; the caller then finds its error in done.
+func listening(addr string, done chan error) bool {
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		return true
+	}
+	select {
+	case err := <-done:
+		done <- err
+		return true
+	default:
+		return false
 	}
 }

@@ -41,9 +41,7 @@ type SIPpOptions struct {
 // process is killed when the test ends.
 func StartSIPp(t testing.TB, name string, o SIPpOptions) *SIPp {
 	t.Helper()
-	if _, err := exec.LookPath("sipp"); err != nil {
-		t.Skip("sipp not installed (make test installs Debian's sip-tester)")
-	}
+	Require(t, "sipp") // Debian's sip-tester
 	dir := t.TempDir()
 	s := &SIPp{t: t, name: name, done: make(chan error, 1),
 		Messages: filepath.Join(dir, "messages.log"), Log: filepath.Join(dir, "scenario.log"), Errors: filepath.Join(dir, "errors.log")}
@@ -129,29 +127,38 @@ func (s *SIPp) Received() []string {
 	return out
 }
 
-// LogValue waits up to d for a "<key> <value>" line in the scenario log.
+// LogValue waits up to d for a "<key> <value>" line in the scenario log;
+// it gives up at once if SIPp ends without having logged it.
 func (s *SIPp) LogValue(key string, d time.Duration) (string, error) {
 	re := regexp.MustCompile(regexp.QuoteMeta(key) + ` (.*)`)
-	deadline := time.Now().Add(d)
-	for {
+	var value string
+	logged := func() bool {
 		raw, _ := os.ReadFile(s.Log)
-		if m := re.FindSubmatch(raw); m != nil {
-			return strings.TrimSpace(string(m[1])), nil
+		m := re.FindSubmatch(raw)
+		if m != nil {
+			value = strings.TrimSpace(string(m[1]))
 		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("sipp %s: no %q in its log", s.name, key)
+		return m != nil
+	}
+	var ended error
+	if !WaitFor(d, func() bool {
+		if logged() {
+			return true
 		}
 		select {
 		case err := <-s.done:
 			s.done <- err
-			raw, _ := os.ReadFile(s.Log)
-			if m := re.FindSubmatch(raw); m != nil {
-				return strings.TrimSpace(string(m[1])), nil
+			if !logged() { // the log is complete now
+				ended = fmt.Errorf("sipp %s ended (%v) before logging %q: %w", s.name, err, key, s.Result())
 			}
-			return "", fmt.Errorf("sipp %s ended (%v) before logging %q: %w", s.name, err, key, s.Result())
-		case <-time.After(50 * time.Millisecond):
+			return true
+		default:
+			return false
 		}
+	}) {
+		return "", fmt.Errorf("sipp %s: no %q in its log", s.name, key)
 	}
+	return value, ended
 }
 
 func tailOf(b []byte, n int) []byte {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+
+	"github.com/maskpbx/maskpbx/internal/testenv"
 )
 
 // The PBX listens on 127.0.0.1, "alice" (A side, think client) lives on
@@ -142,7 +144,7 @@ func stream(tb testing.TB, from *net.UDPConn, dst netip.AddrPort, sender byte, s
 	for i := range n {
 		send(tb, from, dst, rtpBytes(tb, 0, uint16(1000+i), uint32(160*i), ssrc, i == 0, voice(sender, i)))
 		if i%10 == 9 {
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // pacing, not waiting: see above
 		}
 	}
 }
@@ -248,7 +250,8 @@ func TestRelayLatchesToNATSource(t *testing.T) {
 	}
 
 	// A phone whose address changes (new NAT binding) is followed once its
-	// old source has gone quiet.
+	// old source has gone quiet: the quiet spell is what is tested, so wait
+	// it out.
 	time.Sleep(relatchAfter + 100*time.Millisecond)
 	moved := listenUDP(t, "127.0.0.2")
 	send(t, moved, c.aRTP(), rtpBytes(t, 0, 4, 480, 0xA11CE, false, voice('a', 4)))
@@ -508,7 +511,7 @@ func TestRelayMediaTimeout(t *testing.T) {
 		stop := make(chan struct{})
 		go talk(t, stop, c.alice.rtp, c.aRTP())
 		go talk(t, stop, c.bob.rtp, c.bRTP())
-		time.Sleep(3 * timeout)
+		time.Sleep(3 * timeout) // three timeouts pass with talk: none may fire
 		assertRunning(t, c.relay)
 		close(stop)
 		waitDone(t, c.relay, 3*time.Second)
@@ -520,7 +523,7 @@ func TestRelayMediaTimeout(t *testing.T) {
 	t.Run("disabled and re-enabled", func(t *testing.T) {
 		t.Parallel()
 		c := newCall(t, 22100, BridgeOptions{MediaTimeout: -1})
-		time.Sleep(2 * timeout)
+		time.Sleep(2 * timeout) // two timeouts pass in silence: a disabled one may not fire
 		assertRunning(t, c.relay)
 		c.relay.SetMediaTimeout(timeout)
 		waitDone(t, c.relay, 3*time.Second)
@@ -659,7 +662,7 @@ func TestRelaySurvivesJunk(t *testing.T) {
 			send(t, c.alice.rtp, dst, b)
 		}
 		if i%20 == 19 {
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // pacing, so loopback buffers never overflow
 		}
 	}
 	mustNotRecv(t, c.bob.rtp)
@@ -728,7 +731,7 @@ func benchRelay(b *testing.B, c *call) {
 				b.Fatalf("receiver gave up after %d of %d", received.Load(), b.N)
 			default:
 			}
-			time.Sleep(10 * time.Microsecond)
+			time.Sleep(10 * time.Microsecond) // flow control: at most 64 packets in flight
 		}
 		binary.BigEndian.PutUint16(pkt[2:], uint16(i))
 		if _, err := c.alice.rtp.WriteToUDPAddrPort(pkt, dst); err != nil {
@@ -786,7 +789,15 @@ func measureBridgeMemory(tb testing.TB, n int) float64 {
 		send(tb, bob.rtp, b, pkt)
 		send(tb, alice.rtcp, netip.AddrPortFrom(a.Addr(), a.Port()+1), rr)
 	}
-	time.Sleep(200 * time.Millisecond)
+	testenv.Eventually(tb, 10*time.Second, func() bool {
+		for _, r := range relays {
+			a, b := r.legs[SideA].Stats(), r.legs[SideB].Stats()
+			if a.RTPPacketsOut == 0 || b.RTPPacketsOut == 0 || b.RTCPPacketsOut == 0 {
+				return false
+			}
+		}
+		return true
+	}, "every relay to forward RTP both ways and RTCP")
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	perBridge := (float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)) / float64(n)
