@@ -43,8 +43,10 @@ vet:
 
 # make test: every test, against a throwaway Postgres cluster, embedded NATS
 # and SIPp peers, all started by the tests themselves.
+# Call control (pbx) runs under the race detector.
 test: deps vet
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -race -count=1 -timeout 10m ./pbx/...
+	$(GO) test -count=1 -timeout 25m $$($(GO) list ./... | grep -v '/maskpbx/pbx')
 
 bench: deps build
 	@./deploy/bench.sh

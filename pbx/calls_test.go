@@ -79,8 +79,7 @@ func startCallEnv(t *testing.T, tweak func(*CallConfig)) *callEnv {
 		t.Fatal(err)
 	}
 	ev := &readyEvents{}
-	var env *testEnv
-	env = startPBXBefore(t, func(s *Server) {
+	env := startPBXBefore(t, func(s *Server) {
 		ports, err := media.NewPortPool(pbxHost, 42000, 42999)
 		if err != nil {
 			t.Fatal(err)
@@ -186,22 +185,16 @@ func serveSIP(t *testing.T, addr string, onInvite sipgo.RequestHandler) {
 	listenUntilCleanup(t, srv, addr)
 }
 
-// listenUntilCleanup serves srv on addr (UDP) and returns once it listens,
-// so a client on the same address uses the server's socket.
+// listenUntilCleanup serves srv on addr (UDP) until the test ends; the
+// socket is bound before it returns.
 func listenUntilCleanup(t *testing.T, srv *sipgo.Server, addr string) {
 	t.Helper()
-	ready := make(chan struct{})
-	ctx, stop := context.WithCancel(context.WithValue(context.Background(), sipgo.ListenReadyCtxKey, sipgo.ListenReadyCtxValue(ready)))
-	t.Cleanup(stop)
-	failed := make(chan error, 1)
-	go func() { failed <- srv.ListenAndServe(ctx, "udp", addr) }()
-	select {
-	case <-ready:
-	case err := <-failed:
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
 		t.Fatalf("listen %s: %v", addr, err)
-	case <-time.After(5 * time.Second):
-		t.Fatalf("listen %s: not ready", addr)
 	}
+	t.Cleanup(func() { _ = srv.Close() })
+	go func() { _ = srv.ServeUDP(conn) }()
 }
 
 func (p *testPhone) port() int {
@@ -271,7 +264,7 @@ func TestInboundShedsOverload(t *testing.T) {
 	trunk := newTrunk(t)
 
 	first := env.call(t, trunk, "+79161230001")
-	eventually(t, 10*time.Second, "the first call to ring the phone", func() bool { return env.phone.invites.Load() == 1 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return env.phone.invites.Load() == 1 }, "the first call to ring the phone")
 
 	start := time.Now()
 	second := env.call(t, trunk, "+79161230002")
@@ -314,7 +307,7 @@ func TestInboundShedsOverload(t *testing.T) {
 	if err := first.dlg.Bye(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "both calls' ended events", func() bool { return len(env.events.ended()) == 2 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return len(env.events.ended()) == 2 }, "both calls' ended events")
 	var disps []string
 	for _, e := range env.events.ended() {
 		disps = append(disps, e.Disposition)
@@ -364,8 +357,8 @@ func TestInboundConcurrentAdmission(t *testing.T) {
 	if got := int(env.srv.AdmissionStats().Shed); got != shed {
 		t.Errorf("shed counter %d, trunk saw %d 503s", got, shed)
 	}
-	eventually(t, 15*time.Second, "every call's ended event", func() bool { return len(env.events.ended()) == n })
-	eventually(t, 5*time.Second, "no call left in setup", func() bool { return env.srv.AdmissionStats().CallsInSetup == 0 })
+	testenv.Eventually(t, 15*time.Second, func() bool { return len(env.events.ended()) == n }, "every call's ended event")
+	testenv.Eventually(t, 5*time.Second, func() bool { return env.srv.AdmissionStats().CallsInSetup == 0 }, "no call left in setup")
 }
 
 func TestFailureResponse(t *testing.T) {
@@ -517,10 +510,10 @@ func TestOriginateTriesNumbersInOrder(t *testing.T) {
 	if err := env.srv.Originate(ctx, Originate{CallID: "c-1", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
 		t.Fatalf("Originate: %v", err)
 	}
-	eventually(t, 15*time.Second, "the call to connect", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		st, _ := env.srv.CallStatus("c-1")
 		return st.State == StateConnected
-	})
+	}, "the call to connect")
 	if got := trunk.numbers(); len(got) != 2 || got[0] != first || got[1] != second {
 		t.Fatalf("the trunk was asked for %v, want [%s %s] in that order", got, first, second)
 	}
@@ -534,10 +527,10 @@ func TestOriginateTriesNumbersInOrder(t *testing.T) {
 		}
 	}
 	env.srv.calls.endAll(10 * time.Second)
-	eventually(t, 10*time.Second, "the call's end", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		st, _ := env.srv.CallStatus("c-1")
 		return st.State == StateEnded
-	})
+	}, "the call's end")
 	if st, _ := env.srv.CallStatus("c-1"); st.Disposition != DispAnswered {
 		t.Errorf("disposition %s, want %s", st.Disposition, DispAnswered)
 	}
