@@ -510,6 +510,10 @@ func TestOriginateTriesNumbersInOrder(t *testing.T) {
 	if err := env.srv.Originate(ctx, Originate{CallID: "c-1", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
 		t.Fatalf("Originate: %v", err)
 	}
+	// The API answers with the state read right after Originate returns.
+	if st, ok := env.srv.CallStatus("c-1"); !ok || st.State == "" {
+		t.Fatalf("status right after Originate: %+v %v, want a state", st, ok)
+	}
 	testenv.Eventually(t, 15*time.Second, func() bool {
 		st, _ := env.srv.CallStatus("c-1")
 		return st.State == StateConnected

@@ -106,6 +106,8 @@ func (s *Server) Originate(ctx context.Context, o Originate) error {
 		zap.String("client_id", o.ClientID), zap.String("manager_id", o.ManagerID))
 	c := cc.newCall(o.CallID, events.Outbound, logger)
 	c.clientID, c.clientCode, c.managerID = target.id, target.code, o.ManagerID
+	// Set before the call is handed on: the API shows the state at once.
+	c.setState(StateCallingManager)
 	cc.wg.Add(1)
 	go func() {
 		defer cc.wg.Done()
@@ -119,7 +121,6 @@ func (s *Server) Originate(ctx context.Context, o Originate) error {
 // It is the call's owner goroutine.
 func (cc *callControl) clickToCall(c *call, target clientTarget) {
 	defer c.release()
-	c.setState(StateCallingManager)
 	c.publish(events.Offered, nil)
 	if err := c.allocatePorts(); err != nil {
 		c.logger.Error("no RTP port for a click-to-call", zap.Error(err))
