@@ -116,7 +116,7 @@ type SRC struct {
 	srv     *Server
 	local   LocalRecorder // set: the in-process path, no SIP
 	uri     sip.Uri       // the recorder, as the Request-URI
-	dest    string  // host:port the INVITE goes to
+	dest    string        // host:port the INVITE goes to
 	timeout time.Duration
 	logger  *zap.Logger
 
