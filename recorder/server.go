@@ -123,7 +123,7 @@ type Server struct {
 	catalog Catalog
 	events  EventSink
 	logger  *zap.Logger
-	journal journal
+	journal *journal
 	ports   *udpPorts
 	public  netip.Addr
 
