@@ -84,3 +84,13 @@ func TestJournalLog(t *testing.T) {
 		t.Fatalf("after compaction: entries %+v, bad %v", entries, bad)
 	}
 }
+
+func TestLatestRows(t *testing.T) {
+	a, b := journalRec(), journalRec()
+	aFinal := a
+	aFinal.Status = storage.RecordingComplete
+	got := latestRows([]rowRequest{{rec: a}, {rec: b}, {rec: aFinal, done: make(chan error, 1)}})
+	if len(got) != 2 || got[0].rec.ID != b.ID || got[1].rec.Status != storage.RecordingComplete {
+		t.Fatalf("latestRows: %+v", got)
+	}
+}

@@ -37,7 +37,7 @@ type rowRequest struct {
 
 const (
 	rowQueueLen = 8192
-	maxRowBatch = 256
+	maxRowBatch = 1024
 	// rowSaveTimeout bounds one batch's transaction.
 	rowSaveTimeout = 5 * time.Second
 )
@@ -98,9 +98,36 @@ func (w *rowWriter) run(stop <-chan struct{}) {
 				break more
 			}
 		}
-		w.saveBatch(batch)
+		w.saveBatch(latestRows(batch))
 		clear(batch)
 	}
+}
+
+// latestRows drops the rows a later row of the same recording replaces
+// (a start row still queued when its final row comes: behind a slow
+// database, short calls then cost one row, not two). The replaced row's
+// waiter, if any, is answered with the later row's result.
+func latestRows(batch []rowRequest) []rowRequest {
+	last := make(map[string]int, len(batch))
+	for i, req := range batch {
+		last[req.rec.ID] = i
+	}
+	if len(last) == len(batch) {
+		return batch
+	}
+	out := batch[:0]
+	for i, req := range batch {
+		j := last[req.rec.ID]
+		if j == i {
+			out = append(out, req)
+			continue
+		}
+		if req.done != nil {
+			// Rare (a retried commit): keep it, in order, rather than merge waiters.
+			out = append(out, req)
+		}
+	}
+	return out
 }
 
 func (w *rowWriter) saveBatch(batch []rowRequest) {
