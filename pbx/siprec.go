@@ -41,6 +41,11 @@ import (
 // refuses costs the call nothing: Start fails within its timeout and the
 // call goes on unrecorded ("missing" in its CDR).
 //
+// A recorder in this process (RecorderConfig.Local) takes the same
+// sessions without SIP: Start opens its recording directly and the tap
+// hands it each packet by a call (LocalRecording.Packet), no socket, no
+// dialog, no BYE.
+//
 // Goroutines: Start runs on the call's owner goroutine. Tap runs on the
 // relay's two RTP readers, side A's on one and side B's on the other; each
 // touches only its own stream's buffer, so they share nothing but atomics.
@@ -56,6 +61,27 @@ type RecorderConfig struct {
 	// Timeout bounds Start: connecting, and waiting for the final answer.
 	// Default 2s.
 	Timeout time.Duration
+	// Local, if set, is a recorder in this process: sessions go to it
+	// directly and URI is not used.
+	Local LocalRecorder
+}
+
+// LocalRecorder is a recorder in this process (the one serve runs when
+// --recorder is empty). StartRecording opens the recording of a call that
+// was just answered and returns quickly; codec is the call's G.711 codec
+// ("PCMU" or "PCMA").
+type LocalRecorder interface {
+	StartRecording(info RecordingInfo, codec string) (LocalRecording, error)
+}
+
+// LocalRecording takes one call's forked packets. Packet runs on the
+// relay's reader of side (0 client, 1 manager): it must not block or keep
+// payload; pt is renumbered as over SIPREC (0 PCMU, 8 PCMA, 101
+// telephone-event). End ends the recording in order; it may run anywhere,
+// more than once.
+type LocalRecording interface {
+	Packet(side int, pt uint8, marker bool, seq uint16, ts, ssrc uint32, payload []byte)
+	End()
 }
 
 // DefaultRecordingTimeout is RecorderConfig.Timeout's default.
@@ -88,8 +114,9 @@ var (
 // SRC starts recording sessions for the calls of one Server.
 type SRC struct {
 	srv     *Server
-	uri     sip.Uri // the recorder, as the Request-URI
-	dest    string  // host:port the INVITE goes to
+	local   LocalRecorder // set: the in-process path, no SIP
+	uri     sip.Uri       // the recorder, as the Request-URI
+	dest    string        // host:port the INVITE goes to
 	timeout time.Duration
 	logger  *zap.Logger
 
@@ -114,6 +141,9 @@ type SRCStats struct {
 func NewSRC(s *Server, cfg RecorderConfig) (*SRC, error) {
 	if s == nil {
 		return nil, errors.New("pbx: NewSRC needs a Server")
+	}
+	if cfg.Local != nil {
+		return &SRC{srv: s, local: cfg.Local, logger: s.logger.Named("siprec")}, nil
 	}
 	var u sip.Uri
 	if err := sip.ParseUri(strings.TrimSpace(cfg.URI), &u); err != nil || u.Host == "" ||
@@ -238,6 +268,7 @@ func recordingFormats(codecs []media.Codec) ([]media.Codec, *[128]uint8) {
 // RecordingSession is one call's recording session with the recorder.
 type RecordingSession struct {
 	src     *SRC
+	local   LocalRecording // the in-process path; nil over SIPREC
 	callID  string
 	dlg     *dialog
 	logger  *zap.Logger
@@ -253,8 +284,8 @@ type RecordingSession struct {
 type tapStream struct {
 	conn    *net.UDPConn
 	dest    netip.AddrPort
-	on      bool // the recorder accepted it
-	buf     [1500]byte
+	on      bool   // the recorder accepted it
+	buf     []byte // SIPREC only: the packet as forked
 	packets atomic.Uint64
 }
 
@@ -280,6 +311,9 @@ func (r *SRC) Start(ctx context.Context, info RecordingInfo) (*RecordingSession,
 func (r *SRC) start(ctx context.Context, info RecordingInfo) (*RecordingSession, error) {
 	if err := info.validate(); err != nil {
 		return nil, err
+	}
+	if r.local != nil {
+		return r.startLocal(info)
 	}
 	cc := r.srv.calls
 	if cc == nil || cc.client == nil {
@@ -314,6 +348,7 @@ func (r *SRC) start(ctx context.Context, info RecordingInfo) (*RecordingSession,
 			return nil, fmt.Errorf("%w: no socket for the forked stream: %v", ErrRecorderUnavailable, err)
 		}
 		sess.streams[side].conn = conn
+		sess.streams[side].buf = make([]byte, 1500)
 		ports[side] = uint16(conn.LocalAddr().(*net.UDPAddr).Port)
 	}
 	sess.offer = recordingSDP(cc.publicIP, newSessionID(), ports, formats)
@@ -358,6 +393,23 @@ func (r *SRC) start(ctx context.Context, info RecordingInfo) (*RecordingSession,
 	ok = true
 	sess.logger.Info("recording session started", zap.Bool("client_stream", sess.streams[media.SideA].on),
 		zap.Bool("manager_stream", sess.streams[media.SideB].on))
+	return sess, nil
+}
+
+// startLocal opens the session with the recorder in this process.
+func (r *SRC) startLocal(info RecordingInfo) (*RecordingSession, error) {
+	formats, ptmap := recordingFormats(info.Codecs)
+	if len(formats) == 0 {
+		return nil, fmt.Errorf("%w: no G.711 codec on the call", ErrBadRecordingInfo)
+	}
+	rec, err := r.local.StartRecording(info, formats[0].Name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRecorderUnavailable, err)
+	}
+	sess := &RecordingSession{src: r, local: rec, callID: info.CallID, ptmap: ptmap, logger: r.logger}
+	for side := range sess.streams {
+		sess.streams[side].on = true
+	}
 	return sess, nil
 }
 
@@ -496,6 +548,13 @@ func (sess *RecordingSession) Tap(from media.Side, pkt *rtp.Packet) {
 	}
 	st := &sess.streams[from]
 	pt := sess.ptmap[pkt.PayloadType&0x7f]
+	if sess.local != nil {
+		if pt != 0xff {
+			sess.local.Packet(int(from), pt, pkt.Marker, pkt.SequenceNumber, pkt.Timestamp, pkt.SSRC, pkt.Payload)
+			st.packets.Add(1)
+		}
+		return
+	}
 	if !st.on || pt == 0xff || len(pkt.Payload)+12 > len(st.buf) {
 		return
 	}
@@ -522,8 +581,12 @@ func (sess *RecordingSession) Stop() {
 	}
 	sess.once.Do(func() {
 		sess.stopped.Store(true)
-		sess.closeSockets()
 		sess.src.active.Add(-1)
+		if sess.local != nil {
+			sess.local.End()
+			return
+		}
+		sess.closeSockets()
 		sess.src.srv.calls.dialogs.remove(sess.callID)
 		sess.byeLater()
 		sess.logger.Info("recording session stopped", zap.Uint64("client_packets", sess.streams[media.SideA].packets.Load()),

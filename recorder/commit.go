@@ -21,8 +21,8 @@ func (s *Server) commit(ctx context.Context, rec storage.Recording) bool {
 	log := s.logger.With(zap.String("recording_id", rec.ID), zap.String("call_id", rec.CallID))
 	var err error
 	for attempt, wait := 0, 500*time.Millisecond; attempt < 3; attempt, wait = attempt+1, 2*wait {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = s.catalog.SaveRecording(sctx, rec)
+		sctx, cancel := context.WithTimeout(ctx, 2*rowSaveTimeout)
+		err = s.rows.save(sctx, rec)
 		cancel()
 		if err == nil || errors.Is(err, storage.ErrInvalidRecording) {
 			break

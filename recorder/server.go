@@ -27,16 +27,21 @@ import (
 //
 //   - sipgo calls the handlers below on its own goroutines. onInvite builds
 //     a session completely (ports, file, journal entry) before it answers
-//     200 and starts the session's goroutines; until then nothing else can
-//     reach the session.
-//   - Each session has one reader goroutine per recorded stream (the only
-//     reader of that socket; it calls timeline.place) and one run goroutine
-//     that owns the file: it flushes, syncs and finally closes it. end only
-//     signals run; run closes the sockets, waits for the readers and
-//     finishes the recording.
-//   - A session stays in s.sessions until its run goroutine has committed
-//     it (row saved, event published, journal entry gone), so the journal
-//     sweeper never touches the file of a live or finishing session.
+//     200 and begins it; until then nothing else can reach the session.
+//     StartLocal does the same for the PBX in this process, without SIP.
+//   - A SIPREC session has one reader goroutine per recorded stream (the
+//     only reader of that socket; it calls timeline.place). A local session
+//     has none: the PBX's relay calls place through LocalSession.Packet.
+//   - No session has a goroutine of its own while it records: a few flush
+//     workers (flushLoop) tick every running session each FlushInterval,
+//     writing its final frames and queueing its syncs under its flushMu.
+//     end starts finish on a goroutine of its own once the session has
+//     begun; finish takes the file from the workers (finishing), closes
+//     the sockets, waits for the readers and commits the recording.
+//   - Rows go to the catalog through one rowWriter goroutine, in batches.
+//   - A session stays in s.sessions until finish has committed it (row
+//     saved, event published, journal entry gone), so the journal sweeper
+//     never touches the file of a live or finishing session.
 //   - Server.mu guards sessions and closing; never hold it while doing I/O.
 
 // ServerConfig configures the recording server. Zero fields take defaults.
@@ -68,6 +73,9 @@ type ServerConfig struct {
 const (
 	syncWorkers  = 4
 	syncQueueLen = 8192
+	// flushWorkers tick the running sessions; each tick of a session is a
+	// copy out of its jitter buffer and one write.
+	flushWorkers = 4
 )
 
 // Defaults of ServerConfig.
@@ -115,7 +123,7 @@ type Server struct {
 	catalog Catalog
 	events  EventSink
 	logger  *zap.Logger
-	journal journal
+	journal *journal
 	ports   *udpPorts
 	public  netip.Addr
 
@@ -139,6 +147,8 @@ type Server struct {
 	// time between syncs instead of stalling the recordings, and a
 	// thousand sessions do not tie up a thousand OS threads in fsync.
 	syncQueue chan *session
+
+	rows *rowWriter
 
 	stats struct {
 		started, refused, complete, partial, missing, recovered atomic.Uint64
@@ -200,7 +210,7 @@ func NewServer(cfg ServerConfig, blobs BlobStore, catalog Catalog, sink EventSin
 		cfg: cfg, blobs: blobs, catalog: catalog, events: sink, logger: logger, journal: j,
 		ports: newUDPPorts(listenIP, lo, hi), public: public.Unmap(),
 		ready: make(chan struct{}), sessions: map[string]*session{},
-		syncQueue: make(chan *session, syncQueueLen),
+		syncQueue: make(chan *session, syncQueueLen), rows: newRowWriter(catalog),
 	}
 	slogger := sipLogger(logger)
 	s.ua, err = sipgo.NewUA(
@@ -313,6 +323,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	udp, tcp := s.udp, s.tcp
 	defer s.ua.Close()
+	// Deferred first, so they stop last: sessions finishing at shutdown
+	// still flush and save their rows.
+	stopRows, stopFlush := make(chan struct{}), make(chan struct{})
+	var workers sync.WaitGroup
+	workers.Go(func() { s.rows.run(stopRows) })
+	workers.Go(func() { s.flushLoop(stopFlush) })
+	defer workers.Wait()
+	defer close(stopRows)
+	defer close(stopFlush)
 	// The first sweep repairs what a dead process left; it runs beside the
 	// new sessions (they are registered before their journal entries are
 	// written, so it never mistakes one for a leftover), so a database that
@@ -568,7 +587,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	res.AppendHeader(sip.NewHeader("Supported", "siprec"))
 	ct200 := sip.ContentTypeHeader("application/sdp")
 	res.AppendHeader(&ct200)
-	go ss.run()
+	ss.begin()
 	if err := tx.Respond(res); err != nil {
 		ss.logger.Warn("200 to the recording INVITE not sent", zap.Error(err))
 		ss.end(storage.RecordingPartial, "answer not sent", time.Now())
@@ -678,6 +697,52 @@ func (s *Server) syncWorker(stop <-chan struct{}) {
 			ss.syncFile()
 		case <-stop:
 			return
+		}
+	}
+}
+
+// flushLoop ticks every running session each FlushInterval on
+// flushWorkers goroutines, until stop is closed. A tick that takes longer
+// than the interval delays the next one (the jitter buffer holds a second
+// more than it needs; beyond that packets are counted as overruns).
+func (s *Server) flushLoop(stop <-chan struct{}) {
+	type job struct {
+		ss  *session
+		now time.Time
+	}
+	jobs := make(chan job, flushWorkers)
+	var busy sync.WaitGroup
+	for range flushWorkers {
+		go func() {
+			for j := range jobs {
+				j.ss.tick(j.now)
+				busy.Done()
+			}
+		}()
+	}
+	defer close(jobs)
+	ticker := time.NewTicker(s.cfg.FlushInterval)
+	defer ticker.Stop()
+	var live []*session
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-ticker.C:
+			live = live[:0]
+			s.mu.Lock()
+			for _, ss := range s.sessions {
+				if ss.running.Load() {
+					live = append(live, ss)
+				}
+			}
+			s.mu.Unlock()
+			busy.Add(len(live))
+			for _, ss := range live {
+				jobs <- job{ss, now}
+			}
+			busy.Wait()
+			clear(live)
 		}
 	}
 }

@@ -43,8 +43,13 @@ type session struct {
 	sessionID uint64
 	version   atomic.Uint64
 
-	written  int64 // data bytes in the file; run only
-	writeErr error // first file error; run only
+	// flushMu is held by whoever writes the file: a flush worker's tick,
+	// then finish (which sets finishing, after which no tick touches it).
+	flushMu   sync.Mutex
+	finishing bool      // guarded by flushMu
+	lastSync  time.Time // guarded by flushMu
+	written   int64     // data bytes in the file; guarded by flushMu
+	writeErr  error     // first file error; guarded by flushMu
 
 	// A sync worker syncs the file while run goes on writing; syncMu keeps
 	// finish from closing the file under a sync.
@@ -53,13 +58,16 @@ type session struct {
 	syncErr     atomic.Pointer[error]
 	closed      bool // guarded by syncMu
 	lastPacket  atomic.Int64
-	startSaved  chan struct{}
 
 	readers sync.WaitGroup
 	acked   chan struct{}
 	ackOnce sync.Once
-	endOnce sync.Once
-	endCh   chan endReason
+
+	// stateMu orders start and end: finish runs once both happened.
+	stateMu   sync.Mutex
+	started   bool
+	endReason *endReason
+	running   atomic.Bool // started and not finishing: flush workers tick it
 }
 
 type endReason struct {
@@ -71,40 +79,12 @@ type endReason struct {
 // newSession sets a recording up completely: sockets, file, journal entry
 // and our SDP answer. On error nothing is left behind.
 func (s *Server) newSession(req *sip.Request, offer recordingOffer, meta Metadata) (ss *session, err error) {
-	now := time.Now()
-	ss = &session{
-		srv: s, callID: req.CallID().Value(), localTag: sip.GenerateTagN(16), start: now,
-		sessionID: newSessionID(), acked: make(chan struct{}), endCh: make(chan endReason, 1),
-		startSaved: make(chan struct{}),
+	ss, err = s.registerSession(req.CallID().Value(), meta)
+	if err != nil {
+		return nil, err
 	}
+	ss.localTag = sip.GenerateTagN(16)
 	ss.remoteTag, _ = req.From().Params.Get("tag")
-	ss.rec = storage.Recording{
-		ID: uuid.NewString(), CallID: meta.CallID, ClientID: meta.ClientID, ManagerID: meta.ManagerID,
-		Direction: meta.Direction, Source: storage.SourceMaskPBX, Node: s.cfg.Node,
-		Status: storage.RecordingActive, StartedAt: now.UTC().Truncate(time.Microsecond), DTMF: []storage.DTMFEvent{},
-	}
-	if !meta.Ours() {
-		ss.rec.CallID, ss.rec.Source = uuid.NewString(), storage.SourceSIPREC
-	}
-	ss.logger = s.logger.With(zap.String("recording_id", ss.rec.ID), zap.String("call_id", ss.rec.CallID))
-	if ss.rec.ClientID != "" {
-		ss.logger = ss.logger.With(zap.String("client_id", ss.rec.ClientID))
-	}
-
-	// Registered before anything is written, so the journal sweeper never
-	// takes this recording for one of a dead process.
-	s.mu.Lock()
-	switch _, dup := s.sessions[ss.callID]; {
-	case s.closing:
-		s.mu.Unlock()
-		return nil, errClosing
-	case dup:
-		s.mu.Unlock()
-		return nil, errDuplicate
-	}
-	s.sessions[ss.callID] = ss
-	s.wg.Add(1)
-	s.mu.Unlock()
 	defer func() {
 		if err != nil {
 			ss.abandon()
@@ -172,6 +152,41 @@ func (s *Server) newSession(req *sip.Request, offer recordingOffer, meta Metadat
 	if err := s.journal.write(journalEntry{Stage: stageRecording, Recording: ss.rec}); err != nil {
 		return ss, fmt.Errorf("recorder: journal: %w", err)
 	}
+	return ss, nil
+}
+
+// registerSession makes a session's recording row and registers it under
+// key (the SIP Call-ID, or the call id of a local session), before
+// anything is written, so the journal sweeper never takes this recording
+// for one of a dead process. The caller sets it up and begins it, or
+// abandons and forgets it.
+func (s *Server) registerSession(key string, meta Metadata) (*session, error) {
+	now := time.Now()
+	ss := &session{srv: s, callID: key, start: now, sessionID: newSessionID(), acked: make(chan struct{})}
+	ss.rec = storage.Recording{
+		ID: uuid.NewString(), CallID: meta.CallID, ClientID: meta.ClientID, ManagerID: meta.ManagerID,
+		Direction: meta.Direction, Source: storage.SourceMaskPBX, Node: s.cfg.Node,
+		Status: storage.RecordingActive, StartedAt: now.UTC().Truncate(time.Microsecond), DTMF: []storage.DTMFEvent{},
+	}
+	if !meta.Ours() {
+		ss.rec.CallID, ss.rec.Source = uuid.NewString(), storage.SourceSIPREC
+	}
+	fields := []zap.Field{zap.String("recording_id", ss.rec.ID), zap.String("call_id", ss.rec.CallID)}
+	if ss.rec.ClientID != "" {
+		fields = append(fields, zap.String("client_id", ss.rec.ClientID))
+	}
+	ss.logger = s.logger.With(fields...)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch _, dup := s.sessions[key]; {
+	case s.closing:
+		return nil, errClosing
+	case dup:
+		return nil, errDuplicate
+	}
+	s.sessions[key] = ss
+	s.wg.Add(1)
 	return ss, nil
 }
 
@@ -244,9 +259,37 @@ func (ss *session) reanswer() []byte {
 	return buildAnswer(ss.offer, ss.srv.public, ss.ports, ss.sessionID, ss.version.Add(1))
 }
 
-// end asks run to finish the recording; only the first reason counts.
+// end finishes the recording (on a goroutine of its own) once it has
+// started; only the first reason counts.
 func (ss *session) end(status, why string, at time.Time) {
-	ss.endOnce.Do(func() { ss.endCh <- endReason{status: status, why: why, at: at} })
+	ss.stateMu.Lock()
+	defer ss.stateMu.Unlock()
+	if ss.endReason != nil {
+		return
+	}
+	ss.endReason = &endReason{status: status, why: why, at: at}
+	if ss.started {
+		go ss.finish(*ss.endReason)
+	}
+}
+
+// begin hands a session that is set up completely to the flush workers:
+// its readers start, its row is queued, and from now on end finishes it.
+func (ss *session) begin() {
+	for side, c := range ss.conns {
+		if c != nil {
+			ss.readers.Add(1)
+			go ss.read(side, c)
+		}
+	}
+	ss.srv.rows.saveLater(ss.rec)
+	ss.running.Store(true)
+	ss.stateMu.Lock()
+	defer ss.stateMu.Unlock()
+	ss.started = true
+	if r := ss.endReason; r != nil {
+		go ss.finish(*r)
+	}
 }
 
 // retransmitUntilAck resends our 200 over UDP (RFC 3261 §13.3.1.4) until
@@ -331,60 +374,41 @@ func (ss *session) flushTo(upTo int64) {
 	flushBuffers.Put(bp)
 }
 
-// run owns the file from the 200 on: it starts the readers, flushes final
-// frames, syncs, watches for idle streams and finishes the recording.
-func (ss *session) run() {
+// tick is one flush of a running session, on a flush worker: final frames
+// go to the file, a sync is queued every SyncInterval, and a write error or
+// a session without RTP for IdleTimeout ends the recording.
+func (ss *session) tick(now time.Time) {
 	s := ss.srv
-	defer s.forget(ss)
-	for side, c := range ss.conns {
-		if c != nil {
-			ss.readers.Add(1)
-			go ss.read(side, c)
+	ss.flushMu.Lock()
+	defer ss.flushMu.Unlock()
+	if ss.finishing {
+		return
+	}
+	ss.flushTo(framesSince(ss.start, now) - int64(jitterDelay)*SampleRate/int64(time.Second))
+	if ss.lastSync.IsZero() {
+		ss.lastSync = ss.start
+	}
+	if now.Sub(ss.lastSync) >= s.cfg.SyncInterval && ss.syncPending.CompareAndSwap(false, true) {
+		select {
+		case s.syncQueue <- ss:
+			ss.lastSync = now
+		default: // every worker busy and the queue full: next tick
+			ss.syncPending.Store(false)
 		}
 	}
-	go func() {
-		defer close(ss.startSaved)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.catalog.SaveRecording(ctx, ss.rec); err != nil {
-			ss.logger.Warn("recording row not saved at start; the journal keeps it", zap.Error(err))
-		}
-	}()
-
-	delay := int64(jitterDelay) * SampleRate / int64(time.Second)
-	flush := time.NewTicker(s.cfg.FlushInterval)
-	defer flush.Stop()
-	lastSync := ss.start
-	for {
-		select {
-		case now := <-flush.C:
-			ss.flushTo(framesSince(ss.start, now) - delay)
-			if now.Sub(lastSync) >= s.cfg.SyncInterval && ss.syncPending.CompareAndSwap(false, true) {
-				select {
-				case s.syncQueue <- ss:
-					lastSync = now
-				default: // every worker busy and the queue full: next tick
-					ss.syncPending.Store(false)
-				}
-			}
-			if err := ss.syncErr.Load(); err != nil && ss.writeErr == nil {
-				ss.writeErr = *err
-			}
-			if ss.writeErr != nil {
-				// Counted and logged once, by finish.
-				ss.end(storage.RecordingPartial, "write error", now)
-			}
-			last := ss.lastPacket.Load()
-			if last == 0 {
-				last = ss.start.UnixNano()
-			}
-			if now.Sub(time.Unix(0, last)) > s.cfg.IdleTimeout {
-				ss.end(storage.RecordingPartial, "no RTP", now)
-			}
-		case r := <-ss.endCh:
-			ss.finish(r)
-			return
-		}
+	if err := ss.syncErr.Load(); err != nil && ss.writeErr == nil {
+		ss.writeErr = *err
+	}
+	if ss.writeErr != nil {
+		// Counted and logged once, by finish.
+		ss.end(storage.RecordingPartial, "write error", now)
+	}
+	last := ss.lastPacket.Load()
+	if last == 0 {
+		last = ss.start.UnixNano()
+	}
+	if now.Sub(time.Unix(0, last)) > s.cfg.IdleTimeout {
+		ss.end(storage.RecordingPartial, "no RTP", now)
 	}
 }
 
@@ -392,6 +416,11 @@ func (ss *session) run() {
 // the header made final, the file synced and hashed, then committed.
 func (ss *session) finish(r endReason) {
 	s := ss.srv
+	defer s.forget(ss)
+	ss.running.Store(false)
+	ss.flushMu.Lock() // a tick under way ends first; none touches the file after
+	ss.finishing = true
+	ss.flushMu.Unlock()
 	for _, c := range ss.conns {
 		if c != nil {
 			c.Close()
@@ -439,13 +468,10 @@ func (ss *session) finish(r endReason) {
 	if err := s.journal.write(journalEntry{Stage: stageFinal, Recording: rec}); err != nil {
 		ss.logger.Error("journal not updated", zap.Error(err))
 	}
-	select {
-	case <-ss.startSaved:
-	case <-time.After(5 * time.Second):
-	}
 	ss.logger.Info("recording ended", zap.String("status", status), zap.String("why", r.why),
 		zap.Duration("duration", rec.Duration), zap.Uint64("packets", st.Packets), zap.Uint64("lost", st.Lost),
-		zap.Uint64("late", st.Late), zap.Uint64("reanchors", st.Reanchors), zap.Int("dtmf", len(dtmf)))
+		zap.Uint64("late", st.Late), zap.Uint64("overruns", st.Overruns), zap.Uint64("reanchors", st.Reanchors),
+		zap.Int("dtmf", len(dtmf)))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	s.commit(ctx, rec)

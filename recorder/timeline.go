@@ -30,7 +30,7 @@ const (
 	// ringFrames is the jitter buffer: frames not yet final. It must hold
 	// jitterDelay plus a flush interval with room to spare; a flusher
 	// stalled longer than that loses samples (counted as overruns).
-	ringFrames = 12000 // 1.5 s
+	ringFrames = 8000 // 1 s: 200 ms of jitter, a 250 ms flush interval, 550 ms for a late flush
 	// lateReanchor wholly late packets in a row re-anchor a stream.
 	lateReanchor = 3
 	// maxDTMF bounds the DTMF events kept per recording.

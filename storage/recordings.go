@@ -154,6 +154,42 @@ func (s *Store) SaveRecording(ctx context.Context, r Recording) error {
 	return nil
 }
 
+// SaveRecordings stores several recording rows (as SaveRecording, each
+// idempotent) in one transaction: one commit, one WAL flush, one pooled
+// connection for the lot, which is how the recorder keeps up with hundreds
+// of calls a second without crowding call routing out of the pool. An
+// invalid row fails the whole batch with ErrInvalidRecording before
+// anything is sent; the caller may then save the rows one by one.
+func (s *Store) SaveRecordings(ctx context.Context, rs []Recording) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, r := range rs {
+		if err := r.validate(); err != nil {
+			return err
+		}
+		dtmf := r.DTMF
+		if dtmf == nil {
+			dtmf = []DTMFEvent{}
+		}
+		raw, err := json.Marshal(dtmf)
+		if err != nil {
+			return err
+		}
+		b.Queue(saveRecording, r.ID, r.CallID, nullUUID(r.ClientID), nullUUID(r.ManagerID),
+			nullText(r.Direction), r.Source, r.Node, r.BlobKey, r.Codec, r.Status, r.StartedAt,
+			r.Duration.Milliseconds(), r.SizeBytes, r.SHA256, raw)
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
+	if code, _ := pgCode(err); code == pgUniqueViolation {
+		return fmt.Errorf("%w: blob key already used by another recording", ErrInvalidRecording)
+	} else if err != nil {
+		return fmt.Errorf("storage: save recordings: %w", err)
+	}
+	return nil
+}
+
 const recordingColumns = `id, call_id, coalesce(client_id::text, ''), coalesce(manager_id::text, ''),
 	coalesce(direction, ''), source, node, blob_key, codec, status, started_at, duration_ms, size_bytes, sha256,
 	dtmf, audio_deleted_at, updated_at`

@@ -232,11 +232,25 @@ func setupRecording(uri string, retentionDays int, dataDir string, sip *pbx.Serv
 				MaxAge: time.Duration(retentionDays) * 24 * time.Hour, Logger: logger.Named("retention")}
 		}
 	}
-	if r.SRC, err = pbx.NewSRC(sip, pbx.RecorderConfig{URI: uri}); err != nil {
+	cfg := pbx.RecorderConfig{URI: uri}
+	if r.server != nil {
+		// The relay hands packets straight to the recorder: no SIPREC
+		// dialog or UDP inside one process.
+		cfg.Local = localRecorder{r.server}
+	}
+	if r.SRC, err = pbx.NewSRC(sip, cfg); err != nil {
 		return nil, fmt.Errorf("--recorder: %w", err)
 	}
 	logger.Info("calls are recorded", zap.String("recorder", uri), zap.Bool("in_process", r.server != nil))
 	return r, nil
+}
+
+// localRecorder gives the PBX the in-process recorder's direct path.
+type localRecorder struct{ server *recorder.Server }
+
+func (l localRecorder) StartRecording(info pbx.RecordingInfo, codec string) (pbx.LocalRecording, error) {
+	return l.server.StartLocal(recorder.Metadata{CallID: info.CallID, Direction: info.Direction, ClientID: info.ClientID,
+		ClientCode: info.ClientCode, ManagerID: info.ManagerID}, codec)
 }
 
 // registerMetrics adds the recording counters: calls that went unrecorded
