@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maskpbx/maskpbx/internal/audio"
+	"github.com/maskpbx/maskpbx/internal/testenv"
+
 	"github.com/google/uuid"
 
 	"github.com/maskpbx/maskpbx/internal/events"
@@ -35,7 +38,7 @@ func TestLocalSession(t *testing.T) {
 	for i := range n {
 		for side := range 2 {
 			for j := range 160 {
-				payload[side][j] = LinearToULaw(int16(8000 * math.Sin(2*math.Pi*freqs[side]*float64(i*160+j)/SampleRate)))
+				payload[side][j] = audio.LinearToULaw(int16(8000 * math.Sin(2*math.Pi*freqs[side]*float64(i*160+j)/SampleRate)))
 			}
 			ls.Packet(side, localPCMU, i == 0, uint16(i), uint32(i*160), uint32(0x1000+side), payload[side])
 		}
@@ -56,27 +59,27 @@ func TestLocalSession(t *testing.T) {
 	p := readRecording(t, r, rec)
 	mid := len(p.Left) / 2
 	left, right := p.Left[mid-2000:mid+2000], p.Right[mid-2000:mid+2000]
-	if g := goertzel(left, freqs[0]); g < 0.8 {
+	if g := audio.ToneShare(left, freqs[0]); g < 0.8 {
 		t.Errorf("left channel: client tone %.2f", g)
 	}
-	if g := goertzel(left, freqs[1]); g > 0.05 {
+	if g := audio.ToneShare(left, freqs[1]); g > 0.05 {
 		t.Errorf("left channel: manager tone %.2f", g)
 	}
-	if g := goertzel(right, freqs[1]); g < 0.8 {
+	if g := audio.ToneShare(right, freqs[1]); g < 0.8 {
 		t.Errorf("right channel: manager tone %.2f", g)
 	}
-	eventually(t, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		for _, e := range r.evs.list() {
 			if e.Kind == events.RecordingReady && e.CallID == callID && e.ID == rec.ID {
 				return true
 			}
 		}
 		return false
-	})
-	eventually(t, func() bool {
+	}, "the local recording to finish")
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		entries, _, _ := r.srv.journal.list()
 		return len(entries) == 0
-	})
+	}, "the local recording to finish")
 }
 
 // TestLocalSessionCrash: a local recording whose process died is repaired
@@ -93,7 +96,7 @@ func TestLocalSessionCrash(t *testing.T) {
 	}
 	silence := make([]byte, 160)
 	for i := range silence {
-		silence[i] = LinearToALaw(0)
+		silence[i] = audio.LinearToALaw(0)
 	}
 	start := time.Now()
 	for i := 0; ; i++ {
