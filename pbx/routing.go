@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/storage"
@@ -28,6 +30,58 @@ type Router struct {
 	Regs    *Registrations
 
 	next atomic.Uint64 // round-robin cursor for new callers
+
+	managers managerList
+}
+
+// managersTTL is how long one read of the managers is reused across calls:
+// under load every call in needs it, and a query per call would queue
+// routing behind the pool. A stale list can't ring anyone it must not: only
+// managers with registered phones ring, and a dismissed manager's
+// registrations are removed at once; the client's assignment is read fresh
+// for every call.
+const managersTTL = time.Second
+
+// managerList is the managers as last read, shared by concurrent calls; one
+// call at a time reloads it (the others wait for that, or their context).
+type managerList struct {
+	loading chan struct{} // a token: who holds it reads the database
+	mu      sync.Mutex
+	list    []storage.Manager
+	readAt  time.Time
+}
+
+// get returns the managers, read at most managersTTL ago.
+func (l *managerList) get(ctx context.Context, store *storage.Store) ([]storage.Manager, error) {
+	l.mu.Lock()
+	if l.loading == nil {
+		l.loading = make(chan struct{}, 1)
+	}
+	list, fresh, loading := l.list, time.Since(l.readAt) < managersTTL, l.loading
+	l.mu.Unlock()
+	if fresh {
+		return list, nil
+	}
+	select {
+	case loading <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-loading }()
+	l.mu.Lock()
+	list, fresh = l.list, time.Since(l.readAt) < managersTTL
+	l.mu.Unlock()
+	if fresh { // another call read them while this one waited
+		return list, nil
+	}
+	list, err := store.Managers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.list, l.readAt = list, time.Now()
+	l.mu.Unlock()
+	return list, nil
 }
 
 // unknownCaller is how a caller with no usable caller id is shown.
@@ -37,7 +91,7 @@ const unknownCaller = "Unknown caller"
 // assigning a client for a number never seen before) and returns his ring
 // plan. An empty or anonymous number rings the fallback group only.
 func (r *Router) InboundRoute(ctx context.Context, callerNumber string) (Route, error) {
-	managers, err := r.Store.Managers(ctx)
+	managers, err := r.managers.get(ctx, r.Store)
 	if err != nil {
 		return Route{}, err
 	}
