@@ -35,6 +35,9 @@ type Config struct {
 	// Recorder is --recorder: empty records in this process, "off" not at all.
 	Recorder           string
 	RecordingRetention int // days; 0 keeps recordings forever
+	// PprofListen is --pprof-listen: where net/http/pprof is served; empty
+	// serves it nowhere.
+	PprofListen string
 }
 
 func newFlagSet(name string, c *Config) *flag.FlagSet {
@@ -61,6 +64,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.BoolVar(&c.Demo, "demo", false, "seed demo data (company number, two managers, three clients) if missing")
 	fs.StringVar(&c.Recorder, "recorder", "", `SIPREC recorder URI (sip:recorder@host:port;transport=tcp); empty runs one in this process, "off" records nothing`)
 	fs.IntVar(&c.RecordingRetention, "recording-retention", 0, "days to keep recording audio (in-process recorder); 0 keeps it forever")
+	fs.StringVar(&c.PprofListen, "pprof-listen", "", "address serving Go profiles (/debug/pprof/); empty: none. Never expose it beyond the host")
 	return fs
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -179,6 +180,14 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	g.Go(func() error { return cdrs.Run(gctx) })
 	g.Go(func() error { return rec.run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)
+	if cfg.PprofListen != "" {
+		ln, err := net.Listen("tcp", cfg.PprofListen)
+		if err != nil {
+			return fmt.Errorf("--pprof-listen: %w", err)
+		}
+		logger.Info("serving Go profiles", zap.String("pprof", ln.Addr().String()))
+		serveHTTP(g, gctx, pprofServer(), ln)
+	}
 	g.Go(func() error {
 		select {
 		case <-sip.Ready():
@@ -232,6 +241,18 @@ func (r registered) Registered(ctx context.Context, managerID string) (bool, err
 
 func (r registered) RemoveManager(ctx context.Context, managerID string) error {
 	return r.regs.RemoveManager(ctx, managerID)
+}
+
+// pprofServer serves net/http/pprof on a server of its own, apart from the
+// API (whose mux must not grow debug routes).
+func pprofServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 }
 
 // serveHTTP runs hs on ln in g and shuts it down gracefully when ctx ends.
