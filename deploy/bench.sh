@@ -357,7 +357,7 @@ done
 register_phone
 log "manager, $CLIENTS clients and the phone registered ($EXTRA_MANAGERS more managers, not registered)"
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-HEADER="maskpbx inbound-call benchmark  $(date -u '+%Y-%m-%d %H:%M UTC')  commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo '+changes')
+HEADER="maskpbx inbound-call benchmark  $(date -u '+%Y-%m-%d %H:%M UTC')  commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo '+changes')$([ "$BIN" = "$ROOT/bin/maskpbx" ] || echo "  binary $BIN")
 machine: $NCPU cores ($CPU_MODEL), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo) RAM; all on loopback: trunk $TRUNK_IP -> PBX $PBX_IP -> phone $PHONE_IP, SIP/UDP, PCMU
 PBX: one process (maskpbx serve: SIP, relay, embedded NATS, CDR writer), Postgres (fsync ${PG_FSYNC:-on}, pgx pool ${BENCH_PG_POOL:-default}) and both SIPp on the same $NCPU cores
 before the run the machine was ${BACKGROUND}% busy (of $((NCPU * 100))%) with other work$([ "$BACKGROUND" -le 20 ] || echo ': NUMBERS ARE LOW, rerun on a quiet machine')
@@ -694,7 +694,7 @@ RESULTS=$OUT/bench-results.txt
   echo "1) Concurrent calls, PCMU 20 ms both ways through the relay (CPU/RSS over ${RTP_CPU_S} s; loss and delay from a ${RTP_CAP_S} s loopback capture)"
   printf '%-6s %-5s %-5s %-6s %-8s %-8s %-5s %-8s %-7s %-7s %-7s %-5s %-5s %-4s %-5s %-5s %-5s %-7s %-7s %-6s %s\n' \
     calls up ok failed streams packets lost loss p50-ms p99-ms max-ms pbx% sipp% pg% host% idle peak KB/call stackKB gorout log-w/e
-  printf '%s\n' "${RTP_ROWS[@]}"
+  if [ ${#RTP_ROWS[@]} -gt 0 ]; then printf '%s\n' "${RTP_ROWS[@]}"; else echo "(not run: BENCH_RTP_CALLS is empty)"; fi
   k=$((${#MEM_UP[@]} - 1))
   if [ "$k" -ge 1 ] && [ "${MEM_UP[k]}" -gt "${MEM_UP[k - 1]}" ]; then
     awk -v n0="${MEM_UP[k - 1]}" -v n1="${MEM_UP[k]}" -v r0="${MEM_RSS[k - 1]}" -v r1="${MEM_RSS[k]}" \
@@ -702,7 +702,7 @@ RESULTS=$OUT/bench-results.txt
       'BEGIN { n = n1 - n0; printf "  from %d to %d calls, each added call took %.0f KB of RSS, %.0f KB of Go heap in use, %.0f KB of goroutine stacks\n",
         n0, n1, (r1 - r0) / n, (h1 - h0) / 1024 / n, (s1 - s0) / 1024 / n }'
   fi
-  printf '  %s\n' "${RTP_NOTES[@]}"
+  if [ ${#RTP_NOTES[@]} -gt 0 ]; then printf '  %s\n' "${RTP_NOTES[@]}"; fi
   echo
   echo "2) Signalling only: INVITE/200/ACK, $HOLD_MS ms, BYE; $CPS_SECONDS s of calls per step; pass = < 0.1% failed at >= 95% of the rate,"
   echo "   every successful call's finished CDR$(if_recording " and complete recording") within $CDR_DRAIN_S s of the step's end"
