@@ -163,6 +163,21 @@ host_pct() { awk -v a="$1" -v b="$2" -v n="$NCPU" 'BEGIN { split(a, x, " "); spl
   t = y[2] - x[2]; if (t <= 0) t = 1; printf "%.0f", 100 * n * (y[1] - x[1]) / t }'; }
 # metric NAME: a value from /metrics, 0 if the PBX does not answer in time.
 metric() { { curl -s --max-time 5 "$API/metrics" || true; } | awk -v m="$1" '$1 == m {v = $2} END {printf "%d\n", v}'; }
+# cdr_stats: the CDR writer's own view from /metrics, "BACKLOG_EVENTS BATCHES
+# BATCHED_EVENTS BATCH_MS" (the last three cumulative; zeros if absent).
+cdr_stats() {
+  { curl -s --max-time 5 "$API/metrics" || true; } | awk '$1 == "maskpbx_cdr_backlog_events" {b = $2}
+    $1 == "maskpbx_cdr_batch_events_count" {n = $2} $1 == "maskpbx_cdr_batch_events_sum" {e = $2}
+    $1 == "maskpbx_cdr_batch_seconds_sum" {s = $2} END {printf "%d %d %d %d\n", b, n, e, s * 1000}'
+}
+# batch_note "STATS_BEFORE" "STATS_AFTER": the writer's batches in between, in words.
+batch_note() {
+  local b0 n0 e0 m0 b1 n1 e1 m1
+  read -r b0 n0 e0 m0 <<<"$1"
+  read -r b1 n1 e1 m1 <<<"$2"
+  awk -v n=$((n1 - n0)) -v e=$((e1 - e0)) -v m=$((m1 - m0)) -v b="$b1" 'BEGIN { k = n > 0 ? n : 1;
+    printf "%d batches of %.0f events, %.0f ms each, %d events waiting", n, e / k, m / k, b }'
+}
 api() { # api METHOD PATH [JSON]
   local args=(-s --max-time 10 -X "$1" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json')
   [ $# -ge 3 ] && args+=(-d "$3")
@@ -462,7 +477,7 @@ start_phone no cps
 # cps_step RATE TAG LABEL: one signalling step; sets verdict and why (the
 # checks that failed, |-separated) and adds a table row.
 cps_step() {
-  local rate=$1 tag=$2 calls a r tt csv d0 d1 d2 v0 v2 t2 lag rlag left rleft drain cdr_rate events_rate pace why
+  local rate=$1 tag=$2 calls a r tt csv d0 d1 d2 v0 v2 w0 w2 t2 lag rlag left rleft drain cdr_rate events_rate pace why
   calls=$((rate * CPS_SECONDS))
   wait_idle 20
   # A failed step's leftovers are not this step's: give them time to clear.
@@ -473,7 +488,7 @@ cps_step() {
   fi
   log "CPS step: $rate calls/s, $calls calls of $HOLD_MS ms"
   l0=$(log_lines)
-  d0=$(cdrs_done) v0=$(metric maskpbx_cdr_events_applied_total)
+  d0=$(cdrs_done) v0=$(metric maskpbx_cdr_events_applied_total) w0=$(cdr_stats)
   c0=$(cpu_ticks "$PBX_PID") h0=$(host_ticks) g0=$(pg_ticks) p0=$(cpu_ticks "$PHONE_PID") t0=$(now_ns)
   start_trunk "$tag" no "$rate" "$calls" "$((rate * 10))" "$HOLD_MS" "$((CPS_SECONDS + HOLD_MS / 1000 + 40))"
   if [ "$PROFILE" = 1 ]; then # mid-step, while the calls are up
@@ -506,7 +521,7 @@ cps_step() {
   problems=$(log_problems "$l0")
   # The step is over: its CDRs and recordings have CDR_DRAIN_S to catch up.
   drain=$(wait_caught_up "$CDR_DRAIN_S")
-  t2=$(now_ns) d2=$(cdrs_done) v2=$(metric maskpbx_cdr_events_applied_total)
+  t2=$(now_ns) d2=$(cdrs_done) v2=$(metric maskpbx_cdr_events_applied_total) w2=$(cdr_stats)
   left=$(cdr_backlog) rleft=$(rec_backlog)
   if [ "$left" -gt 0 ] || [ "$rleft" -gt 0 ]; then drain=">$CDR_DRAIN_S"; fi
   if [ -n "$PROF_PID" ]; then
@@ -542,7 +557,7 @@ cps_step() {
     "$cpu" "$sipp_cpu" "$pg_cpu" "$host" "$cdr_rate" "$pace" "$lag" "$([ "$RECORDING" = yes ] && echo "$rlag" || echo -)" \
     "$drain" "$problems" "$verdict")")
   log "  -> ok $ok/$calls, failed $failed ($fail_pct%), $achieved calls/s, setup $setup ms, PBX CPU $cpu%, host $host%;" \
-    "CDR writer $cdr_rate calls/s ($events_rate events/s), $lag CDRs and $rlag recordings behind at the end, caught up in ${drain}s: $verdict"
+    "CDR writer $cdr_rate calls/s ($events_rate events/s; $(batch_note "$w0" "$w2")), $lag CDRs and $rlag recordings behind at the end, caught up in ${drain}s: $verdict"
 }
 
 for rate in $CPS_STEPS; do
@@ -624,7 +639,8 @@ if [ "$SOAK_S" -gt 0 ]; then
   log "soak: $SOAK_CPS calls/s for $SOAK_S s ($calls calls of $HOLD_MS ms, recording $RECORDING), PBX RSS every $SOAK_SAMPLE_S s"
   l0=$(log_lines) ok0=$CALLS_OK
   csv=$OUT/trunk-soak.csv
-  echo "t_s;rss_kb;calls_up;go_heap_inuse_bytes;goroutines;cdr_backlog;rec_backlog" >"$OUT/soak-samples.csv"
+  echo "t_s;rss_kb;calls_up;go_heap_inuse_bytes;goroutines;cdr_backlog;rec_backlog;writer_backlog_events;writer_batches;writer_batched_events;writer_batch_ms" >"$OUT/soak-samples.csv"
+  w0=$(cdr_stats)
   c0=$(cpu_ticks "$PBX_PID") h0=$(host_ticks) t0=$(now_ns)
   start_trunk soak no "$SOAK_CPS" "$calls" "$((SOAK_CPS * 10))" "$HOLD_MS" "$((SOAK_S + HOLD_MS / 1000 + 60))"
   next=$SOAK_SAMPLE_S ref_rss=0 end_rss=0 end_t=0 min_rss=0 max_rss=0 max_lag=0 max_rlag=0 samples=0
@@ -637,7 +653,7 @@ if [ "$SOAK_S" -gt 0 ]; then
       d=$(cdrs_done) rlag=0
       lag=$((done_now > d ? done_now - d : 0))
       if [ "$RECORDING" = yes ]; then d=$(recs_done); rlag=$((done_now > d ? done_now - d : 0)); fi
-      echo "$el;$r;$(metric maskpbx_calls_active);$(metric go_memstats_heap_inuse_bytes);$(metric go_goroutines);$lag;$rlag" >>"$OUT/soak-samples.csv"
+      echo "$el;$r;$(metric maskpbx_calls_active);$(metric go_memstats_heap_inuse_bytes);$(metric go_goroutines);$lag;$rlag;$(cdr_stats | tr ' ' ';')" >>"$OUT/soak-samples.csv"
       samples=$((samples + 1)) end_rss=$r end_t=$el
       if [ "$ref_rss" = 0 ] && [ "$el" -ge "$ref_at" ]; then
         ref_rss=$r ref_at=$el
@@ -678,13 +694,18 @@ if [ "$SOAK_S" -gt 0 ]; then
   if [ -n "$why" ]; then soak_verdict="FAIL (${why//|/, })"; fi
   SOAK_LINES+=("$SOAK_CPS calls/s for $SOAK_S s ($achieved achieved), $HOLD_MS ms calls, recording $RECORDING: $ok of $calls ok, $failed failed ($fail_pct%), mean setup $setup ms")
   SOAK_LINES+=("PBX RSS over $samples samples: $((ref_rss / 1024)) MB at ${ref_at} s (reference), $((end_rss / 1024)) MB at ${end_t} s ($growth%); min $((min_rss / 1024)) MB, max $((max_rss / 1024)) MB; $((after_rss / 1024)) MB once the calls ended")
-  SOAK_LINES+=("CDRs behind: at most $max_lag during the soak, $left ${CDR_DRAIN_S} s after it$(if_recording "; recordings behind: at most $max_rlag, $rleft ${CDR_DRAIN_S} s after it")")
+  SOAK_LINES+=("CDRs behind: at most $max_lag during the soak, $left ${CDR_DRAIN_S} s after it (CDR writer: $(batch_note "$w0" "$(cdr_stats)"))$(if_recording "; recordings behind: at most $max_rlag, $rleft ${CDR_DRAIN_S} s after it")")
   SOAK_LINES+=("PBX CPU $(pct_cpu "$c0" "$c1" "$t0" "$t1")%, machine $(host_pct "$h0" "$h1")% busy; $(log_problems "$l0") warnings/errors in the PBX log; samples: soak-samples.csv")
   log "  -> soak: RSS $((ref_rss / 1024)) MB at ${ref_at} s, $((end_rss / 1024)) MB at ${end_t} s ($growth%), CDRs behind at the end $left: $soak_verdict"
   stop_pid "$PHONE_PID" 3
   PHONE_PID=
 fi
 final_backlog=$(cdr_backlog) final_rec_backlog=$(rec_backlog)
+# What the CDRs say themselves: a call whose end never arrived, and calls
+# that ended otherwise than answered (SIPp may count one of those as a
+# success when the PBX did not).
+final_unended=$(sql "SELECT count(*) FROM cdrs WHERE ended_at IS NULL")
+final_other=$(sql "SELECT count(*) FROM cdrs WHERE ended_at IS NOT NULL AND disposition IS DISTINCT FROM 'answered'")
 
 # --- the table --------------------------------------------------------------------------------
 RESULTS=$OUT/bench-results.txt
@@ -728,7 +749,8 @@ RESULTS=$OUT/bench-results.txt
     printf '  %s\n' "${SOAK_LINES[@]}"
     echo "  result: $soak_verdict"
   fi
-  echo "at the end: $left_calls calls still up in the PBX, $final_backlog answered calls without a finished CDR$(if_recording ", $final_rec_backlog without a complete recording")"
+  echo "at the end: $left_calls calls still up in the PBX, $final_backlog answered calls without a finished CDR$(if_recording ", $final_rec_backlog without a complete recording");"
+  echo "  in cdrs: $final_unended calls without an end, $final_other ended otherwise than answered"
   echo
   echo "targets:"
   echo "  300 calls/s with < 0.1% failed:      $([ "$best_rate" -ge 300 ] && echo met || echo 'NOT met') (highest passing step: $best_rate calls/s)"

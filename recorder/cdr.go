@@ -90,8 +90,8 @@ func (w *CDRWriter) Run(ctx context.Context) error {
 //
 // Goroutines: the consumer's own goroutine hands each message to the
 // callback, which passes it to this goroutine through in; this goroutine
-// batches and writes. After stopping closes, the callback drops what it
-// holds (redelivered after AckWait).
+// batches and writes. After stopping closes, the callback naks what it
+// holds, so that it goes out again at once.
 func (w *CDRWriter) consume(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -123,6 +123,7 @@ func (w *CDRWriter) consume(ctx context.Context) error {
 		select {
 		case in <- msg:
 		case <-stopping:
+			w.nak(msg)
 		}
 	},
 		jetstream.PullMaxMessages(2*w.batchMax),
@@ -146,6 +147,9 @@ func (w *CDRWriter) consume(ctx context.Context) error {
 
 	batch := make([]jetstream.Msg, 0, w.batchMax)
 	for err == nil {
+		if err = ctx.Err(); err != nil { // before more messages, however many wait
+			break
+		}
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()
@@ -181,12 +185,17 @@ func (w *CDRWriter) consume(ctx context.Context) error {
 	for {
 		select {
 		case msg := <-in:
-			if err := msg.Nak(); err != nil {
-				w.logger.Debug("nak", zap.Error(err)) // AckWait redelivers it anyway
-			}
+			w.nak(msg)
 		default:
 			return err
 		}
+	}
+}
+
+// nak sends an unwritten message back for redelivery now.
+func (w *CDRWriter) nak(msg jetstream.Msg) {
+	if err := msg.Nak(); err != nil {
+		w.logger.Debug("nak", zap.Error(err)) // AckWait redelivers it anyway
 	}
 }
 
