@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/internal/events"
@@ -69,6 +70,10 @@ func BenchmarkCDRWriter(b *testing.B) {
 	b.ResetTimer()
 	start, cpu0 := time.Now(), processCPU()
 	w := NewCDRWriter(js, store, zap.NewNop())
+	reg := prometheus.NewRegistry()
+	if err := w.RegisterMetrics(reg); err != nil {
+		b.Fatal(err)
+	}
 	if v, _ := strconv.Atoi(os.Getenv("CDR_BENCH_BATCH")); v > 0 {
 		w.batchMax = v
 	}
@@ -105,6 +110,20 @@ func BenchmarkCDRWriter(b *testing.B) {
 	// On a shared machine the pace depends on what else runs; the CPU this
 	// process (writer and embedded NATS, not Postgres) spent per call does not.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/call")
+	fams, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range fams {
+		if h := f.GetMetric()[0].GetHistogram(); h != nil && h.GetSampleCount() > 0 {
+			switch f.GetName() {
+			case "maskpbx_cdr_batch_events":
+				b.ReportMetric(h.GetSampleSum()/float64(h.GetSampleCount()), "events/batch")
+			case "maskpbx_cdr_batch_seconds":
+				b.ReportMetric(1000*h.GetSampleSum()/float64(h.GetSampleCount()), "ms/batch")
+			}
+		}
+	}
 }
 
 // processCPU is the user and system CPU time this process has used.
