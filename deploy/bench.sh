@@ -11,10 +11,18 @@
 #      the packet the relay sends on (deploy/bench/rtpcap). CPU, RSS, Go heap
 #      and goroutine stacks are read from /proc and /metrics meanwhile.
 #   2. Signalling: 2 s calls at rising rates (BENCH_CPS_STEPS), BENCH_CPS_SECONDS
-#      of calls per step. A step passes with < 0.1% failed calls at >= 95% of
-#      the target rate; a failing step is run once more, and stepping stops
-#      at the first step that fails twice. CDR lag (call events -> Postgres)
-#      is tracked alongside.
+#      of calls per step. A step passes when everything keeps up: < 0.1%
+#      failed calls at >= 95% of the target rate, every successful call with
+#      its finished CDR and (recording on) its complete recording within 10 s
+#      of the step's end (BENCH_CDR_DRAIN_S). A failing step is run once
+#      more, and stepping stops at the first step that fails twice; the
+#      summary names the binding limit (calls/SIP, CDRs, recordings, CPU).
+#      BENCH_PROFILE=1 saves a 5 s CPU profile and a heap profile of the PBX
+#      from each step (--pprof-listen).
+#   3. Soak (BENCH_SOAK_SECONDS, off by default): BENCH_SOAK_CPS calls/s for
+#      that long, PBX RSS sampled every 10 s. It passes when RSS at the end is
+#      within 20% of RSS after the first minute, calls keep up and no CDR (or
+#      recording) is behind at the end.
 #
 # Calls are recorded as shipped (the recorder inside serve); BENCH_RECORDER=off
 # benchmarks without recording. deploy/bench/README.md lists every knob.
@@ -64,7 +72,16 @@ RTP_CAP_S=6  # s of packet capture
 CPS_STEPS=${BENCH_CPS_STEPS-"50 100 200 300 400 500 600 800 1000 1200 1500"}
 CPS_SECONDS=${BENCH_CPS_SECONDS:-10}
 HOLD_MS=${BENCH_HOLD_MS:-2000}
-CDR_DRAIN_S=${BENCH_CDR_DRAIN_S:-30} # at most this long for CDRs to catch up between steps
+# A step fails unless every successful call has its finished CDR and (with
+# recording on) its complete recording this long after the step's end.
+CDR_DRAIN_S=${BENCH_CDR_DRAIN_S:-10}
+SETTLE_S=60 # at most this long for a failed step's leftovers before the next step
+SOAK_S=${BENCH_SOAK_SECONDS:-0}
+SOAK_CPS=${BENCH_SOAK_CPS:-300}
+SOAK_SAMPLE_S=10
+PROFILE=${BENCH_PROFILE:-0}
+PPROF=$PBX_IP:16060 # --pprof-listen when BENCH_PROFILE=1
+RECORDING=$([ "$RECORDER" = off ] && echo no || echo yes)
 
 API=http://$HTTP
 HZ=$(getconf CLK_TCK)
@@ -92,8 +109,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # --- workspace and cleanup ------------------------------------------------------------
 WORK=$(mktemp -d /tmp/maskpbx-bench.XXXXXX)
 mkdir -p "$OUT"
-rm -f "$OUT"/*.csv "$OUT"/*.log "$OUT"/*.out "$OUT"/*.txt "$OUT"/*.pcap
-PBX_PID= PHONE_PID= TRUNK_PID= CAP_PID=
+rm -f "$OUT"/*.csv "$OUT"/*.log "$OUT"/*.out "$OUT"/*.txt "$OUT"/*.pcap "$OUT"/*.pprof
+PBX_PID= PHONE_PID= TRUNK_PID= CAP_PID= PROF_PID=
 
 stop_pid() { # stop_pid PID [seconds]: TERM, wait, KILL
   local pid=$1 n=$((${2:-5} * 10))
@@ -108,6 +125,7 @@ cleanup() {
   trap - EXIT INT TERM
   set +e
   stop_pid "$CAP_PID" 2
+  stop_pid "$PROF_PID" 2
   stop_pid "$TRUNK_PID" 2
   stop_pid "$PHONE_PID" 2
   stop_pid "$PBX_PID" 15
@@ -145,6 +163,21 @@ host_pct() { awk -v a="$1" -v b="$2" -v n="$NCPU" 'BEGIN { split(a, x, " "); spl
   t = y[2] - x[2]; if (t <= 0) t = 1; printf "%.0f", 100 * n * (y[1] - x[1]) / t }'; }
 # metric NAME: a value from /metrics, 0 if the PBX does not answer in time.
 metric() { { curl -s --max-time 5 "$API/metrics" || true; } | awk -v m="$1" '$1 == m {v = $2} END {printf "%d\n", v}'; }
+# cdr_stats: the CDR writer's own view from /metrics, "BACKLOG_EVENTS BATCHES
+# BATCHED_EVENTS BATCH_MS" (the last three cumulative; zeros if absent).
+cdr_stats() {
+  { curl -s --max-time 5 "$API/metrics" || true; } | awk '$1 == "maskpbx_cdr_backlog_events" {b = $2}
+    $1 == "maskpbx_cdr_batch_events_count" {n = $2} $1 == "maskpbx_cdr_batch_events_sum" {e = $2}
+    $1 == "maskpbx_cdr_batch_seconds_sum" {s = $2} END {printf "%d %d %d %d\n", b, n, e, s * 1000}'
+}
+# batch_note "STATS_BEFORE" "STATS_AFTER": the writer's batches in between, in words.
+batch_note() {
+  local b0 n0 e0 m0 b1 n1 e1 m1
+  read -r b0 n0 e0 m0 <<<"$1"
+  read -r b1 n1 e1 m1 <<<"$2"
+  awk -v n=$((n1 - n0)) -v e=$((e1 - e0)) -v m=$((m1 - m0)) -v b="$b1" 'BEGIN { k = n > 0 ? n : 1;
+    printf "%d batches of %.0f events, %.0f ms each, %d events waiting", n, e / k, m / k, b }'
+}
 api() { # api METHOD PATH [JSON]
   local args=(-s --max-time 10 -X "$1" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json')
   [ $# -ge 3 ] && args+=(-d "$3")
@@ -153,7 +186,8 @@ api() { # api METHOD PATH [JSON]
 json_id() { grep -o '"id":"[^"]*"' | head -n 1 | cut -d'"' -f4; }
 sql() { psql "$PSQL_URL" -Atqc "$1" 2>/dev/null || echo 0; }
 cdrs_done() { sql "SELECT count(*) FROM cdrs WHERE ended_at IS NOT NULL AND disposition = 'answered'"; }
-cdr_events() { sql "SELECT count(*) FROM cdr_events"; }
+recs_done() { sql "SELECT count(*) FROM recordings WHERE status = 'complete'"; }
+if_recording() { if [ "$RECORDING" = yes ]; then echo "$1"; fi; } # if_recording TEXT: TEXT when calls are recorded
 
 # stat_field CSV NAME: the named column of the last line of a SIPp -trace_stat file.
 stat_field() {
@@ -215,6 +249,7 @@ start_pbx() {
   MASKPBX_LOG_FORMAT=json \
   MASKPBX_ADMIN_TOKEN=$TOKEN \
   MASKPBX_RECORDER=$RECORDER \
+  MASKPBX_PPROF_LISTEN=$([ "$PROFILE" = 1 ] && echo "$PPROF") \
     "$BIN" serve >>"$OUT/maskpbx.log" 2>&1 &
   PBX_PID=$!
   local i
@@ -273,16 +308,33 @@ wait_idle() { # wait_idle SECONDS: until the PBX has no call
   log "the PBX still has $(metric maskpbx_calls_active) calls after ${1}s"
 }
 
-CALLS_OK=0 # successful calls so far: each must end up as a finished CDR
+CALLS_OK=0 # successful calls so far: each must end up as a finished CDR and, recorded, a complete recording
 cdr_backlog() { local d; d=$(cdrs_done); echo $((CALLS_OK > d ? CALLS_OK - d : 0)); }
-wait_cdrs() { # wait_cdrs SECONDS: until every successful call has its CDR; prints the seconds it took
-  local t0 i
-  t0=$(now_ns)
-  for i in $(seq 1 $(($1 * 2))); do
-    [ "$(cdr_backlog)" = 0 ] && break
-    sleep 0.5
+rec_backlog() {
+  [ "$RECORDING" = yes ] || { echo 0; return; }
+  local d; d=$(recs_done); echo $((CALLS_OK > d ? CALLS_OK - d : 0))
+}
+# wait_caught_up SECONDS: until every successful call has its finished CDR
+# and its complete recording (recording on), polled every 0.25 s; prints the
+# seconds it took.
+wait_caught_up() {
+  local t0 end
+  t0=$(now_ns) end=$(($(now_ns) + $1 * 1000000000))
+  while [ "$(now_ns)" -lt "$end" ]; do
+    [ "$(cdr_backlog)" = 0 ] && [ "$(rec_backlog)" = 0 ] && break
+    sleep 0.25
   done
   awk -v a="$t0" -v b="$(now_ns)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'
+}
+# per_s COUNT NS_BEFORE NS_AFTER: a count per second over that time.
+per_s() { awk -v n="$1" -v t0="$2" -v t1="$3" 'BEGIN { w = (t1 - t0) / 1e9; printf "%.0f", (w > 0 ? n / w : 0) }'; }
+# capture_profiles TAG DELAY_S: after DELAY_S, a 5 s CPU profile and then a
+# heap profile of the PBX into $OUT (BENCH_PROFILE=1).
+capture_profiles() {
+  sleep "$2"
+  curl -sf --max-time 20 -o "$OUT/cpu-$1.pprof" "http://$PPROF/debug/pprof/profile?seconds=5" \
+    || log "  no CPU profile for $1 (is --pprof-listen $PPROF served?)"
+  curl -sf --max-time 20 -o "$OUT/heap-$1.pprof" "http://$PPROF/debug/pprof/heap" || log "  no heap profile for $1"
 }
 
 # --- setup ------------------------------------------------------------------------------
@@ -320,11 +372,12 @@ done
 register_phone
 log "manager, $CLIENTS clients and the phone registered ($EXTRA_MANAGERS more managers, not registered)"
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-HEADER="maskpbx inbound-call benchmark  $(date -u '+%Y-%m-%d %H:%M UTC')  commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo '+changes')
+HEADER="maskpbx inbound-call benchmark  $(date -u '+%Y-%m-%d %H:%M UTC')  commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo '+changes')$([ "$BIN" = "$ROOT/bin/maskpbx" ] || echo "  binary $BIN")
 machine: $NCPU cores ($CPU_MODEL), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo) RAM; all on loopback: trunk $TRUNK_IP -> PBX $PBX_IP -> phone $PHONE_IP, SIP/UDP, PCMU
 PBX: one process (maskpbx serve: SIP, relay, embedded NATS, CDR writer), Postgres (fsync ${PG_FSYNC:-on}, pgx pool ${BENCH_PG_POOL:-default}) and both SIPp on the same $NCPU cores
 before the run the machine was ${BACKGROUND}% busy (of $((NCPU * 100))%) with other work$([ "$BACKGROUND" -le 20 ] || echo ': NUMBERS ARE LOW, rerun on a quiet machine')
 recording: $([ -z "$RECORDER" ] && echo "every answered call, by the recorder inside serve (stereo WAV under the data dir)" || echo "--recorder $RECORDER")
+checks: a CPS step passes with < 0.1% failed calls at >= 95% of the rate and every successful call's finished CDR$(if_recording " and complete recording") within ${CDR_DRAIN_S} s of the step's end
 data: 1 registered manager + $EXTRA_MANAGERS unregistered, $CLIENTS known clients calling in turn; ring timeout 5 s; relay ports $RTP_PORTS"
 
 # --- 1. media: concurrent relayed calls -----------------------------------------------------
@@ -418,16 +471,30 @@ PHONE_PID=
 # --- 2. signalling: calls per second ------------------------------------------------------
 CPS_ROWS=() CDR_PACE=()
 best_rate=0 first_fail= best_fast=0 prev_rate=0
+FAIL_WHY= FAIL_HOST=0 FAIL_PCT= FAIL_SETUP= FAIL_LEFT=0 FAIL_RLEFT=0 FAIL_PACE=-
+CDR_OK_RATE=0 CDR_FAILED_AT= CDR_MAX_PACE=0 # highest step whose CDRs kept up; first step whose did not; fastest catch-up
 start_phone no cps
-# cps_step RATE TAG: one signalling step; sets verdict and adds a table row.
+# cps_step RATE TAG LABEL: one signalling step; sets verdict and why (the
+# checks that failed, |-separated) and adds a table row.
 cps_step() {
-  local rate=$1 tag=$2 calls a r tt csv e0 e1 te0 te1 left
+  local rate=$1 tag=$2 calls a r tt csv d0 d1 d2 v0 v2 w0 w2 t2 lag rlag left rleft drain cdr_rate events_rate pace why
   calls=$((rate * CPS_SECONDS))
   wait_idle 20
+  # A failed step's leftovers are not this step's: give them time to clear.
+  wait_caught_up "$SETTLE_S" >/dev/null
+  a=$(cdr_backlog) r=$(rec_backlog)
+  if [ "$a" != 0 ] || [ "$r" != 0 ]; then
+    log "  still behind from before: $a CDRs, $r recordings (they count against this step)"
+  fi
   log "CPS step: $rate calls/s, $calls calls of $HOLD_MS ms"
   l0=$(log_lines)
+  d0=$(cdrs_done) v0=$(metric maskpbx_cdr_events_applied_total) w0=$(cdr_stats)
   c0=$(cpu_ticks "$PBX_PID") h0=$(host_ticks) g0=$(pg_ticks) p0=$(cpu_ticks "$PHONE_PID") t0=$(now_ns)
   start_trunk "$tag" no "$rate" "$calls" "$((rate * 10))" "$HOLD_MS" "$((CPS_SECONDS + HOLD_MS / 1000 + 40))"
+  if [ "$PROFILE" = 1 ]; then # mid-step, while the calls are up
+    capture_profiles "$tag" "$((CPS_SECONDS > 7 ? CPS_SECONDS / 2 - 2 : 1))" &
+    PROF_PID=$!
+  fi
   peak_calls=0 peak_rss=0 trunk_ticks=0
   while kill -0 "$TRUNK_PID" 2>/dev/null; do
     a=$(metric maskpbx_calls_active); [ "$a" -gt "$peak_calls" ] && peak_calls=$a
@@ -437,6 +504,7 @@ cps_step() {
   done
   wait_trunk 5
   c1=$(cpu_ticks "$PBX_PID") h1=$(host_ticks) g1=$(pg_ticks) p1=$(cpu_ticks "$PHONE_PID") t1=$(now_ns)
+  d1=$(cdrs_done)
   csv=$OUT/trunk-$tag.csv
   ok=$(stat_field "$csv" 'SuccessfulCall(C)')
   CALLS_OK=$((CALLS_OK + ok))
@@ -449,29 +517,47 @@ cps_step() {
   sipp_cpu=$(pct_cpu "$p0" "$((p1 + trunk_ticks))" "$t0" "$t1")
   host=$(host_pct "$h0" "$h1")
   pg_cpu=$(pct_cpu "$g0" "$g1" "$t0" "$t1")
-  backlog=$(cdr_backlog)
+  lag=$(cdr_backlog) rlag=$(rec_backlog)
   problems=$(log_problems "$l0")
-  # Let the CDR writer catch up before the next step; its pace while it
-  # catches up alone is its throughput.
-  e0=$(cdr_events) te0=$(now_ns)
-  drain=$(wait_cdrs "$CDR_DRAIN_S")
-  e1=$(cdr_events) te1=$(now_ns)
-  left=$(cdr_backlog)
-  [ "$left" -gt 0 ] && drain=">$CDR_DRAIN_S"
-  if [ "$backlog" -gt 200 ]; then
-    CDR_PACE+=("$(awk -v a="$e0" -v b="$e1" -v t0="$te0" -v t1="$te1" 'BEGIN { printf "%.0f", (b - a) / ((t1 - t0) / 1e9) }')")
+  # The step is over: its CDRs and recordings have CDR_DRAIN_S to catch up.
+  drain=$(wait_caught_up "$CDR_DRAIN_S")
+  t2=$(now_ns) d2=$(cdrs_done) v2=$(metric maskpbx_cdr_events_applied_total) w2=$(cdr_stats)
+  left=$(cdr_backlog) rleft=$(rec_backlog)
+  if [ "$left" -gt 0 ] || [ "$rleft" -gt 0 ]; then drain=">$CDR_DRAIN_S"; fi
+  if [ -n "$PROF_PID" ]; then
+    wait "$PROF_PID" 2>/dev/null || true
+    PROF_PID=
   fi
+  # The CDR writer's pace: finished CDRs per second while the calls came,
+  # call events per second over the step and its catch-up, and (only a
+  # backlog shows what it can do) finished CDRs per second while it caught
+  # up alone.
+  cdr_rate=$(per_s $((d1 - d0)) "$t0" "$t1")
+  events_rate=$(per_s $((v2 - v0)) "$t0" "$t2")
+  pace=-
+  if [ "$lag" -gt 200 ]; then
+    pace=$(per_s $((d2 - d1)) "$t1" "$t2")
+    CDR_PACE+=("$pace")
+    if [ "$pace" -gt "$CDR_MAX_PACE" ]; then CDR_MAX_PACE=$pace; fi
+  fi
+  if [ "$left" = 0 ] && [ "$rate" -gt "$CDR_OK_RATE" ]; then CDR_OK_RATE=$rate; fi
+  if [ "$left" -gt 0 ] && [ -z "$CDR_FAILED_AT" ]; then CDR_FAILED_AT=$rate; fi
+  why=
+  if [ $((failed * 1000)) -ge "$calls" ]; then why+="|calls failed"; fi
+  if awk -v a="$achieved" -v r="$rate" 'BEGIN { exit !(a < 0.95 * r) }'; then why+="|rate not offered"; fi
+  if [ "$left" -gt 0 ]; then why+="|CDRs behind"; fi
+  if [ "$rleft" -gt 0 ]; then why+="|recordings behind"; fi
+  if ! kill -0 "$PBX_PID" 2>/dev/null; then why+="|maskpbx died"; fi
+  why=${why#|}
   verdict=pass
-  if [ $((failed * 1000)) -ge "$calls" ]; then
-    verdict="FAIL (calls failed)"
-  elif awk -v a="$achieved" -v r="$rate" 'BEGIN { exit !(a < 0.95 * r) }'; then
-    verdict="FAIL (rate not offered)"
-  fi
-  kill -0 "$PBX_PID" 2>/dev/null || verdict="FAIL (maskpbx died)"
-  CPS_ROWS+=("$(printf '%-6s %-8s %-6s %-6s %-6s %-7s %-6s %-7s %-5s %-6s %-5s %-5s %-4s %-5s %-7s %-7s %-7s %s' \
+  if [ -n "$why" ]; then verdict="FAIL (${why//|/, })"; fi
+  STEP_WHY=$why STEP_HOST=$host STEP_PCT=$fail_pct STEP_SETUP=$setup STEP_LEFT=$left STEP_RLEFT=$rleft STEP_PACE=$pace
+  CPS_ROWS+=("$(printf '%-6s %-8s %-6s %-6s %-6s %-7s %-6s %-7s %-5s %-6s %-5s %-5s %-4s %-5s %-6s %-7s %-7s %-7s %-7s %-7s %s' \
     "$3" "$achieved" "$calls" "$ok" "$failed" "$fail_pct" "$setup" "$retrans" "$peak_calls" "$((peak_rss / 1024))" \
-    "$cpu" "$sipp_cpu" "$pg_cpu" "$host" "$backlog" "$drain" "$problems" "$verdict")")
-  log "  -> ok $ok/$calls, failed $failed ($fail_pct%), $achieved calls/s, setup $setup ms, PBX CPU $cpu%, host $host%, CDRs behind by $backlog, caught up in ${drain}s: $verdict"
+    "$cpu" "$sipp_cpu" "$pg_cpu" "$host" "$cdr_rate" "$pace" "$lag" "$([ "$RECORDING" = yes ] && echo "$rlag" || echo -)" \
+    "$drain" "$problems" "$verdict")")
+  log "  -> ok $ok/$calls, failed $failed ($fail_pct%), $achieved calls/s, setup $setup ms, PBX CPU $cpu%, host $host%;" \
+    "CDR writer $cdr_rate calls/s ($events_rate events/s; $(batch_note "$w0" "$w2")), $lag CDRs and $rlag recordings behind at the end, caught up in ${drain}s: $verdict"
 }
 
 for rate in $CPS_STEPS; do
@@ -483,6 +569,8 @@ for rate in $CPS_STEPS; do
   fi
   if [ "$verdict" != pass ]; then
     first_fail=$rate
+    FAIL_WHY=$STEP_WHY FAIL_HOST=$STEP_HOST FAIL_PCT=$STEP_PCT FAIL_SETUP=$STEP_SETUP
+    FAIL_LEFT=$STEP_LEFT FAIL_RLEFT=$STEP_RLEFT FAIL_PACE=$STEP_PACE
     break
   fi
   best_rate=$rate
@@ -494,7 +582,130 @@ wait_idle 20
 left_calls=$(metric maskpbx_calls_active)
 stop_pid "$PHONE_PID" 3
 PHONE_PID=
-final_backlog=$(cdr_backlog)
+
+# binding_limit: what stopped the stepping, in words.
+binding_limit() {
+  if [ -z "$first_fail" ]; then
+    echo "none found: every step passed, up to $best_rate calls/s (add steps with BENCH_CPS_STEPS)"
+    return
+  fi
+  local parts=() reasons w limit
+  IFS='|' read -r -a reasons <<<"$FAIL_WHY"
+  for w in "${reasons[@]}"; do
+    case $w in
+    "calls failed") parts+=("calls/SIP: $FAIL_PCT% of the calls failed, mean setup $FAIL_SETUP ms") ;;
+    "rate not offered") parts+=("SIPp could not offer the rate") ;;
+    "CDRs behind") parts+=("CDRs: $FAIL_LEFT answered calls without a finished CDR ${CDR_DRAIN_S} s after the step (writer pace while catching up: $FAIL_PACE calls/s)") ;;
+    "recordings behind") parts+=("recordings: $FAIL_RLEFT answered calls without a complete recording ${CDR_DRAIN_S} s after the step") ;;
+    *) parts+=("$w") ;;
+    esac
+  done
+  # The first check that failed names the limit, unless the machine had no
+  # CPU left: then every check suffers from that.
+  limit=${reasons[0]}
+  case $limit in
+  "calls failed") limit=calls/SIP ;;
+  "CDRs behind") limit=CDRs ;;
+  "recordings behind") limit=recordings ;;
+  "rate not offered") limit=CPU ;;
+  esac
+  if [ "$FAIL_HOST" -ge $((NCPU * 90)) ]; then limit=CPU; fi
+  printf '%s at %s calls/s (machine %s%% busy of %s%%): %s\n' "$limit" "$first_fail" "$FAIL_HOST" "$((NCPU * 100))" \
+    "$(IFS=';'; echo "${parts[*]}" | sed 's/;/; /g')"
+}
+
+# cdr_target: met when the CDRs kept up at a step of 1500 calls/s or more, or
+# the writer caught up that fast alone; not shown when no step got there.
+cdr_target() {
+  if [ "$CDR_OK_RATE" -ge 1500 ] || [ "$CDR_MAX_PACE" -ge 1500 ]; then
+    echo met
+  elif [ -n "$CDR_FAILED_AT" ]; then
+    echo "NOT met"
+  else
+    echo "not shown"
+  fi
+}
+
+# --- 3. soak: a steady rate for a long time -----------------------------------------------
+SOAK_LINES=() soak_verdict="not run (BENCH_SOAK_SECONDS)"
+if [ "$SOAK_S" -gt 0 ]; then
+  start_phone no soak
+  wait_idle 20
+  wait_caught_up "$SETTLE_S" >/dev/null
+  calls=$((SOAK_CPS * SOAK_S))
+  # RSS "after the first minute" is the reference; a short soak takes its middle.
+  ref_at=$((SOAK_S >= 120 ? 60 : (SOAK_S / 2 / SOAK_SAMPLE_S) * SOAK_SAMPLE_S))
+  [ "$ref_at" -ge "$SOAK_SAMPLE_S" ] || ref_at=$SOAK_SAMPLE_S
+  log "soak: $SOAK_CPS calls/s for $SOAK_S s ($calls calls of $HOLD_MS ms, recording $RECORDING), PBX RSS every $SOAK_SAMPLE_S s"
+  l0=$(log_lines) ok0=$CALLS_OK
+  csv=$OUT/trunk-soak.csv
+  echo "t_s;rss_kb;calls_up;go_heap_inuse_bytes;goroutines;cdr_backlog;rec_backlog;writer_backlog_events;writer_batches;writer_batched_events;writer_batch_ms" >"$OUT/soak-samples.csv"
+  w0=$(cdr_stats)
+  c0=$(cpu_ticks "$PBX_PID") h0=$(host_ticks) t0=$(now_ns)
+  start_trunk soak no "$SOAK_CPS" "$calls" "$((SOAK_CPS * 10))" "$HOLD_MS" "$((SOAK_S + HOLD_MS / 1000 + 60))"
+  next=$SOAK_SAMPLE_S ref_rss=0 end_rss=0 end_t=0 min_rss=0 max_rss=0 max_lag=0 max_rlag=0 samples=0
+  while kill -0 "$TRUNK_PID" 2>/dev/null; do
+    el=$((($(now_ns) - t0) / 1000000000))
+    if [ "$el" -ge "$next" ] && [ "$el" -le "$SOAK_S" ]; then
+      r=$(rss_kb "$PBX_PID")
+      # Backlogs against the calls SIPp completed so far.
+      done_now=$((ok0 + $(stat_field "$csv" 'SuccessfulCall(C)')))
+      d=$(cdrs_done) rlag=0
+      lag=$((done_now > d ? done_now - d : 0))
+      if [ "$RECORDING" = yes ]; then d=$(recs_done); rlag=$((done_now > d ? done_now - d : 0)); fi
+      echo "$el;$r;$(metric maskpbx_calls_active);$(metric go_memstats_heap_inuse_bytes);$(metric go_goroutines);$lag;$rlag;$(cdr_stats | tr ' ' ';')" >>"$OUT/soak-samples.csv"
+      samples=$((samples + 1)) end_rss=$r end_t=$el
+      if [ "$ref_rss" = 0 ] && [ "$el" -ge "$ref_at" ]; then
+        ref_rss=$r ref_at=$el
+        if [ "$PROFILE" = 1 ]; then curl -sf --max-time 20 -o "$OUT/heap-soak-ref.pprof" "http://$PPROF/debug/pprof/heap" || true; fi
+      fi
+      if [ "$min_rss" = 0 ] || [ "$r" -lt "$min_rss" ]; then min_rss=$r; fi
+      if [ "$r" -gt "$max_rss" ]; then max_rss=$r; fi
+      if [ "$lag" -gt "$max_lag" ]; then max_lag=$lag; fi
+      if [ "$rlag" -gt "$max_rlag" ]; then max_rlag=$rlag; fi
+      next=$((next + SOAK_SAMPLE_S))
+      if [ "$PROFILE" = 1 ] && [ "$next" -gt "$SOAK_S" ]; then
+        curl -sf --max-time 20 -o "$OUT/heap-soak-end.pprof" "http://$PPROF/debug/pprof/heap" || true
+      fi
+    fi
+    sleep 1
+  done
+  wait_trunk 5
+  c1=$(cpu_ticks "$PBX_PID") h1=$(host_ticks) t1=$(now_ns)
+  ok=$(stat_field "$csv" 'SuccessfulCall(C)')
+  CALLS_OK=$((CALLS_OK + ok))
+  failed=$((calls - ok))
+  fail_pct=$(awk -v f="$failed" -v n="$calls" 'BEGIN { printf "%.3f", 100 * f / n }')
+  achieved=$(created_rate "$csv" "$calls")
+  setup=$(stat_ms "$(stat_field "$csv" 'ResponseTimesetup(C)')")
+  drain=$(wait_caught_up "$CDR_DRAIN_S")
+  left=$(cdr_backlog) rleft=$(rec_backlog)
+  after_rss=$(rss_kb "$PBX_PID")
+  growth=$(awk -v a="$ref_rss" -v b="$end_rss" 'BEGIN { printf "%+.1f", (a > 0 ? 100 * (b - a) / a : 0) }')
+  why=
+  if [ "$ref_rss" = 0 ] || awk -v a="$ref_rss" -v b="$end_rss" 'BEGIN { exit !(b > 1.2 * a) }'; then why+="|RSS grew more than 20%"; fi
+  if [ "$left" -gt 0 ]; then why+="|CDRs behind"; fi
+  if [ "$rleft" -gt 0 ]; then why+="|recordings behind"; fi
+  if [ $((failed * 1000)) -ge "$calls" ]; then why+="|calls failed"; fi
+  if awk -v a="$achieved" -v r="$SOAK_CPS" 'BEGIN { exit !(a < 0.95 * r) }'; then why+="|rate not offered"; fi
+  if ! kill -0 "$PBX_PID" 2>/dev/null; then why+="|maskpbx died"; fi
+  why=${why#|}
+  soak_verdict=pass
+  if [ -n "$why" ]; then soak_verdict="FAIL (${why//|/, })"; fi
+  SOAK_LINES+=("$SOAK_CPS calls/s for $SOAK_S s ($achieved achieved), $HOLD_MS ms calls, recording $RECORDING: $ok of $calls ok, $failed failed ($fail_pct%), mean setup $setup ms")
+  SOAK_LINES+=("PBX RSS over $samples samples: $((ref_rss / 1024)) MB at ${ref_at} s (reference), $((end_rss / 1024)) MB at ${end_t} s ($growth%); min $((min_rss / 1024)) MB, max $((max_rss / 1024)) MB; $((after_rss / 1024)) MB once the calls ended")
+  SOAK_LINES+=("CDRs behind: at most $max_lag during the soak, $left ${CDR_DRAIN_S} s after it (CDR writer: $(batch_note "$w0" "$(cdr_stats)"))$(if_recording "; recordings behind: at most $max_rlag, $rleft ${CDR_DRAIN_S} s after it")")
+  SOAK_LINES+=("PBX CPU $(pct_cpu "$c0" "$c1" "$t0" "$t1")%, machine $(host_pct "$h0" "$h1")% busy; $(log_problems "$l0") warnings/errors in the PBX log; samples: soak-samples.csv")
+  log "  -> soak: RSS $((ref_rss / 1024)) MB at ${ref_at} s, $((end_rss / 1024)) MB at ${end_t} s ($growth%), CDRs behind at the end $left: $soak_verdict"
+  stop_pid "$PHONE_PID" 3
+  PHONE_PID=
+fi
+final_backlog=$(cdr_backlog) final_rec_backlog=$(rec_backlog)
+# What the CDRs say themselves: a call whose end never arrived, and calls
+# that ended otherwise than answered (SIPp may count one of those as a
+# success when the PBX did not).
+final_unended=$(sql "SELECT count(*) FROM cdrs WHERE ended_at IS NULL")
+final_other=$(sql "SELECT count(*) FROM cdrs WHERE ended_at IS NOT NULL AND disposition IS DISTINCT FROM 'answered'")
 
 # --- the table --------------------------------------------------------------------------------
 RESULTS=$OUT/bench-results.txt
@@ -504,7 +715,7 @@ RESULTS=$OUT/bench-results.txt
   echo "1) Concurrent calls, PCMU 20 ms both ways through the relay (CPU/RSS over ${RTP_CPU_S} s; loss and delay from a ${RTP_CAP_S} s loopback capture)"
   printf '%-6s %-5s %-5s %-6s %-8s %-8s %-5s %-8s %-7s %-7s %-7s %-5s %-5s %-4s %-5s %-5s %-5s %-7s %-7s %-6s %s\n' \
     calls up ok failed streams packets lost loss p50-ms p99-ms max-ms pbx% sipp% pg% host% idle peak KB/call stackKB gorout log-w/e
-  printf '%s\n' "${RTP_ROWS[@]}"
+  if [ ${#RTP_ROWS[@]} -gt 0 ]; then printf '%s\n' "${RTP_ROWS[@]}"; else echo "(not run: BENCH_RTP_CALLS is empty)"; fi
   k=$((${#MEM_UP[@]} - 1))
   if [ "$k" -ge 1 ] && [ "${MEM_UP[k]}" -gt "${MEM_UP[k - 1]}" ]; then
     awk -v n0="${MEM_UP[k - 1]}" -v n1="${MEM_UP[k]}" -v r0="${MEM_RSS[k - 1]}" -v r1="${MEM_RSS[k]}" \
@@ -512,34 +723,50 @@ RESULTS=$OUT/bench-results.txt
       'BEGIN { n = n1 - n0; printf "  from %d to %d calls, each added call took %.0f KB of RSS, %.0f KB of Go heap in use, %.0f KB of goroutine stacks\n",
         n0, n1, (r1 - r0) / n, (h1 - h0) / 1024 / n, (s1 - s0) / 1024 / n }'
   fi
-  printf '  %s\n' "${RTP_NOTES[@]}"
+  if [ ${#RTP_NOTES[@]} -gt 0 ]; then printf '  %s\n' "${RTP_NOTES[@]}"; fi
   echo
-  echo "2) Signalling only: INVITE/200/ACK, $HOLD_MS ms, BYE; $CPS_SECONDS s of calls per step; pass = < 0.1% failed at >= 95% of the rate"
-  printf '%-6s %-8s %-6s %-6s %-6s %-7s %-6s %-7s %-5s %-6s %-5s %-5s %-4s %-5s %-7s %-7s %-7s %s\n' \
-    cps achieved calls ok failed fail% setup retrans peak rss-MB pbx% sipp% pg% host% cdr-lag catchup log-w/e result
-  printf '%s\n' "${CPS_ROWS[@]}"
+  echo "2) Signalling only: INVITE/200/ACK, $HOLD_MS ms, BYE; $CPS_SECONDS s of calls per step; pass = < 0.1% failed at >= 95% of the rate,"
+  echo "   every successful call's finished CDR$(if_recording " and complete recording") within $CDR_DRAIN_S s of the step's end"
+  printf '%-6s %-8s %-6s %-6s %-6s %-7s %-6s %-7s %-5s %-6s %-5s %-5s %-4s %-5s %-6s %-7s %-7s %-7s %-7s %-7s %s\n' \
+    cps achieved calls ok failed fail% setup retrans peak rss-MB pbx% sipp% pg% host% cdr/s drain/s cdr-lag rec-lag catchup log-w/e result
+  if [ ${#CPS_ROWS[@]} -gt 0 ]; then printf '%s\n' "${CPS_ROWS[@]}"; fi
   if [ -n "$first_fail" ]; then
     echo "highest passing rate: $best_rate calls/s (first failing step: $first_fail calls/s)"
   else
     echo "highest passing rate: $best_rate calls/s (every step passed; add steps with BENCH_CPS_STEPS)"
   fi
+  echo "binding limit: $(binding_limit)"
   echo "highest rate passing with a mean setup time under 200 ms at every step up to it: $best_fast calls/s"
   if [ ${#CDR_PACE[@]} -gt 0 ]; then
-    echo "CDR writer pace while catching up alone: $(printf '%s ' "${CDR_PACE[@]}")call events/s (3 events per answered call)"
+    echo "CDR writer pace while catching up alone (steps that left > 200 CDRs behind): $(printf '%s ' "${CDR_PACE[@]}")calls/s"
   fi
-  echo "at the end: $left_calls calls still up in the PBX, $final_backlog answered calls without a finished CDR"
+  if [ "$PROFILE" = 1 ]; then
+    echo "profiles: cpu-<step>.pprof (5 s, mid-step) and heap-<step>.pprof in $OUT (go tool pprof -top bin/maskpbx $OUT/cpu-cps-400.pprof)"
+  fi
+  if [ "$SOAK_S" -gt 0 ]; then
+    echo
+    echo "3) Soak: a steady rate for $SOAK_S s; pass = PBX RSS at the end within 20% of RSS after the first minute, no CDR$(if_recording " or recording") behind ${CDR_DRAIN_S} s after it, < 0.1% failed"
+    printf '  %s\n' "${SOAK_LINES[@]}"
+    echo "  result: $soak_verdict"
+  fi
+  echo "at the end: $left_calls calls still up in the PBX, $final_backlog answered calls without a finished CDR$(if_recording ", $final_rec_backlog without a complete recording");"
+  echo "  in cdrs: $final_unended calls without an end, $final_other ended otherwise than answered"
   echo
   echo "targets:"
   echo "  300 calls/s with < 0.1% failed:      $([ "$best_rate" -ge 300 ] && echo met || echo 'NOT met') (highest passing step: $best_rate calls/s)"
   echo "  1000 relayed calls with < 0.1% loss: $([ "$best_relayed" -ge 1000 ] && echo met || echo 'NOT met') (largest clean run: $best_relayed calls)"
   echo "  < 100 KB of memory per call:         $(awk -v k="$largest_kb" 'BEGIN { print (k != "?" && k + 0 < 100) ? "met" : "NOT met" }') ($largest_kb KB of RSS per call at $largest_n calls)"
+  echo "  CDR writer >= 1500 calls/s:          $(cdr_target) (CDRs kept up at every step to $CDR_OK_RATE calls/s; fastest catch-up alone: $CDR_MAX_PACE calls/s)"
+  echo "  soak: RSS within 20%, no backlog:    $soak_verdict"
   echo
   echo "columns: pbx%/sipp%/pg%/host% = CPU of maskpbx / both SIPp / Postgres / the whole machine, in % of one core (machine: $((NCPU * 100))%)."
   echo "  packets = RTP packets into relay ports during the capture; lost = of those, never sent on by the relay; p50/p99/max ="
   echo "  time from a packet reaching a relay port to the relay sending it on. idle/peak = PBX RSS in MB, fresh and with the calls"
   echo "  up; KB/call = (peak - idle) / calls up (at 100 calls mostly one-off growth); stackKB = goroutine stacks per call;"
-  echo "  gorout = goroutines. setup = mean INVITE -> 200 at the trunk in ms; peak = most calls in the PBX; cdr-lag ="
-  echo "  calls without a finished CDR when the step ended; catchup = seconds until they all had one (at most $CDR_DRAIN_S)."
+  echo "  gorout = goroutines. setup = mean INVITE -> 200 at the trunk in ms; peak = most calls in the PBX; cdr/s = CDRs"
+  echo "  finished per second during the step (the CDR writer's pace); drain/s = its pace catching up alone after a step that"
+  echo "  left > 200 behind; cdr-lag / rec-lag = successful calls without a finished CDR / a complete recording when the step"
+  echo "  ended; catchup = seconds until none was behind (a step fails at > $CDR_DRAIN_S)."
   echo "  'rate not offered': SIPp made the calls slower than asked (the machine was saturated), so the rate was not shown."
   echo "  A failing step is run once more (marked *); the second result decides."
   echo "  log-w/e = warnings and errors in the PBX log. Logs, SIPp statistics, capture analyses: $OUT"

@@ -14,6 +14,11 @@ import (
 // pointless.
 var ErrInvalidCallEvent = errors.New("storage: invalid call event")
 
+// ErrCallEventsRefused means the database refused the data of a batch of call
+// events (a value it cannot store, a constraint): the same batch fails again,
+// but a smaller part of it may pass.
+var ErrCallEventsRefused = errors.New("storage: call events refused by the database")
+
 // Call event kinds that ApplyCallEvent understands.
 const (
 	CallOffered        = "offered"
@@ -72,7 +77,9 @@ var (
 		CallEnded: true, CallRecordingReady: true}
 )
 
-func (e CallEvent) validate() error {
+// Validate reports whether e can ever be applied; an error wraps
+// ErrInvalidCallEvent.
+func (e CallEvent) Validate() error {
 	switch {
 	case e.EventID == "":
 		return fmt.Errorf("%w: no event id", ErrInvalidCallEvent)
@@ -92,85 +99,6 @@ func (e CallEvent) validate() error {
 		return fmt.Errorf("%w: hang-up side %q", ErrInvalidCallEvent, e.HangupSide)
 	}
 	return nil
-}
-
-// applyCDR merges one event into its call's row. Every rule commutes, so the
-// row converges whatever order the events come in:
-//   - each timestamp column is set only by its own kind; LEAST keeps the
-//     earliest (ringing_at is when ringing began, even over several steps);
-//   - ended is the authority for disposition and hang-up side, and the first
-//     ended applied keeps them together with its ended_at;
-//   - the answering manager replaces whoever an earlier event named (a
-//     ringing step, the assigned manager); other events only fill a gap;
-//   - recording.ready's recording state replaces the one ended reported.
-//
-// Ids the database does not know become NULL instead of failing the row.
-const applyCDR = `
-INSERT INTO cdrs AS c (call_id, direction, client_id, manager_id, offered_at, ringing_at, answered_at,
-                       ended_at, disposition, hangup_side, recording, updated_at)
-VALUES ($1, $2, (SELECT id FROM clients WHERE id = $3::uuid), (SELECT id FROM managers WHERE id = $4::uuid),
-        $5, $6, $7, $8, $9, $10, $11, now())
-ON CONFLICT (call_id) DO UPDATE SET
-    direction   = coalesce(c.direction, EXCLUDED.direction),
-    client_id   = coalesce(c.client_id, EXCLUDED.client_id),
-    manager_id  = CASE WHEN $12 THEN coalesce(EXCLUDED.manager_id, c.manager_id)
-                       ELSE coalesce(c.manager_id, EXCLUDED.manager_id) END,
-    offered_at  = least(c.offered_at, EXCLUDED.offered_at),
-    ringing_at  = least(c.ringing_at, EXCLUDED.ringing_at),
-    answered_at = least(c.answered_at, EXCLUDED.answered_at),
-    ended_at    = coalesce(c.ended_at, EXCLUDED.ended_at),
-    disposition = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.disposition ELSE c.disposition END,
-    hangup_side = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.hangup_side ELSE c.hangup_side END,
-    recording   = CASE WHEN $13 THEN coalesce(EXCLUDED.recording, c.recording)
-                       ELSE coalesce(c.recording, EXCLUDED.recording) END,
-    updated_at  = now()`
-
-// ApplyCallEvent records e in its call's CDR, creating the row on the first
-// event. It is idempotent: an event id seen before changes nothing and
-// returns applied == false. The event and the row change commit together, so
-// after an error nothing was written and the event may simply be retried.
-func (s *Store) ApplyCallEvent(ctx context.Context, e CallEvent) (applied bool, err error) {
-	if err := e.validate(); err != nil {
-		return false, err
-	}
-	var offered, ringing, answered, ended *time.Time
-	var disposition, hangupSide, recording any
-	switch e.Kind {
-	case CallOffered:
-		offered = &e.At
-	case CallRinging:
-		ringing = &e.At
-	case CallAnswered:
-		answered = &e.At
-	case CallEnded:
-		ended = &e.At
-		disposition, hangupSide = nullText(e.Disposition), nullText(e.HangupSide)
-		recording = nullText(e.Recording)
-	case CallRecordingReady:
-		recording = nullText(e.Recording)
-	}
-
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO cdr_events (event_id, call_id, kind, at) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (event_id) DO NOTHING`, e.EventID, e.CallID, e.Kind, e.At)
-		if err != nil {
-			return fmt.Errorf("storage: record call event: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return nil // seen before
-		}
-		if _, err := tx.Exec(ctx, applyCDR, e.CallID, nullText(e.Direction), nullUUID(e.ClientID), nullUUID(e.ManagerID),
-			offered, ringing, answered, ended, disposition, hangupSide, recording,
-			e.Kind == CallAnswered, e.Kind == CallRecordingReady); err != nil {
-			return fmt.Errorf("storage: apply call event: %w", err)
-		}
-		applied = true
-		return nil
-	})
-	if err != nil {
-		return false, err
-	}
-	return applied, nil
 }
 
 func nullText(s string) any {

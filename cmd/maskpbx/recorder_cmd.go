@@ -160,6 +160,11 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 		if err := rs.RegisterMetrics(reg); err != nil {
 			return err
 		}
+		if cdr != nil {
+			if err := cdr.RegisterMetrics(reg); err != nil {
+				return err
+			}
+		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -139,6 +139,10 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err := rec.registerMetrics(metrics); err != nil {
 		return err
 	}
+	cdrs := recorder.NewCDRWriter(js, store, logger)
+	if err := cdrs.RegisterMetrics(metrics); err != nil {
+		return err
+	}
 	adminToken := os.Getenv("MASKPBX_ADMIN_TOKEN")
 	// The console's sessions authenticate both its pages and the API calls
 	// its pages make from the browser.
@@ -166,7 +170,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sip.Serve(gctx) })
-	g.Go(func() error { return recorder.NewCDRWriter(js, store, logger).Run(gctx) })
+	g.Go(func() error { return cdrs.Run(gctx) })
 	g.Go(func() error { return rec.run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)
 	if cfg.PprofListen != "" {
