@@ -71,7 +71,7 @@ type CDRFilter struct {
 var (
 	callDirections   = map[string]bool{"": true, "inbound": true, "outbound": true}
 	callDispositions = map[string]bool{"": true, "answered": true, "missed": true, "busy": true,
-		"rejected": true, "failed": true, "cancelled": true, "no_answer": true}
+		"rejected": true, "failed": true, "cancelled": true, "no_answer": true, "overload": true}
 	callHangupSides = map[string]bool{"": true, "client": true, "manager": true, "system": true}
 	callKinds       = map[string]bool{CallOffered: true, CallRinging: true, CallAnswered: true,
 		CallEnded: true, CallRecordingReady: true}

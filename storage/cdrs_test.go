@@ -301,3 +301,22 @@ func TestCDRList(t *testing.T) {
 		})
 	}
 }
+
+// A call the node refused at admission (503, overload) has its CDR with its
+// own disposition, not a dropped event.
+func TestCDROverload(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	callID, t0 := cdrUUID(), time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	offered := storage.CallEvent{EventID: cdrUUID(), Kind: storage.CallOffered, At: t0, CallID: callID, Direction: "inbound"}
+	ended := offered
+	ended.EventID, ended.Kind, ended.Disposition, ended.HangupSide = cdrUUID(), storage.CallEnded, "overload", "system"
+	applyAll(t, s, []storage.CallEvent{offered, ended}, true)
+	c, err := s.CDR(ctx, callID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Disposition != "overload" || c.EndedAt == nil || c.AnsweredAt != nil {
+		t.Fatalf("CDR %s", cdrCore(c))
+	}
+}
