@@ -752,15 +752,24 @@ func BenchmarkBridge(b *testing.B) {
 	benchRelay(b, c)
 }
 
+// bridgeCost is what one relayed call costs the process.
+type bridgeCost struct {
+	heap, stack float64 // bytes of heap in use and of goroutine stacks
+	goroutines  float64
+}
+
+func (c bridgeCost) bytes() float64 { return c.heap + c.stack }
+
 // measureBridgeMemory bridges n calls with audio flowing and returns the Go
-// memory (heap in use + goroutine stacks) each one costs. Kernel socket
-// buffers are not Go memory and not counted.
-func measureBridgeMemory(tb testing.TB, n int) float64 {
+// memory (heap in use + goroutine stacks) and goroutines each one costs.
+// Kernel socket buffers are not Go memory and not counted.
+func measureBridgeMemory(tb testing.TB, n int) bridgeCost {
 	pool := newTestPool(tb, "127.0.0.1", 23000, 23000+4*n+3)
 	alice, bob := newEndpoint(tb, "127.0.0.2"), newEndpoint(tb, "127.0.0.3")
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
 	relays := make([]*Relay, 0, n)
 	for range n {
 		a, err := pool.Allocate()
@@ -800,11 +809,15 @@ func measureBridgeMemory(tb testing.TB, n int) float64 {
 	}, "every relay to forward RTP both ways and RTCP")
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	perBridge := (float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)) / float64(n)
+	cost := bridgeCost{
+		heap:       (float64(after.HeapInuse) - float64(before.HeapInuse)) / float64(n),
+		stack:      (float64(after.StackInuse) - float64(before.StackInuse)) / float64(n),
+		goroutines: float64(runtime.NumGoroutine()-g0) / float64(n),
+	}
 	for _, r := range relays {
 		r.Stop()
 	}
-	return perBridge
+	return cost
 }
 
 // BenchmarkBridgeMemory reports the Go memory one relayed call costs. One
@@ -812,11 +825,14 @@ func measureBridgeMemory(tb testing.TB, n int) float64 {
 // must not build N*200 relays) and ns/op, meaningless here, is hidden.
 func BenchmarkBridgeMemory(b *testing.B) {
 	const n = 200
-	var perBridge float64
+	var cost bridgeCost
 	for range min(b.N, 3) {
-		perBridge = measureBridgeMemory(b, n)
+		cost = measureBridgeMemory(b, n)
 	}
-	b.ReportMetric(perBridge, "bytes/bridge")
+	b.ReportMetric(cost.bytes(), "bytes/bridge")
+	b.ReportMetric(cost.heap, "heap-bytes/bridge")
+	b.ReportMetric(cost.stack, "stack-bytes/bridge")
+	b.ReportMetric(cost.goroutines, "goroutines/bridge")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -826,7 +842,10 @@ func TestBridgeMemoryBudget(t *testing.T) {
 	if raceEnabled || testing.Short() {
 		t.Skip("memory figures are meaningless under -race / -short")
 	}
-	if got := measureBridgeMemory(t, 200); got > 100<<10 {
-		t.Fatalf("%.0f bytes per bridge, budget 100 KB", got)
+	cost := measureBridgeMemory(t, 200)
+	t.Logf("per bridge: %.0f bytes (heap %.0f, stacks %.0f), %.2f goroutines",
+		cost.bytes(), cost.heap, cost.stack, cost.goroutines)
+	if cost.bytes() > 100<<10 {
+		t.Fatalf("%.0f bytes per bridge, budget 100 KB", cost.bytes())
 	}
 }
