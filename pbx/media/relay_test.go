@@ -331,6 +331,27 @@ func TestRelayScrubsRTCP(t *testing.T) {
 	mustNotRecv(t, c.bob.rtp)
 }
 
+// Where the RTCP poller is unavailable a relay reads RTCP on goroutines of
+// its own; scrubbing and latching are the same.
+func TestRelayRTCPOnGoroutines(t *testing.T) {
+	t.Parallel()
+	c := newCall(t, 22180, BridgeOptions{rtcpOnGoroutines: true})
+	send(t, c.alice.rtcp, c.aRTCP(), join(rrPacket(0xA11CE, 0, nil),
+		sdesPacket(sdesChunk{0xA11CE, []sdesItem{{sdesCNAME, "alice@10.1.2.3"}, {sdesPhone, "+79161234567"}}})))
+	got := mustRecv(t, c.bob.rtcp)
+	if bytes.Contains(got, []byte("alice")) || bytes.Contains(got, []byte("+7916")) {
+		t.Errorf("RTCP at bob not scrubbed: % x", got)
+	}
+	send(t, c.bob.rtcp, c.bRTCP(), rrPacket(0xB0B, 0, nil))
+	if got := mustRecv(t, c.alice.rtcp); !bytes.Equal(got, rrPacket(0xB0B, 0, nil)) {
+		t.Errorf("RR at alice: % x", got)
+	}
+	c.relay.Stop()
+	if s := c.a.Stats(); s.RTCPPacketsIn != 1 || s.RTCPPacketsOut != 1 {
+		t.Errorf("counters: %+v", s)
+	}
+}
+
 func TestRelayTelephoneEvent(t *testing.T) {
 	t.Parallel()
 	// RFC 4733 DTMF "5": start packet with marker, updates, three end packets,
