@@ -213,8 +213,10 @@ func sendRTCP(out *Port, b []byte, dst netip.AddrPort) error {
 	switch {
 	case out.local.Addr().Is4() && dst.Addr().Is4():
 		sa = &syscall.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}
-	case out.local.Addr().Is6():
+	case out.local.Addr().Is6() && dst.Addr().Zone() == "":
 		sa = &syscall.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()} // v4 as v4-mapped
+	case out.local.Addr().Is6():
+		return writeRTCP(out, b, dst) // a scoped (link-local) peer: let net resolve the zone
 	default:
 		return errNoRoute
 	}
