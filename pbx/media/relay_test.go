@@ -786,10 +786,14 @@ func (c bridgeCost) bytes() float64 { return c.heap + c.stack }
 
 // measureBridgeMemory bridges n calls with audio flowing and returns the Go
 // memory (heap in use + goroutine stacks) and goroutines each one costs.
-// Kernel socket buffers are not Go memory and not counted.
-func measureBridgeMemory(tb testing.TB, n int) bridgeCost {
+// Kernel socket buffers are not Go memory and not counted. With forked set,
+// each relay's tap forks every packet to a UDP sink as the SIPREC client
+// does (a copy into the call's buffer, a send), so the readers' stacks are
+// as deep as in a recorded call.
+func measureBridgeMemory(tb testing.TB, n int, forked bool) bridgeCost {
 	pool := newTestPool(tb, "127.0.0.1", 23000, 23000+4*n+3)
 	alice, bob := newEndpoint(tb, "127.0.0.2"), newEndpoint(tb, "127.0.0.3")
+	sink := listenUDP(tb, "127.0.0.5")
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -806,7 +810,11 @@ func measureBridgeMemory(tb testing.TB, n int) bridgeCost {
 		}
 		a.SetRemote(addrOf(alice.rtp))
 		b.SetRemote(addrOf(bob.rtp))
-		r, err := Bridge(a, b, BridgeOptions{})
+		var opts BridgeOptions
+		if forked {
+			opts.Tap = forkTo(sink)
+		}
+		r, err := Bridge(a, b, opts)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -844,15 +852,43 @@ func measureBridgeMemory(tb testing.TB, n int) bridgeCost {
 	return cost
 }
 
+// forkTo is a tap that sends a copy of each packet to sink, from a socket
+// and buffers of its own per call.
+func forkTo(sink *net.UDPConn) Tap {
+	var bufs [2][]byte
+	dst := addrOf(sink)
+	return func(from Side, pkt *rtp.Packet) {
+		if bufs[from] == nil {
+			bufs[from] = make([]byte, 0, 1500)
+		}
+		b, err := pkt.MarshalTo(bufs[from][:cap(bufs[from])])
+		if err == nil {
+			_, _ = sink.WriteToUDPAddrPort(bufs[from][:b], dst)
+		}
+	}
+}
+
 // BenchmarkBridgeMemory reports the Go memory one relayed call costs. One
 // measurement is the figure, so b.N is capped (a package-wide -benchtime=Nx
 // must not build N*200 relays) and ns/op, meaningless here, is hidden.
 func BenchmarkBridgeMemory(b *testing.B) {
 	const n = 200
-	var cost bridgeCost
-	for range min(b.N, 3) {
-		cost = measureBridgeMemory(b, n)
+	for _, forked := range []bool{false, true} {
+		name := "unrecorded"
+		if forked {
+			name = "forked"
+		}
+		b.Run(name, func(b *testing.B) {
+			var cost bridgeCost
+			for range min(b.N, 3) {
+				cost = measureBridgeMemory(b, n, forked)
+			}
+			reportCost(b, cost)
+		})
 	}
+}
+
+func reportCost(b *testing.B, cost bridgeCost) {
 	b.ReportMetric(cost.bytes(), "bytes/bridge")
 	b.ReportMetric(cost.heap, "heap-bytes/bridge")
 	b.ReportMetric(cost.stack, "stack-bytes/bridge")
@@ -866,7 +902,7 @@ func TestBridgeMemoryBudget(t *testing.T) {
 	if raceEnabled || testing.Short() {
 		t.Skip("memory figures are meaningless under -race / -short")
 	}
-	cost := measureBridgeMemory(t, 200)
+	cost := measureBridgeMemory(t, 200, true)
 	t.Logf("per bridge: %.0f bytes (heap %.0f, stacks %.0f), %.2f goroutines",
 		cost.bytes(), cost.heap, cost.stack, cost.goroutines)
 	if cost.bytes() > 100<<10 {
