@@ -440,13 +440,14 @@ for n in $RTP_CALLS; do
   CALLS_OK=$((CALLS_OK + ok))
   failed=$((n - ok))
   problems=$(log_problems "$l0")
-  streams=? counted=? lost=? loss=? p50=? p99=? dmax=? pps=? gaps=?
+  streams=? counted=? lost=? loss=? p50=? p99=? dmax=? pps=? gaps=? fp99=? qp99=?
   if "$WORK/rtpcap" -pcap "$pcap" -relay "$PBX_IP" -ports "$RTP_PORTS" >"$OUT/rtpcap-$n.txt" 2>&1; then
     v() { awk -F= -v k="$1" '$1 == k {print $2}' "$OUT/rtpcap-$n.txt"; }
     ms() { awk -v u="$(v "$1")" -v d="$2" 'BEGIN {printf "%.*f", d, u / 1000}'; }
     streams=$(v streams) counted=$(v counted) lost=$(v lost) loss=$(v loss_pct)
     p50=$(ms delay_p50_us 2) p99=$(ms delay_p99_us 2) dmax=$(ms delay_max_us 1)
     pps=$(v stream_pps_median) gaps=$(v in_gaps)
+    fp99=$(ms first_delay_p99_us 2) qp99=$(ms burst_queue_p99_us 2)
   else
     log "  rtpcap failed: $(head -c 300 "$OUT/rtpcap-$n.txt")"
   fi
@@ -458,7 +459,7 @@ for n in $RTP_CALLS; do
     "$n" "$up" "$ok" "$failed" "$streams" "$counted" "$lost" "$loss%" "$p50" "$p99" "$dmax" \
     "$cpu" "$sipp_cpu" "$pg_cpu" "$host" "$((IDLE_RSS / 1024))" "$((peak_rss / 1024))" "$kb_call" "$stack_kb" "$gor" "$problems")")
   MEM_UP+=("$up") MEM_RSS+=("$peak_rss") MEM_HEAP+=("$live_heap") MEM_STACK+=("$stack")
-  RTP_NOTES+=("$n calls: $ports relay ports open; SIPp sent a median $pps pkt/s per stream (50 = on time); $gaps packets missing before the relay; relay socket-buffer drops ${drops}; capture drops ${cap_dropped:-?}$([ "$lost" = 0 ] || echo "; lost packets: rtpcap-$n.txt")")
+  RTP_NOTES+=("$n calls: $ports relay ports open; SIPp sent a median $pps pkt/s per stream (50 = on time); $gaps packets missing before the relay; delay p99 of each burst's first packet (the relay's own) $fp99 ms, queueing behind the burst p99 $qp99 ms; relay socket-buffer drops ${drops}; capture drops ${cap_dropped:-?}$([ "$lost" = 0 ] || echo "; lost packets: rtpcap-$n.txt")")
   log "  -> up $up, ok $ok/$n, loss $loss% ($lost of $counted), delay p50 $p50 ms p99 $p99 ms, PBX CPU $cpu%, host $host%, RSS $((peak_rss / 1024)) MB ($kb_call KB/call)"
   if [ "$up" -ge "$n" ] && [ "$failed" -eq 0 ] && awk -v l="$loss" 'BEGIN { exit !(l != "?" && l + 0 < 0.1) }'; then
     best_relayed=$n

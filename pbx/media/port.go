@@ -37,8 +37,9 @@ type Port struct {
 
 	// Destinations. The sdp* pointers are set by SetRemote/SetRemoteRTCP;
 	// latchedRTP is written only by the goroutine reading the RTP socket,
-	// latchedRTCP by the RTCP reader (and cleared by the RTP reader when RTP
-	// moves to another IP). Writers of the peer leg read them lock-free.
+	// latchedRTCP by the RTCP reader, the shared poller or the relay's RTCP
+	// goroutine (and cleared by the RTP reader when RTP moves to another
+	// IP). Writers of the peer leg read them lock-free.
 	sdpRTP      atomic.Pointer[netip.AddrPort]
 	sdpRTCP     atomic.Pointer[netip.AddrPort]
 	latchedRTP  atomic.Pointer[netip.AddrPort]

@@ -18,21 +18,27 @@ import (
 
 // Goroutines and ownership of a Relay
 //
-//   - Bridge starts four reader goroutines, one per socket: A-RTP, A-RTCP,
-//     B-RTP, B-RTCP. Each owns its read buffer (and the RTCP ones an output
-//     buffer) and is the only goroutine writing to the matching socket of the
-//     other leg, so each socket has one reader and one writer.
+//   - Bridge starts two RTP reader goroutines, A-RTP and B-RTP. Each owns
+//     its read buffer and is the only goroutine writing to the other leg's
+//     RTP socket, so each RTP socket has one reader and one writer.
+//   - RTCP of both legs is read by the process's one RTCP poller goroutine
+//     (rtcppoll_linux.go), which then is the only writer of both RTCP
+//     sockets. Where epoll is missing or refuses the sockets, Bridge starts
+//     an RTCP reader goroutine per leg instead, with the same ownership.
 //   - A reader is the only writer of its port's latched destination; the
 //     other leg's reader reads it lock-free (atomic pointers).
 //   - The media-timeout check runs on a time.AfterFunc timer, not a goroutine
 //     of its own; timerMu serialises it with SetMediaTimeout.
-//   - end (once) records the reason, stops the timer, closes both Ports (which
-//     returns them to the pool and unblocks the readers) and closes done.
+//   - end (once) records the reason, stops the timer, takes the RTCP sockets
+//     out of the poller, closes both Ports (which returns them to the pool
+//     and unblocks the readers) and closes done.
 //     Stop, the timeout, and a reader whose socket failed all go through end.
 //   - The Relay owns both Ports from Bridge on: nobody else reads them.
 //     Call control may still Close a Port (Close is idempotent); the relay
 //     then ends with ErrStopped.
-//   - Stop waits for the readers, so no Tap call runs after Stop returns.
+//   - Stop waits for the reader goroutines, so no Tap call runs after Stop
+//     returns. The poller may still be relaying one RTCP datagram of the
+//     relay: its write to the closed socket fails and changes nothing.
 //     Done only says the relay ended and its ports are back in the pool.
 
 const (
@@ -86,6 +92,10 @@ type BridgeOptions struct {
 	Tap Tap
 	// Logger gets the relay's end; nil means no logging.
 	Logger *zap.Logger
+
+	// rtcpOnGoroutines makes the relay read RTCP on goroutines of its own,
+	// as it does where the poller is unavailable (tests of that path).
+	rtcpOnGoroutines bool
 }
 
 // Relay is the running media bridge of one call between two Ports.
@@ -98,6 +108,7 @@ type Relay struct {
 
 	timerMu sync.Mutex // serialises checkMedia and SetMediaTimeout
 	timer   *time.Timer
+	rtcp    rtcpWatch    // the RTCP sockets' registration with the poller
 	timeout atomic.Int64 // time.Duration; <= 0 disabled
 	armedAt atomic.Int64 // monotime a silent leg is measured from
 
@@ -150,11 +161,14 @@ func Bridge(a, b *Port, opts BridgeOptions) (*Relay, error) {
 		r.timer.Reset(timeout)
 	}
 
-	r.wg.Add(4)
-	for _, s := range []Side{SideA, SideB} {
-		go r.forwardRTP(s)
-		go r.forwardRTCP(s)
+	if opts.rtcpOnGoroutines || !r.rtcp.start(r) {
+		r.wg.Add(2)
+		go r.readRTCP(SideA)
+		go r.readRTCP(SideB)
 	}
+	r.wg.Add(2)
+	go r.forwardRTP(SideA)
+	go r.forwardRTP(SideB)
 	return r, nil
 }
 
@@ -213,6 +227,7 @@ func (r *Relay) end(reason error) {
 	r.endOnce.Do(func() {
 		r.err = reason
 		r.timer.Stop()
+		r.rtcp.stop()
 		errA, errB := r.legs[SideA].Close(), r.legs[SideB].Close()
 		close(r.done)
 		fields := []zap.Field{zap.String("reason", reason.Error())}
@@ -294,15 +309,15 @@ func (r *Relay) forwardRTP(from Side) {
 	}
 }
 
-// forwardRTCP reads RTCP from side from, scrubs it and sends it on.
-func (r *Relay) forwardRTCP(from Side) {
+// readRTCP reads side from's RTCP socket on a goroutine of its own, for
+// relays whose RTCP the poller does not watch.
+func (r *Relay) readRTCP(from Side) {
 	defer r.wg.Done()
-	in, out := r.legs[from], r.legs[1-from]
 	buf := make([]byte, maxPacket)
 	scrubbed := make([]byte, maxPacket)
 	failures := 0
 	for {
-		n, src, err := in.rtcp.ReadFromUDPAddrPort(buf)
+		n, src, err := r.legs[from].rtcp.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if failures++; r.readFailed(err, failures) {
 				return
@@ -310,22 +325,37 @@ func (r *Relay) forwardRTCP(from Side) {
 			continue
 		}
 		failures = 0
-		if n >= len(buf) {
-			in.dropped.Add(1)
-			continue
-		}
-		m := scrubRTCP(scrubbed, buf[:n], r.cname[from])
-		if m == 0 || !in.acceptRTCP(unmap(src)) {
-			in.dropped.Add(1)
-			continue
-		}
-		in.rtcpIn.Add(1)
-		if dst, ok := out.rtcpDest(); ok {
-			if _, err := out.rtcp.WriteToUDPAddrPort(scrubbed[:m], dst); err == nil {
-				out.rtcpOut.Add(1)
-			}
+		r.relayRTCP(from, buf[:n], src, scrubbed, writeRTCP)
+	}
+}
+
+// relayRTCP scrubs a datagram read from side from's RTCP socket and sends it
+// on with send; scrubbed is maxPacket bytes of scratch space.
+func (r *Relay) relayRTCP(from Side, b []byte, src netip.AddrPort, scrubbed []byte,
+	send func(out *Port, b []byte, dst netip.AddrPort) error) {
+	in, out := r.legs[from], r.legs[1-from]
+	if len(b) >= maxPacket || !src.IsValid() {
+		in.dropped.Add(1)
+		return
+	}
+	m := scrubRTCP(scrubbed, b, r.cname[from])
+	if m == 0 || !in.acceptRTCP(unmap(src)) {
+		in.dropped.Add(1)
+		return
+	}
+	in.rtcpIn.Add(1)
+	if dst, ok := out.rtcpDest(); ok {
+		if send(out, scrubbed[:m], dst) == nil {
+			out.rtcpOut.Add(1)
 		}
 	}
+}
+
+// writeRTCP sends on out's RTCP socket, as its own reader goroutine may:
+// waiting for room holds up no other call.
+func writeRTCP(out *Port, b []byte, dst netip.AddrPort) error {
+	_, err := out.rtcp.WriteToUDPAddrPort(b, dst)
+	return err
 }
 
 // readFailed reports whether a reader must exit, ending the relay if the

@@ -331,6 +331,27 @@ func TestRelayScrubsRTCP(t *testing.T) {
 	mustNotRecv(t, c.bob.rtp)
 }
 
+// Where the RTCP poller is unavailable a relay reads RTCP on goroutines of
+// its own; scrubbing and latching are the same.
+func TestRelayRTCPOnGoroutines(t *testing.T) {
+	t.Parallel()
+	c := newCall(t, 22180, BridgeOptions{rtcpOnGoroutines: true})
+	send(t, c.alice.rtcp, c.aRTCP(), join(rrPacket(0xA11CE, 0, nil),
+		sdesPacket(sdesChunk{0xA11CE, []sdesItem{{sdesCNAME, "alice@10.1.2.3"}, {sdesPhone, "+79161234567"}}})))
+	got := mustRecv(t, c.bob.rtcp)
+	if bytes.Contains(got, []byte("alice")) || bytes.Contains(got, []byte("+7916")) {
+		t.Errorf("RTCP at bob not scrubbed: % x", got)
+	}
+	send(t, c.bob.rtcp, c.bRTCP(), rrPacket(0xB0B, 0, nil))
+	if got := mustRecv(t, c.alice.rtcp); !bytes.Equal(got, rrPacket(0xB0B, 0, nil)) {
+		t.Errorf("RR at alice: % x", got)
+	}
+	c.relay.Stop()
+	if s := c.a.Stats(); s.RTCPPacketsIn != 1 || s.RTCPPacketsOut != 1 {
+		t.Errorf("counters: %+v", s)
+	}
+}
+
 func TestRelayTelephoneEvent(t *testing.T) {
 	t.Parallel()
 	// RFC 4733 DTMF "5": start packet with marker, updates, three end packets,
@@ -723,7 +744,7 @@ func benchRelay(b *testing.B, c *call) {
 	dst := c.aRTP()
 	b.ReportAllocs()
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	for i := range b.N {
 		for int64(i)-received.Load() > 64 {
 			select {
@@ -739,8 +760,11 @@ func benchRelay(b *testing.B, c *call) {
 		}
 	}
 	<-done
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), processCPU()-cpu0
 	b.StopTimer()
+	// ns/op is paced by the flow control; CPU per packet is the cost (the
+	// test's sender and receiver included: each a send or receive syscall).
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/pkt")
 	b.ReportMetric(float64(received.Load())/elapsed.Seconds(), "pkts/s")
 	b.ReportMetric(100*float64(int64(b.N)-received.Load())/float64(b.N), "loss%")
 }
@@ -752,15 +776,28 @@ func BenchmarkBridge(b *testing.B) {
 	benchRelay(b, c)
 }
 
+// bridgeCost is what one relayed call costs the process.
+type bridgeCost struct {
+	heap, stack float64 // bytes of heap in use and of goroutine stacks
+	goroutines  float64
+}
+
+func (c bridgeCost) bytes() float64 { return c.heap + c.stack }
+
 // measureBridgeMemory bridges n calls with audio flowing and returns the Go
-// memory (heap in use + goroutine stacks) each one costs. Kernel socket
-// buffers are not Go memory and not counted.
-func measureBridgeMemory(tb testing.TB, n int) float64 {
+// memory (heap in use + goroutine stacks) and goroutines each one costs.
+// Kernel socket buffers are not Go memory and not counted. With forked set,
+// each relay's tap forks every packet to a UDP sink as the SIPREC client
+// does (a copy into the call's buffer, a send), so the readers' stacks are
+// as deep as in a recorded call.
+func measureBridgeMemory(tb testing.TB, n int, forked bool) bridgeCost {
 	pool := newTestPool(tb, "127.0.0.1", 23000, 23000+4*n+3)
 	alice, bob := newEndpoint(tb, "127.0.0.2"), newEndpoint(tb, "127.0.0.3")
+	sink := listenUDP(tb, "127.0.0.5")
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
 	relays := make([]*Relay, 0, n)
 	for range n {
 		a, err := pool.Allocate()
@@ -773,7 +810,11 @@ func measureBridgeMemory(tb testing.TB, n int) float64 {
 		}
 		a.SetRemote(addrOf(alice.rtp))
 		b.SetRemote(addrOf(bob.rtp))
-		r, err := Bridge(a, b, BridgeOptions{})
+		var opts BridgeOptions
+		if forked {
+			opts.Tap = forkTo(sink)
+		}
+		r, err := Bridge(a, b, opts)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -800,11 +841,31 @@ func measureBridgeMemory(tb testing.TB, n int) float64 {
 	}, "every relay to forward RTP both ways and RTCP")
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	perBridge := (float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)) / float64(n)
+	cost := bridgeCost{
+		heap:       (float64(after.HeapInuse) - float64(before.HeapInuse)) / float64(n),
+		stack:      (float64(after.StackInuse) - float64(before.StackInuse)) / float64(n),
+		goroutines: float64(runtime.NumGoroutine()-g0) / float64(n),
+	}
 	for _, r := range relays {
 		r.Stop()
 	}
-	return perBridge
+	return cost
+}
+
+// forkTo is a tap that sends a copy of each packet to sink, from a socket
+// and buffers of its own per call.
+func forkTo(sink *net.UDPConn) Tap {
+	var bufs [2][]byte
+	dst := addrOf(sink)
+	return func(from Side, pkt *rtp.Packet) {
+		if bufs[from] == nil {
+			bufs[from] = make([]byte, 0, 1500)
+		}
+		b, err := pkt.MarshalTo(bufs[from][:cap(bufs[from])])
+		if err == nil {
+			_, _ = sink.WriteToUDPAddrPort(bufs[from][:b], dst)
+		}
+	}
 }
 
 // BenchmarkBridgeMemory reports the Go memory one relayed call costs. One
@@ -812,11 +873,26 @@ func measureBridgeMemory(tb testing.TB, n int) float64 {
 // must not build N*200 relays) and ns/op, meaningless here, is hidden.
 func BenchmarkBridgeMemory(b *testing.B) {
 	const n = 200
-	var perBridge float64
-	for range min(b.N, 3) {
-		perBridge = measureBridgeMemory(b, n)
+	for _, forked := range []bool{false, true} {
+		name := "unrecorded"
+		if forked {
+			name = "forked"
+		}
+		b.Run(name, func(b *testing.B) {
+			var cost bridgeCost
+			for range min(b.N, 3) {
+				cost = measureBridgeMemory(b, n, forked)
+			}
+			reportCost(b, cost)
+		})
 	}
-	b.ReportMetric(perBridge, "bytes/bridge")
+}
+
+func reportCost(b *testing.B, cost bridgeCost) {
+	b.ReportMetric(cost.bytes(), "bytes/bridge")
+	b.ReportMetric(cost.heap, "heap-bytes/bridge")
+	b.ReportMetric(cost.stack, "stack-bytes/bridge")
+	b.ReportMetric(cost.goroutines, "goroutines/bridge")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -826,7 +902,10 @@ func TestBridgeMemoryBudget(t *testing.T) {
 	if raceEnabled || testing.Short() {
 		t.Skip("memory figures are meaningless under -race / -short")
 	}
-	if got := measureBridgeMemory(t, 200); got > 100<<10 {
-		t.Fatalf("%.0f bytes per bridge, budget 100 KB", got)
+	cost := measureBridgeMemory(t, 200, true)
+	t.Logf("per bridge: %.0f bytes (heap %.0f, stacks %.0f), %.2f goroutines",
+		cost.bytes(), cost.heap, cost.stack, cost.goroutines)
+	if cost.bytes() > 100<<10 {
+		t.Fatalf("%.0f bytes per bridge, budget 100 KB", cost.bytes())
 	}
 }

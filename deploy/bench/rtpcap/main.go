@@ -8,7 +8,19 @@
 //
 //	rtpcap -pcap cap.pcap -relay 127.0.0.30 -ports 20000-29999 [-head 100ms] [-tail 300ms]
 //
-// Output is key=value lines for scripts.
+// The delay of a packet is mostly queueing when senders send in bursts (SIPp
+// sends every stream at once, every 20 ms): the last packet of a burst
+// waits for the relay to handle all before it. So packets are also grouped
+// into bursts (per direction: arrivals from one party with no gap longer
+// than -burst-gap) and two more figures are reported:
+//
+//   - first_delay_*: the delay of the first packet of each burst, nothing
+//     queued ahead of it in its direction: the relay's own latency.
+//   - burst_queue_*: each packet's delay minus the first one's in its burst:
+//     the time spent queueing behind the rest of the burst.
+//
+// Output is key=value lines for scripts; delay_* keep their meaning
+// (arrival to departure, queueing included).
 package main
 
 import (
@@ -70,14 +82,15 @@ func main() {
 	ports := flag.String("ports", "20000-29999", "the relay's RTP port range")
 	head := flag.Duration("head", 100*time.Millisecond, "packets arriving this soon after the capture's start are not judged (the capture filter settles)")
 	tail := flag.Duration("tail", 300*time.Millisecond, "packets arriving this close to the capture's end are not judged (their copy may leave after it)")
+	burstGap := flag.Duration("burst-gap", time.Millisecond, "a quiet spell this long between arrivals from one party starts a new burst")
 	flag.Parse()
-	if err := run(*pcapPath, *relay, *ports, *head, *tail); err != nil {
+	if err := run(*pcapPath, *relay, *ports, *head, *tail, *burstGap); err != nil {
 		fmt.Fprintln(os.Stderr, "rtpcap:", err)
 		os.Exit(1)
 	}
 }
 
-func run(pcapPath, relay, ports string, head, tail time.Duration) error {
+func run(pcapPath, relay, ports string, head, tail, burstGap time.Duration) error {
 	relayIP, err := netip.ParseAddr(relay)
 	if err != nil || !relayIP.Is4() {
 		return fmt.Errorf("-relay %q: want an IPv4 address", relay)
@@ -183,6 +196,10 @@ func run(pcapPath, relay, ports string, head, tail time.Duration) error {
 	for _, p := range parties {
 		isParty[p] = true
 	}
+	delayOf := make([]int64, len(ins)) // per arrival; -1 = not relayed
+	for i := range delayOf {
+		delayOf[i] = -1
+	}
 	unmatched, negative, elsewhere := 0, 0, 0
 	for _, o := range outs {
 		if !isParty[o.to] {
@@ -206,6 +223,7 @@ func run(pcapPath, relay, ports string, head, tail time.Duration) error {
 				negative++
 				delay = 0
 			}
+			delayOf[i] = delay
 			d := dirs[from]
 			d.relayed++
 			d.delays = append(d.delays, delay)
@@ -257,7 +275,89 @@ func run(pcapPath, relay, ports string, head, tail time.Duration) error {
 			float64(p.at-firstAt)/1e6, netip.AddrFrom4(p.key.from), p.key.ssrc, p.key.seq, p.port)
 		shown++
 	}
+
+	// Bursts, per direction, among the judged arrivals.
+	arrivals := map[[4]byte][]arrival{}
+	for i, p := range ins {
+		if p.at >= start && p.at <= cutoff {
+			arrivals[p.key.from] = append(arrivals[p.key.from], arrival{at: p.at, delay: delayOf[i]})
+		}
+	}
+	all := &burstStats{}
+	for _, from := range parties {
+		b := bursts(arrivals[from], int64(burstGap))
+		all.add(b)
+		printBursts("from."+netip.AddrFrom4(from).String()+".", b)
+	}
+	printBursts("", all)
 	return nil
+}
+
+// arrival is a packet arriving at the relay and its delay (-1: not relayed).
+type arrival struct{ at, delay int64 }
+
+type burstStats struct {
+	count int
+	sizes []int
+	first []int64 // delay of each burst's first relayed packet
+	queue []int64 // each relayed packet's delay minus its burst's first's
+}
+
+func (b *burstStats) add(o *burstStats) {
+	b.count += o.count
+	b.sizes = append(b.sizes, o.sizes...)
+	b.first = append(b.first, o.first...)
+	b.queue = append(b.queue, o.queue...)
+}
+
+// bursts groups arrivals from one party (in capture order) into bursts
+// separated by quiet spells of at least gap.
+func bursts(in []arrival, gap int64) *burstStats {
+	b := &burstStats{}
+	first, size := int64(-1), 0
+	for i, a := range in {
+		if i == 0 || a.at-in[i-1].at >= gap {
+			if size > 0 {
+				b.sizes = append(b.sizes, size)
+			}
+			b.count++
+			first, size = -1, 0
+		}
+		size++
+		if a.delay < 0 {
+			continue
+		}
+		if first < 0 {
+			first = a.delay
+			b.first = append(b.first, first)
+		}
+		b.queue = append(b.queue, max(a.delay-first, 0))
+	}
+	if size > 0 {
+		b.sizes = append(b.sizes, size)
+	}
+	return b
+}
+
+func printBursts(prefix string, b *burstStats) {
+	slices.Sort(b.sizes)
+	size := 0
+	if len(b.sizes) > 0 {
+		size = b.sizes[len(b.sizes)/2]
+	}
+	fmt.Printf("%sbursts=%d\n%sburst_size_median=%d\n", prefix, b.count, prefix, size)
+	printQuantiles(prefix+"first_delay_", b.first)
+	printQuantiles(prefix+"burst_queue_", b.queue)
+}
+
+func printQuantiles(prefix string, v []int64) {
+	slices.Sort(v)
+	for _, q := range []struct {
+		name string
+		q    float64
+	}{{"p50", 0.50}, {"p90", 0.90}, {"p99", 0.99}, {"p999", 0.999}, {"max", 1}} {
+		fmt.Printf("%s%s_us=%.1f\n", prefix, q.name, float64(quantile(v, q.q))/1e3)
+	}
 }
 
 func printDir(prefix string, d *dirStats) {
@@ -269,13 +369,7 @@ func printDir(prefix string, d *dirStats) {
 		pct = 100 * float64(lost) / float64(d.counted)
 	}
 	fmt.Printf("%sloss_pct=%.4f\n", prefix, pct)
-	slices.Sort(d.delays)
-	for _, q := range []struct {
-		name string
-		q    float64
-	}{{"p50", 0.50}, {"p90", 0.90}, {"p99", 0.99}, {"p999", 0.999}, {"max", 1}} {
-		fmt.Printf("%sdelay_%s_us=%.1f\n", prefix, q.name, float64(quantile(d.delays, q.q))/1e3)
-	}
+	printQuantiles(prefix+"delay_", d.delays)
 }
 
 func quantile(sorted []int64, q float64) int64 {
