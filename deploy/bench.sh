@@ -164,9 +164,9 @@ host_pct() { awk -v a="$1" -v b="$2" -v n="$NCPU" 'BEGIN { split(a, x, " "); spl
 # metric NAME: a value from /metrics, 0 if the PBX does not answer in time.
 metric() { { curl -s --max-time 5 "$API/metrics" || true; } | awk -v m="$1" '$1 == m {v = $2} END {printf "%d\n", v}'; }
 # cdr_stats: the CDR writer's own view from /metrics, "BACKLOG_EVENTS BATCHES
-# BATCHED_EVENTS BATCH_MS" (the last three cumulative; zeros if absent).
+# BATCHED_EVENTS BATCH_MS" (the last three cumulative; -1 0 0 0 if absent).
 cdr_stats() {
-  { curl -s --max-time 5 "$API/metrics" || true; } | awk '$1 == "maskpbx_cdr_backlog_events" {b = $2}
+  { curl -s --max-time 5 "$API/metrics" || true; } | awk 'BEGIN {b = -1} $1 == "maskpbx_cdr_backlog_events" {b = $2}
     $1 == "maskpbx_cdr_batch_events_count" {n = $2} $1 == "maskpbx_cdr_batch_events_sum" {e = $2}
     $1 == "maskpbx_cdr_batch_seconds_sum" {s = $2} END {printf "%d %d %d %d\n", b, n, e, s * 1000}'
 }
@@ -176,7 +176,7 @@ batch_note() {
   read -r b0 n0 e0 m0 <<<"$1"
   read -r b1 n1 e1 m1 <<<"$2"
   awk -v n=$((n1 - n0)) -v e=$((e1 - e0)) -v m=$((m1 - m0)) -v b="$b1" 'BEGIN { k = n > 0 ? n : 1;
-    printf "%d batches of %.0f events, %.0f ms each, %d events waiting", n, e / k, m / k, b }'
+    if (b < 0) printf "no writer metrics"; else printf "%d batches of %.0f events, %.0f ms each, %d events waiting", n, e / k, m / k, b }'
 }
 api() { # api METHOD PATH [JSON]
   local args=(-s --max-time 10 -X "$1" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json')
@@ -471,7 +471,7 @@ PHONE_PID=
 # --- 2. signalling: calls per second ------------------------------------------------------
 CPS_ROWS=() CDR_PACE=()
 best_rate=0 first_fail= best_fast=0 prev_rate=0
-FAIL_WHY= FAIL_HOST=0 FAIL_PCT= FAIL_SETUP= FAIL_LEFT=0 FAIL_RLEFT=0 FAIL_PACE=-
+FAIL_WHY= FAIL_HOST=0 FAIL_PCT= FAIL_SETUP= FAIL_LEFT=0 FAIL_RLEFT=0 FAIL_PACE=- FAIL_WAITING=0
 CDR_OK_RATE=0 CDR_FAILED_AT= CDR_MAX_PACE=0 # highest step whose CDRs kept up; first step whose did not; fastest catch-up
 start_phone no cps
 # cps_step RATE TAG LABEL: one signalling step; sets verdict and why (the
@@ -552,6 +552,7 @@ cps_step() {
   verdict=pass
   if [ -n "$why" ]; then verdict="FAIL (${why//|/, })"; fi
   STEP_WHY=$why STEP_HOST=$host STEP_PCT=$fail_pct STEP_SETUP=$setup STEP_LEFT=$left STEP_RLEFT=$rleft STEP_PACE=$pace
+  STEP_WAITING=${w2%% *} # call events waiting for the CDR writer at the check
   CPS_ROWS+=("$(printf '%-6s %-8s %-6s %-6s %-6s %-7s %-6s %-7s %-5s %-6s %-5s %-5s %-4s %-5s %-6s %-7s %-7s %-7s %-7s %-7s %s' \
     "$3" "$achieved" "$calls" "$ok" "$failed" "$fail_pct" "$setup" "$retrans" "$peak_calls" "$((peak_rss / 1024))" \
     "$cpu" "$sipp_cpu" "$pg_cpu" "$host" "$cdr_rate" "$pace" "$lag" "$([ "$RECORDING" = yes ] && echo "$rlag" || echo -)" \
@@ -570,7 +571,7 @@ for rate in $CPS_STEPS; do
   if [ "$verdict" != pass ]; then
     first_fail=$rate
     FAIL_WHY=$STEP_WHY FAIL_HOST=$STEP_HOST FAIL_PCT=$STEP_PCT FAIL_SETUP=$STEP_SETUP
-    FAIL_LEFT=$STEP_LEFT FAIL_RLEFT=$STEP_RLEFT FAIL_PACE=$STEP_PACE
+    FAIL_LEFT=$STEP_LEFT FAIL_RLEFT=$STEP_RLEFT FAIL_PACE=$STEP_PACE FAIL_WAITING=$STEP_WAITING
     break
   fi
   best_rate=$rate
@@ -589,13 +590,23 @@ binding_limit() {
     echo "none found: every step passed, up to $best_rate calls/s (add steps with BENCH_CPS_STEPS)"
     return
   fi
-  local parts=() reasons w limit
+  local parts=() reasons w t limit
   IFS='|' read -r -a reasons <<<"$FAIL_WHY"
   for w in "${reasons[@]}"; do
     case $w in
     "calls failed") parts+=("calls/SIP: $FAIL_PCT% of the calls failed, mean setup $FAIL_SETUP ms") ;;
     "rate not offered") parts+=("SIPp could not offer the rate") ;;
-    "CDRs behind") parts+=("CDRs: $FAIL_LEFT answered calls without a finished CDR ${CDR_DRAIN_S} s after the step (writer pace while catching up: $FAIL_PACE calls/s)") ;;
+    "CDRs behind")
+      # Events waiting in JetStream mean the writer is behind; none mean
+      # the calls' events had not been published yet.
+      t="CDRs: $FAIL_LEFT answered calls without a finished CDR ${CDR_DRAIN_S} s after the step (writer pace while catching up: $FAIL_PACE calls/s"
+      case $FAIL_WAITING in
+      -1) t+=")" ;;
+      0) t+="; no call event waiting for the writer: the missing events had not reached it)" ;;
+      *) t+="; $FAIL_WAITING call events waiting for the writer)" ;;
+      esac
+      parts+=("$t")
+      ;;
     "recordings behind") parts+=("recordings: $FAIL_RLEFT answered calls without a complete recording ${CDR_DRAIN_S} s after the step") ;;
     *) parts+=("$w") ;;
     esac

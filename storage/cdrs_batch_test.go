@@ -246,3 +246,25 @@ func TestCDRBatchRefusesInvalid(t *testing.T) {
 		t.Fatal("a refused batch made a row")
 	}
 }
+
+// TestCDRWriterConnection: the CDR writer's store of its own, one
+// connection whatever the URL asks for, applies batches like any other.
+func TestCDRWriterConnection(t *testing.T) {
+	ctx := context.Background()
+	_, url := newStore(t)
+	s, err := storage.OpenConns(ctx, url+"&pool_max_conns=8", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id := cdrUUID()
+	if _, err := s.ApplyCallEvents(ctx, cdrCall(id, "", "", "", time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.CDR(ctx, id); err != nil || c.EndedAt == nil {
+		t.Fatalf("cdr %+v %v", c, err)
+	}
+	if _, err := storage.OpenConns(ctx, "::not a url", 1); err == nil {
+		t.Fatal("a bad URL opened")
+	}
+}
