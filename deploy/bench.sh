@@ -164,9 +164,9 @@ host_pct() { awk -v a="$1" -v b="$2" -v n="$NCPU" 'BEGIN { split(a, x, " "); spl
 # metric NAME: a value from /metrics, 0 if the PBX does not answer in time.
 metric() { { curl -s --max-time 5 "$API/metrics" || true; } | awk -v m="$1" '$1 == m {v = $2} END {printf "%d\n", v}'; }
 # cdr_stats: the CDR writer's own view from /metrics, "BACKLOG_EVENTS BATCHES
-# BATCHED_EVENTS BATCH_MS" (the last three cumulative; zeros if absent).
+# BATCHED_EVENTS BATCH_MS" (the last three cumulative; -1 0 0 0 if absent).
 cdr_stats() {
-  { curl -s --max-time 5 "$API/metrics" || true; } | awk '$1 == "maskpbx_cdr_backlog_events" {b = $2}
+  { curl -s --max-time 5 "$API/metrics" || true; } | awk 'BEGIN {b = -1} $1 == "maskpbx_cdr_backlog_events" {b = $2}
     $1 == "maskpbx_cdr_batch_events_count" {n = $2} $1 == "maskpbx_cdr_batch_events_sum" {e = $2}
     $1 == "maskpbx_cdr_batch_seconds_sum" {s = $2} END {printf "%d %d %d %d\n", b, n, e, s * 1000}'
 }
@@ -176,7 +176,7 @@ batch_note() {
   read -r b0 n0 e0 m0 <<<"$1"
   read -r b1 n1 e1 m1 <<<"$2"
   awk -v n=$((n1 - n0)) -v e=$((e1 - e0)) -v m=$((m1 - m0)) -v b="$b1" 'BEGIN { k = n > 0 ? n : 1;
-    printf "%d batches of %.0f events, %.0f ms each, %d events waiting", n, e / k, m / k, b }'
+    if (b < 0) printf "no writer metrics"; else printf "%d batches of %.0f events, %.0f ms each, %d events waiting", n, e / k, m / k, b }'
 }
 api() { # api METHOD PATH [JSON]
   local args=(-s --max-time 10 -X "$1" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json')
@@ -472,13 +472,13 @@ PHONE_PID=
 # --- 2. signalling: calls per second ------------------------------------------------------
 CPS_ROWS=() CDR_PACE=()
 best_rate=0 first_fail= best_fast=0 prev_rate=0
-FAIL_WHY= FAIL_HOST=0 FAIL_PCT= FAIL_SETUP= FAIL_LEFT=0 FAIL_RLEFT=0 FAIL_PACE=-
+FAIL_WHY= FAIL_HOST=0 FAIL_PCT= FAIL_SETUP= FAIL_LEFT=0 FAIL_RLEFT=0 FAIL_PACE=- FAIL_WAITING=0
 CDR_OK_RATE=0 CDR_FAILED_AT= CDR_MAX_PACE=0 # highest step whose CDRs kept up; first step whose did not; fastest catch-up
 start_phone no cps
 # cps_step RATE TAG LABEL: one signalling step; sets verdict and why (the
 # checks that failed, |-separated) and adds a table row.
 cps_step() {
-  local rate=$1 tag=$2 calls a r tt csv d0 d1 d2 v0 v2 w0 w2 t2 lag rlag left rleft drain cdr_rate events_rate pace why
+  local rate=$1 tag=$2 calls a r tt csv d0 d1 d2 v0 v2 w0 w1 w2 waiting1 waiting2 t2 lag rlag left rleft drain cdr_rate events_rate pace why
   calls=$((rate * CPS_SECONDS))
   wait_idle 20
   # A failed step's leftovers are not this step's: give them time to clear.
@@ -505,7 +505,7 @@ cps_step() {
   done
   wait_trunk 5
   c1=$(cpu_ticks "$PBX_PID") h1=$(host_ticks) g1=$(pg_ticks) p1=$(cpu_ticks "$PHONE_PID") t1=$(now_ns)
-  d1=$(cdrs_done)
+  d1=$(cdrs_done) w1=$(cdr_stats)
   csv=$OUT/trunk-$tag.csv
   ok=$(stat_field "$csv" 'SuccessfulCall(C)')
   CALLS_OK=$((CALLS_OK + ok))
@@ -532,17 +532,19 @@ cps_step() {
   # The CDR writer's pace: finished CDRs per second while the calls came,
   # call events per second over the step and its catch-up, and (only a
   # backlog shows what it can do) finished CDRs per second while it caught
-  # up alone.
+  # up alone. CDRs whose events have not reached the writer (none waiting
+  # for it: -1 = a PBX without its metrics) are not the writer's lag.
   cdr_rate=$(per_s $((d1 - d0)) "$t0" "$t1")
   events_rate=$(per_s $((v2 - v0)) "$t0" "$t2")
+  waiting1=${w1%% *} waiting2=${w2%% *}
   pace=-
-  if [ "$lag" -gt 200 ]; then
+  if [ "$lag" -gt 200 ] && { [ "$waiting1" -gt 200 ] || [ "$waiting1" = -1 ]; }; then
     pace=$(per_s $((d2 - d1)) "$t1" "$t2")
     CDR_PACE+=("$pace")
     if [ "$pace" -gt "$CDR_MAX_PACE" ]; then CDR_MAX_PACE=$pace; fi
   fi
   if [ "$left" = 0 ] && [ "$rate" -gt "$CDR_OK_RATE" ]; then CDR_OK_RATE=$rate; fi
-  if [ "$left" -gt 0 ] && [ -z "$CDR_FAILED_AT" ]; then CDR_FAILED_AT=$rate; fi
+  if [ "$left" -gt 0 ] && [ "$waiting2" != 0 ] && [ -z "$CDR_FAILED_AT" ]; then CDR_FAILED_AT=$rate; fi
   why=
   if [ $((failed * 1000)) -ge "$calls" ]; then why+="|calls failed"; fi
   if awk -v a="$achieved" -v r="$rate" 'BEGIN { exit !(a < 0.95 * r) }'; then why+="|rate not offered"; fi
@@ -553,6 +555,7 @@ cps_step() {
   verdict=pass
   if [ -n "$why" ]; then verdict="FAIL (${why//|/, })"; fi
   STEP_WHY=$why STEP_HOST=$host STEP_PCT=$fail_pct STEP_SETUP=$setup STEP_LEFT=$left STEP_RLEFT=$rleft STEP_PACE=$pace
+  STEP_WAITING=$waiting2 # call events waiting for the CDR writer at the check
   CPS_ROWS+=("$(printf '%-6s %-8s %-6s %-6s %-6s %-7s %-6s %-7s %-5s %-6s %-5s %-5s %-4s %-5s %-6s %-7s %-7s %-7s %-7s %-7s %s' \
     "$3" "$achieved" "$calls" "$ok" "$failed" "$fail_pct" "$setup" "$retrans" "$peak_calls" "$((peak_rss / 1024))" \
     "$cpu" "$sipp_cpu" "$pg_cpu" "$host" "$cdr_rate" "$pace" "$lag" "$([ "$RECORDING" = yes ] && echo "$rlag" || echo -)" \
@@ -571,7 +574,7 @@ for rate in $CPS_STEPS; do
   if [ "$verdict" != pass ]; then
     first_fail=$rate
     FAIL_WHY=$STEP_WHY FAIL_HOST=$STEP_HOST FAIL_PCT=$STEP_PCT FAIL_SETUP=$STEP_SETUP
-    FAIL_LEFT=$STEP_LEFT FAIL_RLEFT=$STEP_RLEFT FAIL_PACE=$STEP_PACE
+    FAIL_LEFT=$STEP_LEFT FAIL_RLEFT=$STEP_RLEFT FAIL_PACE=$STEP_PACE FAIL_WAITING=$STEP_WAITING
     break
   fi
   best_rate=$rate
@@ -618,13 +621,23 @@ binding_limit() {
     echo "none found: every step passed, up to $best_rate calls/s (add steps with BENCH_CPS_STEPS)"
     return
   fi
-  local parts=() reasons w limit
+  local parts=() reasons w t limit
   IFS='|' read -r -a reasons <<<"$FAIL_WHY"
   for w in "${reasons[@]}"; do
     case $w in
     "calls failed") parts+=("calls/SIP: $FAIL_PCT% of the calls failed, mean setup $FAIL_SETUP ms") ;;
     "rate not offered") parts+=("SIPp could not offer the rate") ;;
-    "CDRs behind") parts+=("CDRs: $FAIL_LEFT answered calls without a finished CDR ${CDR_DRAIN_S} s after the step (writer pace while catching up: $FAIL_PACE calls/s)") ;;
+    "CDRs behind")
+      # Events waiting in JetStream mean the writer is behind; none mean
+      # the calls' events had not been published yet.
+      t="CDRs: $FAIL_LEFT answered calls without a finished CDR ${CDR_DRAIN_S} s after the step (writer pace while catching up: $FAIL_PACE calls/s"
+      case $FAIL_WAITING in
+      -1) t+=")" ;;
+      0) t+="; no call event waiting for the writer: the missing events had not reached it)" ;;
+      *) t+="; $FAIL_WAITING call events waiting for the writer)" ;;
+      esac
+      parts+=("$t")
+      ;;
     "recordings behind") parts+=("recordings: $FAIL_RLEFT answered calls without a complete recording ${CDR_DRAIN_S} s after the step") ;;
     *) parts+=("$w") ;;
     esac
@@ -644,7 +657,8 @@ binding_limit() {
 }
 
 # cdr_target: met when the CDRs kept up at a step of 1500 calls/s or more, or
-# the writer caught up that fast alone; not shown when no step got there.
+# the writer caught up that fast alone; NOT met when the writer itself fell
+# behind (events waiting for it) at a lower step; else not shown.
 cdr_target() {
   if [ "$CDR_OK_RATE" -ge 1500 ] || [ "$CDR_MAX_PACE" -ge 1500 ]; then
     echo met
@@ -768,7 +782,7 @@ RESULTS=$OUT/bench-results.txt
   echo "highest rate passing with a mean setup time under 200 ms at every step up to it: $best_fast calls/s"
   echo "overload (row marked !): $OVERLOAD_LINE"
   if [ ${#CDR_PACE[@]} -gt 0 ]; then
-    echo "CDR writer pace while catching up alone (steps that left > 200 CDRs behind): $(printf '%s ' "${CDR_PACE[@]}")calls/s"
+    echo "CDR writer pace while catching up alone (steps that left it > 200 CDRs and events behind): $(printf '%s ' "${CDR_PACE[@]}")calls/s"
   fi
   if [ "$PROFILE" = 1 ]; then
     echo "profiles: cpu-<step>.pprof (5 s, mid-step) and heap-<step>.pprof in $OUT (go tool pprof -top bin/maskpbx $OUT/cpu-cps-400.pprof)"
@@ -799,7 +813,7 @@ RESULTS=$OUT/bench-results.txt
   echo "  up; KB/call = (peak - idle) / calls up (at 100 calls mostly one-off growth); stackKB = goroutine stacks per call;"
   echo "  gorout = goroutines. setup = mean INVITE -> 200 at the trunk in ms; peak = most calls in the PBX; cdr/s = CDRs"
   echo "  finished per second during the step (the CDR writer's pace); drain/s = its pace catching up alone after a step that"
-  echo "  left > 200 behind; cdr-lag / rec-lag = successful calls without a finished CDR / a complete recording when the step"
+  echo "  left it > 200 CDRs and call events behind; cdr-lag / rec-lag = successful calls without a finished CDR / a complete recording when the step"
   echo "  ended; catchup = seconds until none was behind (a step fails at > $CDR_DRAIN_S)."
   echo "  'rate not offered': SIPp made the calls slower than asked (the machine was saturated), so the rate was not shown."
   echo "  A failing step is run once more (marked *); the second result decides."

@@ -214,10 +214,13 @@ func foldCallEvents(evs []CallEvent, known map[int]knownPeople) []*cdrDelta {
 		if !fresh {
 			continue
 		}
-		d := byCall[e.CallID]
+		// One row per call however its id is spelled: an upsert may touch a
+		// row only once.
+		callID := strings.ToLower(e.CallID)
+		d := byCall[callID]
 		if d == nil {
-			d = &cdrDelta{callID: e.CallID}
-			byCall[e.CallID] = d
+			d = &cdrDelta{callID: callID}
+			byCall[callID] = d
 			out = append(out, d)
 		}
 		fill(&d.direction, e.Direction)

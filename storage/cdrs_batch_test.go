@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -244,5 +245,44 @@ func TestCDRBatchRefusesInvalid(t *testing.T) {
 	}
 	if _, err := s.CDR(ctx, id); err == nil {
 		t.Fatal("a refused batch made a row")
+	}
+}
+
+// TestCDRWriterConnection: the CDR writer's store of its own, one
+// connection whatever the URL asks for, applies batches like any other.
+func TestCDRWriterConnection(t *testing.T) {
+	ctx := context.Background()
+	_, url := newStore(t)
+	s, err := storage.OpenConns(ctx, url+"&pool_max_conns=8", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id := cdrUUID()
+	if _, err := s.ApplyCallEvents(ctx, cdrCall(id, "", "", "", time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.CDR(ctx, id); err != nil || c.EndedAt == nil {
+		t.Fatalf("cdr %+v %v", c, err)
+	}
+	if _, err := storage.OpenConns(ctx, "::not a url", 1); err == nil {
+		t.Fatal("a bad URL opened")
+	}
+}
+
+// TestCDRBatchOneRowPerCall: a call id spelled in capitals by one of its
+// events is the same call, in the same batch too (an upsert may touch a row
+// only once per statement).
+func TestCDRBatchOneRowPerCall(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	id := cdrUUID()
+	evs := cdrCall(id, "", "", "", time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))
+	evs[3].CallID = strings.ToUpper(id)
+	if _, err := s.ApplyCallEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.CDR(ctx, id); err != nil || c.EndedAt == nil || c.OfferedAt == nil {
+		t.Fatalf("cdr %+v %v", c, err)
 	}
 }

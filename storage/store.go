@@ -36,6 +36,22 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	return open(ctx, cfg)
+}
+
+// OpenConns is Open with a pool of its own of exactly conns connections,
+// whatever the URL says: for a component that must not queue for a
+// connection behind call handling (the CDR writer, which needs one).
+func OpenConns(ctx context.Context, url string, conns int32) (*Store, error) {
+	cfg, err := parseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.MaxConns = conns
+	return open(ctx, cfg)
+}
+
+func open(ctx context.Context, cfg *pgxpool.Config) (*Store, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("storage: connect: %w", err)

@@ -126,7 +126,13 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 		defer stopPublisher()
 		sink = publisher
 		if cfg.CDRWriter {
-			cdr = recorder.NewCDRWriter(js, store, logger)
+			// A connection of its own, not queued behind recording saves.
+			cdrStore, err := storage.OpenConns(ctx, cfg.DatabaseURL, 1)
+			if err != nil {
+				return err
+			}
+			defer cdrStore.Close()
+			cdr = recorder.NewCDRWriter(js, cdrStore, logger)
 		}
 	} else {
 		logger.Warn("no --nats-url: recordings send no recording.ready events and no CDRs are written here")

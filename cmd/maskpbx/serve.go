@@ -139,7 +139,14 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err := rec.registerMetrics(metrics); err != nil {
 		return err
 	}
-	cdrs := recorder.NewCDRWriter(js, store, logger)
+	// The CDR writer has a connection of its own: under load, call handling
+	// queues for the shared pool, and CDRs must not queue behind it.
+	cdrStore, err := storage.OpenConns(ctx, cfg.DatabaseURL, 1)
+	if err != nil {
+		return err
+	}
+	defer cdrStore.Close()
+	cdrs := recorder.NewCDRWriter(js, cdrStore, logger)
 	if err := cdrs.RegisterMetrics(metrics); err != nil {
 		return err
 	}
