@@ -90,7 +90,7 @@ func TestCDRWriterBatches(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	wantEvents := len(good) - 1 // all but the poisoned end
-	pollUntil(t, 60*time.Second, func() bool {
+	testenv.Eventually(t, 60*time.Second, func() bool {
 		var n int
 		return conn.QueryRow(ctx, `SELECT count(*) FROM cdr_events`).Scan(&n) == nil && n == wantEvents
 	}, "every storable event applied")
@@ -142,17 +142,4 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]*dto.Metric {
 		}
 	}
 	return out
-}
-
-// pollUntil checks cond every 20 ms until it holds, and fails the test if
-// it does not within timeout.
-func pollUntil(t *testing.T, timeout time.Duration, cond func() bool, msg string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", timeout, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
