@@ -34,7 +34,7 @@ type CallConfig struct {
 	// Recorder records every connected call (SIPREC); nil records none.
 	Recorder *SRC
 	// MaxSetups is how many calls in may be in setup (INVITE received, no
-	// phone ringing yet) before more are refused with 503; 0 means 200.
+	// phone ringing yet) before more are refused with 503; 0 means 1000.
 	MaxSetups int
 }
 

@@ -38,7 +38,7 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 		publicIP:  ip,
 		srv:       s,
 		limits:    newOutboundLimits(cmp.Or(cfg.CallsPerMinute, 10)),
-		admission: newAdmission(cmp.Or(cfg.MaxSetups, 200)),
+		admission: newAdmission(cmp.Or(cfg.MaxSetups, 1000)),
 	}
 	allowedMethods = append(allowedMethods, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE)
 	s.sip.OnInvite(s.guard(s.calls.onInvite))

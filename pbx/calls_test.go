@@ -539,3 +539,45 @@ func TestOriginateTriesNumbersInOrder(t *testing.T) {
 		t.Errorf("disposition %s, want %s", st.Disposition, DispAnswered)
 	}
 }
+
+// Slow setups shed new calls once more than a handful are in setup; fast
+// ones don't, up to the hard limit; every slot given back empties it.
+func TestAdmissionSlowSetups(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ewma     time.Duration
+		limit    int
+		inFlight int
+		wantShed bool
+	}{
+		{"fast setups, many in setup", 50 * time.Millisecond, 1000, 500, false},
+		{"slow setups, few in setup", 2 * time.Second, 1000, slowSetupFloor - 1, false},
+		{"slow setups, many in setup", 2 * time.Second, 1000, slowSetupFloor, true},
+		{"fast setups at the hard limit", 50 * time.Millisecond, 100, 100, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAdmission(tc.limit)
+			a.setupEWMA.Store(int64(tc.ewma))
+			var slots []*setupSlot
+			for range tc.inFlight {
+				slots = append(slots, a.enter())
+			}
+			// The others were admitted while setups were fast.
+			for _, s := range slots {
+				s.shed = false
+			}
+			a.shed.Store(0)
+			s := a.enter()
+			if s.shed != tc.wantShed {
+				t.Fatalf("shed = %v, want %v", s.shed, tc.wantShed)
+			}
+			for _, o := range append(slots, s) {
+				o.leave()
+				o.leave() // once only
+			}
+			if n := a.inFlight.Load(); n != 0 {
+				t.Fatalf("%d left in setup", n)
+			}
+		})
+	}
+}

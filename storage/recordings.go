@@ -128,12 +128,10 @@ ON CONFLICT (id) DO UPDATE SET
     updated_at  = now()
 WHERE r.status = 'recording' OR EXCLUDED.status <> 'recording'`
 
-// SaveRecording stores a recording's row, creating it on first use. It is
-// idempotent: the recorder calls it when a session starts, when it ends and
-// again after a crash, in any of which the database may have been away.
-func (s *Store) SaveRecording(ctx context.Context, r Recording) error {
+// recordingArgs checks a row and gives the arguments of saveRecording.
+func recordingArgs(r Recording) ([]any, error) {
 	if err := r.validate(); err != nil {
-		return err
+		return nil, err
 	}
 	dtmf := r.DTMF
 	if dtmf == nil {
@@ -141,11 +139,21 @@ func (s *Store) SaveRecording(ctx context.Context, r Recording) error {
 	}
 	raw, err := json.Marshal(dtmf)
 	if err != nil {
+		return nil, err
+	}
+	return []any{r.ID, r.CallID, nullUUID(r.ClientID), nullUUID(r.ManagerID), nullText(r.Direction), r.Source, r.Node,
+		r.BlobKey, r.Codec, r.Status, r.StartedAt, r.Duration.Milliseconds(), r.SizeBytes, r.SHA256, raw}, nil
+}
+
+// SaveRecording stores a recording's row, creating it on first use. It is
+// idempotent: the recorder calls it when a session starts, when it ends and
+// again after a crash, in any of which the database may have been away.
+func (s *Store) SaveRecording(ctx context.Context, r Recording) error {
+	args, err := recordingArgs(r)
+	if err != nil {
 		return err
 	}
-	_, err = s.pool.Exec(ctx, saveRecording, r.ID, r.CallID, nullUUID(r.ClientID), nullUUID(r.ManagerID),
-		nullText(r.Direction), r.Source, r.Node, r.BlobKey, r.Codec, r.Status, r.StartedAt,
-		r.Duration.Milliseconds(), r.SizeBytes, r.SHA256, raw)
+	_, err = s.pool.Exec(ctx, saveRecording, args...)
 	if code, _ := pgCode(err); code == pgUniqueViolation {
 		return fmt.Errorf("%w: blob key already used by another recording", ErrInvalidRecording)
 	} else if err != nil {
@@ -166,20 +174,11 @@ func (s *Store) SaveRecordings(ctx context.Context, rs []Recording) error {
 	}
 	b := &pgx.Batch{}
 	for _, r := range rs {
-		if err := r.validate(); err != nil {
-			return err
-		}
-		dtmf := r.DTMF
-		if dtmf == nil {
-			dtmf = []DTMFEvent{}
-		}
-		raw, err := json.Marshal(dtmf)
+		args, err := recordingArgs(r)
 		if err != nil {
 			return err
 		}
-		b.Queue(saveRecording, r.ID, r.CallID, nullUUID(r.ClientID), nullUUID(r.ManagerID),
-			nullText(r.Direction), r.Source, r.Node, r.BlobKey, r.Codec, r.Status, r.StartedAt,
-			r.Duration.Milliseconds(), r.SizeBytes, r.SHA256, raw)
+		b.Queue(saveRecording, args...)
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
 	if code, _ := pgCode(err); code == pgUniqueViolation {

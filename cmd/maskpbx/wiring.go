@@ -122,6 +122,8 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 			Help: "Calls in between their INVITE and the first ring of a phone."}, func() float64 { return float64(sip.AdmissionStats().CallsInSetup) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_calls_shed_total",
 			Help: "Calls in refused with 503 because the node was at capacity (--max-setups)."}, func() float64 { return float64(sip.AdmissionStats().Shed) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_call_setup_seconds",
+			Help: "Smoothed setup time (INVITE to a phone's first answer) of the calls in admitted."}, func() float64 { return sip.AdmissionStats().SetupTime.Seconds() }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_routing_lookup_seconds",
 			Help: "Smoothed time of the routing lookup of a call in."}, func() float64 { return sip.AdmissionStats().LookupTime.Seconds() }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_rtp_ports_in_use",

@@ -21,14 +21,7 @@ func InCI() bool {
 // skipped, or fails in CI. make deps (deploy/deps.sh) installs them all.
 func Require(t testing.TB, names ...string) string {
 	t.Helper()
-	if p := lookPath(names); p != "" {
-		return p
-	}
-	if InCI() {
-		t.Fatalf("%s not installed, and CI must run every test (make deps installs it)", strings.Join(names, " or "))
-	}
-	t.Skipf("%s not installed (make deps installs it)", strings.Join(names, " or "))
-	return ""
+	return find(t, names, "test", t.Skipf, "")
 }
 
 // Have is Require for a check that is one part of a test (sox reading a
@@ -37,13 +30,21 @@ func Require(t testing.TB, names ...string) string {
 // missing tool fails the test.
 func Have(t testing.TB, names ...string) string {
 	t.Helper()
+	return find(t, names, "check", t.Logf, ": leaving its check out")
+}
+
+// find looks names up on PATH; a missing tool fails the test in CI, and
+// elsewhere is reported with orElse (Skipf or Logf).
+func find(t testing.TB, names []string, what string, orElse func(string, ...any), note string) string {
+	t.Helper()
 	if p := lookPath(names); p != "" {
 		return p
 	}
+	list := strings.Join(names, " or ")
 	if InCI() {
-		t.Fatalf("%s not installed, and CI must run every check (make deps installs it)", strings.Join(names, " or "))
+		t.Fatalf("%s not installed, and CI must run every %s (make deps installs it)", list, what)
 	}
-	t.Logf("%s not installed (make deps installs it): leaving its check out", strings.Join(names, " or "))
+	orElse("%s not installed (make deps installs it)%s", list, note)
 	return ""
 }
 
