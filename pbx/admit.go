@@ -28,12 +28,12 @@ type admission struct {
 }
 
 // maxSetupDelay is the smoothed setup time beyond which a node counts as
-// overloaded; SIP retransmits an unanswered INVITE after 500 ms.
-const maxSetupDelay = 500 * time.Millisecond
+// overloaded: twice the time after which a trunk retransmits its INVITE.
+const maxSetupDelay = time.Second
 
 // slowSetupFloor is how many calls must be in setup before slow setups
 // shed calls: a few calls to slow phones are not an overload.
-const slowSetupFloor = 32
+const slowSetupFloor = 64
 
 func newAdmission(limit int) *admission { return &admission{limit: int64(limit)} }
 
