@@ -32,3 +32,17 @@ func TestParsePrefixes(t *testing.T) {
 		})
 	}
 }
+
+// Profiles have no credentials: --pprof-listen takes loopback addresses only,
+// so nobody on the network can reach them.
+func TestPprofListenLoopbackOnly(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"127.0.0.1:6060": true, "127.0.0.30:16060": true, "[::1]:6060": true, "localhost:6060": true,
+		"0.0.0.0:6060": false, ":6060": false, "[::]:6060": false, "10.0.0.5:6060": false,
+		"pbx.example.com:6060": false, "127.0.0.1": false,
+	} {
+		if err := loopbackOnly(addr); (err == nil) != ok {
+			t.Errorf("loopbackOnly(%q) = %v, want ok=%v", addr, err, ok)
+		}
+	}
+}

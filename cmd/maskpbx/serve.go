@@ -181,6 +181,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	g.Go(func() error { return rec.run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)
 	if cfg.PprofListen != "" {
+		if err := loopbackOnly(cfg.PprofListen); err != nil {
+			return fmt.Errorf("--pprof-listen: %w", err)
+		}
 		ln, err := net.Listen("tcp", cfg.PprofListen)
 		if err != nil {
 			return fmt.Errorf("--pprof-listen: %w", err)
