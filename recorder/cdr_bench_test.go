@@ -85,20 +85,13 @@ func BenchmarkCDRWriter(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	deadline := start.Add(10 * time.Minute)
-	for {
-		var n int
+	var n int
+	testenv.Eventually(b, 10*time.Minute, func() bool {
 		if err := conn.QueryRow(ctx, `SELECT count(*) FROM cdrs WHERE ended_at IS NOT NULL AND offered_at IS NOT NULL`).Scan(&n); err != nil {
 			b.Fatal(err)
 		}
-		if n == b.N {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d CDRs after %v", n, b.N, time.Since(start))
-		}
-		time.Sleep(10 * time.Millisecond) // polling the condition, not waiting for it
-	}
+		return n == b.N
+	}, "all %d CDRs finished", b.N)
 	elapsed, cpu := time.Since(start), processCPU()-cpu0
 	b.StopTimer()
 	cancel()

@@ -42,7 +42,7 @@ func TestLocalSession(t *testing.T) {
 			}
 			ls.Packet(side, localPCMU, i == 0, uint16(i), uint32(i*160), uint32(0x1000+side), payload[side])
 		}
-		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 20 * time.Millisecond)))
+		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 20 * time.Millisecond))) // pacing: a packet per side every 20 ms
 	}
 	ls.End()
 	ls.End()                                                     // idempotent
