@@ -31,9 +31,10 @@ type Config struct {
 
 	NonceTTL time.Duration // how long a digest nonce is accepted; default 5m
 	// DigestAlgorithms are offered in this order, one WWW-Authenticate
-	// each; default SHA-256 then MD5 (RFC 8760: most preferred first).
-	// Phones that only answer the first challenge and know only MD5 (SIPp
-	// 3.6 among them) need MD5 first.
+	// each; default MD5 alone. Many phones (baresip 1.0, SIPp 3.6, older
+	// desk phones) give up on a 401 with more than one challenge, so a
+	// second algorithm (SHA-256, RFC 8760) is opt-in for fleets whose
+	// phones choose among several.
 	DigestAlgorithms []string
 
 	AuthFailLimit  int           // failed authentications from one IP...; default 5
@@ -72,7 +73,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.AuthFailLimit = DefaultAuthFailLimit
 	}
 	if len(c.DigestAlgorithms) == 0 {
-		c.DigestAlgorithms = []string{"SHA-256", "MD5"}
+		c.DigestAlgorithms = []string{"MD5"}
 	}
 
 	host, _, err := net.SplitHostPort(c.Listen)

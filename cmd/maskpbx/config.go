@@ -62,7 +62,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
 	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")
 	fs.IntVar(&c.MaxSetups, "max-setups", 1000, "calls in setup (INVITE received, no phone ringing yet) beyond which new calls in are refused with 503 and Retry-After (slow setups shed earlier)")
-	fs.StringVar(&c.DigestAlgorithms, "digest-algorithms", "SHA-256,MD5", "digest algorithms offered in a 401, in order (old phones answer only the first)")
+	fs.StringVar(&c.DigestAlgorithms, "digest-algorithms", "MD5", "digest algorithms offered in a 401, one challenge each, in order (many phones give up on more than one: SHA-256,MD5 only for phones that choose)")
 	fs.DurationVar(&c.KeepAlive, "keepalive", 30*time.Second, "probe each leg of a call with in-dialog OPTIONS this often; a leg that stopped answering ends the call (0: off)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console")
 	fs.BoolVar(&c.Demo, "demo", false, "seed demo data (company number, two managers, three clients) if missing")
