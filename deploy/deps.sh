@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages maskpbx's tests and tools need, if missing:
-# SIPp (sip-tester), sox, PostgreSQL's server and Chromium.
+# SIPp (sip-tester), sox, PostgreSQL's server, Chromium and the softphones
+# the phone tests drive (baresip).
 set -euo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sox >/dev/null 2>&1 || need+=(sox)
+# A real softphone, driven headless (ctrl_tcp, audio from files, srtp, TLS).
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 # The web console's browser tests drive Debian's Chromium (headless).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # ...and a font, so that its screenshots show text and not empty boxes.
