@@ -50,8 +50,11 @@ type callControl struct {
 	cfg      CallConfig
 	domain   string
 	logger   *zap.Logger
-	client   *sipgo.Client
-	contact  sip.Uri // our Contact on every leg
+	// client sends over UDP from the listening socket, streamClient over
+	// the TCP or TLS connection a phone opened (see bind).
+	client, streamClient *sipgo.Client
+	// Our Contact on a leg, by its transport (contactFor).
+	contact, tcpContact, tlsContact sip.Uri
 	dialogs  *dialogs
 	regs     *Registrations
 	publicIP netip.Addr
@@ -78,13 +81,13 @@ func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string
 
 // sendBye ends an established dialog from our side.
 func (cc *callControl) sendBye(d *dialog, logger *zap.Logger) {
-	cc.requestAndWait(d.request(sip.BYE, cc.contact), logger)
+	cc.requestAndWait(d.request(sip.BYE, cc.contactFor(d.transport)), logger)
 }
 
 // requestAndWait sends a request that ends something (BYE, CANCEL) and
 // waits briefly for its answer; a peer that never answers is gone anyway.
 func (cc *callControl) requestAndWait(req *sip.Request, logger *zap.Logger, opts ...sipgo.ClientRequestOption) {
-	requestAndWait(cc.client, req, 10*time.Second, logger, opts...)
+	requestAndWait(cc.clientFor(req.Transport()), req, 10*time.Second, logger, opts...)
 }
 
 func requestAndWait(client *sipgo.Client, req *sip.Request, wait time.Duration, logger *zap.Logger, opts ...sipgo.ClientRequestOption) {

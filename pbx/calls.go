@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -52,25 +53,71 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 	return nil
 }
 
-// bind creates the SIP client legs are sent with, once Serve knows the
-// bound address: requests leave from the listening socket, so phones and
-// the trunk see one address for the PBX.
-func (cc *callControl) bind(ua *sipgo.UserAgent, listen string) error {
-	_, portStr, err := net.SplitHostPort(listen)
+// bind creates the SIP clients legs are sent with, once Serve knows the
+// bound addresses. UDP requests leave from the listening socket, so phones
+// and the trunk see one address for the PBX. Requests over TCP or TLS go on
+// the connection the phone opened when it registered: the transport layer
+// finds it by the phone's address (never by our listener's, which every
+// accepted connection shares).
+func (cc *callControl) bind(ua *sipgo.UserAgent, listen, tlsListen string) error {
+	port, err := portOf(listen)
 	if err != nil {
 		return err
 	}
-	port, _ := strconv.Atoi(portStr)
+	host := cc.publicIP.String()
 	client, err := sipgo.NewClient(ua,
-		sipgo.WithClientHostname(cc.publicIP.String()),
+		sipgo.WithClientHostname(host),
 		sipgo.WithClientPort(port),
 		sipgo.WithClientConnectionAddr(listen))
 	if err != nil {
 		return fmt.Errorf("pbx: sip client: %w", err)
 	}
-	cc.client = client
-	cc.contact = sip.Uri{Scheme: "sip", User: "maskpbx", Host: cc.publicIP.String(), Port: port}
+	stream, err := sipgo.NewClient(ua, sipgo.WithClientHostname(host), sipgo.WithClientPort(port))
+	if err != nil {
+		return fmt.Errorf("pbx: sip client: %w", err)
+	}
+	cc.client, cc.streamClient = client, stream
+	cc.contact = sip.Uri{Scheme: "sip", User: "maskpbx", Host: host, Port: port}
+	cc.tcpContact = cc.contact
+	cc.tcpContact.UriParams = sip.HeaderParams{{K: "transport", V: "tcp"}}
+	cc.tlsContact = cc.tcpContact
+	if tlsListen != "" {
+		tlsPort, err := portOf(tlsListen)
+		if err != nil {
+			return err
+		}
+		cc.tlsContact = sip.Uri{Scheme: "sip", User: "maskpbx", Host: host, Port: tlsPort,
+			UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}
+	}
 	return nil
+}
+
+func portOf(hostPort string) (int, error) {
+	_, p, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(p)
+}
+
+// clientFor is the client for requests over transport ("UDP", "TCP", "TLS").
+func (cc *callControl) clientFor(transport string) *sipgo.Client {
+	if sip.IsReliable(transport) {
+		return cc.streamClient
+	}
+	return cc.client
+}
+
+// contactFor is our Contact on a dialog over transport: in-dialog requests
+// come back over the same transport.
+func (cc *callControl) contactFor(transport string) sip.Uri {
+	switch strings.ToUpper(transport) {
+	case "TLS":
+		return cc.tlsContact
+	case "TCP":
+		return cc.tcpContact
+	}
+	return cc.contact
 }
 
 func (cc *callControl) onInvite(req *sip.Request, tx sip.ServerTransaction) {

@@ -83,7 +83,7 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 		dest:      in.dest,
 		transport: in.transport,
 	}
-	req := dlg.request(sip.INVITE, cc.contact)
+	req := dlg.request(sip.INVITE, cc.contactFor(dlg.transport))
 	req.AppendHeader(sip.NewHeader("Allow", dialogAllow))
 	ct := sip.ContentTypeHeader("application/sdp")
 	req.AppendHeader(&ct)
@@ -93,7 +93,7 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 	if err := cc.dialogs.add(callID, leg); err != nil {
 		return nil, err
 	}
-	tx, err := cc.client.TransactionRequest(ctx, req)
+	tx, err := cc.clientFor(req.Transport()).TransactionRequest(ctx, req)
 	if err != nil {
 		cc.dialogs.remove(callID)
 		return nil, err
@@ -167,8 +167,8 @@ func (l *outLeg) onAnswer(res *sip.Response, events chan<- legEvent) {
 
 func (l *outLeg) ack() {
 	// ACK for a 2xx has the INVITE's CSeq number and takes none of its own.
-	ack := l.dlg.requestSeq(sip.ACK, l.invite.CSeq().SeqNo, l.cc.contact)
-	if err := l.cc.client.WriteRequest(ack); err != nil {
+	ack := l.dlg.requestSeq(sip.ACK, l.invite.CSeq().SeqNo, l.cc.contactFor(l.dlg.transport))
+	if err := l.cc.clientFor(ack.Transport()).WriteRequest(ack); err != nil {
 		l.logger.Warn("ACK not sent", zap.Error(err))
 	}
 }

@@ -2,6 +2,7 @@ package pbx
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +23,11 @@ import (
 // below.
 type Config struct {
 	Listen     string // host:port for UDP and TCP; port 0 picks one free for both
+	// TLSListen, if set, is host:port of SIP over TLS (RFC 3261 §26) for
+	// phones outside the office; TLS holds its certificate. Phones that
+	// register over TLS are called over their TLS connection.
+	TLSListen string
+	TLS       *tls.Config
 	Domain     string // SIP domain phones register to, and the digest realm
 	PublicAddr string // IP written into SDP and Contact; default the listen IP
 
@@ -92,6 +98,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("pbx: RegisterMaxExpires is below RegisterMinExpires")
 	case c.RegisterDefaultExpires < c.RegisterMinExpires || c.RegisterDefaultExpires > c.RegisterMaxExpires:
 		return c, errors.New("pbx: RegisterDefaultExpires is outside [RegisterMinExpires, RegisterMaxExpires]")
+	case c.TLSListen != "" && (c.TLS == nil || len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil):
+		return c, errors.New("pbx: TLSListen needs a TLS certificate")
 	case c.NonceTTL < 0 || c.AuthFailWindow < 0 || c.AuthBlockFor < 0 || c.AuthFailLimit < 0:
 		return c, errors.New("pbx: negative NonceTTL, AuthFailLimit, AuthFailWindow or AuthBlockFor")
 	}
@@ -134,6 +142,7 @@ type Server struct {
 	ctx     context.Context // Serve's context, for handlers; set before listening
 	ready   chan struct{}
 	addr    string // bound address, set before ready is closed
+	tlsAddr string // bound TLS address, if any, set before ready is closed
 
 	calls *callControl // nil until EnableCalls
 
@@ -235,6 +244,17 @@ func (s *Server) Addr() string {
 	}
 }
 
+// TLSAddr is the bound host:port of SIP over TLS once Ready is closed, and
+// "" before or without TLS.
+func (s *Server) TLSAddr() string {
+	select {
+	case <-s.ready:
+		return s.tlsAddr
+	default:
+		return ""
+	}
+}
+
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
 	return Stats{
@@ -261,20 +281,40 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 	s.ctx = ctx
 	s.addr = udp.LocalAddr().String()
-	if s.calls != nil {
-		if err := s.calls.bind(s.ua, s.addr); err != nil {
+	var tlsL net.Listener
+	if s.cfg.TLSListen != "" {
+		l, err := net.Listen("tcp", s.cfg.TLSListen)
+		if err != nil {
 			udp.Close()
 			tcp.Close()
+			return fmt.Errorf("pbx: listen tls %s: %w", s.cfg.TLSListen, err)
+		}
+		tlsL = tls.NewListener(l, s.cfg.TLS)
+		s.tlsAddr = l.Addr().String()
+	}
+	closeAll := func() {
+		udp.Close()
+		tcp.Close()
+		if tlsL != nil {
+			tlsL.Close()
+		}
+	}
+	if s.calls != nil {
+		if err := s.calls.bind(s.ua, s.addr, s.tlsAddr); err != nil {
+			closeAll()
 			return err
 		}
 	}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Go(func() { errc <- s.sip.ServeUDP(udp) })
 	wg.Go(func() { errc <- s.sip.ServeTCP(tcp) })
+	if tlsL != nil {
+		wg.Go(func() { errc <- s.sip.ServeTLS(tlsL) })
+	}
 	close(s.ready)
-	s.logger.Info("sip listening", zap.String("addr", s.addr), zap.String("domain", s.cfg.Domain))
+	s.logger.Info("sip listening", zap.String("addr", s.addr), zap.String("tls", s.tlsAddr), zap.String("domain", s.cfg.Domain))
 
 	var serveErr error
 	select {
@@ -288,8 +328,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			serveErr = errors.New("pbx: sip listener stopped")
 		}
 	}
-	udp.Close()
-	tcp.Close()
+	closeAll()
 	wg.Wait()
 	if serveErr != nil {
 		return fmt.Errorf("pbx: serve sip: %w", serveErr)

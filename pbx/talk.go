@@ -39,7 +39,7 @@ func (cc *callControl) probe(c *call, parties map[string]party) {
 func (cc *callControl) alive(d *dialog) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), keepAliveWait)
 	defer cancel()
-	tx, err := cc.client.TransactionRequest(ctx, d.request(sip.OPTIONS, cc.contact))
+	tx, err := cc.clientFor(d.transport).TransactionRequest(ctx, d.request(sip.OPTIONS, cc.contactFor(d.transport)))
 	if err != nil {
 		return true // our side failed to send: not the peer's fault
 	}

@@ -51,7 +51,7 @@ func (cc *callControl) newUASLeg(c *call, side media.Side, req *sip.Request, tx 
 func (l *uasLeg) respond(code int, reason string, body []byte, hdrs ...sip.Header) error {
 	res := sip.NewResponseFromRequest(l.invite, code, reason, body)
 	res.To().Params.Add("tag", l.dlg.localTag)
-	res.AppendHeader(&sip.ContactHeader{Address: l.call.cc.contact})
+	res.AppendHeader(&sip.ContactHeader{Address: l.call.cc.contactFor(l.dlg.transport)})
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}

@@ -19,6 +19,10 @@ type Config struct {
 	NATSURL          string
 	NATSListen       string
 	SIPListen        string
+	// SIPTLSListen is --sip-tls-listen: SIP over TLS for phones; "" or
+	// "off" disables it. SIPTLSCert and SIPTLSKey are PEM files; without
+	// them a self-signed pair is generated into the data dir once.
+	SIPTLSListen, SIPTLSCert, SIPTLSKey string
 	SIPDomain        string
 	PublicAddr       string
 	RTPPorts         string
@@ -50,6 +54,9 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL; empty runs an embedded server")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server (other nodes can join it)")
 	fs.StringVar(&c.SIPListen, "sip-listen", "0.0.0.0:5060", "SIP UDP+TCP address")
+	fs.StringVar(&c.SIPTLSListen, "sip-tls-listen", ":5061", `SIP over TLS address for phones ("off": none)`)
+	fs.StringVar(&c.SIPTLSCert, "sip-tls-cert", "", "PEM certificate (chain) of the SIP TLS listener; empty: a self-signed one generated into the data dir")
+	fs.StringVar(&c.SIPTLSKey, "sip-tls-key", "", "PEM private key of --sip-tls-cert")
 	fs.StringVar(&c.SIPDomain, "sip-domain", "maskpbx.local", "SIP domain phones register to; digest realm")
 	fs.StringVar(&c.PublicAddr, "public-addr", "", "IP written into SDP and Contact (default: the listen IP)")
 	fs.StringVar(&c.RTPPorts, "rtp-ports", "20000-29999", "RTP relay port range")

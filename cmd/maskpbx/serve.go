@@ -111,8 +111,14 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if publicAddr == "" {
 		publicAddr = defaultPublicAddr(listenHost)
 	}
+	tlsListen, tlsConfig, err := sipTLS(cfg, publicAddr, logger)
+	if err != nil {
+		return err
+	}
 	sip, err := pbx.NewServer(pbx.Config{
 		Listen:           cfg.SIPListen,
+		TLSListen:        tlsListen,
+		TLS:              tlsConfig,
 		Domain:           cfg.SIPDomain,
 		PublicAddr:       publicAddr,
 		DigestAlgorithms: cfg.digestAlgorithms(),

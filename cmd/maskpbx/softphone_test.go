@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -166,4 +167,40 @@ func TestBaresipPhone(t *testing.T) {
 			t.Errorf("CDR %+v", cdr)
 		}
 	})
+}
+
+// A manager outside the office: baresip registers over TLS to the
+// self-signed listener serve generates, and its calls come over TLS.
+func TestBaresipTLS(t *testing.T) {
+	testenv.Require(t, "baresip")
+	s := startSystemConfig(t, func(c *Config) {
+		defaultPhoneFlags(c)
+		c.SIPTLSListen = pbxIP + ":0"
+	})
+	tlsAddr := s.run.SIP.TLSAddr()
+	if tlsAddr == "" {
+		t.Fatal("no TLS listener")
+	}
+	anna := s.manager("anna")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	ph := annaBaresip(t, s, testenv.BaresipOptions{Proxy: tlsAddr, Transport: "tls"})
+	regs, err := s.run.Regs.Contacts(context.Background(), anna.ID)
+	if err != nil || len(regs) != 1 || regs[0].Transport != "TLS" {
+		t.Fatalf("anna's registrations %+v (%v), want one over TLS", regs, err)
+	}
+
+	trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41840")
+	tr := trunkCall(t, s, acmeNumber, 41840, false, 0)
+	ph.WaitEvent("CALL_INCOMING", 10*time.Second)
+	ph.Answer()
+	ph.WaitEvent("CALL_ESTABLISHED", 5*time.Second)
+	sendTone(t, tr, trunkRTP, 50)
+	assertTwoWayAudio(t, ph, trunkRTP)
+	ph.Hangup()
+	ph.WaitEvent("CALL_CLOSED", 5*time.Second)
+	tr.Wait()
+	cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+	if cdr.Disposition != "answered" || cdr.HangupSide != "manager" {
+		t.Errorf("CDR %+v", cdr)
+	}
 }
