@@ -1,0 +1,233 @@
+package pbx
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/maskpbx/maskpbx/internal/testenv"
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Call control end to end, one flow each (inbound, click-to-call, desk
+// phone), and the defects of review 10 item 5, each with the test that
+// shows it. Every flow runs with a status poller (the API's GET
+// /api/v1/calls/{id}) so -race sees the call's state read while it runs.
+
+// newUAC is a SIP client sending from host (a phone or the trunk).
+func newUAC(t *testing.T, host string) *sipgo.Client {
+	t.Helper()
+	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ua.Close() })
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(host), sipgo.WithClientConnectionAddr(host+":0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
+}
+
+// uasDialog sends requests inside a dialog whose INVITE a test peer
+// answered: From is the peer's To with its tag, To the PBX's From.
+type uasDialog struct {
+	client *sipgo.Client
+	answeredInvite
+	seq atomic.Uint32
+}
+
+func newUASDialog(t *testing.T, host string, a answeredInvite) *uasDialog {
+	return &uasDialog{client: newUAC(t, host), answeredInvite: a}
+}
+
+// do sends one in-dialog request and returns its final response.
+func (d *uasDialog) do(method sip.RequestMethod, body []byte) (*sip.Response, error) {
+	req := sip.NewRequest(method, d.invite.Contact().Address)
+	from, to := d.res.To().AsFrom(), d.invite.From().AsTo()
+	req.AppendHeader(&from)
+	req.AppendHeader(&to)
+	req.AppendHeader(sip.HeaderClone(d.invite.CallID()))
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 100 + d.seq.Add(1), MethodName: method})
+	maxFwd := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&maxFwd)
+	req.AppendHeader(&sip.ContactHeader{Address: *d.res.Contact().Address.Clone()})
+	if len(body) > 0 {
+		req.AppendHeader(contentTypeSDP())
+	}
+	req.SetBody(body)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tx, err := d.client.TransactionRequest(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			if method == sip.INVITE && res.IsSuccess() {
+				ack := sip.NewRequest(sip.ACK, d.invite.Contact().Address)
+				for _, h := range []sip.Header{&from, &to, sip.HeaderClone(d.invite.CallID()), &maxFwd} {
+					ack.AppendHeader(h)
+				}
+				ack.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
+				if err := d.client.WriteRequest(ack); err != nil {
+					return res, err
+				}
+			}
+			return res, nil
+		case <-tx.Done():
+			return nil, fmt.Errorf("%s: %w", method, tx.Err())
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: %w", method, ctx.Err())
+		}
+	}
+}
+
+// pollStatuses reads the status of every live call over and over until
+// the test ends, as the API does for GET /api/v1/calls/{id}.
+func pollStatuses(t *testing.T, srv *Server) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(stop); <-done })
+	go func() {
+		defer close(done)
+		pace := time.NewTicker(time.Millisecond) // pacing, not waiting
+		defer pace.Stop()
+		for {
+			for _, id := range liveCallIDs(srv) {
+				srv.CallStatus(id)
+			}
+			select {
+			case <-stop:
+				return
+			case <-pace.C:
+			}
+		}
+	}()
+}
+
+func liveCallIDs(srv *Server) []string {
+	srv.calls.mu.Lock()
+	defer srv.calls.mu.Unlock()
+	ids := make([]string, 0, len(srv.calls.calls))
+	for id := range srv.calls.calls {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// liveCall is the one call in progress, once there is exactly one.
+func liveCall(t *testing.T, srv *Server) CallStatus {
+	t.Helper()
+	var st CallStatus
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		ids := liveCallIDs(srv)
+		if len(ids) != 1 {
+			return false
+		}
+		st, _ = srv.CallStatus(ids[0])
+		return true
+	}, "one call in progress")
+	return st
+}
+
+// createClient stores a client of the env's manager with one number.
+func (e *callEnv) createClient(t *testing.T, name, number string) storage.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	c, err := e.store.CreateClient(ctx, storage.NewClient{Name: name, ManagerID: e.manager.ID,
+		Phones:  []masking.SealedPhone{sealPhone(t, e.keys, number)},
+		NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err }}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// deskCall is a call a manager's desk phone (a sipgo UAC on 127.0.0.3)
+// dials to a client code.
+type deskCall struct {
+	dlg *sipgo.DialogClientSession
+	err chan error // the outcome of WaitAnswer, digest challenge included
+}
+
+// dial sends INVITE sip:<code>@<domain> from alice's desk phone; the phone
+// answers the PBX's 407 with alice's credentials.
+func (e *callEnv) dial(t *testing.T, code string) *deskCall {
+	t.Helper()
+	client := newUAC(t, phoneHost)
+	dc := sipgo.NewDialogClientCache(client, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: phoneHost}})
+	sdp := fmt.Sprintf("v=0\r\no=desk 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio 40006 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", phoneHost, phoneHost)
+	req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: code, Host: testDomain})
+	req.SetDestination(e.addr)
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: testDomain}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(8))
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: code, Host: testDomain}, Params: sip.NewParams()})
+	req.AppendHeader(contentTypeSDP())
+	req.SetBody([]byte(sdp))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	dlg, err := dc.WriteInvite(ctx, req)
+	if err != nil {
+		t.Fatalf("desk INVITE: %v", err)
+	}
+	d := &deskCall{dlg: dlg, err: make(chan error, 1)}
+	go func() { d.err <- dlg.WaitAnswer(ctx, sipgo.AnswerOptions{Username: "alice", Password: alicePass}) }()
+	return d
+}
+
+// A manager dials a client code from his desk phone: challenged with 407,
+// he proves who he is, the PBX dials the client's number through the trunk
+// and connects them; the status shows the call with both parties while it
+// runs, and the phone's BYE ends it as answered, hung up by the manager.
+func TestDeskPhoneDialsClientCode(t *testing.T) {
+	const number = "+79161112233"
+	trunk := startTrunkUAS(t, nil)
+	env := startCallEnv(t, func(c *CallConfig) { c.Trunk = trunk.addr })
+	env.creds.add(env.manager.ID, "alice", alicePass, true) // the desk phone's SIP account
+	client := env.createClient(t, "Acme", number)
+	pollStatuses(t, env.srv)
+
+	desk := env.dial(t, client.Code)
+	select {
+	case err := <-desk.err:
+		if err != nil {
+			t.Fatalf("desk call: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the desk call got no answer")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := desk.dlg.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := trunk.numbers(); len(got) != 1 || got[0] != number {
+		t.Fatalf("the trunk was asked for %v, want [%s]", got, number)
+	}
+	st := liveCall(t, env.srv)
+	if st.State != StateConnected || st.ClientID != client.ID || st.ManagerID != env.manager.ID {
+		t.Fatalf("status of the desk call %+v, want connected, client %s, manager %s", st, client.ID, env.manager.ID)
+	}
+	if err := desk.dlg.Bye(ctx); err != nil {
+		t.Fatalf("BYE: %v", err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return len(env.events.ended()) == 1 }, "the desk call's ended event")
+	for _, e := range env.events.ended() {
+		if e.Disposition != DispAnswered || e.HangupSide != sideManager || e.ClientID != client.ID || e.ManagerID != env.manager.ID {
+			t.Errorf("ended event %+v, want answered, hung up by the manager, with both parties", e)
+		}
+	}
+}
