@@ -23,9 +23,7 @@ type call struct {
 	id         string
 	cc         *callControl
 	direction  string
-	clientID   string
 	clientCode string // for the recording's metadata
-	managerID  string
 	logger     *zap.Logger
 	recording  string // the ended event's recording state (SRC.Outcome)
 
@@ -34,6 +32,8 @@ type call struct {
 	version   [2]atomic.Uint64
 	codecs    []media.Codec
 
+	// statusMu guards status, the parties included: the API reads it
+	// (snapshot) while the owner goroutine learns who the call is between.
 	statusMu sync.Mutex
 	status   CallStatus
 
@@ -101,7 +101,8 @@ func (c *call) release() {
 
 // publish sends a call event; the ended event also ends the call's status.
 func (c *call) publish(kind events.Kind, mutate func(*events.Event)) {
-	e := events.Event{Kind: kind, CallID: c.id, Direction: c.direction, ClientID: c.clientID, ManagerID: c.managerID}
+	clientID, managerID := c.parties()
+	e := events.Event{Kind: kind, CallID: c.id, Direction: c.direction, ClientID: clientID, ManagerID: managerID}
 	if mutate != nil {
 		mutate(&e)
 	}

@@ -231,3 +231,48 @@ func TestDeskPhoneDialsClientCode(t *testing.T) {
 		}
 	}
 }
+
+// Defect 1: the status of a call in (GET /api/v1/calls/{id}) is read while
+// the call learns its client (routing) and its manager (the answer). Under
+// -race the reads during ringing and the writes at the answer must be
+// ordered; the status shows both parties once connected.
+func TestCallStatusWhileInboundRings(t *testing.T) {
+	env := startCallEnv(t, nil)
+	env.phone.hold = make(chan struct{})
+	trunk := newTrunk(t)
+	call := env.call(t, trunk, "+79161230077")
+	testenv.Eventually(t, 10*time.Second, func() bool { return env.phone.invites.Load() == 1 }, "the phone to ring")
+	ringing := liveCall(t, env.srv)
+	if ringing.ClientID == "" || ringing.ManagerID != "" {
+		t.Fatalf("status while ringing %+v, want the client and no manager yet", ringing)
+	}
+	close(env.phone.hold)
+	select {
+	case err := <-call.err:
+		if err != nil {
+			t.Fatalf("call: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call got no answer")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := call.dlg.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var st CallStatus
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		st, _ = env.srv.CallStatus(ringing.ID)
+		return st.State == StateConnected
+	}, "the call to connect")
+	if st.ClientID != ringing.ClientID || st.ManagerID != env.manager.ID {
+		t.Fatalf("status once connected %+v, want client %s and manager %s", st, ringing.ClientID, env.manager.ID)
+	}
+	if err := call.dlg.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		st, _ = env.srv.CallStatus(ringing.ID)
+		return st.State == StateEnded
+	}, "the call to end")
+}

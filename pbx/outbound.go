@@ -105,7 +105,8 @@ func (s *Server) Originate(ctx context.Context, o Originate) error {
 	logger := cc.logger.With(zap.String("call_id", o.CallID), zap.String("direction", events.Outbound),
 		zap.String("client_id", o.ClientID), zap.String("manager_id", o.ManagerID))
 	c := cc.newCall(o.CallID, events.Outbound, logger)
-	c.clientID, c.clientCode, c.managerID = target.id, target.code, o.ManagerID
+	c.setClient(target.id, target.code)
+	c.setManager(o.ManagerID)
 	// Set before the call is handed on: the API shows the state at once.
 	c.setState(StateCallingManager)
 	cc.wg.Add(1)
@@ -157,8 +158,9 @@ func (cc *callControl) clickToCall(c *call, target clientTarget) {
 func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []media.Codec, string) {
 	ringCtx, stopRinging := context.WithCancel(context.Background())
 	defer stopRinging()
+	_, managerID := c.parties()
 	rang := false
-	winner, answer, status := cc.ring(ringCtx, [][]string{{c.managerID}}, outInvite{
+	winner, answer, status := cc.ring(ringCtx, [][]string{{managerID}}, outInvite{
 		from:        sip.Uri{Scheme: "sip", User: target.code, Host: cc.domain},
 		displayName: fmt.Sprintf("Calling %s #%s", target.name, target.code),
 		sdp:         c.localSDP(media.SideB, media.DefaultCodecs(), media.SendRecv),

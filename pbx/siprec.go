@@ -616,8 +616,9 @@ func (r *SRC) record(c *call, clientCode string) *RecordingSession {
 	if r == nil || c.relay == nil {
 		return nil
 	}
-	sess, err := r.Start(context.Background(), RecordingInfo{CallID: c.id, Direction: c.direction, ClientID: c.clientID,
-		ClientCode: clientCode, ManagerID: c.managerID, Codecs: c.codecs})
+	clientID, managerID := c.parties()
+	sess, err := r.Start(context.Background(), RecordingInfo{CallID: c.id, Direction: c.direction, ClientID: clientID,
+		ClientCode: clientCode, ManagerID: managerID, Codecs: c.codecs})
 	if err != nil {
 		return nil
 	}
