@@ -276,3 +276,77 @@ func TestCallStatusWhileInboundRings(t *testing.T) {
 		return st.State == StateEnded
 	}, "the call to end")
 }
+
+// legToPhone sends an INVITE to the env's manager's phone as a ring step
+// does; the leg reports on evs.
+func (e *callEnv) legToPhone(t *testing.T, evs chan legEvent) *outLeg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	regs, err := e.regs.Contacts(ctx, e.manager.ID)
+	if err != nil || len(regs) != 1 {
+		t.Fatalf("the phone's registration: %v %v", regs, err)
+	}
+	target, err := parseContactURI(regs[0].Contact)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdp := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio 42998 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n", pbxHost, pbxHost)
+	leg, err := e.srv.calls.startOutLeg(ctx, e.manager.ID, outInvite{
+		target: target, to: sip.Uri{Scheme: "sip", User: "alice", Host: testDomain},
+		from: sip.Uri{Scheme: "sip", User: "test", Host: testDomain}, displayName: "Test",
+		sdp: []byte(sdp), dest: regs[0].Source, transport: "UDP",
+	}, evs)
+	if err != nil {
+		t.Fatalf("INVITE to the phone: %v", err)
+	}
+	return leg
+}
+
+// answeredLeg waits for the leg's 200 and for the phone's record of it.
+func (e *callEnv) answeredLeg(t *testing.T, evs chan legEvent) answeredInvite {
+	t.Helper()
+	for {
+		select {
+		case ev := <-evs:
+			if ev.status < 200 {
+				continue
+			}
+			if ev.status != 200 {
+				t.Fatalf("the phone answered %d", ev.status)
+			}
+			return <-e.phone.answered
+		case <-time.After(10 * time.Second):
+			t.Fatal("the phone did not answer")
+		}
+	}
+}
+
+func closed(ch <-chan struct{}) func() bool {
+	return func() bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// Defect 2: a party that answers and hangs up at once sends its BYE before
+// the leg has joined its call (the call has not yet said whom to tell). The
+// BYE is answered 200 and told to the call when it joins, or the call stays
+// up until the media timeout.
+func TestOutLegByeBeforeJoin(t *testing.T) {
+	env := startCallEnv(t, nil)
+	evs := make(chan legEvent, 8)
+	leg := env.legToPhone(t, evs)
+	phone := newUASDialog(t, phoneHost, env.answeredLeg(t, evs))
+	res, err := phone.do(sip.BYE, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("the phone's BYE: %v %v, want 200", res, err)
+	}
+	hungUp := make(chan struct{})
+	leg.join(nil, func() { close(hungUp) })
+	testenv.Eventually(t, 5*time.Second, closed(hungUp), "the BYE that came before the leg joined its call to reach the call")
+}

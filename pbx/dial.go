@@ -147,7 +147,7 @@ func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []m
 				if ev.answer.RemoteRTCP.IsValid() {
 					c.ports[media.SideA].SetRemoteRTCP(ev.answer.RemoteRTCP)
 				}
-				leg.setOnBye(func() { c.hangup(sideClient) })
+				leg.join(nil, func() { c.hangup(sideClient) })
 				return leg, 200, ""
 			default:
 				return nil, ev.status, sideClient

@@ -227,8 +227,8 @@ func (cc *callControl) bridgeInbound(c *call, trunk *uasLeg, winner *outLeg, off
 		c.logger.Error("relay failed", zap.Error(err))
 		return DispFailed
 	}
-	winner.localSDP = func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) }
-	winner.setOnBye(func() { c.hangup(sideManager) })
+	winner.join(func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) },
+		func() { c.hangup(sideManager) })
 	if err := cc.dialogs.add(trunk.dlg.callID, trunk); err != nil {
 		return DispFailed
 	}

@@ -180,8 +180,8 @@ func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []med
 	if answer.RemoteRTCP.IsValid() {
 		c.ports[media.SideB].SetRemoteRTCP(answer.RemoteRTCP)
 	}
-	winner.localSDP = func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) }
-	winner.setOnBye(func() { c.hangup(sideManager) })
 	c.codecs = answer.Codecs
+	winner.join(func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) },
+		func() { c.hangup(sideManager) })
 	return winner, answer.Codecs, ""
 }

@@ -37,9 +37,10 @@ type outLeg struct {
 	answered  bool
 	cancelled bool
 	ended     bool
-	onBye     func() // set when the leg joins a call
-
-	// localSDP builds our SDP for re-INVITE answers once the leg is bridged.
+	byeEarly  bool   // the peer hung up before the leg joined its call
+	onBye     func() // set when the leg joins a call (join)
+	// localSDP builds our SDP for re-INVITE and UPDATE answers once the
+	// leg has joined its call.
 	localSDP func(dir media.Direction) []byte
 }
 
@@ -221,6 +222,9 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 		already := l.ended
 		l.ended = true
 		onBye := l.onBye
+		// A peer that answers and hangs up at once may do so before the
+		// call has taken the leg: join tells the call then.
+		l.byeEarly = !already && onBye == nil
 		l.mu.Unlock()
 		l.cc.dialogs.remove(l.dlg.callID)
 		if !already && onBye != nil {
@@ -236,11 +240,18 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 	}
 }
 
-// setOnBye tells the leg whom to notify when the peer hangs up.
-func (l *outLeg) setOnBye(f func()) {
+// join attaches an answered leg to its call: localSDP builds our SDP for
+// the peer's re-INVITEs and UPDATEs, onBye is told when the peer hangs up,
+// also if he did so before the leg joined.
+func (l *outLeg) join(localSDP func(dir media.Direction) []byte, onBye func()) {
 	l.mu.Lock()
-	l.onBye = f
+	l.localSDP, l.onBye = localSDP, onBye
+	early := l.byeEarly
+	l.byeEarly = false
 	l.mu.Unlock()
+	if early {
+		onBye()
+	}
 }
 
 // newCancel builds the CANCEL of a pending INVITE (RFC 3261 9.1): same
