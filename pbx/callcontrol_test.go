@@ -3,6 +3,7 @@ package pbx
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/media"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -238,7 +240,7 @@ func TestDeskPhoneDialsClientCode(t *testing.T) {
 // ordered; the status shows both parties once connected.
 func TestCallStatusWhileInboundRings(t *testing.T) {
 	env := startCallEnv(t, nil)
-	env.phone.hold = make(chan struct{})
+	hold := env.phone.holdAnswers()
 	trunk := newTrunk(t)
 	call := env.call(t, trunk, "+79161230077")
 	testenv.Eventually(t, 10*time.Second, func() bool { return env.phone.invites.Load() == 1 }, "the phone to ring")
@@ -246,7 +248,7 @@ func TestCallStatusWhileInboundRings(t *testing.T) {
 	if ringing.ClientID == "" || ringing.ManagerID != "" {
 		t.Fatalf("status while ringing %+v, want the client and no manager yet", ringing)
 	}
-	close(env.phone.hold)
+	close(hold)
 	select {
 	case err := <-call.err:
 		if err != nil {
@@ -349,4 +351,55 @@ func TestOutLegByeBeforeJoin(t *testing.T) {
 	hungUp := make(chan struct{})
 	leg.join(nil, func() { close(hungUp) })
 	testenv.Eventually(t, 5*time.Second, closed(hungUp), "the BYE that came before the leg joined its call to reach the call")
+}
+
+// Defect 3: requests in a leg's dialog are matched (its remote tag) while
+// the 200 that sets the tag is processed, and answered (its local SDP)
+// while the call joins the leg. Under -race both must be read under the
+// locks that guard their writes; once joined, INFO is answered 200.
+func TestOutLegInDialogWhileAnswering(t *testing.T) {
+	env := startCallEnv(t, nil)
+	hold := env.phone.holdAnswers()
+	evs := make(chan legEvent, 8)
+	leg := env.legToPhone(t, evs)
+	testenv.Eventually(t, 10*time.Second, func() bool { return env.phone.invites.Load() == 1 }, "the phone to ring")
+
+	// sipgo hands each request to its own goroutine: one in this dialog
+	// may be matched while the 200 is processed.
+	probe := sip.NewRequest(sip.INFO, sip.Uri{Scheme: "sip", Host: pbxHost})
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", Host: phoneHost}, Params: sip.NewParams()}
+	from.Params.Add("tag", "x")
+	probe.AppendHeader(from)
+	callID := sip.CallIDHeader(leg.dlg.callID)
+	probe.AppendHeader(&callID)
+	stopMatching, matching := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(matching)
+		for !closed(stopMatching)() {
+			env.srv.calls.dialogs.find(probe)
+			runtime.Gosched()
+		}
+	}()
+	close(hold)
+	phone := newUASDialog(t, phoneHost, env.answeredLeg(t, evs))
+	close(stopMatching)
+	<-matching
+
+	// The phone sends INFO while the call joins the leg.
+	infoOK := make(chan struct{})
+	go func() {
+		defer close(infoOK)
+		testenv.WaitFor(10*time.Second, func() bool {
+			res, err := phone.do(sip.INFO, nil)
+			return err == nil && res.StatusCode == 200
+		})
+	}()
+	ours := []byte(fmt.Sprintf("v=0\r\no=- 1 2 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio 42998 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n", pbxHost, pbxHost))
+	leg.join(func(media.Direction) []byte { return ours }, func() {})
+	<-infoOK
+	res, err := phone.do(sip.INFO, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("INFO once joined: %v %v, want 200", res, err)
+	}
+	leg.hangup()
 }

@@ -131,12 +131,12 @@ type testPhone struct {
 	invites  atomic.Int32
 	byes     atomic.Int32
 	options  atomic.Int32
-	hold     chan struct{} // closed: answer; nil: answer at once
 	answered chan answeredInvite
 
 	mu          sync.Mutex
 	from        []string      // the From of every INVITE it received
-	optionsHold chan struct{} // closed or nil: answer OPTIONS
+	hold        chan struct{} // closed or nil: answer INVITEs (holdAnswers)
+	optionsHold chan struct{} // closed or nil: answer OPTIONS (holdOptions)
 }
 
 // answeredInvite is an INVITE a test peer answered 200, and its answer:
@@ -231,6 +231,24 @@ func listenUntilCleanup(t *testing.T, srv *sipgo.Server, addr string) {
 	go func() { _ = srv.ServeUDP(conn) }()
 }
 
+// holdAnswers makes the phone ring without answering until the returned
+// channel is closed; the phone's handlers read it under mu.
+func (p *testPhone) holdAnswers() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = make(chan struct{})
+	return p.hold
+}
+
+// holdOptions keeps the phone from answering OPTIONS until the returned
+// channel is closed.
+func (p *testPhone) holdOptions() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.optionsHold = make(chan struct{})
+	return p.optionsHold
+}
+
 func (p *testPhone) port() int {
 	_, port, _ := net.SplitHostPort(p.addr)
 	var n int
@@ -294,7 +312,7 @@ func (e *callEnv) call(t *testing.T, dc *sipgo.DialogClientCache, caller string)
 // call has its CDR (offered + ended "overload") and is counted.
 func TestInboundShedsOverload(t *testing.T) {
 	env := startCallEnv(t, func(c *CallConfig) { c.MaxSetups = 1 })
-	env.phone.hold = make(chan struct{})
+	hold := env.phone.holdAnswers()
 	trunk := newTrunk(t)
 
 	first := env.call(t, trunk, "+79161230001")
@@ -324,7 +342,7 @@ func TestInboundShedsOverload(t *testing.T) {
 		t.Errorf("shed calls counted %d, want 1", st.Shed)
 	}
 
-	close(env.phone.hold)
+	close(hold)
 	select {
 	case err := <-first.err:
 		if err != nil {

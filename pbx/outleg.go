@@ -208,9 +208,15 @@ func (l *outLeg) hangup() {
 	l.cc.sendBye(l.dlg, l.logger)
 }
 
+// matches runs on sipgo's goroutine for the request, maybe while the 200
+// that names the remote tag is processed (onAnswer).
 func (l *outLeg) matches(req *sip.Request) bool {
 	from := req.From()
-	return from != nil && tagOf(from.Params) == l.dlg.remoteTag && l.dlg.remoteTag != ""
+	if from == nil {
+		return false
+	}
+	remoteTag := l.dlg.peerTag()
+	return remoteTag != "" && tagOf(from.Params) == remoteTag
 }
 
 // handleInDialog answers requests the peer sends inside the dialog.
@@ -231,7 +237,9 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 			onBye()
 		}
 	default:
+		l.mu.Lock()
 		sdp := l.localSDP
+		l.mu.Unlock()
 		if sdp == nil {
 			respond(tx, req, 491, "Request Pending", nil)
 			return

@@ -673,7 +673,7 @@ type siprecDialog struct{ sess *RecordingSession }
 
 func (d siprecDialog) matches(req *sip.Request) bool {
 	from, to := req.From(), req.To()
-	return from != nil && to != nil && tagOf(from.Params) == d.sess.dlg.remoteTag && tagOf(to.Params) == d.sess.dlg.localTag
+	return from != nil && to != nil && tagOf(from.Params) == d.sess.dlg.peerTag() && tagOf(to.Params) == d.sess.dlg.localTag
 }
 
 func (d siprecDialog) handleInDialog(_ context.Context, req *sip.Request, tx sip.ServerTransaction) {
