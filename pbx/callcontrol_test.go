@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -402,4 +403,45 @@ func TestOutLegInDialogWhileAnswering(t *testing.T) {
 		t.Fatalf("INFO once joined: %v %v, want 200", res, err)
 	}
 	leg.hangup()
+}
+
+// Defect 4: each server names the methods it serves in Allow: a registrar
+// without calls does not offer INVITE, and two servers with calls in one
+// process name each method once.
+func TestAllowListPerServer(t *testing.T) {
+	withCalls := func(s *Server) {
+		ports, err := media.NewPortPool(pbxHost, 46100, 46199)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EnableCalls(CallConfig{Ports: ports, Router: &Router{}, RingTimeout: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, second := startPBXBefore(t, withCalls), startPBXBefore(t, withCalls)
+	registrar := startPBX(t, nil)
+	allow := func(env *testEnv) map[string]int {
+		p := env.newPhone(t)
+		res := p.send(p.request("OPTIONS", "sip:"+testDomain, "alice"))
+		h := res.GetHeader("Allow")
+		if res.StatusCode != 200 || h == nil {
+			t.Fatalf("OPTIONS: %v", res)
+		}
+		n := map[string]int{}
+		for _, m := range splitHeaderList(h.Value()) {
+			n[strings.TrimSpace(m)]++
+		}
+		return n
+	}
+	for name, env := range map[string]*testEnv{"first": first, "second": second} {
+		got := allow(env)
+		for _, m := range []string{"REGISTER", "OPTIONS", "INVITE", "ACK", "CANCEL", "BYE", "INFO", "UPDATE"} {
+			if got[m] != 1 {
+				t.Errorf("%s server with calls: Allow names %s %d times (%v), want once", name, m, got[m], got)
+			}
+		}
+	}
+	if got := allow(registrar); got["INVITE"] != 0 || got["REGISTER"] != 1 {
+		t.Errorf("registrar without calls: Allow %v, want REGISTER and no INVITE", got)
+	}
 }

@@ -19,6 +19,8 @@ import (
 // number ring the client's managers. Call it before Serve.
 func (s *Server) EnableCalls(cfg CallConfig) error {
 	switch {
+	case s.calls != nil:
+		return errors.New("pbx: EnableCalls called twice")
 	case cfg.Ports == nil || cfg.Router == nil:
 		return errors.New("pbx: EnableCalls needs Ports and a Router")
 	case cfg.RingTimeout <= 0:
@@ -40,7 +42,7 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 		limits:    newOutboundLimits(cmp.Or(cfg.CallsPerMinute, 10)),
 		admission: newAdmission(cmp.Or(cfg.MaxSetups, 1000)),
 	}
-	allowedMethods = append(allowedMethods, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE)
+	s.allow = append(s.allow, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE)
 	s.sip.OnInvite(s.guard(s.calls.onInvite))
 	s.sip.OnAck(s.calls.onInDialog)
 	s.sip.OnBye(s.guard(s.calls.onInDialog))
