@@ -445,3 +445,63 @@ func TestAllowListPerServer(t *testing.T) {
 		t.Errorf("registrar without calls: Allow %v, want REGISTER and no INVITE", got)
 	}
 }
+
+// Defect 7: a carrier's session timer refreshes the click-to-call's trunk
+// leg with re-INVITE or UPDATE. The PBX answers them as it does on a call
+// in: 200 with its SDP for that side on the same media port (with or
+// without an offer), INFO 200, and the call stays up.
+func TestClickToCallTrunkSessionRefresh(t *testing.T) {
+	const number = "+79161114455"
+	trunk := startTrunkUAS(t, nil)
+	env := startCallEnv(t, func(c *CallConfig) { c.Trunk = trunk.addr })
+	client := env.createClient(t, "Acme", number)
+	pollStatuses(t, env.srv)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := env.srv.Originate(ctx, Originate{CallID: "c-refresh", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
+		t.Fatalf("Originate: %v", err)
+	}
+	var leg answeredInvite
+	select {
+	case leg = <-trunk.answered:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the trunk was not called")
+	}
+	connected := func() bool { st, _ := env.srv.CallStatus("c-refresh"); return st.State == StateConnected }
+	testenv.Eventually(t, 10*time.Second, connected, "the call to connect")
+	first, err := media.ParseOffer(leg.invite.Body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newUASDialog(t, trunkHost, leg)
+	for _, step := range []struct {
+		method sip.RequestMethod
+		offer  []byte
+	}{
+		{sip.INVITE, leg.res.Body()},
+		{sip.INVITE, nil},
+		{sip.UPDATE, leg.res.Body()},
+	} {
+		res, err := d.do(step.method, step.offer)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("%s (offer: %v): %v %v, want 200", step.method, step.offer != nil, res, err)
+		}
+		answer, err := media.ParseOffer(res.Body())
+		if err != nil {
+			t.Fatalf("%s: the 200 carries no usable SDP: %v\n%s", step.method, err, res.Body())
+		}
+		if answer.Remote != first.Remote {
+			t.Errorf("%s: SDP names %v, the call's media is at %v", step.method, answer.Remote, first.Remote)
+		}
+	}
+	if res, err := d.do(sip.INFO, nil); err != nil || res.StatusCode != 200 {
+		t.Fatalf("INFO: %v %v, want 200", res, err)
+	}
+	if !connected() {
+		t.Fatal("the call did not stay up through the refreshes")
+	}
+	env.srv.calls.endAll(10 * time.Second)
+	if st, _ := env.srv.CallStatus("c-refresh"); st.State != StateEnded || st.Disposition != DispAnswered {
+		t.Errorf("status after the end %+v, want ended, answered", st)
+	}
+}

@@ -147,7 +147,10 @@ func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []m
 				if ev.answer.RemoteRTCP.IsValid() {
 					c.ports[media.SideA].SetRemoteRTCP(ev.answer.RemoteRTCP)
 				}
-				leg.join(nil, func() { c.hangup(sideClient) })
+				// The trunk refreshes its session timer with re-INVITE or
+				// UPDATE; the leg answers them as a leg in does (uasLeg).
+				leg.join(func(dir media.Direction) []byte { return c.localSDP(media.SideA, ev.answer.Codecs, dir) },
+					func() { c.hangup(sideClient) })
 				return leg, 200, ""
 			default:
 				return nil, ev.status, sideClient

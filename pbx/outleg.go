@@ -236,11 +236,15 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 		if !already && onBye != nil {
 			onBye()
 		}
+	case sip.ACK:
+		// The ACK of our 200 to a re-INVITE: nothing to answer.
 	default:
 		l.mu.Lock()
 		sdp := l.localSDP
 		l.mu.Unlock()
 		if sdp == nil {
+			// Answered but not yet joined to its call: ask the peer to
+			// try again in a moment.
 			respond(tx, req, 491, "Request Pending", nil)
 			return
 		}
