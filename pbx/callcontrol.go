@@ -36,7 +36,13 @@ type CallConfig struct {
 	// MaxSetups is how many calls in may be in setup (INVITE received, no
 	// phone ringing yet) before more are refused with 503; 0 means 1000.
 	MaxSetups int
+
+	// Timings tests shorten or lengthen; zero means the default.
+	failurePause time.Duration // the manager hears a click-to-call fail this long before our BYE (1 s)
 }
+
+// defaultFailurePause is CallConfig.failurePause's default.
+const defaultFailurePause = time.Second
 
 // EventSink takes call events (offered, ringing, answered, ended).
 type EventSink interface {

@@ -1,6 +1,7 @@
 package pbx
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -141,7 +142,7 @@ func (cc *callControl) clickToCall(c *call, target clientTarget) {
 		if side != sideManager {
 			// Let the manager hear that it failed instead of a sudden click.
 			select {
-			case <-time.After(time.Second):
+			case <-time.After(cmp.Or(cc.cfg.failurePause, defaultFailurePause)):
 			case <-c.hangupCh:
 			}
 			manager.hangup()
