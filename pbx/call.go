@@ -38,11 +38,16 @@ type call struct {
 	status   CallStatus
 
 	hangupOnce sync.Once
-	hangupCh   chan string   // "client" / "manager" / "system": who ended it
-	done       chan struct{} // closed by release
-	probing    atomic.Bool   // a keep-alive probe is running
-	endOnce    sync.Once
-	relay      *media.Relay
+	hangupCh   chan string // "client" / "manager" / "system": who ended it
+	// ctx is done once anyone hung the call up or the node shuts down:
+	// what waits on the call's behalf (the failure pause, a keep-alive
+	// probe) waits on it.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{} // closed by release
+	probing atomic.Bool   // a keep-alive probe is running
+	endOnce sync.Once
+	relay   *media.Relay
 }
 
 // newCall registers a call; with a nil logger it gets the call control's,
@@ -52,6 +57,7 @@ func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
 		logger = cc.logger.With(zap.String("call_id", id), zap.String("direction", direction))
 	}
 	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{})}
+	c.ctx, c.cancel = context.WithCancel(cc.ctx)
 	c.sessionID = [2]uint64{newSessionID(), newSessionID()}
 	c.status = CallStatus{ID: id, Direction: direction, StartedAt: time.Now()}
 	cc.mu.Lock()
@@ -63,6 +69,7 @@ func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
 // hangup records who ended the call first; later signals are ignored.
 func (c *call) hangup(side string) {
 	c.hangupOnce.Do(func() { c.hangupCh <- side })
+	c.cancel()
 }
 
 // localSDP is our SDP towards one side: our address, that side's port, the
@@ -76,6 +83,7 @@ func (c *call) localSDP(side media.Side, codecs []media.Codec, dir media.Directi
 // release frees whatever the call holds, once.
 func (c *call) release() {
 	c.endOnce.Do(func() {
+		c.cancel()
 		close(c.done)
 		if c.relay != nil {
 			c.relay.Stop()

@@ -66,6 +66,11 @@ type callControl struct {
 	admission *admission
 	srv       *Server // for digest auth and failure limits of desk phones
 
+	// ctx is done once the node shuts down (endAll); every call's context
+	// derives from it.
+	ctx  context.Context
+	stop context.CancelFunc
+
 	mu     sync.Mutex
 	calls  map[string]*call
 	recent recentCalls

@@ -505,3 +505,33 @@ func TestClickToCallTrunkSessionRefresh(t *testing.T) {
 		t.Errorf("status after the end %+v, want ended, answered", st)
 	}
 }
+
+// Defect 8: a click-to-call whose client never answered lets the manager
+// hear the failure for a moment before the BYE. That pause waits on the
+// call, not on a bare timer: shutting down while the client rings hangs up
+// the manager at once, and the shutdown does not wait for the pause.
+func TestClickToCallFailurePauseEndsAtShutdown(t *testing.T) {
+	const number = "+79161116677"
+	trunk := startTrunkUAS(t, map[string]int{number: 180})
+	env := startCallEnv(t, func(c *CallConfig) {
+		c.Trunk = trunk.addr
+		c.failurePause = time.Minute
+	})
+	client := env.createClient(t, "Acme", number)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := env.srv.Originate(ctx, Originate{CallID: "c-pause", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
+		t.Fatalf("Originate: %v", err)
+	}
+	testenv.Eventually(t, 15*time.Second, func() bool { return len(trunk.numbers()) == 1 }, "the client to ring")
+	shutDown := make(chan struct{})
+	go func() { defer close(shutDown); env.srv.calls.endAll(20 * time.Second) }()
+	testenv.Eventually(t, 10*time.Second, func() bool { return env.phone.byes.Load() == 1 }, "the manager's phone to be hung up")
+	testenv.Eventually(t, 10*time.Second, closed(shutDown), "the shutdown to finish")
+	if st, _ := env.srv.CallStatus("c-pause"); st.State != StateEnded {
+		t.Errorf("status after shutdown %+v, want ended", st)
+	}
+	if n := env.logs.FilterMessage("calls still running at shutdown").Len(); n != 0 {
+		t.Error("the shutdown gave up waiting for the call")
+	}
+}

@@ -30,7 +30,10 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 	if err != nil || ip.IsUnspecified() {
 		return fmt.Errorf("pbx: calls need a concrete --public-addr IP (got %q)", s.cfg.PublicAddr)
 	}
+	ctx, stop := context.WithCancel(context.Background())
 	s.calls = &callControl{
+		ctx:       ctx,
+		stop:      stop,
 		cfg:       cfg,
 		domain:    s.cfg.Domain,
 		logger:    s.logger.Named("calls"),

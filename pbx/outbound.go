@@ -140,11 +140,14 @@ func (cc *callControl) clickToCall(c *call, target clientTarget) {
 	client, disp, side := cc.dialClient(c, target, codecs, nil)
 	if client == nil {
 		if side != sideManager {
-			// Let the manager hear that it failed instead of a sudden click.
+			// Let the manager hear that it failed instead of a sudden
+			// click, unless he hangs up or the node shuts down meanwhile.
+			pause := time.NewTimer(cmp.Or(cc.cfg.failurePause, defaultFailurePause))
 			select {
-			case <-time.After(cmp.Or(cc.cfg.failurePause, defaultFailurePause)):
-			case <-c.hangupCh:
+			case <-pause.C:
+			case <-c.ctx.Done():
 			}
+			pause.Stop()
 			manager.hangup()
 		}
 		c.end(disp, side)
