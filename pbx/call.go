@@ -62,6 +62,9 @@ func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
 	c.status = CallStatus{ID: id, Direction: direction, StartedAt: time.Now()}
 	cc.mu.Lock()
 	cc.calls[id] = c
+	if cc.closing {
+		c.hangup(sideSystem) // begun just before endAll's sweep
+	}
 	cc.mu.Unlock()
 	return c
 }

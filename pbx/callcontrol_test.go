@@ -2,7 +2,9 @@ package pbx
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -534,4 +536,154 @@ func TestClickToCallFailurePauseEndsAtShutdown(t *testing.T) {
 	if n := env.logs.FilterMessage("calls still running at shutdown").Len(); n != 0 {
 		t.Error("the shutdown gave up waiting for the call")
 	}
+}
+
+// connectInbound connects a call from the trunk to the env's phone.
+func (e *callEnv) connectInbound(t *testing.T, caller string) *trunkCall {
+	t.Helper()
+	call := e.call(t, newTrunk(t), caller)
+	select {
+	case err := <-call.err:
+		if err != nil {
+			t.Fatalf("call in: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call in got no answer")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := call.dlg.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		ids := liveCallIDs(e.srv)
+		if len(ids) != 1 {
+			return false
+		}
+		st, _ := e.srv.CallStatus(ids[0])
+		return st.State == StateConnected
+	}, "the call in to connect")
+	return call
+}
+
+// Defect 5: once the node shuts down (endAll) it takes no new call: an
+// INVITE from the trunk or a desk phone gets 503 (the trunk tries another
+// node), a click-to-call is refused, nothing rings. Under -race no call
+// joins the wait group the shutdown is waiting on.
+func TestShutdownRefusesNewCalls(t *testing.T) {
+	trunkUAS := startTrunkUAS(t, nil)
+	env := startCallEnv(t, func(c *CallConfig) { c.Trunk = trunkUAS.addr })
+	env.creds.add(env.manager.ID, "alice", alicePass, true)
+	client := env.createClient(t, "Acme", "+79161118899")
+	env.connectInbound(t, "+79161230088")
+
+	shutDown := make(chan struct{})
+	go func() { defer close(shutDown); env.srv.calls.endAll(10 * time.Second) }()
+	testenv.Eventually(t, 15*time.Second, closed(shutDown), "the shutdown to end the call")
+
+	var resErr *sipgo.ErrDialogResponse
+	select {
+	case err := <-env.call(t, newTrunk(t), "+79161230089").err:
+		if !errors.As(err, &resErr) || resErr.Res.StatusCode != 503 || resErr.Res.GetHeader("Retry-After") == nil {
+			t.Fatalf("a call in during shutdown: %v, want 503 with Retry-After", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a call in during shutdown got no answer")
+	}
+	select {
+	case err := <-env.dial(t, client.Code).err:
+		if !errors.As(err, &resErr) || resErr.Res.StatusCode != 503 {
+			t.Fatalf("a desk call during shutdown: %v, want 503", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a desk call during shutdown got no answer")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := env.srv.Originate(ctx, Originate{CallID: "c-late", ManagerID: env.manager.ID, ClientID: client.ID}); !errors.Is(err, ErrShuttingDown) {
+		t.Errorf("a click-to-call during shutdown: %v, want ErrShuttingDown", err)
+	}
+	if n := env.phone.invites.Load(); n != 1 {
+		t.Errorf("the phone rang %d times, want once (the call before the shutdown)", n)
+	}
+	if n := len(trunkUAS.numbers()); n != 0 {
+		t.Errorf("the trunk was dialled %d times during shutdown", n)
+	}
+}
+
+// Defect 5: a keep-alive probe of a connected call is part of the call: a
+// shutdown hangs the call up, stops its probe and waits for it.
+func TestShutdownWaitsForProbes(t *testing.T) {
+	env := startCallEnv(t, func(c *CallConfig) { c.KeepAlive = 50 * time.Millisecond })
+	release := env.phone.holdOptions()
+	t.Cleanup(func() { close(release) })
+	env.connectInbound(t, "+79161230090")
+	env.srv.calls.mu.Lock()
+	var c *call
+	for _, live := range env.srv.calls.calls {
+		c = live
+	}
+	env.srv.calls.mu.Unlock()
+	testenv.Eventually(t, 5*time.Second, func() bool { return env.phone.options.Load() > 0 && c.probing.Load() },
+		"a keep-alive probe waiting for the phone")
+	env.srv.calls.endAll(10 * time.Second)
+	if c.probing.Load() {
+		t.Fatal("a keep-alive probe still runs after the shutdown's wait")
+	}
+}
+
+// ringOnlyPhone is a phone that answers INVITE 180 and ignores everything
+// else, CANCEL included: a broken phone, or one whose answers are lost.
+func ringOnlyPhone(t *testing.T) string {
+	t.Helper()
+	conn, err := net.ListenPacket("udp", phoneHost+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := conn.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			msg, err := sip.ParseMessage(buf[:n])
+			req, ok := msg.(*sip.Request)
+			if err != nil || !ok || req.Method != sip.INVITE {
+				continue
+			}
+			res := sip.NewResponseFromRequest(req, 180, "Ringing", nil)
+			res.To().Params.Add("tag", "ringonly")
+			_, _ = conn.WriteTo([]byte(res.String()), from)
+		}
+	}()
+	return conn.LocalAddr().String()
+}
+
+// Defect 5: a leg we CANCEL whose phone never sends a final response ends
+// all the same (RFC 3261 9.1: given up 64*T1 after the CANCEL, shortened
+// here); its watcher and its dialog entry no longer live forever.
+func TestCancelledLegEndsWithoutFinalResponse(t *testing.T) {
+	env := startCallEnv(t, func(c *CallConfig) { c.cancelGiveUp = time.Second })
+	broken := ringOnlyPhone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := env.regs.Put(ctx, Registration{ManagerID: env.manager.ID, Username: "alice", Contact: "<sip:alice@" + broken + ">",
+		Source: broken, Transport: "UDP", ExpiresAt: time.Now().Add(time.Hour), CallID: "reg-2", CSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	call := env.connectInbound(t, "+79161230091")
+	if err := call.dlg.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	legs := func() int {
+		env.srv.calls.dialogs.mu.Lock()
+		defer env.srv.calls.dialogs.mu.Unlock()
+		return len(env.srv.calls.dialogs.legs)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return legs() == 0 }, "every leg's dialog to be gone")
+	shutDown := make(chan struct{})
+	go func() { defer close(shutDown); env.srv.calls.endAll(20 * time.Second) }()
+	testenv.Eventually(t, 15*time.Second, closed(shutDown), "the shutdown to find nothing left running")
 }

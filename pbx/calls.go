@@ -83,7 +83,10 @@ func (cc *callControl) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		cc.onInDialog(req, tx)
 		return
 	}
-	cc.wg.Add(1)
+	if !cc.begin() {
+		cc.refuseAtShutdown(req, tx)
+		return
+	}
 	defer cc.wg.Done()
 	// The trunk's sources bring calls in and nothing else; every other
 	// INVITE is a manager's phone dialling a client code.
@@ -98,6 +101,20 @@ func (cc *callControl) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	cc.fromDeskPhone(req, tx)
+}
+
+// refuseAtShutdown answers a new INVITE while the node shuts down: 503 with
+// Retry-After, so the trunk tries another node; a call in still gets its
+// CDR, as every call attempt does.
+func (cc *callControl) refuseAtShutdown(req *sip.Request, tx sip.ServerTransaction) {
+	if cc.trunkAllowed(req.Source()) {
+		if _, ok := cc.admitInbound(req, tx); ok {
+			cc.shedInbound(req, tx)
+		}
+		return
+	}
+	code, reason, hdrs, _ := failureResponse(DispOverload)
+	respond(tx, req, code, reason, nil, hdrs...)
 }
 
 func newCallID() string { return uuid.NewString() }
@@ -124,14 +141,16 @@ func (s *Server) ActiveCalls() int {
 	return len(s.calls.calls)
 }
 
-// endAll hangs up every connected call (shutdown) and waits up to d for the
-// calls to finish.
+// endAll hangs up every connected call (shutdown), refuses new ones from
+// now on, and waits up to d for the calls and what they started to finish.
 func (cc *callControl) endAll(d time.Duration) {
 	cc.mu.Lock()
+	cc.closing = true
 	for _, c := range cc.calls {
-		c.hangup("system")
+		c.hangup(sideSystem)
 	}
 	cc.mu.Unlock()
+	cc.stop() // every call's context: pauses and probes end now
 	done := make(chan struct{})
 	go func() { cc.wg.Wait(); close(done) }()
 	select {

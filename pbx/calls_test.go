@@ -271,7 +271,8 @@ type trunkCall struct {
 }
 
 // newTrunk is the trunk's UAC on 127.0.0.4 (its own port per call leg;
-// the PBX answers where the request came from).
+// the PBX answers where the request came from). It answers the PBX's BYE
+// and OPTIONS in its dialogs 200.
 func newTrunk(t *testing.T) *sipgo.DialogClientCache {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(trunkHost))
@@ -282,6 +283,15 @@ func newTrunk(t *testing.T) *sipgo.DialogClientCache {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	}
+	srv.OnBye(ok)
+	srv.OnOptions(ok)
 	return sipgo.NewDialogClientCache(client, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "trunk", Host: trunkHost}})
 }
 

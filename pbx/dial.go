@@ -128,7 +128,7 @@ func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []m
 	defer timeout.Stop()
 	giveUp := func(status int, side string) (*outLeg, int, string) {
 		leg.cancel()
-		go drain(evs, 1)
+		cc.wg.Go(func() { drain(evs, 1) })
 		return nil, status, side
 	}
 	for {

@@ -25,6 +25,8 @@ var (
 	ErrRateLimited = errors.New("pbx: too many calls started in the last minute")
 	// ErrNoTrunk means no trunk is configured for calls out.
 	ErrNoTrunk = errors.New("pbx: no trunk configured for calls out")
+	// ErrShuttingDown means the node is shutting down and takes no call.
+	ErrShuttingDown = errors.New("pbx: shutting down")
 )
 
 // Originate asks the PBX to connect a manager with a client: the manager's
@@ -103,6 +105,10 @@ func (s *Server) Originate(ctx context.Context, o Originate) error {
 	if err := cc.limits.begin(o.ManagerID, time.Now()); err != nil {
 		return err
 	}
+	if !cc.begin() {
+		cc.limits.end(o.ManagerID)
+		return ErrShuttingDown
+	}
 	logger := cc.logger.With(zap.String("call_id", o.CallID), zap.String("direction", events.Outbound),
 		zap.String("client_id", o.ClientID), zap.String("manager_id", o.ManagerID))
 	c := cc.newCall(o.CallID, events.Outbound, logger)
@@ -110,7 +116,6 @@ func (s *Server) Originate(ctx context.Context, o Originate) error {
 	c.setManager(o.ManagerID)
 	// Set before the call is handed on: the API shows the state at once.
 	c.setState(StateCallingManager)
-	cc.wg.Add(1)
 	go func() {
 		defer cc.wg.Done()
 		defer cc.limits.end(o.ManagerID)

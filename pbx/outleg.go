@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
 
 	"github.com/emiago/sipgo"
@@ -32,6 +33,8 @@ type outLeg struct {
 	tx        sip.ClientTransaction
 	dlg       *dialog
 	logger    *zap.Logger
+
+	cancelSent chan struct{} // closed when our CANCEL goes out
 
 	mu        sync.Mutex
 	answered  bool
@@ -89,7 +92,7 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 	ct := sip.ContentTypeHeader("application/sdp")
 	req.AppendHeader(&ct)
 	req.SetBody(in.sdp)
-	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg,
+	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg, cancelSent: make(chan struct{}),
 		logger: cc.logger.With(zap.String("leg_call_id", callID), zap.String("manager_id", managerID))}
 	if err := cc.dialogs.add(callID, leg); err != nil {
 		return nil, err
@@ -100,16 +103,33 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 		return nil, err
 	}
 	leg.tx = tx
-	go leg.watch(events)
+	// Legs are started by a call's goroutine, which holds cc.wg open.
+	cc.wg.Go(func() { leg.watch(events) })
 	return leg, nil
 }
 
 // watch reads the INVITE transaction's responses. sipgo's dialog helper
 // gives up after ten provisional responses; a phone or trunk that repeats
 // 180 every second must still connect, so we read them all ourselves.
+//
+// It ends after sending exactly one final event (a final response, the
+// transaction's end, or cancelGiveUp after our CANCEL), so whoever reads
+// events (the ring step, then drain) knows how many to expect.
 func (l *outLeg) watch(events chan<- legEvent) {
+	cancelSent := l.cancelSent
+	var giveUp <-chan time.Time
 	for {
 		select {
+		case <-cancelSent:
+			cancelSent = nil
+			t := time.NewTimer(l.cc.cancelGiveUp())
+			defer t.Stop()
+			giveUp = t.C
+		case <-giveUp:
+			giveUp = nil
+			l.logger.Info("no final response to our CANCEL; the INVITE is given up")
+			l.tx.Terminate() // Done follows
+
 		case res, ok := <-l.tx.Responses():
 			if !ok {
 				events <- legEvent{leg: l, status: 408}
@@ -189,6 +209,7 @@ func (l *outLeg) cancel() {
 		l.hangup()
 		return
 	}
+	close(l.cancelSent)
 	c := newCancel(l.invite)
 	// ClientRequestBuild keeps the INVITE's Via (CANCEL must match its
 	// branch) and only sets what is missing.
