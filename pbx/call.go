@@ -23,9 +23,7 @@ type call struct {
 	id         string
 	cc         *callControl
 	direction  string
-	clientID   string
 	clientCode string // for the recording's metadata
-	managerID  string
 	logger     *zap.Logger
 	recording  string // the ended event's recording state (SRC.Outcome)
 
@@ -34,15 +32,22 @@ type call struct {
 	version   [2]atomic.Uint64
 	codecs    []media.Codec
 
+	// statusMu guards status, the parties included: the API reads it
+	// (snapshot) while the owner goroutine learns who the call is between.
 	statusMu sync.Mutex
 	status   CallStatus
 
 	hangupOnce sync.Once
-	hangupCh   chan string   // "client" / "manager" / "system": who ended it
-	done       chan struct{} // closed by release
-	probing    atomic.Bool   // a keep-alive probe is running
-	endOnce    sync.Once
-	relay      *media.Relay
+	hangupCh   chan string // "client" / "manager" / "system": who ended it
+	// ctx is done once anyone hung the call up or the node shuts down:
+	// what waits on the call's behalf (the failure pause, a keep-alive
+	// probe) waits on it.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{} // closed by release
+	probing atomic.Bool   // a keep-alive probe is running
+	endOnce sync.Once
+	relay   *media.Relay
 }
 
 // newCall registers a call; with a nil logger it gets the call control's,
@@ -52,10 +57,14 @@ func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
 		logger = cc.logger.With(zap.String("call_id", id), zap.String("direction", direction))
 	}
 	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{})}
+	c.ctx, c.cancel = context.WithCancel(cc.ctx)
 	c.sessionID = [2]uint64{newSessionID(), newSessionID()}
 	c.status = CallStatus{ID: id, Direction: direction, StartedAt: time.Now()}
 	cc.mu.Lock()
 	cc.calls[id] = c
+	if cc.closing {
+		c.hangup(sideSystem) // begun just before endAll's sweep
+	}
 	cc.mu.Unlock()
 	return c
 }
@@ -63,6 +72,7 @@ func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
 // hangup records who ended the call first; later signals are ignored.
 func (c *call) hangup(side string) {
 	c.hangupOnce.Do(func() { c.hangupCh <- side })
+	c.cancel()
 }
 
 // localSDP is our SDP towards one side: our address, that side's port, the
@@ -76,6 +86,7 @@ func (c *call) localSDP(side media.Side, codecs []media.Codec, dir media.Directi
 // release frees whatever the call holds, once.
 func (c *call) release() {
 	c.endOnce.Do(func() {
+		c.cancel()
 		close(c.done)
 		if c.relay != nil {
 			c.relay.Stop()
@@ -101,7 +112,8 @@ func (c *call) release() {
 
 // publish sends a call event; the ended event also ends the call's status.
 func (c *call) publish(kind events.Kind, mutate func(*events.Event)) {
-	e := events.Event{Kind: kind, CallID: c.id, Direction: c.direction, ClientID: c.clientID, ManagerID: c.managerID}
+	clientID, managerID := c.parties()
+	e := events.Event{Kind: kind, CallID: c.id, Direction: c.direction, ClientID: clientID, ManagerID: managerID}
 	if mutate != nil {
 		mutate(&e)
 	}

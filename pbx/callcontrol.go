@@ -1,6 +1,7 @@
 package pbx
 
 import (
+	"cmp"
 	"context"
 	"math/rand/v2"
 	"net/netip"
@@ -36,6 +37,21 @@ type CallConfig struct {
 	// MaxSetups is how many calls in may be in setup (INVITE received, no
 	// phone ringing yet) before more are refused with 503; 0 means 1000.
 	MaxSetups int
+
+	// Timings tests shorten or lengthen; zero means the default.
+	failurePause time.Duration // the manager hears a click-to-call fail this long before our BYE (1 s)
+	cancelGiveUp time.Duration // an INVITE we CANCELled ends this long after without a final response (64*T1)
+}
+
+// defaultFailurePause is CallConfig.failurePause's default.
+const defaultFailurePause = time.Second
+
+// cancelGiveUp is how long an INVITE we CANCELled may go without a final
+// response before we end its transaction (RFC 3261 9.1: 64*T1). sipgo
+// keeps an INVITE that got a provisional open until a final response, so
+// a peer that ignores our CANCEL would hold its leg's watcher forever.
+func (cc *callControl) cancelGiveUp() time.Duration {
+	return cmp.Or(cc.cfg.cancelGiveUp, 64*sip.T1)
 }
 
 // EventSink takes call events (offered, ringing, answered, ended).
@@ -63,10 +79,32 @@ type callControl struct {
 	admission *admission
 	srv       *Server // for digest auth and failure limits of desk phones
 
-	mu     sync.Mutex
-	calls  map[string]*call
-	recent recentCalls
-	wg     sync.WaitGroup
+	// ctx is done once the node shuts down (endAll); every call's context
+	// derives from it.
+	ctx  context.Context
+	stop context.CancelFunc
+
+	mu      sync.Mutex
+	calls   map[string]*call
+	recent  recentCalls
+	closing bool // endAll has begun: no new call
+	// wg counts the goroutines of calls and of what they started (legs'
+	// watchers, drains, CANCELs, probes); endAll waits for it. A new call
+	// joins it only through begin, under mu, so no Add races the Wait;
+	// the rest join while their call holds it open.
+	wg sync.WaitGroup
+}
+
+// begin joins a new call to the wait group; false once the node shuts
+// down, and then the call must be refused.
+func (cc *callControl) begin() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.closing {
+		return false
+	}
+	cc.wg.Add(1)
+	return true
 }
 
 // respond answers a request statelessly within its transaction, with our

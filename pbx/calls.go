@@ -20,6 +20,8 @@ import (
 // number ring the client's managers. Call it before Serve.
 func (s *Server) EnableCalls(cfg CallConfig) error {
 	switch {
+	case s.calls != nil:
+		return errors.New("pbx: EnableCalls called twice")
 	case cfg.Ports == nil || cfg.Router == nil:
 		return errors.New("pbx: EnableCalls needs Ports and a Router")
 	case cfg.RingTimeout <= 0:
@@ -29,7 +31,10 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 	if err != nil || ip.IsUnspecified() {
 		return fmt.Errorf("pbx: calls need a concrete --public-addr IP (got %q)", s.cfg.PublicAddr)
 	}
+	ctx, stop := context.WithCancel(context.Background())
 	s.calls = &callControl{
+		ctx:       ctx,
+		stop:      stop,
 		cfg:       cfg,
 		domain:    s.cfg.Domain,
 		logger:    s.logger.Named("calls"),
@@ -41,7 +46,7 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 		limits:    newOutboundLimits(cmp.Or(cfg.CallsPerMinute, 10)),
 		admission: newAdmission(cmp.Or(cfg.MaxSetups, 1000)),
 	}
-	allowedMethods = append(allowedMethods, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE)
+	s.allow = append(s.allow, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE)
 	s.sip.OnInvite(s.guard(s.calls.onInvite))
 	s.sip.OnAck(s.calls.onInDialog)
 	s.sip.OnBye(s.guard(s.calls.onInDialog))
@@ -125,7 +130,10 @@ func (cc *callControl) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		cc.onInDialog(req, tx)
 		return
 	}
-	cc.wg.Add(1)
+	if !cc.begin() {
+		cc.refuseAtShutdown(req, tx)
+		return
+	}
 	defer cc.wg.Done()
 	// The trunk's sources bring calls in and nothing else; every other
 	// INVITE is a manager's phone dialling a client code.
@@ -140,6 +148,20 @@ func (cc *callControl) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	cc.fromDeskPhone(req, tx)
+}
+
+// refuseAtShutdown answers a new INVITE while the node shuts down: 503 with
+// Retry-After, so the trunk tries another node; a call in still gets its
+// CDR, as every call attempt does.
+func (cc *callControl) refuseAtShutdown(req *sip.Request, tx sip.ServerTransaction) {
+	if cc.trunkAllowed(req.Source()) {
+		if _, ok := cc.admitInbound(req, tx); ok {
+			cc.shedInbound(req, tx)
+		}
+		return
+	}
+	code, reason, hdrs, _ := failureResponse(DispOverload)
+	respond(tx, req, code, reason, nil, hdrs...)
 }
 
 func newCallID() string { return uuid.NewString() }
@@ -166,14 +188,16 @@ func (s *Server) ActiveCalls() int {
 	return len(s.calls.calls)
 }
 
-// endAll hangs up every connected call (shutdown) and waits up to d for the
-// calls to finish.
+// endAll hangs up every connected call (shutdown), refuses new ones from
+// now on, and waits up to d for the calls and what they started to finish.
 func (cc *callControl) endAll(d time.Duration) {
 	cc.mu.Lock()
+	cc.closing = true
 	for _, c := range cc.calls {
-		c.hangup("system")
+		c.hangup(sideSystem)
 	}
 	cc.mu.Unlock()
+	cc.stop() // every call's context: pauses and probes end now
 	done := make(chan struct{})
 	go func() { cc.wg.Wait(); close(done) }()
 	select {

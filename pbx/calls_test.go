@@ -124,19 +124,31 @@ func randomKey(t *testing.T) []byte {
 }
 
 // testPhone is a manager's phone: it answers every INVITE with 200 and its
-// SDP once hold lets it (at once when nil), and 200s BYEs.
+// SDP once hold lets it (at once when nil), and 200s BYEs and OPTIONS (an
+// OPTIONS once optionsHold lets it).
 type testPhone struct {
-	addr    string
-	invites atomic.Int32
-	hold    chan struct{} // closed: answer; nil: answer at once
+	addr     string
+	invites  atomic.Int32
+	byes     atomic.Int32
+	options  atomic.Int32
+	answered chan answeredInvite
 
-	mu   sync.Mutex
-	from []string // the From of every INVITE it received
+	mu          sync.Mutex
+	from        []string      // the From of every INVITE it received
+	hold        chan struct{} // closed or nil: answer INVITEs (holdAnswers)
+	optionsHold chan struct{} // closed or nil: answer OPTIONS (holdOptions)
+}
+
+// answeredInvite is an INVITE a test peer answered 200, and its answer:
+// what the peer needs to send requests in the dialog.
+type answeredInvite struct {
+	invite *sip.Request
+	res    *sip.Response
 }
 
 func startTestPhone(t *testing.T) *testPhone {
 	t.Helper()
-	p := &testPhone{addr: fmt.Sprintf("%s:%d", phoneHost, freeUDPPort(t, phoneHost))}
+	p := &testPhone{addr: fmt.Sprintf("%s:%d", phoneHost, freeUDPPort(t, phoneHost)), answered: make(chan answeredInvite, 16)}
 	serveSIP(t, p.addr, func(req *sip.Request, tx sip.ServerTransaction) {
 		p.invites.Add(1)
 		p.mu.Lock()
@@ -157,14 +169,33 @@ func startTestPhone(t *testing.T) *testPhone {
 		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: phoneHost, Port: p.port()}})
 		ct := sip.ContentTypeHeader("application/sdp")
 		res.AppendHeader(&ct)
-		_ = tx.Respond(res)
+		if tx.Respond(res) == nil {
+			select {
+			case p.answered <- answeredInvite{req, res}:
+			default:
+			}
+		}
+	}, func(req *sip.Request) {
+		switch req.Method {
+		case sip.BYE:
+			p.byes.Add(1)
+		case sip.OPTIONS:
+			p.options.Add(1)
+			p.mu.Lock()
+			hold := p.optionsHold
+			p.mu.Unlock()
+			if hold != nil {
+				<-hold
+			}
+		}
 	})
 	return p
 }
 
 // serveSIP runs a sipgo server on addr (UDP) for the test: ACKs are taken,
-// BYE and OPTIONS answered 200, INVITEs go to onInvite.
-func serveSIP(t *testing.T, addr string, onInvite sipgo.RequestHandler) {
+// BYE and OPTIONS answered 200 once seen (if set) has seen them, INVITEs go
+// to onInvite.
+func serveSIP(t *testing.T, addr string, onInvite sipgo.RequestHandler, seen func(*sip.Request)) {
 	t.Helper()
 	host, _, _ := net.SplitHostPort(addr)
 	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(host))
@@ -176,6 +207,9 @@ func serveSIP(t *testing.T, addr string, onInvite sipgo.RequestHandler) {
 		t.Fatal(err)
 	}
 	ok := func(req *sip.Request, tx sip.ServerTransaction) {
+		if seen != nil {
+			seen(req)
+		}
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	}
 	srv.OnInvite(onInvite)
@@ -195,6 +229,24 @@ func listenUntilCleanup(t *testing.T, srv *sipgo.Server, addr string) {
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 	go func() { _ = srv.ServeUDP(conn) }()
+}
+
+// holdAnswers makes the phone ring without answering until the returned
+// channel is closed; the phone's handlers read it under mu.
+func (p *testPhone) holdAnswers() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = make(chan struct{})
+	return p.hold
+}
+
+// holdOptions keeps the phone from answering OPTIONS until the returned
+// channel is closed.
+func (p *testPhone) holdOptions() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.optionsHold = make(chan struct{})
+	return p.optionsHold
 }
 
 func (p *testPhone) port() int {
@@ -219,7 +271,8 @@ type trunkCall struct {
 }
 
 // newTrunk is the trunk's UAC on 127.0.0.4 (its own port per call leg;
-// the PBX answers where the request came from).
+// the PBX answers where the request came from). It answers the PBX's BYE
+// and OPTIONS in its dialogs 200.
 func newTrunk(t *testing.T) *sipgo.DialogClientCache {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(trunkHost))
@@ -230,6 +283,15 @@ func newTrunk(t *testing.T) *sipgo.DialogClientCache {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	}
+	srv.OnBye(ok)
+	srv.OnOptions(ok)
 	return sipgo.NewDialogClientCache(client, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "trunk", Host: trunkHost}})
 }
 
@@ -260,7 +322,7 @@ func (e *callEnv) call(t *testing.T, dc *sipgo.DialogClientCache, caller string)
 // call has its CDR (offered + ended "overload") and is counted.
 func TestInboundShedsOverload(t *testing.T) {
 	env := startCallEnv(t, func(c *CallConfig) { c.MaxSetups = 1 })
-	env.phone.hold = make(chan struct{})
+	hold := env.phone.holdAnswers()
 	trunk := newTrunk(t)
 
 	first := env.call(t, trunk, "+79161230001")
@@ -290,7 +352,7 @@ func TestInboundShedsOverload(t *testing.T) {
 		t.Errorf("shed calls counted %d, want 1", st.Shed)
 	}
 
-	close(env.phone.hold)
+	close(hold)
 	select {
 	case err := <-first.err:
 		if err != nil {
@@ -420,11 +482,13 @@ func TestOutboundLimitsConcurrent(t *testing.T) {
 }
 
 // trunkUAS is the trunk's side of calls out: it answers an INVITE by its
-// Request-URI user (a number) with the status in answers (200 if absent)
-// and keeps the order of the numbers it was asked for.
+// Request-URI user (a number) with the status in answers (200 if absent;
+// 180: rings until the PBX cancels) and keeps the order of the numbers it
+// was asked for.
 type trunkUAS struct {
-	addr    string
-	answers map[string]int
+	addr     string
+	answers  map[string]int
+	answered chan answeredInvite // the INVITEs it answered 200
 
 	mu      sync.Mutex
 	dialled []string
@@ -433,7 +497,8 @@ type trunkUAS struct {
 
 func startTrunkUAS(t *testing.T, answers map[string]int) *trunkUAS {
 	t.Helper()
-	tr := &trunkUAS{addr: fmt.Sprintf("%s:%d", trunkHost, freeUDPPort(t, trunkHost)), answers: answers}
+	tr := &trunkUAS{addr: fmt.Sprintf("%s:%d", trunkHost, freeUDPPort(t, trunkHost)), answers: answers,
+		answered: make(chan answeredInvite, 16)}
 	serveSIP(t, tr.addr, func(req *sip.Request, tx sip.ServerTransaction) {
 		tr.mu.Lock()
 		tr.dialled = append(tr.dialled, req.Recipient.User)
@@ -459,8 +524,19 @@ func startTrunkUAS(t *testing.T, answers map[string]int) *trunkUAS {
 			ct := sip.ContentTypeHeader("application/sdp")
 			res.AppendHeader(&ct)
 		}
-		_ = tx.Respond(res)
-	})
+		if err := tx.Respond(res); err != nil {
+			return
+		}
+		switch {
+		case code == 200:
+			select {
+			case tr.answered <- answeredInvite{req, res}:
+			default:
+			}
+		case code < 200:
+			<-tx.Done() // rings until cancelled
+		}
+	}, nil)
 	return tr
 }
 

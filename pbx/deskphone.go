@@ -65,7 +65,8 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 
 	c := cc.newCall(newCallID(), events.Outbound, logger)
 	defer c.release()
-	c.clientID, c.clientCode, c.managerID = target.id, target.code, creds.ManagerID
+	c.setClient(target.id, target.code)
+	c.setManager(creds.ManagerID)
 	c.logger = logger.With(zap.String("call_id", c.id), zap.String("client_id", target.id))
 	c.publish(events.Offered, nil)
 	phone := cc.newUASLeg(c, media.SideB, req, tx)

@@ -128,7 +128,7 @@ func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []m
 	defer timeout.Stop()
 	giveUp := func(status int, side string) (*outLeg, int, string) {
 		leg.cancel()
-		go drain(evs, 1)
+		cc.wg.Go(func() { drain(evs, 1) })
 		return nil, status, side
 	}
 	for {
@@ -147,7 +147,10 @@ func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []m
 				if ev.answer.RemoteRTCP.IsValid() {
 					c.ports[media.SideA].SetRemoteRTCP(ev.answer.RemoteRTCP)
 				}
-				leg.setOnBye(func() { c.hangup(sideClient) })
+				// The trunk refreshes its session timer with re-INVITE or
+				// UPDATE; the leg answers them as a leg in does (uasLeg).
+				leg.join(func(dir media.Direction) []byte { return c.localSDP(media.SideA, ev.answer.Codecs, dir) },
+					func() { c.hangup(sideClient) })
 				return leg, 200, ""
 			default:
 				return nil, ev.status, sideClient

@@ -22,8 +22,18 @@ type dialog struct {
 	dest      string  // host:port in-dialog requests go to (NAT: where he registered from)
 	transport string
 
+	// mu guards localSeq, and remoteTag and target of a dialog we sent the
+	// INVITE of: the answer sets them while requests in the dialog may
+	// already be matched (peerTag).
 	mu       sync.Mutex
 	localSeq uint32
+}
+
+// peerTag is the remote tag; "" until the peer has answered.
+func (d *dialog) peerTag() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.remoteTag
 }
 
 // request builds an in-dialog request with the next local CSeq.

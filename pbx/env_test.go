@@ -139,7 +139,7 @@ func startPBXWith(t *testing.T, tweak func(*Config), before func(*Server)) *test
 	js := runNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	regs, err := NewRegistrations(ctx, js)
+	regs, err := openRegistrations(t, ctx, js, zap.NewNop())
 	if err != nil {
 		t.Fatalf("NewRegistrations: %v", err)
 	}

@@ -174,7 +174,7 @@ func (cc *callControl) routeInbound(ctx context.Context, c *call, callerNumber s
 		c.logger.Error("routing failed", zap.Error(err))
 		return route, DispFailed
 	}
-	c.clientID, c.clientCode = route.ClientID, route.ClientCode
+	c.setClient(route.ClientID, route.ClientCode)
 	c.logger = c.logger.With(zap.String("client_id", route.ClientID))
 	return route, ""
 }
@@ -215,7 +215,7 @@ func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, o
 // the relay, with the codec it chose (one the trunk offered); a non-empty
 // disposition means it failed.
 func (cc *callControl) bridgeInbound(c *call, trunk *uasLeg, winner *outLeg, offer, answer media.Offer) string {
-	c.managerID = winner.managerID
+	c.setManager(winner.managerID)
 	c.logger = c.logger.With(zap.String("manager_id", winner.managerID))
 	c.ports[media.SideB].SetRemote(answer.Remote)
 	if answer.RemoteRTCP.IsValid() {
@@ -227,8 +227,8 @@ func (cc *callControl) bridgeInbound(c *call, trunk *uasLeg, winner *outLeg, off
 		c.logger.Error("relay failed", zap.Error(err))
 		return DispFailed
 	}
-	winner.localSDP = func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) }
-	winner.setOnBye(func() { c.hangup(sideManager) })
+	winner.join(func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) },
+		func() { c.hangup(sideManager) })
 	if err := cc.dialogs.add(trunk.dlg.callID, trunk); err != nil {
 		return DispFailed
 	}

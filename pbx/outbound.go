@@ -1,6 +1,7 @@
 package pbx
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,8 @@ var (
 	ErrRateLimited = errors.New("pbx: too many calls started in the last minute")
 	// ErrNoTrunk means no trunk is configured for calls out.
 	ErrNoTrunk = errors.New("pbx: no trunk configured for calls out")
+	// ErrShuttingDown means the node is shutting down and takes no call.
+	ErrShuttingDown = errors.New("pbx: shutting down")
 )
 
 // Originate asks the PBX to connect a manager with a client: the manager's
@@ -102,13 +105,17 @@ func (s *Server) Originate(ctx context.Context, o Originate) error {
 	if err := cc.limits.begin(o.ManagerID, time.Now()); err != nil {
 		return err
 	}
+	if !cc.begin() {
+		cc.limits.end(o.ManagerID)
+		return ErrShuttingDown
+	}
 	logger := cc.logger.With(zap.String("call_id", o.CallID), zap.String("direction", events.Outbound),
 		zap.String("client_id", o.ClientID), zap.String("manager_id", o.ManagerID))
 	c := cc.newCall(o.CallID, events.Outbound, logger)
-	c.clientID, c.clientCode, c.managerID = target.id, target.code, o.ManagerID
+	c.setClient(target.id, target.code)
+	c.setManager(o.ManagerID)
 	// Set before the call is handed on: the API shows the state at once.
 	c.setState(StateCallingManager)
-	cc.wg.Add(1)
 	go func() {
 		defer cc.wg.Done()
 		defer cc.limits.end(o.ManagerID)
@@ -138,11 +145,14 @@ func (cc *callControl) clickToCall(c *call, target clientTarget) {
 	client, disp, side := cc.dialClient(c, target, codecs, nil)
 	if client == nil {
 		if side != sideManager {
-			// Let the manager hear that it failed instead of a sudden click.
+			// Let the manager hear that it failed instead of a sudden
+			// click, unless he hangs up or the node shuts down meanwhile.
+			pause := time.NewTimer(cmp.Or(cc.cfg.failurePause, defaultFailurePause))
 			select {
-			case <-time.After(time.Second):
-			case <-c.hangupCh:
+			case <-pause.C:
+			case <-c.ctx.Done():
 			}
+			pause.Stop()
 			manager.hangup()
 		}
 		c.end(disp, side)
@@ -157,8 +167,9 @@ func (cc *callControl) clickToCall(c *call, target clientTarget) {
 func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []media.Codec, string) {
 	ringCtx, stopRinging := context.WithCancel(context.Background())
 	defer stopRinging()
+	_, managerID := c.parties()
 	rang := false
-	winner, answer, status := cc.ring(ringCtx, [][]string{{c.managerID}}, outInvite{
+	winner, answer, status := cc.ring(ringCtx, [][]string{{managerID}}, outInvite{
 		from:        sip.Uri{Scheme: "sip", User: target.code, Host: cc.domain},
 		displayName: fmt.Sprintf("Calling %s #%s", target.name, target.code),
 		sdp:         c.localSDP(media.SideB, media.DefaultCodecs(), media.SendRecv),
@@ -178,8 +189,8 @@ func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []med
 	if answer.RemoteRTCP.IsValid() {
 		c.ports[media.SideB].SetRemoteRTCP(answer.RemoteRTCP)
 	}
-	winner.localSDP = func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) }
-	winner.setOnBye(func() { c.hangup(sideManager) })
 	c.codecs = answer.Codecs
+	winner.join(func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) },
+		func() { c.hangup(sideManager) })
 	return winner, answer.Codecs, ""
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
 
 	"github.com/emiago/sipgo"
@@ -33,13 +34,16 @@ type outLeg struct {
 	dlg       *dialog
 	logger    *zap.Logger
 
+	cancelSent chan struct{} // closed when our CANCEL goes out
+
 	mu        sync.Mutex
 	answered  bool
 	cancelled bool
 	ended     bool
-	onBye     func() // set when the leg joins a call
-
-	// localSDP builds our SDP for re-INVITE answers once the leg is bridged.
+	byeEarly  bool   // the peer hung up before the leg joined its call
+	onBye     func() // set when the leg joins a call (join)
+	// localSDP builds our SDP for re-INVITE and UPDATE answers once the
+	// leg has joined its call.
 	localSDP func(dir media.Direction) []byte
 }
 
@@ -88,7 +92,7 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 	ct := sip.ContentTypeHeader("application/sdp")
 	req.AppendHeader(&ct)
 	req.SetBody(in.sdp)
-	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg,
+	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg, cancelSent: make(chan struct{}),
 		logger: cc.logger.With(zap.String("leg_call_id", callID), zap.String("manager_id", managerID))}
 	if err := cc.dialogs.add(callID, leg); err != nil {
 		return nil, err
@@ -99,16 +103,33 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 		return nil, err
 	}
 	leg.tx = tx
-	go leg.watch(events)
+	// Legs are started by a call's goroutine, which holds cc.wg open.
+	cc.wg.Go(func() { leg.watch(events) })
 	return leg, nil
 }
 
 // watch reads the INVITE transaction's responses. sipgo's dialog helper
 // gives up after ten provisional responses; a phone or trunk that repeats
 // 180 every second must still connect, so we read them all ourselves.
+//
+// It ends after sending exactly one final event (a final response, the
+// transaction's end, or cancelGiveUp after our CANCEL), so whoever reads
+// events (the ring step, then drain) knows how many to expect.
 func (l *outLeg) watch(events chan<- legEvent) {
+	cancelSent := l.cancelSent
+	var giveUp <-chan time.Time
 	for {
 		select {
+		case <-cancelSent:
+			cancelSent = nil
+			t := time.NewTimer(l.cc.cancelGiveUp())
+			defer t.Stop()
+			giveUp = t.C
+		case <-giveUp:
+			giveUp = nil
+			l.logger.Info("no final response to our CANCEL; the INVITE is given up")
+			l.tx.Terminate() // Done follows
+
 		case res, ok := <-l.tx.Responses():
 			if !ok {
 				events <- legEvent{leg: l, status: 408}
@@ -188,6 +209,7 @@ func (l *outLeg) cancel() {
 		l.hangup()
 		return
 	}
+	close(l.cancelSent)
 	c := newCancel(l.invite)
 	// ClientRequestBuild keeps the INVITE's Via (CANCEL must match its
 	// branch) and only sets what is missing.
@@ -207,9 +229,15 @@ func (l *outLeg) hangup() {
 	l.cc.sendBye(l.dlg, l.logger)
 }
 
+// matches runs on sipgo's goroutine for the request, maybe while the 200
+// that names the remote tag is processed (onAnswer).
 func (l *outLeg) matches(req *sip.Request) bool {
 	from := req.From()
-	return from != nil && tagOf(from.Params) == l.dlg.remoteTag && l.dlg.remoteTag != ""
+	if from == nil {
+		return false
+	}
+	remoteTag := l.dlg.peerTag()
+	return remoteTag != "" && tagOf(from.Params) == remoteTag
 }
 
 // handleInDialog answers requests the peer sends inside the dialog.
@@ -221,14 +249,23 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 		already := l.ended
 		l.ended = true
 		onBye := l.onBye
+		// A peer that answers and hangs up at once may do so before the
+		// call has taken the leg: join tells the call then.
+		l.byeEarly = !already && onBye == nil
 		l.mu.Unlock()
 		l.cc.dialogs.remove(l.dlg.callID)
 		if !already && onBye != nil {
 			onBye()
 		}
+	case sip.ACK:
+		// The ACK of our 200 to a re-INVITE: nothing to answer.
 	default:
+		l.mu.Lock()
 		sdp := l.localSDP
+		l.mu.Unlock()
 		if sdp == nil {
+			// Answered but not yet joined to its call: ask the peer to
+			// try again in a moment.
 			respond(tx, req, 491, "Request Pending", nil)
 			return
 		}
@@ -236,11 +273,18 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 	}
 }
 
-// setOnBye tells the leg whom to notify when the peer hangs up.
-func (l *outLeg) setOnBye(f func()) {
+// join attaches an answered leg to its call: localSDP builds our SDP for
+// the peer's re-INVITEs and UPDATEs, onBye is told when the peer hangs up,
+// also if he did so before the leg joined.
+func (l *outLeg) join(localSDP func(dir media.Direction) []byte, onBye func()) {
 	l.mu.Lock()
-	l.onBye = f
+	l.localSDP, l.onBye = localSDP, onBye
+	early := l.byeEarly
+	l.byeEarly = false
 	l.mu.Unlock()
+	if early {
+		onBye()
+	}
 }
 
 // newCancel builds the CANCEL of a pending INVITE (RFC 3261 9.1): same

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 )
 
 // RegistrationsBucket is the JetStream KV bucket holding SIP bindings, so
@@ -58,16 +59,23 @@ type Registration struct {
 //
 // Lookups are served from a local copy of the bucket that one long-lived
 // watcher per process keeps current: a lookup per call (or per manager in a
-// ring plan) must not open a JetStream consumer each time.
+// ring plan) must not open a JetStream consumer each time. A watch that
+// ends while the Registrations live is logged and started again, and the
+// copy rebuilt from it; Stop ends it.
 type Registrations struct {
 	js        jetstream.JetStream
 	kv        jetstream.KeyValue
 	stream    jetstream.Stream
 	perKeyTTL bool
 	now       func() time.Time
+	logger    *zap.Logger
 
-	mu    sync.RWMutex
-	cache map[string]map[string]Registration // manager id -> KV key -> binding
+	stopWatch context.CancelFunc // ends the watch loop (Stop)
+	watchDone chan struct{}      // closed when the watch loop has ended
+
+	mu      sync.RWMutex
+	watcher jetstream.KeyWatcher               // the current watch
+	cache   map[string]map[string]Registration // manager id -> KV key -> binding
 	// fence holds, per manager id or KV key, the stream sequence up to
 	// which its bindings were removed: a watcher update of a binding written
 	// before the removal that arrives after it must not bring it back (a
@@ -75,11 +83,12 @@ type Registrations struct {
 	fence map[string]uint64
 }
 
-// NewRegistrations opens the REGISTRATIONS bucket, creating it if needed.
+// NewRegistrations opens the REGISTRATIONS bucket, creating it if needed,
+// and starts watching it; whoever creates it calls Stop when done.
 // An existing bucket is used as configured (replicas, storage are the
 // operator's choice); per-key TTL is used when the bucket allows it, else
 // bindings live until the bucket's max age and reads filter on ExpiresAt.
-func NewRegistrations(ctx context.Context, js jetstream.JetStream) (*Registrations, error) {
+func NewRegistrations(ctx context.Context, js jetstream.JetStream, logger *zap.Logger) (*Registrations, error) {
 	kv, err := js.KeyValue(ctx, RegistrationsBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = createRegistrationsBucket(ctx, js)
@@ -97,6 +106,7 @@ func NewRegistrations(ctx context.Context, js jetstream.JetStream) (*Registratio
 		stream:    stream,
 		perKeyTTL: stream.CachedInfo().Config.AllowMsgTTL,
 		now:       time.Now,
+		logger:    logger,
 		cache:     map[string]map[string]Registration{},
 		fence:     map[string]uint64{},
 	}
@@ -106,52 +116,126 @@ func NewRegistrations(ctx context.Context, js jetstream.JetStream) (*Registratio
 	return r, nil
 }
 
-// watch starts the watcher that mirrors the bucket into r.cache and waits
-// until it has delivered the bucket's current contents. The watcher lives as
-// long as the NATS connection.
+// Back-off between attempts to start the watch again.
+const (
+	rewatchMin = 100 * time.Millisecond
+	rewatchMax = 10 * time.Second
+)
+
+// watch starts the loop that mirrors the bucket into r.cache and waits
+// until it has delivered the bucket's current contents.
 func (r *Registrations) watch(ctx context.Context) error {
-	w, err := r.kv.WatchAll(context.Background())
+	loopCtx, stop := context.WithCancel(context.Background())
+	w, err := r.kv.WatchAll(loopCtx)
 	if err != nil {
+		stop()
 		return fmt.Errorf("pbx: watch %s bucket: %w", RegistrationsBucket, err)
 	}
-	ready := make(chan struct{})
-	go func() {
-		var once sync.Once
-		for entry := range w.Updates() {
-			if entry == nil {
-				once.Do(func() { close(ready) })
-				continue
-			}
-			r.apply(entry)
-		}
-	}()
+	r.stopWatch, r.watchDone = stop, make(chan struct{})
+	synced := make(chan struct{})
+	go r.runWatch(loopCtx, w, synced)
 	select {
-	case <-ready:
+	case <-synced:
 		return nil
 	case <-ctx.Done():
-		_ = w.Stop()
+		r.Stop()
 		return fmt.Errorf("pbx: watch %s bucket: %w", RegistrationsBucket, ctx.Err())
 	}
 }
 
-// apply folds one KV update into the local copy.
-func (r *Registrations) apply(entry jetstream.KeyValueEntry) {
+// Stop ends the watch; lookups then answer from the last copy. Call it
+// once, after the PBX stopped serving.
+func (r *Registrations) Stop() {
+	r.stopWatch()
+	<-r.watchDone
+}
+
+// runWatch follows watches until ctx is done. A watch that ends before
+// that (the NATS connection, the consumer or the server went away) is
+// logged and started again with back-off: lookups must not go on silently
+// from a copy nobody updates.
+func (r *Registrations) runWatch(ctx context.Context, w jetstream.KeyWatcher, synced chan struct{}) {
+	defer close(r.watchDone)
+	var once sync.Once
+	for {
+		r.mu.Lock()
+		r.watcher = w
+		r.mu.Unlock()
+		r.follow(ctx, w, func() { once.Do(func() { close(synced) }) })
+		_ = w.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		r.logger.Error("registrations watch ended; starting it again")
+		if w = r.rewatch(ctx); w == nil {
+			return
+		}
+	}
+}
+
+// rewatch starts a new watch, retrying with back-off; nil once ctx is done.
+func (r *Registrations) rewatch(ctx context.Context) jetstream.KeyWatcher {
+	wait := rewatchMin
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		w, err := r.kv.WatchAll(ctx)
+		if err == nil {
+			return w
+		}
+		r.logger.Error("registrations watch not started again; retrying", zap.Error(err), zap.Duration("retry_in", wait))
+		wait = min(2*wait, rewatchMax)
+	}
+}
+
+// follow applies one watch's updates until it ends. Its first delivery
+// (up to the nil marker) builds a fresh copy that then replaces r.cache
+// whole: bindings removed while no watch ran must not linger.
+func (r *Registrations) follow(ctx context.Context, w jetstream.KeyWatcher, synced func()) {
+	cache := map[string]map[string]Registration{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case entry, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if entry != nil {
+				r.apply(cache, entry)
+				continue
+			}
+			r.mu.Lock()
+			r.cache = cache // from now on, updates go to the live copy
+			r.mu.Unlock()
+			synced()
+		}
+	}
+}
+
+// apply folds one KV update into cache (r.cache, or the copy a new watch
+// is building).
+func (r *Registrations) apply(cache map[string]map[string]Registration, entry jetstream.KeyValueEntry) {
 	managerID, _, _ := strings.Cut(entry.Key(), ".")
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if entry.Operation() != jetstream.KeyValuePut {
-		r.forget(managerID, entry.Key())
+		forgetIn(cache, managerID, entry.Key())
 		return
 	}
 	var reg Registration
 	if err := json.Unmarshal(entry.Value(), &reg); err != nil {
 		return // not ours to interpret; never fail over one bad value
 	}
-	r.mu.RLock()
-	stale := entry.Revision() <= max(r.fence[managerID], r.fence[entry.Key()])
-	r.mu.RUnlock()
-	if stale {
+	if entry.Revision() <= max(r.fence[managerID], r.fence[entry.Key()]) {
 		return
 	}
-	r.remember(entry.Key(), reg)
+	rememberIn(cache, entry.Key(), reg)
 }
 
 // fenceOff marks everything written under name (a manager id or a key) up
@@ -170,20 +254,28 @@ func (r *Registrations) fenceOff(ctx context.Context, name string) error {
 func (r *Registrations) remember(key string, reg Registration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m := r.cache[reg.ManagerID]
-	if m == nil {
-		m = map[string]Registration{}
-		r.cache[reg.ManagerID] = m
-	}
-	m[key] = reg
+	rememberIn(r.cache, key, reg)
 }
 
 func (r *Registrations) forget(managerID, key string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.cache[managerID], key)
-	if len(r.cache[managerID]) == 0 {
-		delete(r.cache, managerID)
+	forgetIn(r.cache, managerID, key)
+}
+
+func rememberIn(cache map[string]map[string]Registration, key string, reg Registration) {
+	m := cache[reg.ManagerID]
+	if m == nil {
+		m = map[string]Registration{}
+		cache[reg.ManagerID] = m
+	}
+	m[key] = reg
+}
+
+func forgetIn(cache map[string]map[string]Registration, managerID, key string) {
+	delete(cache[managerID], key)
+	if len(cache[managerID]) == 0 {
+		delete(cache, managerID)
 	}
 }
 

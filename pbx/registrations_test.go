@@ -8,22 +8,34 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/maskpbx/maskpbx/internal/testenv"
 )
+
+// openRegistrations is NewRegistrations for a test: stopped when it ends.
+func openRegistrations(t testing.TB, ctx context.Context, js jetstream.JetStream, logger *zap.Logger) (*Registrations, error) {
+	t.Helper()
+	r, err := NewRegistrations(ctx, js, logger)
+	if err == nil {
+		t.Cleanup(r.Stop)
+	}
+	return r, err
+}
 
 func TestRegistrationsStore(t *testing.T) {
 	js := runNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	regs, err := NewRegistrations(ctx, js)
+	regs, err := openRegistrations(t, ctx, js, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !regs.perKeyTTL {
 		t.Fatal("embedded NATS supports per-key TTL, but the bucket has none")
 	}
-	if again, err := NewRegistrations(ctx, js); err != nil || !again.perKeyTTL {
+	if again, err := openRegistrations(t, ctx, js, zap.NewNop()); err != nil || !again.perKeyTTL {
 		t.Fatalf("reopening the bucket: %v", err)
 	}
 
@@ -101,7 +113,7 @@ func TestRegistrationsRefreshExtendsTTL(t *testing.T) {
 	js := runNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	regs, err := NewRegistrations(ctx, js)
+	regs, err := openRegistrations(t, ctx, js, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +156,7 @@ func TestRegistrationsWithoutPerKeyTTL(t *testing.T) {
 	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: RegistrationsBucket, History: 1}); err != nil {
 		t.Fatal(err)
 	}
-	regs, err := NewRegistrations(ctx, js)
+	regs, err := openRegistrations(t, ctx, js, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,11 +196,11 @@ func TestRegistrationsSeenByAnotherNode(t *testing.T) {
 	js := runNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	nodeA, err := NewRegistrations(ctx, js)
+	nodeA, err := openRegistrations(t, ctx, js, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeB, err := NewRegistrations(ctx, js)
+	nodeB, err := openRegistrations(t, ctx, js, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,4 +236,75 @@ func TestRegistrationsSeenByAnotherNode(t *testing.T) {
 		regs, _ := nodeB.Contacts(ctx, aliceID)
 		return len(regs) == 0
 	}, "node B to drop the dismissed manager's bindings")
+}
+
+// A watch that ends under a node's feet (the NATS connection, the consumer
+// or the server went away) is logged and started again, and the node's
+// copy is rebuilt from it: bindings added and removed meanwhile show. Stop
+// ends the watch for good.
+func TestRegistrationsWatchRestarts(t *testing.T) {
+	js := runNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	core, logs := observer.New(zap.InfoLevel)
+	nodeA, err := openRegistrations(t, ctx, js, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeB, err := NewRegistrations(ctx, js, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hour := time.Now().Add(time.Hour)
+	old := Registration{ManagerID: aliceID, Username: "alice", Contact: "sip:a@10.0.0.1", ExpiresAt: hour}
+	if err := nodeA.Put(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	contacts := func() []string {
+		regs, _ := nodeB.Contacts(ctx, aliceID)
+		var cs []string
+		for _, r := range regs {
+			cs = append(cs, r.Contact)
+		}
+		return cs
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return len(contacts()) == 1 }, "node B to see the binding")
+
+	for range 2 { // a restarted watch survives breaking again
+		nodeB.mu.RLock()
+		w := nodeB.watcher
+		nodeB.mu.RUnlock()
+		if err := w.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		fresh := Registration{ManagerID: aliceID, Username: "alice", Contact: "sip:" + randomToken() + "@10.0.0.2", ExpiresAt: hour}
+		if err := nodeA.Put(ctx, fresh); err != nil {
+			t.Fatal(err)
+		}
+		if err := nodeA.Remove(ctx, aliceID, old.Contact); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 10*time.Second, func() bool {
+			cs := contacts()
+			return len(cs) == 1 && cs[0] == fresh.Contact
+		}, "node B to see the new binding and lose the removed one after its watch broke")
+		old = fresh
+	}
+	ended := logs.FilterMessage("registrations watch ended; starting it again")
+	if n := ended.Len(); n != 2 || ended.All()[0].Level != zap.ErrorLevel {
+		t.Fatalf("%d errors logged for 2 broken watches", n)
+	}
+
+	info, err := nodeB.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeB.Stop()
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		after, err := nodeB.stream.Info(ctx)
+		return err == nil && after.State.Consumers == info.State.Consumers-1
+	}, "node B's consumer to go with Stop")
+	if n := logs.FilterMessage("registrations watch ended; starting it again").Len(); n != 2 {
+		t.Fatalf("Stop was taken for a broken watch (%d errors)", n)
+	}
 }

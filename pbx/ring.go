@@ -72,7 +72,7 @@ func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events <-ch
 	cancelAll := func(except *outLeg) {
 		for _, l := range legs {
 			if l != except {
-				go l.cancel()
+				cc.wg.Go(l.cancel)
 			}
 		}
 	}
@@ -85,7 +85,7 @@ func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events <-ch
 			case ev.status == 200:
 				cancelAll(ev.leg)
 				// Late answers from the others are hung up by cancel().
-				go drain(events, pending-1)
+				cc.wg.Go(func() { drain(events, pending-1) })
 				return ev.leg, ev.answer, 200
 			default:
 				pending--
@@ -95,11 +95,11 @@ func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events <-ch
 			}
 		case <-timer.C:
 			cancelAll(nil)
-			go drain(events, pending)
+			cc.wg.Go(func() { drain(events, pending) })
 			return nil, media.Offer{}, 480
 		case <-ctx.Done():
 			cancelAll(nil)
-			go drain(events, pending)
+			cc.wg.Go(func() { drain(events, pending) })
 			return nil, media.Offer{}, 487
 		}
 	}
@@ -109,21 +109,18 @@ func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events <-ch
 	return nil, media.Offer{}, 480
 }
 
-// drain consumes the final reports of legs we no longer wait for, so their
-// goroutines can end; a late 200 among them is hung up.
+// drain consumes the reports of n legs we no longer wait for until each
+// has sent its final one (watch always does, at the latest cancelGiveUp
+// after our CANCEL), so no watcher blocks on a full channel; a late 200
+// among them is hung up.
 func drain(events <-chan legEvent, n int) {
-	deadline := time.After(40 * time.Second)
 	for n > 0 {
-		select {
-		case ev := <-events:
-			if ev.status >= 200 {
-				n--
-				if ev.status == 200 {
-					ev.leg.hangup()
-				}
+		ev := <-events
+		if ev.status >= 200 {
+			n--
+			if ev.status == 200 {
+				ev.leg.hangup()
 			}
-		case <-deadline:
-			return
 		}
 	}
 }

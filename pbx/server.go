@@ -106,9 +106,6 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// allowedMethods are the methods this server serves, for Allow headers.
-var allowedMethods = []sip.RequestMethod{sip.REGISTER, sip.OPTIONS}
-
 // knownMethods are methods of RFC 3261 and its extensions that we understand
 // but do not serve (405); anything else is not implemented (501).
 var knownMethods = map[sip.RequestMethod]bool{
@@ -145,6 +142,9 @@ type Server struct {
 	tlsAddr string // bound TLS address, if any, set before ready is closed
 
 	calls *callControl // nil until EnableCalls
+	// allow are the methods this server serves, for Allow headers; set up
+	// before Serve (NewServer, EnableCalls), read only after.
+	allow []sip.RequestMethod
 
 	stats struct {
 		authFailures, sourcesBlocked, blockedRequests atomic.Uint64
@@ -175,6 +175,7 @@ func NewServer(cfg Config, creds CredentialSource, regs *Registrations, logger *
 		limiter: newFailureLimiter(cfg.AuthFailLimit, cfg.AuthFailWindow, cfg.AuthBlockFor, time.Now),
 		ready:   make(chan struct{}),
 		ctx:     context.Background(),
+		allow:   []sip.RequestMethod{sip.REGISTER, sip.OPTIONS},
 	}
 	if s.auth, err = newDigestAuth(cfg.Domain, cfg.DigestAlgorithms, cfg.NonceTTL, creds, time.Now); err != nil {
 		return nil, err
@@ -355,7 +356,7 @@ func (s *Server) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 
 func (s *Server) handleOptions(req *sip.Request, tx sip.ServerTransaction) {
 	res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
-	res.AppendHeader(allowHeader())
+	res.AppendHeader(s.allowHeader())
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
 	s.respond(req, tx, res)
 }
@@ -383,7 +384,7 @@ func (s *Server) respondError(req *sip.Request, tx sip.ServerTransaction, err er
 			res.AppendHeader(sip.NewHeader("WWW-Authenticate", c))
 		}
 	case sip.StatusMethodNotAllowed:
-		res.AppendHeader(allowHeader())
+		res.AppendHeader(s.allowHeader())
 	case sip.StatusIntervalToBrief:
 		res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(int(s.cfg.RegisterMinExpires/time.Second))))
 	case sip.StatusBadExtension:
@@ -413,9 +414,9 @@ func (s *Server) respond(req *sip.Request, tx sip.ServerTransaction, res *sip.Re
 	}
 }
 
-func allowHeader() sip.Header {
-	names := make([]string, len(allowedMethods))
-	for i, m := range allowedMethods {
+func (s *Server) allowHeader() sip.Header {
+	names := make([]string, len(s.allow))
+	for i, m := range s.allow {
 		names[i] = string(m)
 	}
 	return sip.NewHeader("Allow", strings.Join(names, ", "))

@@ -616,8 +616,9 @@ func (r *SRC) record(c *call, clientCode string) *RecordingSession {
 	if r == nil || c.relay == nil {
 		return nil
 	}
-	sess, err := r.Start(context.Background(), RecordingInfo{CallID: c.id, Direction: c.direction, ClientID: c.clientID,
-		ClientCode: clientCode, ManagerID: c.managerID, Codecs: c.codecs})
+	clientID, managerID := c.parties()
+	sess, err := r.Start(context.Background(), RecordingInfo{CallID: c.id, Direction: c.direction, ClientID: clientID,
+		ClientCode: clientCode, ManagerID: managerID, Codecs: c.codecs})
 	if err != nil {
 		return nil
 	}
@@ -672,7 +673,7 @@ type siprecDialog struct{ sess *RecordingSession }
 
 func (d siprecDialog) matches(req *sip.Request) bool {
 	from, to := req.From(), req.To()
-	return from != nil && to != nil && tagOf(from.Params) == d.sess.dlg.remoteTag && tagOf(to.Params) == d.sess.dlg.localTag
+	return from != nil && to != nil && tagOf(from.Params) == d.sess.dlg.peerTag() && tagOf(to.Params) == d.sess.dlg.localTag
 }
 
 func (d siprecDialog) handleInDialog(_ context.Context, req *sip.Request, tx sip.ServerTransaction) {

@@ -69,7 +69,7 @@ func (e *readyEvents) Publish(_ context.Context, ev events.Event) error {
 func startCallPBX(t *testing.T) *Server {
 	t.Helper()
 	js := runNATS(t)
-	regs, err := NewRegistrations(context.Background(), js)
+	regs, err := openRegistrations(t, context.Background(), js, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

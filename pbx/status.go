@@ -124,9 +124,30 @@ func (c *call) finish(disposition string) {
 func (c *call) snapshot() CallStatus {
 	c.statusMu.Lock()
 	defer c.statusMu.Unlock()
-	st := c.status
-	st.ClientID, st.ManagerID = c.clientID, c.managerID
-	return st
+	return c.status
+}
+
+// setClient names the call's client once it is known (routing, or the
+// dialled client); the API may be reading the status meanwhile.
+func (c *call) setClient(id, code string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	c.status.ClientID, c.clientCode = id, code
+}
+
+// setManager names the manager the call is with once it is known (the
+// phone that answered, or the one that dialled).
+func (c *call) setManager(id string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	c.status.ManagerID = id
+}
+
+// parties are the client and the manager of the call, as far as known.
+func (c *call) parties() (clientID, managerID string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	return c.status.ClientID, c.status.ManagerID
 }
 
 // recentCalls keeps the status of ended calls for a while, so a client

@@ -26,7 +26,10 @@ func (cc *callControl) probe(c *call, parties map[string]party) {
 	}
 	defer c.probing.Store(false)
 	for side, p := range parties {
-		if !cc.alive(p.dialog()) {
+		if !cc.alive(c.ctx, p.dialog()) {
+			if c.ctx.Err() != nil {
+				return // the call ended meanwhile: nobody to tell
+			}
 			c.logger.Warn("a leg stopped answering in-dialog requests; ending the call", zap.String("leg", side))
 			c.hangup(side + lostSuffix)
 			return
@@ -36,8 +39,8 @@ func (cc *callControl) probe(c *call, parties map[string]party) {
 
 // alive sends one in-dialog OPTIONS and says whether the peer still knows
 // the dialog.
-func (cc *callControl) alive(d *dialog) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), keepAliveWait)
+func (cc *callControl) alive(ctx context.Context, d *dialog) bool {
+	ctx, cancel := context.WithTimeout(ctx, keepAliveWait)
 	defer cancel()
 	tx, err := cc.clientFor(d.transport).TransactionRequest(ctx, d.request(sip.OPTIONS, cc.contactFor(d.transport)))
 	if err != nil {
@@ -80,7 +83,7 @@ func (cc *callControl) talk(c *call, manager, client party) {
 		case <-c.relayDone():
 			side = sideSystem
 		case <-keepAlive:
-			go cc.probe(c, parties)
+			cc.wg.Go(func() { cc.probe(c, parties) })
 		}
 	}
 	rec.Stop() // the recording ends with the call, not after the legs' BYEs

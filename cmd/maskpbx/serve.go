@@ -86,10 +86,11 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		return err
 	}
 	defer nc.Close()
-	regs, err := pbx.NewRegistrations(ctx, js)
+	regs, err := pbx.NewRegistrations(ctx, js, logger.Named("registrations"))
 	if err != nil {
 		return err
 	}
+	defer regs.Stop() // after the SIP server and the API have stopped, before NATS
 
 	if cfg.Demo {
 		if err := seedDemo(ctx, store, keys, numbers, cfg.SIPDomain, logger); err != nil {
