@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -111,6 +112,11 @@ func (c Crypto) String() string {
 	return "crypto:" + strconv.FormatUint(uint64(c.Tag), 10) + " " + c.Suite.String()
 }
 
+// Format prints String with every verb. (Each type holding a key by value
+// has a Format: fmt prints a pointer to a method-less struct raw, MasterKey
+// and all, when the verb does not suit a pointer, e.g. %s.)
+func (c Crypto) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, c.String()) }
+
 // appendSDP writes c as an SDP attribute line, key included.
 func (c Crypto) appendSDP(dst []byte) []byte {
 	dst = append(dst, "a=crypto:"...)
@@ -161,8 +167,11 @@ func parseCrypto(v string) (Crypto, bool) {
 		return Crypto{}, false // MKI, or a second field that is no lifetime
 	}
 	c := Crypto{Tag: uint32(tag), Suite: suite}
-	n, err := base64.StdEncoding.Decode(c.Key[:], []byte(parts[0]))
-	if err != nil || n != len(c.Key) || base64.StdEncoding.EncodedLen(n) != len(parts[0]) {
+	// Decode writes up to DecodedLen bytes: the length is checked first.
+	if len(parts[0]) != base64.StdEncoding.EncodedLen(len(c.Key)) {
+		return Crypto{}, false
+	}
+	if n, err := base64.StdEncoding.Decode(c.Key[:], []byte(parts[0])); err != nil || n != len(c.Key) {
 		return Crypto{}, false
 	}
 	return c, true

@@ -87,6 +87,13 @@ type Offer struct {
 	Crypto []Crypto
 }
 
+// Format prints the offer field by field with f's verb and flags; its
+// a=crypto lines print without their keys (see Crypto.Format).
+func (o Offer) Format(f fmt.State, verb rune) {
+	type fields Offer // no methods: printed field by field
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), fields(o))
+}
+
 // The transports ParseOffer accepts.
 const (
 	ProtoRTPAVP    = "RTP/AVP"
@@ -117,17 +124,15 @@ func ParseOffer(body []byte) (offer Offer, err error) {
 		// pion's error quotes the offending line, which may hold an address.
 		return Offer{}, fmt.Errorf("%w: unparseable", ErrBadSDP)
 	}
-	md := firstAudio(&sd)
-	if md == nil {
+	md, crypto, unkeyed := firstAudio(&sd)
+	switch {
+	case md == nil && unkeyed:
+		return Offer{}, fmt.Errorf("%w: no a=crypto line with a supported suite and plain key", ErrNoCrypto)
+	case md == nil:
 		return Offer{}, fmt.Errorf("%w: no RTP/AVP or RTP/SAVP audio stream", ErrBadSDP)
 	}
 	offer.Proto = strings.Join(md.MediaName.Protos, "/")
-	if offer.Proto != ProtoRTPAVP {
-		offer.Secure = true
-		if offer.Crypto = cryptoLines(md.Attributes); len(offer.Crypto) == 0 {
-			return Offer{}, fmt.Errorf("%w: no a=crypto line with a supported suite and plain key", ErrNoCrypto)
-		}
-	}
+	offer.Secure, offer.Crypto = offer.Proto != ProtoRTPAVP, crypto
 	ci := md.ConnectionInformation
 	if ci == nil {
 		ci = sd.ConnectionInformation
@@ -153,21 +158,30 @@ func ParseOffer(body []byte) (offer Offer, err error) {
 	return offer, nil
 }
 
-// firstAudio is the first audio stream we can relay: RTP/AVP, RTP/SAVP or
-// RTP/SAVPF, port not 0 (a port of 0 is a declined stream). A secure stream
-// without usable crypto is not passed over for a later plain one: the
-// answer has a single m= line, which must answer the first.
-func firstAudio(sd *sdp.SessionDescription) *sdp.MediaDescription {
+// firstAudio is the first audio stream we can relay, with its usable
+// a=crypto lines if it is secure: RTP/AVP, or RTP/SAVP or RTP/SAVPF with a
+// usable line; port not 0 (a port of 0 is a declined stream). unkeyed says
+// a secure stream was passed over for want of a usable line.
+func firstAudio(sd *sdp.SessionDescription) (md *sdp.MediaDescription, crypto []Crypto, unkeyed bool) {
 	for _, md := range sd.MediaDescriptions {
 		if md.MediaName.Media != "audio" || md.MediaName.Port.Value <= 0 || md.MediaName.Port.Value > 65535 {
 			continue
 		}
-		if p := md.MediaName.Protos; len(p) == 2 && p[0] == "RTP" &&
-			(p[1] == "AVP" || p[1] == "SAVP" || p[1] == "SAVPF") {
-			return md
+		p := md.MediaName.Protos
+		if len(p) != 2 || p[0] != "RTP" {
+			continue
+		}
+		switch p[1] {
+		case "AVP":
+			return md, nil, unkeyed
+		case "SAVP", "SAVPF":
+			if crypto := cryptoLines(md.Attributes); len(crypto) > 0 {
+				return md, crypto, unkeyed
+			}
+			unkeyed = true
 		}
 	}
-	return nil
+	return nil, nil, unkeyed
 }
 
 // cryptoLines are the usable media-level a=crypto lines, one per tag (RFC
@@ -301,6 +315,12 @@ type SDPOptions struct {
 	// offer with the transport it asked for (RFC 3264 §6). The relay sends
 	// no RTCP feedback.
 	Feedback bool
+}
+
+// Format prints the options with f's verb and flags, keys left out.
+func (o SDPOptions) Format(f fmt.State, verb rune) {
+	type fields SDPOptions // no methods: printed field by field
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), fields(o))
 }
 
 // BuildSDPWith is BuildSDP with options, such as the secure transport.

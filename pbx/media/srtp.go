@@ -2,6 +2,7 @@ package media
 
 import (
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/pion/rtcp"
@@ -42,6 +43,11 @@ type SRTPKeys struct {
 	// Remote is the peer's key, from its a=crypto line: it authenticates
 	// and decrypts what the peer sends.
 	Remote MasterKey
+}
+
+// Format prints the suite only, with every verb (see Crypto.Format).
+func (k SRTPKeys) Format(f fmt.State, _ rune) {
+	_, _ = io.WriteString(f, "srtp-keys:"+k.Suite.String())
 }
 
 // srtpLeg is the SRTP state of one secure side of a relay.
