@@ -229,7 +229,7 @@ func TestKeysNeverPrinted(t *testing.T) {
 			base64.StdEncoding.EncodeToString(k[:]),
 			hex.EncodeToString(k[:8]),
 			strings.ToUpper(hex.EncodeToString(k[:8])),
-			strings.Trim(fmt.Sprint(k[:8]), "[]"), // decimal bytes, as %v of an array prints
+			strings.Trim(fmt.Sprint(k[:8]), "[]"),      // decimal bytes, as %v of an array prints
 			fmt.Sprintf("%#v", k[:4])[len("[]byte{"):], // 0x01, 0x02, ...
 			string(k[:8]),
 		)
