@@ -3,7 +3,7 @@ package media
 import "errors"
 
 // Errors are sentinels so callers can map them with errors.Is in one place
-// (ErrBadSDP and ErrNoCodec become SIP 488). Their text never carries input
+// (ErrBadSDP, ErrNoCodec and ErrNoCrypto become SIP 488). Their text never carries input
 // data: an SDP or packet may hold a client's address.
 var (
 	// ErrBadPortRange reports an --rtp-ports value that is not "min-max" with
@@ -15,11 +15,16 @@ var (
 	ErrNoPorts = errors.New("media: no free RTP ports")
 
 	// ErrBadSDP reports an SDP body that cannot be parsed or has no usable
-	// RTP/AVP audio stream with a valid connection address.
+	// RTP/AVP or RTP/SAVP audio stream with a valid connection address.
 	ErrBadSDP = errors.New("media: bad SDP")
 
 	// ErrNoCodec reports an SDP whose audio stream offers none of PCMU and PCMA.
 	ErrNoCodec = errors.New("media: no supported codec")
+
+	// ErrNoCrypto reports an RTP/SAVP stream without an a=crypto line the
+	// relay can use (SIP 488), an answer that accepts none of our lines, or
+	// SRTPKeys that Bridge cannot use.
+	ErrNoCrypto = errors.New("media: no usable SRTP crypto")
 
 	// ErrMediaTimeout ends a relay whose leg sent no RTP for the media timeout.
 	ErrMediaTimeout = errors.New("media: RTP timeout")

@@ -66,7 +66,8 @@ type PortStats struct {
 	RTCPPacketsOut             uint64
 	// Dropped counts packets not relayed: not RTP/RTCP, RTP from a source
 	// other than the latched one, RTCP from a foreign IP or with nothing left
-	// after scrubbing.
+	// after scrubbing, and on a secure leg SRTP/SRTCP that fails
+	// authentication or is replayed.
 	Dropped uint64
 	// LastRTP is when the last accepted RTP packet arrived (zero if none).
 	LastRTP time.Time

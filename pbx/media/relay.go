@@ -36,6 +36,8 @@ import (
 //   - The Relay owns both Ports from Bridge on: nobody else reads them.
 //     Call control may still Close a Port (Close is idempotent); the relay
 //     then ends with ErrStopped.
+//   - A secure leg's SRTP contexts belong to the goroutines that use them;
+//     srtp.go says which.
 //   - Stop waits for the reader goroutines, so no Tap call runs after Stop
 //     returns. The poller may still be relaying one RTCP datagram of the
 //     relay: its write to the closed socket fails and changes nothing.
@@ -73,7 +75,8 @@ func (s Side) String() string {
 }
 
 // Tap sees each RTP packet a relay forwards, tagged with the side it came
-// from, after forwarding and in the form sent. It runs on the reader
+// from, after forwarding and in the form sent, always plain RTP: a secure
+// leg's packets are decrypted before it sees them. It runs on the reader
 // goroutine: it must return quickly and never block (a recorder copies and
 // queues, dropping when behind), must not modify pkt, and must not keep pkt
 // or its Payload after returning. It must not call Stop.
@@ -92,6 +95,10 @@ type BridgeOptions struct {
 	Tap Tap
 	// Logger gets the relay's end; nil means no logging.
 	Logger *zap.Logger
+	// SRTP holds the keys of each secure side (nil: a plain side), indexed
+	// by Side. The relay decrypts and authenticates SRTP and SRTCP from a
+	// secure side, dropping what fails, and encrypts what it sends there.
+	SRTP [2]*SRTPKeys
 
 	// rtcpOnGoroutines makes the relay read RTCP on goroutines of its own,
 	// as it does where the poller is unavailable (tests of that path).
@@ -103,6 +110,7 @@ type Relay struct {
 	legs   [2]*Port
 	cname  [2][]byte      // RTCP CNAME token standing in for each side
 	ptmap  [2]*[128]uint8 // payload type rewrite per source side, nil = none
+	srtp   [2]*srtpLeg    // SRTP state per secure side, nil = plain
 	tap    atomic.Pointer[Tap]
 	logger *zap.Logger
 
@@ -120,10 +128,18 @@ type Relay struct {
 
 // Bridge starts relaying RTP and RTCP between a and b and takes ownership of
 // both ports: they are closed when the relay ends, however it ends. On error
-// (ErrBadLeg) the ports stay the caller's to close.
+// (ErrBadLeg, or ErrNoCrypto for unusable opts.SRTP) the ports stay the
+// caller's to close.
 func Bridge(a, b *Port, opts BridgeOptions) (*Relay, error) {
 	if a == nil || b == nil || a == b || a.closed.Load() || b.closed.Load() {
 		return nil, ErrBadLeg
+	}
+	var legs [2]*srtpLeg
+	for s, k := range opts.SRTP {
+		var err error
+		if legs[s], err = newSRTPLeg(k); err != nil {
+			return nil, fmt.Errorf("leg %s: %w", Side(s), err)
+		}
 	}
 	if !a.bridged.CompareAndSwap(false, true) {
 		return nil, ErrBadLeg
@@ -134,6 +150,7 @@ func Bridge(a, b *Port, opts BridgeOptions) (*Relay, error) {
 	}
 	r := &Relay{
 		legs:   [2]*Port{a, b},
+		srtp:   legs,
 		logger: opts.Logger,
 		done:   make(chan struct{}),
 	}
@@ -272,6 +289,14 @@ func (r *Relay) forwardRTP(from Side) {
 	ptmap := r.ptmap[from]
 	buf := make([]byte, maxPacket)
 	var pkt rtp.Packet
+	// SRTP state of this goroutine: the source side's decryption, the other
+	// side's encryption into sealed (the Tap sees buf, which stays plain).
+	open, seal := r.srtp[from], r.srtp[1-from]
+	var sealed []byte
+	var hdr rtp.Header
+	if seal != nil {
+		sealed = make([]byte, maxPacket+srtpOverhead)
+	}
 	failures := 0
 	for {
 		n, src, err := in.rtp.ReadFromUDPAddrPort(buf)
@@ -286,7 +311,17 @@ func (r *Relay) forwardRTP(from Side) {
 			in.dropped.Add(1)
 			continue
 		}
-		n, ok := parseRTP(&pkt, buf[:n])
+		b := buf[:n]
+		if open != nil {
+			// Authenticate before acceptRTP: a forged packet must neither
+			// move the latch nor count as media.
+			var ok bool
+			if b, ok = open.openRTP(b, &hdr); !ok {
+				in.dropped.Add(1)
+				continue
+			}
+		}
+		n, ok := parseRTP(&pkt, b)
 		if !ok || !in.acceptRTP(unmap(src), monotime()) {
 			in.dropped.Add(1)
 			continue
@@ -298,9 +333,15 @@ func (r *Relay) forwardRTP(from Side) {
 			buf[1] = buf[1]&0x80 | pkt.PayloadType
 		}
 		if dst, ok := out.rtpDest(); ok {
-			if _, err := out.rtp.WriteToUDPAddrPort(buf[:n], dst); err == nil {
-				out.rtpOut.Add(1)
-				out.rtpBytesOut.Add(uint64(n))
+			wire, ok := buf[:n], true
+			if seal != nil {
+				wire, ok = seal.sealRTP(sealed, wire, &hdr)
+			}
+			if ok {
+				if _, err := out.rtp.WriteToUDPAddrPort(wire, dst); err == nil {
+					out.rtpOut.Add(1)
+					out.rtpBytesOut.Add(uint64(len(wire)))
+				}
 			}
 		}
 		if tap := r.tap.Load(); tap != nil {
@@ -330,13 +371,23 @@ func (r *Relay) readRTCP(from Side) {
 }
 
 // relayRTCP scrubs a datagram read from side from's RTCP socket and sends it
-// on with send; scrubbed is maxPacket bytes of scratch space.
+// on with send; scrubbed is maxPacket bytes of scratch space. b is the
+// reader's buffer (capacity maxPacket): SRTCP is decrypted in it, and once
+// scrubbed it is free to hold the SRTCP sent to a secure side.
 func (r *Relay) relayRTCP(from Side, b []byte, src netip.AddrPort, scrubbed []byte,
 	send func(out *Port, b []byte, dst netip.AddrPort) error) {
 	in, out := r.legs[from], r.legs[1-from]
 	if len(b) >= maxPacket || !src.IsValid() {
 		in.dropped.Add(1)
 		return
+	}
+	if open := r.srtp[from]; open != nil {
+		// Authenticate before acceptRTCP latches the RTCP destination.
+		var ok bool
+		if b, ok = open.openRTCP(b); !ok {
+			in.dropped.Add(1)
+			return
+		}
 	}
 	m := scrubRTCP(scrubbed, b, r.cname[from])
 	if m == 0 || !in.acceptRTCP(unmap(src)) {
@@ -345,7 +396,11 @@ func (r *Relay) relayRTCP(from Side, b []byte, src netip.AddrPort, scrubbed []by
 	}
 	in.rtcpIn.Add(1)
 	if dst, ok := out.rtcpDest(); ok {
-		if send(out, scrubbed[:m], dst) == nil {
+		wire, ok := scrubbed[:m], true
+		if seal := r.srtp[1-from]; seal != nil {
+			wire, ok = seal.sealRTCP(b[:0:cap(b)], wire)
+		}
+		if ok && send(out, wire, dst) == nil {
 			out.rtcpOut.Add(1)
 		}
 	}

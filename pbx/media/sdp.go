@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -76,10 +77,34 @@ type Offer struct {
 	Direction Direction
 	// Ptime is the a=ptime value in milliseconds, 0 if absent.
 	Ptime int
+	// Proto is the stream's transport: RTP/AVP, RTP/SAVP or RTP/SAVPF.
+	Proto string
+	// Secure is set for RTP/SAVP and RTP/SAVPF: the peer sends and expects
+	// SRTP, keyed by the Crypto lines (SDES, RFC 4568).
+	Secure bool
+	// Crypto are the a=crypto lines of a secure stream the relay can use, in
+	// the peer's order; at least one if Secure. Their keys print redacted.
+	Crypto []Crypto
 }
 
-// ParseOffer reads the first RTP/AVP audio stream of an SDP body. Errors wrap
-// ErrBadSDP or ErrNoCodec; their text never quotes the body.
+// Format prints the offer field by field with f's verb and flags; its
+// a=crypto lines print without their keys (see Crypto.Format).
+func (o Offer) Format(f fmt.State, verb rune) {
+	type fields Offer // no methods: printed field by field
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), fields(o))
+}
+
+// The transports ParseOffer accepts.
+const (
+	ProtoRTPAVP    = "RTP/AVP"
+	ProtoRTPSAVP   = "RTP/SAVP"
+	ProtoRTPSAVPF  = "RTP/SAVPF"
+	maxCryptoLines = 16 // per stream; more is junk
+)
+
+// ParseOffer reads the first RTP/AVP, RTP/SAVP or RTP/SAVPF audio stream of
+// an SDP body. Errors wrap ErrBadSDP, ErrNoCodec or (a secure stream without
+// a usable a=crypto line) ErrNoCrypto; their text never quotes the body.
 func ParseOffer(body []byte) (offer Offer, err error) {
 	// pion/sdp parses bytes from the network; a panic in it must become a
 	// 488, not a crash.
@@ -99,10 +124,15 @@ func ParseOffer(body []byte) (offer Offer, err error) {
 		// pion's error quotes the offending line, which may hold an address.
 		return Offer{}, fmt.Errorf("%w: unparseable", ErrBadSDP)
 	}
-	md := firstAudio(&sd)
-	if md == nil {
-		return Offer{}, fmt.Errorf("%w: no RTP/AVP audio stream", ErrBadSDP)
+	md, crypto, unkeyed := firstAudio(&sd)
+	switch {
+	case md == nil && unkeyed:
+		return Offer{}, fmt.Errorf("%w: no a=crypto line with a supported suite and plain key", ErrNoCrypto)
+	case md == nil:
+		return Offer{}, fmt.Errorf("%w: no RTP/AVP or RTP/SAVP audio stream", ErrBadSDP)
 	}
+	offer.Proto = strings.Join(md.MediaName.Protos, "/")
+	offer.Secure, offer.Crypto = offer.Proto != ProtoRTPAVP, crypto
 	ci := md.ConnectionInformation
 	if ci == nil {
 		ci = sd.ConnectionInformation
@@ -128,18 +158,52 @@ func ParseOffer(body []byte) (offer Offer, err error) {
 	return offer, nil
 }
 
-// firstAudio is the first audio stream we can relay: RTP/AVP, port not 0
-// (a port of 0 is a declined stream).
-func firstAudio(sd *sdp.SessionDescription) *sdp.MediaDescription {
+// firstAudio is the first audio stream we can relay, with its usable
+// a=crypto lines if it is secure: RTP/AVP, or RTP/SAVP or RTP/SAVPF with a
+// usable line; port not 0 (a port of 0 is a declined stream). unkeyed says
+// a secure stream was passed over for want of a usable line.
+func firstAudio(sd *sdp.SessionDescription) (md *sdp.MediaDescription, crypto []Crypto, unkeyed bool) {
 	for _, md := range sd.MediaDescriptions {
 		if md.MediaName.Media != "audio" || md.MediaName.Port.Value <= 0 || md.MediaName.Port.Value > 65535 {
 			continue
 		}
-		if p := md.MediaName.Protos; len(p) == 2 && p[0] == "RTP" && p[1] == "AVP" {
-			return md
+		p := md.MediaName.Protos
+		if len(p) != 2 || p[0] != "RTP" {
+			continue
+		}
+		switch p[1] {
+		case "AVP":
+			return md, nil, unkeyed
+		case "SAVP", "SAVPF":
+			if crypto := cryptoLines(md.Attributes); len(crypto) > 0 {
+				return md, crypto, unkeyed
+			}
+			unkeyed = true
 		}
 	}
-	return nil
+	return nil, nil, unkeyed
+}
+
+// cryptoLines are the usable media-level a=crypto lines, one per tag (RFC
+// 4568 puts them at media level only). Lines the relay cannot honour are
+// skipped, not refused: the peer may offer others.
+func cryptoLines(attrs []sdp.Attribute) []Crypto {
+	var lines []Crypto
+	seen := 0
+	for _, a := range attrs {
+		if a.Key != "crypto" {
+			continue
+		}
+		if seen++; seen > maxCryptoLines {
+			break
+		}
+		c, ok := parseCrypto(a.Value)
+		if !ok || slices.ContainsFunc(lines, func(l Crypto) bool { return l.Tag == c.Tag }) {
+			continue
+		}
+		lines = append(lines, c)
+	}
+	return lines
 }
 
 // connectionAddr accepts a literal unicast IP of the declared family; host
@@ -236,6 +300,31 @@ func rtcpAttr(v string, rtpIP netip.Addr) netip.AddrPort {
 // nothing taken from the other side: o= names maskpbx and our address, no
 // i=, u=, e=, p= or b= lines. codecs must hold at least one audio codec.
 func BuildSDP(local netip.AddrPort, sessionID, version uint64, codecs []Codec, dir Direction) []byte {
+	return BuildSDPWith(local, sessionID, version, codecs, dir, SDPOptions{})
+}
+
+// SDPOptions is what BuildSDPWith writes beyond BuildSDP's plain stream.
+// The zero value writes BuildSDP's SDP.
+type SDPOptions struct {
+	// Crypto, if not empty, makes the stream secure (RTP/SAVP) with one
+	// a=crypto line each: NewCryptoOffer's lines in an offer, AnswerCrypto's
+	// line in an answer. Send the same lines in every SDP of the dialog
+	// unless the relay is rekeyed.
+	Crypto []Crypto
+	// Feedback writes RTP/SAVPF instead of RTP/SAVP, to answer an RTP/SAVPF
+	// offer with the transport it asked for (RFC 3264 §6). The relay sends
+	// no RTCP feedback.
+	Feedback bool
+}
+
+// Format prints the options with f's verb and flags, keys left out.
+func (o SDPOptions) Format(f fmt.State, verb rune) {
+	type fields SDPOptions // no methods: printed field by field
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), fields(o))
+}
+
+// BuildSDPWith is BuildSDP with options, such as the secure transport.
+func BuildSDPWith(local netip.AddrPort, sessionID, version uint64, codecs []Codec, dir Direction, opts SDPOptions) []byte {
 	ip := local.Addr().Unmap()
 	family := "IP4"
 	if ip.Is6() {
@@ -255,25 +344,79 @@ func BuildSDP(local netip.AddrPort, sessionID, version uint64, codecs []Codec, d
 	line("s=maskpbx")
 	line("c=IN ", family, " ", ip.String())
 	line("t=0 0")
-	b.Write(audio.AppendMedia(b.AvailableBuffer(), local.Port(), codecs))
+	m := audio.AppendMedia(b.AvailableBuffer(), local.Port(), codecs)
+	if len(opts.Crypto) > 0 {
+		m = secureProto(m, opts.Feedback)
+	}
+	b.Write(m)
 	line("a=ptime:20")
 	line("a=", dir.String())
 	if local.Port() < 65535 {
 		line("a=rtcp:", u(uint64(local.Port())+1))
 	}
+	for _, c := range opts.Crypto {
+		b.Write(c.appendSDP(b.AvailableBuffer()))
+	}
 	return b.Bytes()
 }
 
-// Answer negotiates offer against what the relay supports and builds our
-// answer. It keeps the offerer's payload types, takes the first audio codec
-// in the offerer's order, plus telephone-event if offered; one audio codec
-// only, because the relay does not transcode: a peer allowed to switch
-// between PCMU and PCMA mid-call would send the other leg a codec it never
-// agreed to.
+// secureProto turns the "RTP/AVP" of the m= line that starts m into
+// RTP/SAVP or RTP/SAVPF.
+func secureProto(m []byte, feedback bool) []byte {
+	proto := ProtoRTPSAVP
+	if feedback {
+		proto = ProtoRTPSAVPF
+	}
+	i := bytes.Index(m, []byte(" "+ProtoRTPAVP+" "))
+	if i < 0 {
+		return m
+	}
+	i++
+	return slices.Concat(m[:i], []byte(proto), m[i+len(ProtoRTPAVP):])
+}
+
+// Answer negotiates a plain offer against what the relay supports and
+// builds our answer. It keeps the offerer's payload types, takes the first
+// audio codec in the offerer's order, plus telephone-event if offered; one
+// audio codec only, because the relay does not transcode: a peer allowed to
+// switch between PCMU and PCMA mid-call would send the other leg a codec it
+// never agreed to. A secure offer fails with ErrNoCrypto: it needs
+// AnswerSRTP, which returns the keys for the relay.
 func Answer(offer Offer, local netip.AddrPort, sessionID, version uint64) (body []byte, codecs []Codec, err error) {
+	if offer.Secure {
+		return nil, nil, fmt.Errorf("%w: a secure offer needs AnswerSRTP", ErrNoCrypto)
+	}
+	body, codecs, _, err = AnswerSRTP(offer, local, sessionID, version)
+	return body, codecs, err
+}
+
+// AnswerSRTP is Answer for plain and secure offers. To a secure offer it
+// answers with the transport offered and one a=crypto line (AnswerCrypto)
+// and returns the keys for the relay's side of this leg; keys is nil for a
+// plain offer.
+func AnswerSRTP(offer Offer, local netip.AddrPort, sessionID, version uint64) (body []byte, codecs []Codec, keys *SRTPKeys, err error) {
+	codecs, err = answerCodecs(offer.Codecs)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var opts SDPOptions
+	if offer.Secure {
+		ours, k, err := AnswerCrypto(offer)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		opts = SDPOptions{Crypto: []Crypto{ours}, Feedback: offer.Proto == ProtoRTPSAVPF}
+		keys = &k
+	}
+	return BuildSDPWith(local, sessionID, version, codecs, offer.Direction.Reverse(), opts), codecs, keys, nil
+}
+
+// answerCodecs is the first offered audio codec, plus telephone-event if
+// offered.
+func answerCodecs(offered []Codec) ([]Codec, error) {
 	var audio, events *Codec
-	for i := range offer.Codecs {
-		c := &offer.Codecs[i]
+	for i := range offered {
+		c := &offered[i]
 		switch {
 		case c.Name == PCMU.Name || c.Name == PCMA.Name:
 			if audio == nil && c.ClockRate == 8000 {
@@ -286,11 +429,11 @@ func Answer(offer Offer, local netip.AddrPort, sessionID, version uint64) (body 
 		}
 	}
 	if audio == nil {
-		return nil, nil, ErrNoCodec
+		return nil, ErrNoCodec
 	}
-	codecs = []Codec{*audio}
+	codecs := []Codec{*audio}
 	if events != nil {
 		codecs = append(codecs, *events)
 	}
-	return BuildSDP(local, sessionID, version, codecs, offer.Direction.Reverse()), codecs, nil
+	return codecs, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -26,7 +27,7 @@ var (
 
 const goldenSeparator = "-----\n"
 
-var goldenErrors = map[string]error{"ErrBadSDP": ErrBadSDP, "ErrNoCodec": ErrNoCodec}
+var goldenErrors = map[string]error{"ErrBadSDP": ErrBadSDP, "ErrNoCodec": ErrNoCodec, "ErrNoCrypto": ErrNoCrypto}
 
 // goldenCase is one *.sdptest file: '#' comment lines (with optional
 // "must-not-contain: <text>" directives), the offer, a "-----" line, and the
@@ -94,12 +95,17 @@ func TestGoldenAnswers(t *testing.T) {
 	}
 }
 
-// answerOrError is the golden form of an offer's outcome.
+// ourKey is the inline key of an a=crypto line in our SDP, fresh each time.
+var ourKey = regexp.MustCompile(`inline:[A-Za-z0-9+/]{40}`)
+
+// answerOrError is the golden form of an offer's outcome; our SRTP keys,
+// random, are written <key>.
 func answerOrError(offer string) string {
 	o, err := ParseOffer([]byte(offer))
 	var body []byte
 	if err == nil {
-		body, _, err = Answer(o, goldenLocal, goldenSession, goldenVer)
+		body, _, _, err = AnswerSRTP(o, goldenLocal, goldenSession, goldenVer)
+		body = ourKey.ReplaceAll(body, []byte("inline:<key>"))
 	}
 	if err != nil {
 		for name, sentinel := range goldenErrors {
@@ -226,7 +232,7 @@ func TestParseOffer(t *testing.T) {
 			want: Offer{Remote: netip.MustParseAddrPort("[2001:db8::7]:4000"), Codecs: []Codec{PCMA}},
 		},
 		{
-			name: "declined and SRTP streams skipped for the first RTP/AVP one",
+			name: "declined and unkeyed SRTP streams skipped for the first RTP/AVP one",
 			sdp: baseOffer + "m=audio 0 RTP/AVP 0\r\nm=audio 5000 RTP/SAVP 0\r\n" +
 				"m=video 6000 RTP/AVP 96\r\nm=audio 7000 RTP/AVP 8\r\n",
 			want: Offer{Remote: netip.MustParseAddrPort("198.51.100.7:7000"), Codecs: []Codec{PCMA}},
@@ -260,7 +266,7 @@ func TestParseOfferErrors(t *testing.T) {
 		{"no m= line", baseOffer, ErrBadSDP},
 		{"video only", baseOffer + "m=video 4000 RTP/AVP 96\r\n", ErrBadSDP},
 		{"audio declined", baseOffer + "m=audio 0 RTP/AVP 0\r\n", ErrBadSDP},
-		{"SRTP only", baseOffer + "m=audio 4000 RTP/SAVP 0\r\n", ErrBadSDP},
+		{"SRTP without a=crypto", baseOffer + "m=audio 4000 RTP/SAVP 0\r\n", ErrNoCrypto},
 		{"no c= anywhere", "v=0\r\no=- 1 1 IN IP4 10.1.2.3\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n", ErrBadSDP},
 		{"host name in c=", "v=0\r\no=- 1 1 IN IP4 10.1.2.3\r\ns=-\r\nc=IN IP4 pbx.example.com\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n", ErrBadSDP},
 		{"multicast c=", "v=0\r\no=- 1 1 IN IP4 10.1.2.3\r\ns=-\r\nc=IN IP4 224.2.1.1/127\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n", ErrBadSDP},
@@ -356,20 +362,27 @@ func FuzzParseOffer(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		offer, err := ParseOffer(body)
 		if err != nil {
-			if !errors.Is(err, ErrBadSDP) && !errors.Is(err, ErrNoCodec) {
+			if !errors.Is(err, ErrBadSDP) && !errors.Is(err, ErrNoCodec) && !errors.Is(err, ErrNoCrypto) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return
 		}
-		answer, codecs, err := Answer(offer, goldenLocal, 1, 1)
+		answer, codecs, keys, err := AnswerSRTP(offer, goldenLocal, 1, 1)
 		if err != nil {
 			t.Fatalf("parsed offer %+v has no answer: %v", offer, err)
+		}
+		if (keys != nil) != offer.Secure {
+			t.Fatalf("secure offer %v, keys %v", offer.Secure, keys)
 		}
 		if len(codecs) == 0 || !codecs[0].IsAudio() {
 			t.Fatalf("answer codecs %+v", codecs)
 		}
-		if _, err := ParseOffer(answer); err != nil {
+		parsed, err := ParseOffer(answer)
+		if err != nil {
 			t.Fatalf("our answer does not parse: %v\n%s", err, answer)
+		}
+		if parsed.Proto != offer.Proto || (offer.Secure && (len(parsed.Crypto) != 1 || parsed.Crypto[0].Key != keys.Local)) {
+			t.Fatalf("our answer to %s: %+v", offer.Proto, parsed)
 		}
 		for line := range strings.Lines(string(answer)) {
 			if strings.ContainsRune("iuepbkz", rune(line[0])) {
