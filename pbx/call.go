@@ -2,7 +2,6 @@ package pbx
 
 import (
 	"context"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +30,7 @@ type call struct {
 	sessionID [2]uint64
 	version   [2]atomic.Uint64
 	codecs    []media.Codec
+	crypto    [2]sideCrypto // SRTP per side (srtp.go); zero = plain RTP
 
 	// statusMu guards status, the parties included: the API reads it
 	// (snapshot) while the owner goroutine learns who the call is between.
@@ -77,10 +77,13 @@ func (c *call) hangup(side string) {
 
 // localSDP is our SDP towards one side: our address, that side's port, the
 // negotiated codecs. The version rises with every SDP we send on that leg.
+// On a secure leg it repeats the a=crypto line in force.
 func (c *call) localSDP(side media.Side, codecs []media.Codec, dir media.Direction) []byte {
-	p := c.ports[side]
-	addr := netip.AddrPortFrom(c.cc.publicIP, p.LocalAddr().Port())
-	return media.BuildSDP(addr, c.sessionID[side], c.version[side].Add(1), codecs, dir)
+	addr, version := c.localAddr(side), c.version[side].Add(1)
+	if ours := c.crypto[side].ours; ours != nil {
+		return media.BuildSDPWith(addr, c.sessionID[side], version, codecs, dir, media.SDPOptions{Crypto: []media.Crypto{*ours}})
+	}
+	return media.BuildSDP(addr, c.sessionID[side], version, codecs, dir)
 }
 
 // release frees whatever the call holds, once.
@@ -142,6 +145,7 @@ func (c *call) bridge(ptAB, ptBA map[uint8]uint8) error {
 		MediaTimeout:     c.cc.cfg.MediaTimeout,
 		PayloadTypesAToB: ptAB,
 		PayloadTypesBToA: ptBA,
+		SRTP:             [2]*media.SRTPKeys{c.crypto[media.SideA].keys, c.crypto[media.SideB].keys},
 		Logger:           c.logger,
 	})
 	if err != nil {

@@ -63,17 +63,17 @@ const dialogAllow = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 
 // callControl is the B2BUA: it owns the dialog store and every live call.
 type callControl struct {
-	cfg      CallConfig
-	domain   string
-	logger   *zap.Logger
+	cfg    CallConfig
+	domain string
+	logger *zap.Logger
 	// client sends over UDP from the listening socket, streamClient over
 	// the TCP or TLS connection a phone opened (see bind).
 	client, streamClient *sipgo.Client
 	// Our Contact on a leg, by its transport (contactFor).
 	contact, tcpContact, tlsContact sip.Uri
-	dialogs  *dialogs
-	regs     *Registrations
-	publicIP netip.Addr
+	dialogs                         *dialogs
+	regs                            *Registrations
+	publicIP                        netip.Addr
 
 	limits    *outboundLimits
 	admission *admission

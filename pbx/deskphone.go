@@ -52,6 +52,10 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 		return
 	}
 	offer, err := media.ParseOffer(req.Body())
+	var crypto sideCrypto
+	if err == nil {
+		crypto, err = answerCrypto(offer)
+	}
 	if err != nil {
 		respond(tx, req, 488, "Not Acceptable Here", nil)
 		return
@@ -75,6 +79,7 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 		c.end(DispOverload, sideSystem)
 		return
 	}
+	c.crypto[media.SideB] = crypto
 	c.ports[media.SideB].SetRemote(offer.Remote)
 	// The manager's phone and the client speak one codec: the first the
 	// phone offered, plus telephone-event if it offered it.

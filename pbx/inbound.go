@@ -130,7 +130,7 @@ func (cc *callControl) admitInbound(req *sip.Request, tx sip.ServerTransaction) 
 		return media.Offer{}, false
 	}
 	offer, err := media.ParseOffer(req.Body())
-	if err != nil {
+	if err != nil || offer.Secure { // the trunk's leg is plain RTP
 		respond(tx, req, 488, "Not Acceptable Here", nil)
 		return media.Offer{}, false
 	}
@@ -201,6 +201,7 @@ func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, o
 		from:        sip.Uri{Scheme: "sip", User: fromUser, Host: cc.domain},
 		displayName: from,
 		sdp:         c.localSDP(media.SideB, offer.Codecs, media.SendRecv),
+		secureSDP:   c.secureOfferSDP(media.SideB, offer.Codecs),
 	}, onRinging, c.logger)
 	switch {
 	case winner != nil:
@@ -217,6 +218,10 @@ func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, o
 func (cc *callControl) bridgeInbound(c *call, trunk *uasLeg, winner *outLeg, offer, answer media.Offer) string {
 	c.setManager(winner.managerID)
 	c.logger = c.logger.With(zap.String("manager_id", winner.managerID))
+	if err := c.acceptAnswer(media.SideB, answer, winner.secureOffer); err != nil {
+		c.logger.Warn("the phone's SRTP answer is unusable", zap.Error(err))
+		return DispFailed
+	}
 	c.ports[media.SideB].SetRemote(answer.Remote)
 	if answer.RemoteRTCP.IsValid() {
 		c.ports[media.SideB].SetRemoteRTCP(answer.RemoteRTCP)

@@ -173,6 +173,7 @@ func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []med
 		from:        sip.Uri{Scheme: "sip", User: target.code, Host: cc.domain},
 		displayName: fmt.Sprintf("Calling %s #%s", target.name, target.code),
 		sdp:         c.localSDP(media.SideB, media.DefaultCodecs(), media.SendRecv),
+		secureSDP:   c.secureOfferSDP(media.SideB, media.DefaultCodecs()),
 	}, func() {
 		if !rang {
 			rang = true
@@ -184,6 +185,11 @@ func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []med
 			return nil, nil, DispBusy
 		}
 		return nil, nil, DispNoAnswer
+	}
+	if err := c.acceptAnswer(media.SideB, answer, winner.secureOffer); err != nil {
+		c.logger.Warn("the phone's SRTP answer is unusable", zap.Error(err))
+		winner.hangup()
+		return nil, nil, DispFailed
 	}
 	c.ports[media.SideB].SetRemote(answer.Remote)
 	if answer.RemoteRTCP.IsValid() {

@@ -27,12 +27,13 @@ type legEvent struct {
 // (click-to-call) to the trunk. It is a UAC dialog built from an allow-list
 // of our own headers; nothing of the other leg is copied into it.
 type outLeg struct {
-	cc        *callControl
-	managerID string
-	invite    *sip.Request
-	tx        sip.ClientTransaction
-	dlg       *dialog
-	logger    *zap.Logger
+	cc          *callControl
+	managerID   string
+	secureOffer bool // we offered it SRTP (srtp.go)
+	invite      *sip.Request
+	tx          sip.ClientTransaction
+	dlg         *dialog
+	logger      *zap.Logger
 
 	cancelSent chan struct{} // closed when our CANCEL goes out
 
@@ -56,6 +57,20 @@ type outInvite struct {
 	dest        string // host:port to send to
 	transport   string
 	sdp         []byte
+	// secureSDP, if set, is offered instead of sdp to phones registered
+	// over TLS (SRTP, srtp.go).
+	secureSDP []byte
+	secure    bool // sdp is the SRTP offer
+}
+
+// forTransport is the INVITE for a phone registered over transport: with
+// the SRTP offer if that phone gets one.
+func (in outInvite) forTransport(transport string) outInvite {
+	if in.secureSDP != nil && securesTransport(transport) {
+		in.sdp, in.secure = in.secureSDP, true
+	}
+	in.secureSDP = nil
+	return in
 }
 
 // sanitizeDisplayName keeps a name safe inside a quoted display name.
@@ -92,7 +107,7 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 	ct := sip.ContentTypeHeader("application/sdp")
 	req.AppendHeader(&ct)
 	req.SetBody(in.sdp)
-	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg, cancelSent: make(chan struct{}),
+	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg, cancelSent: make(chan struct{}), secureOffer: in.secure,
 		logger: cc.logger.With(zap.String("leg_call_id", callID), zap.String("manager_id", managerID))}
 	if err := cc.dialogs.add(callID, leg); err != nil {
 		return nil, err

@@ -36,11 +36,10 @@ func (cc *callControl) ring(ctx context.Context, steps [][]string, in outInvite,
 				if err != nil {
 					continue
 				}
-				leg, err := cc.startOutLeg(ctx, managerID, outInvite{
-					target: target, to: sip.Uri{Scheme: "sip", User: username, Host: cc.domain},
-					from: in.from, displayName: in.displayName, sdp: in.sdp,
-					dest: r.Source, transport: transportOf(r.Transport),
-				}, events)
+				inv := in.forTransport(r.Transport)
+				inv.target, inv.to = target, sip.Uri{Scheme: "sip", User: username, Host: cc.domain}
+				inv.dest, inv.transport = r.Source, transportOf(r.Transport)
+				leg, err := cc.startOutLeg(ctx, managerID, inv, events)
 				if err != nil {
 					logger.Warn("INVITE to a phone failed", zap.String("manager_id", managerID), zap.Error(err))
 					continue

@@ -22,12 +22,12 @@ import (
 // Config is the SIP side's configuration. Zero fields take the defaults
 // below.
 type Config struct {
-	Listen     string // host:port for UDP and TCP; port 0 picks one free for both
+	Listen string // host:port for UDP and TCP; port 0 picks one free for both
 	// TLSListen, if set, is host:port of SIP over TLS (RFC 3261 §26) for
 	// phones outside the office; TLS holds its certificate. Phones that
 	// register over TLS are called over their TLS connection.
-	TLSListen string
-	TLS       *tls.Config
+	TLSListen  string
+	TLS        *tls.Config
 	Domain     string // SIP domain phones register to, and the digest realm
 	PublicAddr string // IP written into SDP and Contact; default the listen IP
 

@@ -14,31 +14,31 @@ import (
 // environment variable MASKPBX_<NAME> (upper case, '-' as '_'); a flag given
 // on the command line wins over the environment.
 type Config struct {
-	DataDir          string
-	DatabaseURL      string
-	NATSURL          string
-	NATSListen       string
-	SIPListen        string
+	DataDir     string
+	DatabaseURL string
+	NATSURL     string
+	NATSListen  string
+	SIPListen   string
 	// SIPTLSListen is --sip-tls-listen: SIP over TLS for phones; "" or
 	// "off" disables it. SIPTLSCert and SIPTLSKey are PEM files; without
 	// them a self-signed pair is generated into the data dir once.
 	SIPTLSListen, SIPTLSCert, SIPTLSKey string
-	SIPDomain        string
-	PublicAddr       string
-	RTPPorts         string
-	HTTPListen       string
-	Trunk            string
-	TrunkAllow       string
-	CompanyNumber    string
-	Region           string
-	RingTimeout      time.Duration
-	MediaTimeout     time.Duration
-	KeepAlive        time.Duration
-	LogFormat        string
-	DigestAlgorithms string
-	CallsPerMinute   int
-	MaxSetups        int
-	Demo             bool
+	SIPDomain                           string
+	PublicAddr                          string
+	RTPPorts                            string
+	HTTPListen                          string
+	Trunk                               string
+	TrunkAllow                          string
+	CompanyNumber                       string
+	Region                              string
+	RingTimeout                         time.Duration
+	MediaTimeout                        time.Duration
+	KeepAlive                           time.Duration
+	LogFormat                           string
+	DigestAlgorithms                    string
+	CallsPerMinute                      int
+	MaxSetups                           int
+	Demo                                bool
 	// Recorder is --recorder: empty records in this process, "off" not at all.
 	Recorder           string
 	RecordingRetention int // days; 0 keeps recordings forever

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -170,37 +173,139 @@ func TestBaresipPhone(t *testing.T) {
 }
 
 // A manager outside the office: baresip registers over TLS to the
-// self-signed listener serve generates, and its calls come over TLS.
-func TestBaresipTLS(t *testing.T) {
+// self-signed listener serve generates and insists on SRTP. A capture shows
+// no SIP in clear and no decodable tone on the phone's leg (while the
+// trunk's leg, plain RTP, carries it), and the recording is still right.
+func TestBaresipTLSAndSRTP(t *testing.T) {
 	testenv.Require(t, "baresip")
+	var dataDir string
 	s := startSystemConfig(t, func(c *Config) {
 		defaultPhoneFlags(c)
 		c.SIPTLSListen = pbxIP + ":0"
+		dataDir = c.DataDir
 	})
 	tlsAddr := s.run.SIP.TLSAddr()
 	if tlsAddr == "" {
 		t.Fatal("no TLS listener")
 	}
+	if _, err := os.Stat(filepath.Join(dataDir, selfSignedCert)); err != nil {
+		t.Fatalf("no self-signed certificate in the data dir: %v", err)
+	}
 	anna := s.manager("anna")
-	acme := s.client("Acme Trading", acmeNumber, anna.ID)
-	ph := annaBaresip(t, s, testenv.BaresipOptions{Proxy: tlsAddr, Transport: "tls"})
+	// baresip 1.0 binds only its UDP SIP socket to its own address; its TLS
+	// connection and RTP leave from 127.0.0.1. So the phone's leg is what
+	// the PBX exchanges with anyone but the trunk.
+	capture := testenv.StartCapture(t, "host "+pbxIP)
+	ph := annaBaresip(t, s, testenv.BaresipOptions{Proxy: tlsAddr, Transport: "tls", SRTP: true})
 	regs, err := s.run.Regs.Contacts(context.Background(), anna.ID)
 	if err != nil || len(regs) != 1 || regs[0].Transport != "TLS" {
 		t.Fatalf("anna's registrations %+v (%v), want one over TLS", regs, err)
 	}
 
-	trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41840")
-	tr := trunkCall(t, s, acmeNumber, 41840, false, 0)
-	ph.WaitEvent("CALL_INCOMING", 10*time.Second)
-	ph.Answer()
-	ph.WaitEvent("CALL_ESTABLISHED", 5*time.Second)
-	sendTone(t, tr, trunkRTP, 50)
-	assertTwoWayAudio(t, ph, trunkRTP)
-	ph.Hangup()
-	ph.WaitEvent("CALL_CLOSED", 5*time.Second)
-	tr.Wait()
-	cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
-	if cdr.Disposition != "answered" || cdr.HangupSide != "manager" {
-		t.Errorf("CDR %+v", cdr)
+	// One phone through both calls, so no subtests (it fails its own test).
+	{ // inbound call
+		acme := s.client("Acme Trading", acmeNumber, anna.ID)
+		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41840")
+		tr := trunkCall(t, s, acmeNumber, 41840, false, 0)
+		ph.WaitEvent("CALL_INCOMING", 10*time.Second)
+		ph.Answer()
+		ph.WaitEvent("CALL_ESTABLISHED", 5*time.Second)
+		sendTone(t, tr, trunkRTP, 75)
+		assertTwoWayAudio(t, ph, trunkRTP)
+		ph.Hold()
+		ph.Resume()
+		before := trunkRTP.Received()
+		testenv.Eventually(t, 5*time.Second, func() bool { return trunkRTP.Received() > before+25 },
+			"after resume the manager's audio flows again")
+		ph.Hangup()
+		ph.WaitEvent("CALL_CLOSED", 5*time.Second)
+		tr.Wait()
+		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+		if cdr.Disposition != "answered" || cdr.HangupSide != "manager" {
+			t.Errorf("CDR %+v", cdr)
+		}
+		cdr = s.cdrRecording(cdr.CallID, storage.RecordingComplete)
+		rec := recordingOf(t, s.run.Store, cdr.CallID, 20*time.Second)
+		p, _ := loadWAV(t, filepath.Join(dataDir, "recordings", rec.BlobKey))
+		// The phone's tone restarts its phase at hold and resume, so it is
+		// checked in 200 ms windows rather than over one long stretch.
+		if got := toneWindows(p.Right, managerTone, clientTone); got < 0.8 {
+			t.Errorf("the manager's channel holds his tone in %.0f%% of its windows", 100*got)
+		}
+		if got := toneWindows(p.Left, clientTone, managerTone); got < 0.8 {
+			t.Errorf("the client's channel holds his tone in %.0f%% of its windows", 100*got)
+		}
 	}
+
+	{ // desk dialling by code: the phone offers SRTP
+		dome := s.client("Dome", "+74953334455", anna.ID)
+		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41850")
+		tr := trunkUAS(t, "answer", false, 41850)
+		ph.Dial("sip:" + dome.Code + "@" + domain)
+		ph.WaitEvent("CALL_ESTABLISHED", 10*time.Second)
+		sendTone(t, tr, trunkRTP, 50)
+		assertTwoWayAudio(t, ph, trunkRTP)
+		ph.Hangup()
+		ph.WaitEvent("CALL_CLOSED", 5*time.Second)
+		tr.Wait()
+	}
+
+	var phoneLeg, trunkLeg [][]byte
+	for _, pkt := range capture.Stop() {
+		trunkSide := pkt.Src.Addr().String() == trunkIP || pkt.Dst.Addr().String() == trunkIP
+		// (baresip's own RTCP BYE at hang-up goes out unencrypted, naming
+		// anna: that is the phone's doing, and not SIP.)
+		if !trunkSide && bytes.Contains(pkt.Payload, []byte("SIP/2.0")) {
+			t.Errorf("SIP in clear between the phone and the PBX (%s %s -> %s)", pkt.Proto, pkt.Src, pkt.Dst)
+		}
+		if pkt.Proto != "udp" || len(pkt.Payload) < 12+160 || pkt.Payload[0]>>6 != 2 {
+			continue
+		}
+		if trunkSide {
+			trunkLeg = append(trunkLeg, pkt.Payload[12:12+160])
+		} else {
+			phoneLeg = append(phoneLeg, pkt.Payload[12:12+160])
+		}
+	}
+	share := func(payloads [][]byte, freq float64) float64 {
+		var s []int16
+		for _, p := range payloads {
+			for _, b := range p {
+				s = append(s, audio.ULawToLinear[b])
+			}
+		}
+		return audio.ToneShare(s, freq)
+	}
+	t.Logf("captured %d RTP packets on the phone's leg, %d on the trunk's", len(phoneLeg), len(trunkLeg))
+	if len(phoneLeg) < 100 || len(trunkLeg) < 100 {
+		t.Fatalf("the capture saw %d and %d media packets", len(phoneLeg), len(trunkLeg))
+	}
+	for _, f := range []float64{clientTone, managerTone} {
+		if sh := share(phoneLeg, f); sh > 0.05 {
+			t.Errorf("the %v Hz tone is decodable as PCMU on the phone's leg (share %.2f): not SRTP", f, sh)
+		}
+	}
+	if sh := share(trunkLeg, managerTone); sh < 0.3 {
+		t.Errorf("the trunk's plain leg should carry the manager's tone; share %.2f (is the capture right?)", sh)
+	}
+}
+
+// toneWindows is the share of the audible 200 ms windows of s that carry
+// freq and nothing of other.
+func toneWindows(s []int16, freq, other float64) float64 {
+	audible, good := 0, 0
+	for i := 0; i+1600 <= len(s); i += 1600 {
+		w := s[i : i+1600]
+		if first, _ := active(w); first < 0 {
+			continue
+		}
+		audible++
+		if audio.ToneShare(w, freq) > 0.5 && audio.ToneShare(w, other) < 0.02 {
+			good++
+		}
+	}
+	if audible == 0 {
+		return 0
+	}
+	return float64(good) / float64(audible)
 }
