@@ -30,10 +30,13 @@ type outLeg struct {
 	cc          *callControl
 	managerID   string
 	secureOffer bool // we offered it SRTP (srtp.go)
-	invite      *sip.Request
-	tx          sip.ClientTransaction
-	dlg         *dialog
-	logger      *zap.Logger
+	// plain is the same INVITE without SRTP, tried once if the phone
+	// refuses the SRTP offer (srtp.go, refusesSRTP); nil if not secure.
+	plain  *outInvite
+	invite *sip.Request
+	tx     sip.ClientTransaction
+	dlg    *dialog
+	logger *zap.Logger
 
 	cancelSent chan struct{} // closed when our CANCEL goes out
 
@@ -60,14 +63,18 @@ type outInvite struct {
 	// secureSDP, if set, is offered instead of sdp to phones registered
 	// over TLS (SRTP, srtp.go).
 	secureSDP []byte
-	secure    bool // sdp is the SRTP offer
+	secure    bool       // sdp is the SRTP offer
+	plain     *outInvite // with secure: the same INVITE offering plain RTP
 }
 
 // forTransport is the INVITE for a phone registered over transport: with
 // the SRTP offer if that phone gets one.
 func (in outInvite) forTransport(transport string) outInvite {
+	in.secure, in.plain = false, nil
 	if in.secureSDP != nil && securesTransport(transport) {
-		in.sdp, in.secure = in.secureSDP, true
+		plain := in
+		plain.secureSDP = nil
+		in.sdp, in.secure, in.plain = in.secureSDP, true, &plain
 	}
 	in.secureSDP = nil
 	return in
@@ -107,7 +114,7 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 	ct := sip.ContentTypeHeader("application/sdp")
 	req.AppendHeader(&ct)
 	req.SetBody(in.sdp)
-	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg, cancelSent: make(chan struct{}), secureOffer: in.secure,
+	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg, cancelSent: make(chan struct{}), secureOffer: in.secure, plain: in.plain,
 		logger: cc.logger.With(zap.String("leg_call_id", callID), zap.String("manager_id", managerID))}
 	if err := cc.dialogs.add(callID, leg); err != nil {
 		return nil, err

@@ -36,9 +36,10 @@ func (cc *callControl) ring(ctx context.Context, steps [][]string, in outInvite,
 				if err != nil {
 					continue
 				}
-				inv := in.forTransport(r.Transport)
+				inv := in
 				inv.target, inv.to = target, sip.Uri{Scheme: "sip", User: username, Host: cc.domain}
 				inv.dest, inv.transport = r.Source, transportOf(r.Transport)
+				inv = inv.forTransport(r.Transport)
 				leg, err := cc.startOutLeg(ctx, managerID, inv, events)
 				if err != nil {
 					logger.Warn("INVITE to a phone failed", zap.String("manager_id", managerID), zap.Error(err))
@@ -63,7 +64,7 @@ func (cc *callControl) ring(ctx context.Context, steps [][]string, in outInvite,
 	return nil, media.Offer{}, status
 }
 
-func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events <-chan legEvent, onRinging func()) (*outLeg, media.Offer, int) {
+func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events chan legEvent, onRinging func()) (*outLeg, media.Offer, int) {
 	timer := time.NewTimer(cc.cfg.RingTimeout)
 	defer timer.Stop()
 	pending := len(legs)
@@ -86,6 +87,15 @@ func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events <-ch
 				// Late answers from the others are hung up by cancel().
 				cc.wg.Go(func() { drain(events, pending-1) })
 				return ev.leg, ev.answer, 200
+			case refusesSRTP(ev):
+				// A phone on TLS that can't do SRTP: ring it again with
+				// plain RTP. One leg ended, one began: pending stays.
+				l, err := cc.startOutLeg(ctx, ev.leg.managerID, *ev.leg.plain, events)
+				if err != nil {
+					pending--
+					continue
+				}
+				legs = append(legs, l)
 			default:
 				pending--
 				if ev.status == 486 || ev.status == 600 {

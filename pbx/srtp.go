@@ -27,6 +27,13 @@ type sideCrypto struct {
 // offered SRTP.
 func securesTransport(transport string) bool { return strings.EqualFold(transport, "TLS") }
 
+// refusesSRTP reports whether a leg's final failure is its phone refusing
+// our SRTP offer (488 Not Acceptable Here, 415, 606 Not Acceptable): such a
+// leg is tried once more with plain RTP.
+func refusesSRTP(ev legEvent) bool {
+	return ev.leg.plain != nil && (ev.status == 488 || ev.status == 415 || ev.status == 606)
+}
+
 // secureOfferSDP is our offer towards side with SRTP: one a=crypto line per
 // supported suite, the same lines to every phone that rings.
 func (c *call) secureOfferSDP(side media.Side, codecs []media.Codec) []byte {

@@ -290,6 +290,32 @@ func TestBaresipTLSAndSRTP(t *testing.T) {
 	}
 }
 
+// A phone on TLS that does not do SRTP refuses the PBX's SRTP offer; it is
+// rung again with plain RTP and the call connects.
+func TestBaresipTLSWithoutSRTP(t *testing.T) {
+	testenv.Require(t, "baresip")
+	s := startSystemConfig(t, func(c *Config) {
+		defaultPhoneFlags(c)
+		c.SIPTLSListen = pbxIP + ":0"
+	})
+	anna := s.manager("anna")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	ph := annaBaresip(t, s, testenv.BaresipOptions{Proxy: s.run.SIP.TLSAddr(), Transport: "tls"})
+	trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41860")
+	tr := trunkCall(t, s, acmeNumber, 41860, false, 0)
+	ph.WaitEvent("CALL_INCOMING", 10*time.Second)
+	ph.Answer()
+	ph.WaitEvent("CALL_ESTABLISHED", 5*time.Second)
+	sendTone(t, tr, trunkRTP, 50)
+	assertTwoWayAudio(t, ph, trunkRTP)
+	ph.Hangup()
+	ph.WaitEvent("CALL_CLOSED", 5*time.Second)
+	tr.Wait()
+	if cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID}); cdr.Disposition != "answered" {
+		t.Errorf("CDR %+v", cdr)
+	}
+}
+
 // toneWindows is the share of the audible 200 ms windows of s that carry
 // freq and nothing of other.
 func toneWindows(s []int16, freq, other float64) float64 {
