@@ -193,7 +193,7 @@ func (s *Server) authenticate(r *http.Request) (Principal, error) {
 	}
 	m, err := s.Store.ManagerByToken(r.Context(), HashToken(token))
 	if errors.Is(err, storage.ErrNotFound) {
-		return Principal{}, errUnauthorized
+		return Principal{}, errInvalidToken
 	}
 	if err != nil {
 		return Principal{}, err
