@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages maskpbx's tests and tools need, if missing:
-# SIPp (sip-tester), sox, PostgreSQL's server and Chromium.
+# SIPp (sip-tester), sox, curl, jq, PostgreSQL's server and Chromium.
 set -euo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sox >/dev/null 2>&1 || need+=(sox)
+# The README's commands (deploy/readme-check.sh runs them) use curl and jq.
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 # The web console's browser tests drive Debian's Chromium (headless).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # ...and a font, so that its screenshots show text and not empty boxes.
