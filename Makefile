@@ -5,7 +5,7 @@ BIN := bin/maskpbx
 PG_PORT ?= 55432
 VAR := $(CURDIR)/var
 
-.PHONY: all build run test deps vet bench clean pg-start pg-stop
+.PHONY: all build run test readme-check deps vet bench clean pg-start pg-stop
 
 all: build
 
@@ -13,13 +13,16 @@ build:
 	$(GO) build -o $(BIN) ./cmd/maskpbx
 
 # Everything a fresh Debian machine lacks: SIPp (sip-tester) for the SIP
-# tests, sox for audio checks. PostgreSQL's server is installed by
+# tests, sox for audio checks, curl and jq for the README's commands. PostgreSQL's server is installed by
 # deploy/pg.sh if missing.
 deps:
 	@./deploy/deps.sh
 
-# make run: the whole system in one process with demo data.
-run: build
+# make run: the whole system in one process with demo data. The build shows
+# its progress; run.sh prints the demo's instructions once serve answers.
+run:
+	@GO=$(GO) ./deploy/build.sh $(BIN)
+	@echo "make run: starting Postgres under $(VAR)/pg (127.0.0.1:$(PG_PORT))..." >&2
 	@./deploy/pg.sh start $(VAR)/pg $(PG_PORT)
 	@./deploy/run.sh $(BIN) $(PG_PORT)
 
@@ -47,6 +50,12 @@ vet:
 test: deps vet
 	$(GO) test -race -count=1 -timeout 10m ./pbx/...
 	$(GO) test -count=1 -timeout 25m $$($(GO) list ./... | grep -v '/maskpbx/pbx')
+	@./deploy/readme-check.sh
+
+# make readme-check: the README's commands against a make run of their own
+# (on the demo's addresses: not while make run is up).
+readme-check:
+	@./deploy/readme-check.sh
 
 bench: deps build
 	@./deploy/bench.sh

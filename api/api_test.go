@@ -80,6 +80,7 @@ func (e *env) call(method, path, token string, body any) (int, []byte) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	conformsToOpenAPI(e.t, req, resp.StatusCode, resp.Header, raw)
 	return resp.StatusCode, raw
 }
 

@@ -25,6 +25,9 @@ func badRequest(msg string) *Error { return &Error{http.StatusBadRequest, "bad_r
 
 var (
 	errUnauthorized = &Error{http.StatusUnauthorized, "unauthorized", "missing, invalid or revoked API token"}
+	// errInvalidToken is errUnauthorized for a request that did carry a
+	// token: the same body, but its challenge says the token was refused.
+	errInvalidToken = &Error{http.StatusUnauthorized, "unauthorized", "missing, invalid or revoked API token"}
 	errForbidden    = &Error{http.StatusForbidden, "forbidden", "your role may not do this"}
 	errNotFound     = &Error{http.StatusNotFound, "not_found", "no such object"}
 )
@@ -76,9 +79,25 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.logger.Error("api: internal error", zap.String("path", r.URL.Path), zap.Error(err))
 		e = &Error{http.StatusInternalServerError, "internal", "internal error"}
 	}
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", challenge(e))
+	}
 	var body errorBody
 	body.Error.Code, body.Error.Message = e.Code, e.Message
 	writeJSON(w, e.Status, body)
+}
+
+// authRealm is the realm of the API's bearer challenge.
+const authRealm = "maskpbx"
+
+// challenge is the WWW-Authenticate header of a 401 (RFC 6750): every 401
+// names the scheme and realm; a refused token also says invalid_token, so a
+// client knows to get a new one rather than to add one.
+func challenge(e *Error) string {
+	if e == errInvalidToken {
+		return `Bearer realm="` + authRealm + `", error="invalid_token"`
+	}
+	return `Bearer realm="` + authRealm + `"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

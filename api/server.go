@@ -84,6 +84,9 @@ type Server struct {
 	logger   *zap.Logger
 	mux      *http.ServeMux
 	requests *prometheus.CounterVec
+	// routes are the patterns registered on mux ("GET /api/v1/clients"),
+	// which openapi.json must describe one for one (tested).
+	routes []string
 }
 
 // New builds the API server.
@@ -100,8 +103,9 @@ func New(cfg Config) *Server {
 	}, []string{"route", "status"})
 	s.Metrics.MustRegister(s.requests)
 
-	s.mux.HandleFunc("GET /healthz", s.healthz)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{}))
+	s.public("GET /healthz", http.HandlerFunc(s.healthz))
+	s.public("GET /metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{}))
+	s.public("GET /api/v1/openapi.json", http.HandlerFunc(serveOpenAPI))
 	s.handle("POST /api/v1/managers", s.createManager, storage.RoleAdmin)
 	s.handle("GET /api/v1/managers", s.listManagers, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("POST /api/v1/managers/{id}/dismiss", s.dismissManager, storage.RoleAdmin)
@@ -142,8 +146,15 @@ func (p Principal) Actor() string {
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, p Principal) error
 
+// public registers a route anyone may call.
+func (s *Server) public(pattern string, h http.Handler) {
+	s.routes = append(s.routes, pattern)
+	s.mux.Handle(pattern, h)
+}
+
 // handle registers a route that needs a bearer token of one of roles.
 func (s *Server) handle(pattern string, h handlerFunc, roles ...string) {
+	s.routes = append(s.routes, pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		defer func() { s.requests.WithLabelValues(pattern, fmt.Sprint(rec.status)).Inc() }()
@@ -193,7 +204,7 @@ func (s *Server) authenticate(r *http.Request) (Principal, error) {
 	}
 	m, err := s.Store.ManagerByToken(r.Context(), HashToken(token))
 	if errors.Is(err, storage.ErrNotFound) {
-		return Principal{}, errUnauthorized
+		return Principal{}, errInvalidToken
 	}
 	if err != nil {
 		return Principal{}, err

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages maskpbx's tests and tools need, if missing:
-# SIPp (sip-tester), sox, PostgreSQL's server, Chromium and the softphones
-# the phone tests drive (baresip).
+# SIPp (sip-tester), sox, curl, jq, PostgreSQL's server, Chromium, tcpdump
+# and the softphones the phone tests drive (baresip, linphonec).
 set -euo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 # A real softphone, driven headless (ctrl_tcp, audio from files, srtp, TLS).
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
+# The capture that shows a TLS+SRTP call carries nothing in clear.
+command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+# The README's commands (deploy/readme-check.sh runs them) use curl and jq.
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 # The web console's browser tests drive Debian's Chromium (headless).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # ...and a font, so that its screenshots show text and not empty boxes.

@@ -32,6 +32,14 @@ func NewNormalizer(region string) Normalizer {
 	return Normalizer{region: strings.ToUpper(strings.TrimSpace(region))}
 }
 
+// ValidRegion reports whether region is one NewNormalizer can read national
+// numbers of (an ISO 3166-1 alpha-2 code the number metadata knows, any
+// case), or "" (international numbers only).
+func ValidRegion(region string) bool {
+	region = strings.ToUpper(strings.TrimSpace(region))
+	return region == "" || phonenumbers.GetCountryCodeForRegion(region) != 0
+}
+
 // Normalize returns raw as E.164 (e.g. "+79161234567") or an error wrapping
 // ErrBadNumber. The rule:
 //

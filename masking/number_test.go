@@ -86,3 +86,14 @@ func FuzzNormalize(f *testing.F) {
 		}
 	})
 }
+
+func TestValidRegion(t *testing.T) {
+	for region, ok := range map[string]bool{
+		"": true, "RU": true, "ru": true, " de ": true, "US": true,
+		"RUS": false, "XX": false, "7": false, "+7": false,
+	} {
+		if got := ValidRegion(region); got != ok {
+			t.Errorf("ValidRegion(%q) = %v, want %v", region, got, ok)
+		}
+	}
+}

@@ -46,6 +46,34 @@ type Config struct {
 	AuthFailLimit  int           // failed authentications from one IP...; default 5
 	AuthFailWindow time.Duration // ...within this window...; default 1m
 	AuthBlockFor   time.Duration // ...block the IP (403) this long; default 5m
+
+	// UDP and TCP, if both set, are listeners already bound on Listen: a
+	// process that binds its ports at start (to report one in use at once)
+	// hands them over, and Serve takes ownership. Nil: Serve binds Listen.
+	UDP net.PacketConn
+	TCP net.Listener
+}
+
+// Validate reports what NewServer would refuse in cfg, without building
+// anything: a caller checks its flags with it before starting slower
+// components.
+func (c Config) Validate() error {
+	c, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, name := range c.DigestAlgorithms {
+		alg, ok := lookupAlgorithm(name)
+		switch {
+		case !ok:
+			return fmt.Errorf("pbx: unsupported digest algorithm %q (MD5, SHA-256)", name)
+		case seen[alg.name]:
+			return fmt.Errorf("pbx: digest algorithm %q listed twice", name)
+		}
+		seen[alg.name] = true
+	}
+	return nil
 }
 
 // Defaults for Config.
@@ -265,7 +293,8 @@ func (s *Server) Stats() Stats {
 	}
 }
 
-// Serve listens on cfg.Listen over UDP and TCP and handles requests until ctx
+// Serve listens on cfg.Listen over UDP and TCP (or serves cfg.UDP and
+// cfg.TCP, bound already) and handles requests until ctx
 // is done; then it closes the listeners and the SIP stack and returns nil.
 // It returns an error if it cannot listen or a listener fails. A Server
 // serves once.
@@ -274,9 +303,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("pbx: Server.Serve called twice")
 	}
 	defer s.ua.Close()
-	udp, tcp, err := sipnet.ListenUDPAndTCP(s.cfg.Listen)
-	if err != nil {
-		return err
+	udp, tcp := s.cfg.UDP, s.cfg.TCP
+	if udp == nil || tcp == nil {
+		var err error
+		if udp, tcp, err = sipnet.ListenUDPAndTCP(s.cfg.Listen); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

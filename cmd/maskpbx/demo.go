@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/console"
 	"github.com/maskpbx/maskpbx/internal/logging"
 	"github.com/maskpbx/maskpbx/masking"
@@ -15,12 +16,15 @@ import (
 )
 
 // Demo accounts, printed by make run. They exist only with --demo. The
-// password is both the SIP and the web console password.
-var demoManagers = []struct{ user, name, password, role string }{
-	{"anna", "Anna Petrova", "anna-demo-1", storage.RoleManager},
-	{"boris", "Boris Ivanov", "boris-demo-1", storage.RoleManager},
-	{"sveta", "Svetlana Orlova", "sveta-demo-1", storage.RoleSupervisor},
-	{"admin", "Alexey Smirnov", "admin-demo-1", storage.RoleAdmin},
+// password is both the SIP and the web console password. The token is a
+// fixed API token (a real one is random and shown once), so that make run
+// and the README can print a manager's token for click-to-call; the admin
+// uses the bootstrap token.
+var demoManagers = []struct{ user, name, password, role, token string }{
+	{"anna", "Anna Petrova", "anna-demo-1", storage.RoleManager, "demo-anna-token"},
+	{"boris", "Boris Ivanov", "boris-demo-1", storage.RoleManager, "demo-boris-token"},
+	{"sveta", "Svetlana Orlova", "sveta-demo-1", storage.RoleSupervisor, "demo-sveta-token"},
+	{"admin", "Alexey Smirnov", "admin-demo-1", storage.RoleAdmin, ""},
 }
 
 var demoClients = []struct {
@@ -54,6 +58,9 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 			return err
 		}
 		ids[i] = m.ID
+		if err := seedDemoToken(ctx, store, m, dm.token); err != nil {
+			return err
+		}
 		if _, err := store.WebAccountByUsername(ctx, dm.user); errors.Is(err, storage.ErrNotFound) && m.Status == storage.StatusActive {
 			hash, err := console.HashPassword(dm.password)
 			if err != nil {
@@ -95,4 +102,18 @@ func seedDemo(ctx context.Context, store *storage.Store, keys *masking.Keyring, 
 		logger.Info("demo client created", zap.String("client", fmt.Sprintf("%s #%s", c.Name, c.Code)), logging.Phone("phone", e164))
 	}
 	return nil
+}
+
+// seedDemoToken gives an active demo manager his fixed API token unless he
+// has it already (a data dir seeded before demo tokens existed gets it on
+// the next start).
+func seedDemoToken(ctx context.Context, store *storage.Store, m storage.Manager, token string) error {
+	if token == "" || m.Status != storage.StatusActive {
+		return nil
+	}
+	hash := api.HashToken(token)
+	if _, err := store.ManagerByToken(ctx, hash); !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	return store.AddToken(ctx, m.ID, hash)
 }

@@ -39,6 +39,16 @@ type running struct {
 // serve runs every component in one process until ctx ends. If started is
 // not nil it is called once everything listens.
 func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(running)) error {
+	// Flags and ports first: nothing slow starts before they are known good
+	// (preflight.go).
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	ports, err := bindPorts(cfg)
+	if err != nil {
+		return err
+	}
+	defer ports.close()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return err
 	}
@@ -73,6 +83,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		if port == 0 {
 			port = -1 // nats-server's "any free port"
 		}
+		ports.releaseNATS()
 		embedded, err := bus.StartEmbedded(filepath.Join(cfg.DataDir, "nats"), host, port)
 		if err != nil {
 			return err
@@ -123,6 +134,8 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Domain:           cfg.SIPDomain,
 		PublicAddr:       publicAddr,
 		DigestAlgorithms: cfg.digestAlgorithms(),
+		UDP:              ports.sipUDP,
+		TCP:              ports.sipTCP,
 	}, credentials{store}, regs, logger.Named("pbx"))
 	if err != nil {
 		return err
@@ -176,10 +189,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	routes.Handle("/healthz", apiServer)
 	routes.Handle("/metrics", apiServer)
 	routes.Handle("/", web)
-	httpLn, err := net.Listen("tcp", cfg.HTTPListen)
-	if err != nil {
-		return fmt.Errorf("--http-listen: %w", err)
-	}
+	httpLn := ports.http
 	httpServer := &http.Server{Handler: routes, ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -187,16 +197,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	g.Go(func() error { return cdrs.Run(gctx) })
 	g.Go(func() error { return rec.run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)
-	if cfg.PprofListen != "" {
-		if err := loopbackOnly(cfg.PprofListen); err != nil {
-			return fmt.Errorf("--pprof-listen: %w", err)
-		}
-		ln, err := net.Listen("tcp", cfg.PprofListen)
-		if err != nil {
-			return fmt.Errorf("--pprof-listen: %w", err)
-		}
-		logger.Info("serving Go profiles", zap.String("pprof", ln.Addr().String()))
-		serveHTTP(g, gctx, pprofServer(), ln)
+	if ports.pprof != nil {
+		logger.Info("serving Go profiles", zap.String("pprof", ports.pprof.Addr().String()))
+		serveHTTP(g, gctx, pprofServer(), ports.pprof)
 	}
 	g.Go(func() error {
 		select {

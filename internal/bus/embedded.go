@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -23,6 +25,17 @@ type Embedded struct {
 func StartEmbedded(dir, host string, port int) (*Embedded, error) {
 	if host == "" {
 		host = "127.0.0.1"
+	}
+	// nats-server reports a port it can't bind only to its (silenced) log
+	// and never becomes ready: try the port first, so that case is an error
+	// naming the address, not a time-out.
+	if port > 0 {
+		addr := net.JoinHostPort(host, strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("bus: embedded NATS: %w", err)
+		}
+		ln.Close()
 	}
 	opts := &server.Options{
 		ServerName: "maskpbx-embedded",

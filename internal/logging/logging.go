@@ -1,17 +1,25 @@
 package logging
 
 import (
+	"os"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/term"
 )
 
-// New builds the process logger: "json" for production, "console" for a
-// terminal (make run).
+// New builds the process logger, writing to stderr: "json" for production,
+// "console" for people (make run). The console format colours levels only
+// when stderr is a terminal and NO_COLOR is unset, so a log redirected to a
+// file or a pipe holds no escape codes.
 func New(format string) (*zap.Logger, error) {
 	var zc zap.Config
 	if format == "console" {
 		zc = zap.NewDevelopmentConfig()
-		zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+		if colourful(os.Stderr) {
+			zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
 		zc.Level = zap.NewAtomicLevelAt(zap.InfoLevel)
 	} else {
 		zc = zap.NewProductionConfig()
@@ -19,4 +27,13 @@ func New(format string) (*zap.Logger, error) {
 	// Stack traces only for panics: an overloaded PBX refusing calls at
 	// error level must not also pay for a trace per refusal.
 	return zc.Build(zap.AddStacktrace(zapcore.DPanicLevel))
+}
+
+// colourful reports whether f is a terminal that may get colour codes
+// (https://no-color.org: NO_COLOR set to anything turns them off).
+func colourful(f *os.File) bool {
+	if os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	return term.IsTerminal(int(f.Fd()))
 }
