@@ -26,10 +26,13 @@ type Config struct {
 	// TLSListen, if set, is host:port of SIP over TLS (RFC 3261 §26) for
 	// phones outside the office; TLS holds its certificate. Phones that
 	// register over TLS are called over their TLS connection.
-	TLSListen  string
-	TLS        *tls.Config
-	Domain     string // SIP domain phones register to, and the digest realm
-	PublicAddr string // IP written into SDP and Contact; default the listen IP
+	TLSListen string
+	TLS       *tls.Config
+	// TLSListener, if set, is TLSListen bound already (plain TCP: the
+	// server adds TLS).
+	TLSListener net.Listener
+	Domain      string // SIP domain phones register to, and the digest realm
+	PublicAddr  string // IP written into SDP and Contact; default the listen IP
 
 	RegisterMinExpires     time.Duration // shorter asks get 423; default 60s
 	RegisterMaxExpires     time.Duration // longer asks are shortened; default 3600s
@@ -316,11 +319,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.addr = udp.LocalAddr().String()
 	var tlsL net.Listener
 	if s.cfg.TLSListen != "" {
-		l, err := net.Listen("tcp", s.cfg.TLSListen)
-		if err != nil {
-			udp.Close()
-			tcp.Close()
-			return fmt.Errorf("pbx: listen tls %s: %w", s.cfg.TLSListen, err)
+		l := s.cfg.TLSListener
+		if l == nil {
+			var err error
+			if l, err = net.Listen("tcp", s.cfg.TLSListen); err != nil {
+				udp.Close()
+				tcp.Close()
+				return fmt.Errorf("pbx: listen tls %s: %w", s.cfg.TLSListen, err)
+			}
 		}
 		tlsL = tls.NewListener(l, s.cfg.TLS)
 		s.tlsAddr = l.Addr().String()

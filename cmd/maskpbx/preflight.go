@@ -125,6 +125,14 @@ func (c Config) validate() error {
 			bad("pprof-listen", err)
 		}
 	}
+	if c.tlsEnabled() {
+		if _, _, err := net.SplitHostPort(c.SIPTLSListen); err != nil {
+			badf("sip-tls-listen", "%q: want host:port (e.g. :5061) or off", c.SIPTLSListen)
+		}
+	}
+	if (c.SIPTLSCert == "") != (c.SIPTLSKey == "") {
+		badf("sip-tls-cert", "--sip-tls-cert and --sip-tls-key go together")
+	}
 	return errors.Join(errs...)
 }
 
@@ -153,6 +161,7 @@ func hostPort(addr string) (int, error) {
 type boundPorts struct {
 	sipUDP net.PacketConn
 	sipTCP net.Listener
+	sipTLS net.Listener // TCP, TLS on top is the SIP server's; nil with TLS off
 	http   net.Listener
 	pprof  net.Listener // nil without --pprof-listen
 	nats   net.Listener // nil with --nats-url or a free port (:0)
@@ -166,6 +175,12 @@ func bindPorts(c Config) (*boundPorts, error) {
 	var err error
 	if b.sipUDP, b.sipTCP, err = sipnet.ListenUDPAndTCP(c.SIPListen); err != nil {
 		return nil, bindError("sip-listen", c.SIPListen, err)
+	}
+	if c.tlsEnabled() {
+		if b.sipTLS, err = net.Listen("tcp", c.SIPTLSListen); err != nil {
+			b.close()
+			return nil, bindError("sip-tls-listen", c.SIPTLSListen, err)
+		}
 	}
 	if b.http, err = net.Listen("tcp", c.HTTPListen); err != nil {
 		b.close()
@@ -197,7 +212,7 @@ func (b *boundPorts) releaseNATS() {
 // close closes whatever is still held; a listener its server already
 // closed only returns an error nobody needs.
 func (b *boundPorts) close() {
-	for _, c := range []io.Closer{b.sipUDP, b.sipTCP, b.http, b.pprof, b.nats} {
+	for _, c := range []io.Closer{b.sipUDP, b.sipTCP, b.sipTLS, b.http, b.pprof, b.nats} {
 		if c != nil {
 			_ = c.Close()
 		}

@@ -30,6 +30,7 @@ func preflightConfig(t *testing.T) Config {
 		SIPDomain:        domain,
 		RTPPorts:         "40100-40119",
 		HTTPListen:       fmt.Sprintf("%s:%d", preflightIP, testenv.FreePort(t, preflightIP)),
+		SIPTLSListen:     fmt.Sprintf("%s:%d", preflightIP, testenv.FreePort(t, preflightIP)),
 		Trunk:            trunkIP + ":5060",
 		CompanyNumber:    company,
 		Region:           "RU",
@@ -103,6 +104,8 @@ func TestBadFlagsFailAtOnce(t *testing.T) {
 		{"log format", func(c *Config) { c.LogFormat = "xml" }, "--log-format"},
 		{"recorder not sip", func(c *Config) { c.Recorder = "http://rec:5090" }, "--recorder"},
 		{"negative retention", func(c *Config) { c.RecordingRetention = -1 }, "--recording-retention"},
+		{"tls listen without port", func(c *Config) { c.SIPTLSListen = "5061" }, "--sip-tls-listen"},
+		{"tls cert without key", func(c *Config) { c.SIPTLSCert = "/etc/ssl/pbx.pem" }, "--sip-tls-cert"},
 		{"pprof on every address", func(c *Config) { c.PprofListen = "0.0.0.0:6060" }, "--pprof-listen"},
 		{"database url unparsable", func(c *Config) { c.DatabaseURL = "postgres://u:secret@[::1" }, "--database-url"},
 		{"database url missing", func(c *Config) { c.DatabaseURL = "" }, "--database-url"},
@@ -142,6 +145,7 @@ func TestPortInUseFailsAtOnce(t *testing.T) {
 		{"--sip-listen", "udp", func(c Config) string { return c.SIPListen }},
 		{"--sip-listen", "tcp", func(c Config) string { return c.SIPListen }},
 		{"--http-listen", "tcp", func(c Config) string { return c.HTTPListen }},
+		{"--sip-tls-listen", "tcp", func(c Config) string { return c.SIPTLSListen }},
 		{"--nats-listen", "tcp", func(c Config) string { return c.NATSListen }},
 	} {
 		t.Run(tc.flag+" "+tc.proto, func(t *testing.T) {

@@ -136,6 +136,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		DigestAlgorithms: cfg.digestAlgorithms(),
 		UDP:              ports.sipUDP,
 		TCP:              ports.sipTCP,
+		TLSListener:      ports.sipTLS,
 	}, credentials{store}, regs, logger.Named("pbx"))
 	if err != nil {
 		return err

@@ -32,7 +32,7 @@ const (
 // sipTLS returns the TLS listen address and configuration of the SIP
 // server, or "" and nil when TLS is off.
 func sipTLS(cfg Config, publicAddr string, logger *zap.Logger) (string, *tls.Config, error) {
-	if cfg.SIPTLSListen == "" || strings.EqualFold(cfg.SIPTLSListen, "off") {
+	if !cfg.tlsEnabled() {
 		return "", nil, nil
 	}
 	if _, _, err := net.SplitHostPort(cfg.SIPTLSListen); err != nil {
@@ -60,6 +60,11 @@ func sipTLS(cfg Config, publicAddr string, logger *zap.Logger) (string, *tls.Con
 	logger.Info("sip tls certificate", zap.String("cert", certFile),
 		zap.String("sha256_fingerprint", strings.ToUpper(hex.EncodeToString(sum[:]))))
 	return cfg.SIPTLSListen, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// tlsEnabled reports whether --sip-tls-listen asks for a TLS listener.
+func (c Config) tlsEnabled() bool {
+	return c.SIPTLSListen != "" && !strings.EqualFold(c.SIPTLSListen, "off")
 }
 
 // ensureSelfSigned writes a self-signed ECDSA certificate for the PBX's
