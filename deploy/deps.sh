@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages maskpbx's tests and tools need, if missing:
-# SIPp (sip-tester), sox, PostgreSQL's server and Chromium.
+# SIPp (sip-tester), sox, PostgreSQL's server, Chromium and linphone.
 set -euo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
@@ -9,6 +9,8 @@ command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # ...and a font, so that its screenshots show text and not empty boxes.
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+# A real softphone as the manager's phone (linphonec, headless).
+command -v linphonec >/dev/null 2>&1 || need+=(linphone-cli)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
