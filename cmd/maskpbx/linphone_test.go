@@ -141,8 +141,8 @@ func TestLinphonePhone(t *testing.T) {
 	ph := startLinphoneAnna(t, s)
 
 	t.Run("a client's call: answer, two-way audio, hold, resume, the phone hangs up", func(t *testing.T) {
-		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41700")
-		tr := trunkCall(t, s, acmeNumber, 41700, false, 0) // waits for the PBX's BYE
+		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41900")
+		tr := trunkCall(t, s, acmeNumber, 41900, false, 0) // waits for the PBX's BYE
 		shown := ph.WaitIncoming(t, 15*time.Second)
 		if !strings.Contains(shown, "Acme Trading #"+acme.Code) || strings.Contains(shown, "9161234567") || strings.Contains(shown, trunkIP) {
 			t.Errorf("the phone shows the caller as %q, want the client's name and code only", shown)
@@ -185,8 +185,8 @@ func TestLinphonePhone(t *testing.T) {
 	})
 
 	t.Run("click-to-call rings the phone first, then the client", func(t *testing.T) {
-		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41710")
-		tr := trunkUAS(t, "answer", false, 41710)
+		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41910")
+		tr := trunkUAS(t, "answer", false, 41910)
 		var started callResp
 		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, &started); st != 202 {
 			t.Fatalf("POST /calls: %d", st)
@@ -223,8 +223,8 @@ func TestLinphonePhone(t *testing.T) {
 	})
 
 	t.Run("the phone dials a client code", func(t *testing.T) {
-		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41720")
-		tr := trunkUAS(t, "answer", false, 41720)
+		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41920")
+		tr := trunkUAS(t, "answer", false, 41920)
 		ph.Dial(t, fmt.Sprintf("sip:%s@%s", acme.Code, domain))
 		ph.WaitEstablished(t, 15*time.Second)
 		trunkHears(t, trunkRTP, micTone, 0)
