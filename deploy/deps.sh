@@ -17,6 +17,8 @@ command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # ...and a font, so that its screenshots show text and not empty boxes.
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+# A real softphone as the manager's phone (linphonec, headless).
+command -v linphonec >/dev/null 2>&1 || need+=(linphone-cli)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
