@@ -133,8 +133,8 @@ func pbxPort(t *testing.T, tr *testenv.SIPp) string {
 func TestLinphonePhone(t *testing.T) {
 	s := startSystemConfig(t, func(c *Config) {
 		c.RingTimeout = 15 * time.Second // a phone on a loaded machine still answers in time
-		c.DigestAlgorithms = "MD5"
-		c.MediaTimeout = time.Minute // the trunk's RTP comes in bursts, with silence between
+		defaultPhoneFlags(c)             // serve's defaults, as a user who sets nothing gets them
+		c.MediaTimeout = time.Minute     // the trunk's RTP comes in bursts, with silence between
 	})
 	anna := s.manager("anna")
 	acme := s.client("Acme Trading", acmeNumber, anna.ID)

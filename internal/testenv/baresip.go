@@ -2,11 +2,8 @@ package testenv
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -26,7 +23,7 @@ type Baresip struct {
 	t    testing.TB
 	dir  string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *syncBuffer
 	conn net.Conn
 	exit chan struct{}
 
@@ -85,9 +82,7 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 		o.Tone = 440
 	}
 	mic := filepath.Join(dir, "mic.wav")
-	if err := writeToneWAV(mic, o.Tone, 120*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	WriteToneWAV(t, mic, o.Tone, 120*time.Second)
 	ctrl := fmt.Sprintf("127.0.0.1:%d", FreePort(t, "127.0.0.1"))
 	sipPort := FreePort(t, o.LocalIP)
 	config := strings.Join([]string{
@@ -127,7 +122,7 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 		}
 	}
 
-	b := &Baresip{t: t, dir: dir, out: &lockedBuffer{}, exit: make(chan struct{}),
+	b := &Baresip{t: t, dir: dir, out: &syncBuffer{}, exit: make(chan struct{}),
 		consumed: map[string]int{}, responses: map[string]baresipResponse{}}
 	b.cmd = exec.Command(bin, "-f", dir)
 	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
@@ -326,86 +321,12 @@ func (b *Baresip) Heard() []int16 {
 			newest, newestMod = f, st.ModTime()
 		}
 	}
-	samples, err := readWAV(newest)
-	if err != nil {
-		b.t.Fatalf("baresip dump %s: %v", newest, err)
+	samples, rate, err := ReadWAV(newest)
+	if err != nil || rate != 8000 {
+		b.t.Fatalf("baresip dump %s: %d Hz, %v", newest, rate, err)
 	}
 	return samples
 }
 
 // Output is what baresip printed so far.
 func (b *Baresip) Output() string { return b.out.String() }
-
-// writeToneWAV writes a mono 16-bit 8 kHz WAV of a sine at freq.
-func writeToneWAV(path string, freq float64, d time.Duration) error {
-	const rate = 8000
-	n := int(d.Seconds() * rate)
-	data := make([]byte, 2*n)
-	for i := 0; i < n; i++ {
-		v := int16(8000 * math.Sin(2*math.Pi*freq*float64(i)/rate))
-		binary.LittleEndian.PutUint16(data[2*i:], uint16(v))
-	}
-	var h bytes.Buffer
-	h.WriteString("RIFF")
-	_ = binary.Write(&h, binary.LittleEndian, uint32(36+len(data)))
-	h.WriteString("WAVEfmt ")
-	for _, v := range []any{uint32(16), uint16(1), uint16(1), uint32(rate), uint32(2 * rate), uint16(2), uint16(16)} {
-		_ = binary.Write(&h, binary.LittleEndian, v)
-	}
-	h.WriteString("data")
-	_ = binary.Write(&h, binary.LittleEndian, uint32(len(data)))
-	h.Write(data)
-	return os.WriteFile(path, h.Bytes(), 0o600)
-}
-
-// readWAV reads the samples of a mono 16-bit PCM WAV, trusting the file's
-// end over the data chunk's length (a dump still being written has none).
-func readWAV(path string) ([]int16, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) < 12 || string(raw[:4]) != "RIFF" || string(raw[8:12]) != "WAVE" {
-		return nil, fmt.Errorf("not a WAV file")
-	}
-	for p := 12; p+8 <= len(raw); {
-		id, size := string(raw[p:p+4]), int(binary.LittleEndian.Uint32(raw[p+4:]))
-		p += 8
-		if id == "fmt " && p+16 <= len(raw) {
-			if ch, bits := binary.LittleEndian.Uint16(raw[p+2:]), binary.LittleEndian.Uint16(raw[p+14:]); ch != 1 || bits != 16 {
-				return nil, fmt.Errorf("%d channels of %d bits, want mono 16-bit", ch, bits)
-			}
-			if rate := binary.LittleEndian.Uint32(raw[p+4:]); rate != 8000 {
-				return nil, fmt.Errorf("%d Hz, want 8000", rate)
-			}
-		}
-		if id == "data" {
-			data := raw[p:]
-			s := make([]int16, len(data)/2)
-			for i := range s {
-				s[i] = int16(binary.LittleEndian.Uint16(data[2*i:]))
-			}
-			return s, nil
-		}
-		p += size + size%2
-	}
-	return nil, fmt.Errorf("no data chunk")
-}
-
-// lockedBuffer collects a process's output for logs while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
