@@ -335,3 +335,40 @@ func toneWindows(s []int16, freq, other float64) float64 {
 	}
 	return float64(good) / float64(audible)
 }
+
+// Phones on TCP: each call goes on the connection its own phone opened.
+// (Requests over TCP once left on whichever connection had been accepted
+// last on the listener: anna's call would ring bob's phone.)
+func TestBaresipTCPCallsTheRightPhone(t *testing.T) {
+	testenv.Require(t, "baresip")
+	s := startSystemConfig(t, defaultPhoneFlags)
+	anna := s.manager("anna")
+	bob := s.manager("bob")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	annaPhone := annaBaresip(t, s, testenv.BaresipOptions{Transport: "tcp"})
+	bobPhone := testenv.StartBaresip(t, testenv.BaresipOptions{Username: "bob", Password: "bob-secret", Domain: domain,
+		Proxy: s.sipAddr, Transport: "tcp", LocalIP: bobIP, Tone: managerTone, RTPPorts: "42100-42199"})
+	bobPhone.WaitRegistered()
+	if regs, err := s.run.Regs.Contacts(context.Background(), bob.ID); err != nil || len(regs) != 1 || regs[0].Transport != "TCP" {
+		t.Fatalf("bob's registrations %+v (%v), want one over TCP", regs, err)
+	}
+
+	trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41870")
+	tr := trunkCall(t, s, acmeNumber, 41870, false, 0)
+	annaPhone.WaitEvent("CALL_INCOMING", 10*time.Second)
+	annaPhone.Answer()
+	annaPhone.WaitEvent("CALL_ESTABLISHED", 5*time.Second)
+	sendTone(t, tr, trunkRTP, 50)
+	assertTwoWayAudio(t, annaPhone, trunkRTP)
+	annaPhone.Hangup()
+	annaPhone.WaitEvent("CALL_CLOSED", 5*time.Second)
+	tr.Wait()
+	if cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID}); cdr.ManagerID != anna.ID {
+		t.Errorf("CDR %+v, want anna's", cdr)
+	}
+	for _, ev := range bobPhone.Events() {
+		if strings.HasPrefix(ev.Type, "CALL_") {
+			t.Errorf("bob's phone saw %s from %q: anna's call reached it", ev.Type, ev.PeerName)
+		}
+	}
+}
