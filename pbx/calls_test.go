@@ -657,3 +657,45 @@ func TestAdmissionSlowSetups(t *testing.T) {
 		})
 	}
 }
+
+// A phone behind NAT registers a Contact nobody can reach (its private
+// address): its calls go to where its REGISTER came from, with that Contact
+// as the Request-URI, and connect.
+func TestInboundReachesPhoneBehindNAT(t *testing.T) {
+	env := startCallEnv(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := env.regs.RemoveManager(ctx, env.manager.ID); err != nil {
+		t.Fatal(err)
+	}
+	const private = "192.0.2.77:5060" // TEST-NET-1: nothing answers there
+	if err := env.regs.Put(ctx, Registration{ManagerID: env.manager.ID, Username: "alice", Contact: "<sip:alice@" + private + ">",
+		Source: env.phone.addr, Transport: "UDP", ExpiresAt: time.Now().Add(time.Hour), CallID: "reg-nat", CSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		regs, err := env.regs.Contacts(ctx, env.manager.ID)
+		return err == nil && len(regs) == 1 && strings.Contains(regs[0].Contact, private)
+	}, "only the NATed binding")
+
+	call := env.call(t, newTrunk(t), "+79161230077")
+	select {
+	case err := <-call.err:
+		if err != nil {
+			t.Fatalf("the call to a phone behind NAT did not connect: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call to a phone behind NAT got no answer")
+	}
+	inv := (<-env.phone.answered).invite
+	if got := inv.Recipient.Host + ":" + fmt.Sprint(inv.Recipient.Port); got != private {
+		t.Errorf("Request-URI %s, want the registered Contact %s", inv.Recipient.String(), private)
+	}
+	if err := call.dlg.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.dlg.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return len(env.events.ended()) == 1 }, "the call's ended event")
+}

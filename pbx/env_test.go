@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -302,12 +303,13 @@ func kvBindings(t *testing.T, js jetstream.JetStream, managerID string) []string
 // phone is a hand-driven SIP phone over UDP from 127.0.0.3: it sends the
 // bytes a test writes, so tests can send anything, malformed included.
 type phone struct {
-	t      *testing.T
-	conn   *net.UDPConn
-	pbx    string
-	callID string
-	cseq   int
-	nc     int
+	t         *testing.T
+	conn      net.Conn
+	transport string // in Via: UDP, TCP or TLS
+	pbx       string
+	callID    string
+	cseq      int
+	nc        int
 }
 
 func (e *testEnv) newPhone(t *testing.T) *phone {
@@ -321,7 +323,28 @@ func (e *testEnv) newPhone(t *testing.T) *phone {
 		t.Fatalf("phone socket: %v", err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &phone{t: t, conn: conn, pbx: e.addr, callID: randomToken() + "@" + phoneHost}
+	return &phone{t: t, conn: conn, transport: "UDP", pbx: e.addr, callID: randomToken() + "@" + phoneHost}
+}
+
+// newStreamPhone is a phone on a TCP connection to the PBX, or on TLS to
+// its TLS listener when tlsConf is set.
+func (e *testEnv) newStreamPhone(t *testing.T, tlsConf *tls.Config) *phone {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(phoneHost)}, Timeout: 5 * time.Second}
+	var conn net.Conn
+	var err error
+	transport := "TCP"
+	if tlsConf != nil {
+		transport = "TLS"
+		conn, err = tls.DialWithDialer(&d, "tcp", e.srv.TLSAddr(), tlsConf)
+	} else {
+		conn, err = d.Dial("tcp", e.addr)
+	}
+	if err != nil {
+		t.Fatalf("phone %s connection: %v", transport, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &phone{t: t, conn: conn, transport: transport, pbx: e.addr, callID: randomToken() + "@" + phoneHost}
 }
 
 func (p *phone) local() string { return p.conn.LocalAddr().String() }
@@ -373,7 +396,7 @@ func (p *phone) request(method, ruri, toUser string, extra ...string) string {
 	p.cseq++
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s %s SIP/2.0\r\n", method, ruri)
-	fmt.Fprintf(&b, "Via: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\n", p.local(), randomToken())
+	fmt.Fprintf(&b, "Via: SIP/2.0/%s %s;branch=z9hG4bK%s;rport\r\n", p.transport, p.local(), randomToken())
 	fmt.Fprintf(&b, "Max-Forwards: 70\r\n")
 	fmt.Fprintf(&b, "From: <sip:%s@%s>;tag=%s\r\n", toUser, testDomain, "ph"+strconv.Itoa(p.cseq))
 	fmt.Fprintf(&b, "To: <sip:%s@%s>\r\n", toUser, testDomain)

@@ -81,7 +81,42 @@ func (s *Server) register(ctx context.Context, req *sip.Request) (*sip.Response,
 		res.AppendHeader(sip.NewHeader("Contact", "<"+b.Contact+">;expires="+strconv.Itoa(int(left))))
 	}
 	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(sipDateFormat)))
+	if outboundFlow(req) {
+		res.AppendHeader(sip.NewHeader("Require", "outbound"))
+		res.AppendHeader(sip.NewHeader("Flow-Timer", strconv.Itoa(int(flowTimer/time.Second))))
+	}
 	return res, nil
+}
+
+// flowTimer is how often (at most) a phone on a TCP or TLS flow should send
+// its CRLF keep-alive (RFC 5626 §5.4): well under the NAT bindings of
+// common routers. The transport layer answers each with a CRLF.
+const flowTimer = 120 * time.Second
+
+// outboundFlow reports whether a REGISTER asks for RFC 5626 outbound on a
+// connection: Supported: outbound and a Contact with reg-id. The PBX keeps
+// to that already for TCP and TLS (a phone's calls go on the connection it
+// registered on), so it says so; over UDP it would need STUN keep-alives
+// on the SIP port, which it does not answer, so it stays silent there.
+func outboundFlow(req *sip.Request) bool {
+	if !sip.IsReliable(req.Transport()) {
+		return false
+	}
+	supported := false
+	for _, v := range headerValues(req, "Supported") {
+		for _, opt := range strings.Split(v, ",") {
+			supported = supported || strings.EqualFold(strings.TrimSpace(opt), "outbound")
+		}
+	}
+	if !supported {
+		return false
+	}
+	for _, v := range headerValues(req, "Contact") {
+		if strings.Contains(strings.ToLower(v), ";reg-id=") {
+			return true
+		}
+	}
+	return false
 }
 
 // sipDateFormat is RFC 1123 in GMT, as RFC 3261 20.17 wants for Date.
