@@ -44,6 +44,8 @@ var (
 	ErrNoPhone = errors.New("api: client has no phone")
 	// ErrNotAssigned means the client is not the manager's to call.
 	ErrNotAssigned = errors.New("api: client not assigned to the manager")
+	// ErrShuttingDown means the node is stopping and starts no new call.
+	ErrShuttingDown = errors.New("api: node shutting down")
 )
 
 var (
@@ -52,6 +54,7 @@ var (
 	errTooMany      = &Error{http.StatusTooManyRequests, "too_many_calls", "finish your current call or wait a minute before starting another"}
 	errNoTrunk      = &Error{http.StatusServiceUnavailable, "no_trunk", "calls out are not configured on this PBX"}
 	errNotAssigned  = &Error{http.StatusForbidden, "forbidden", "this client is not assigned to you"}
+	errShuttingDown = &Error{http.StatusServiceUnavailable, "shutting_down", "this node is shutting down; try again"}
 	errNoDialerHere = &Error{http.StatusServiceUnavailable, "no_pbx", "this node does not place calls"}
 )
 

@@ -59,6 +59,8 @@ func asAPIError(err error) *Error {
 		return errNoPhone
 	case errors.Is(err, ErrNotAssigned):
 		return errNotAssigned
+	case errors.Is(err, ErrShuttingDown):
+		return errShuttingDown
 	case errors.Is(err, masking.ErrBadNumber):
 		// The message names no number: it may be echoed into logs or UIs.
 		return &Error{http.StatusUnprocessableEntity, "bad_phone", "a phone number is not a valid number"}

@@ -89,7 +89,11 @@ cat <<MSG
   Register a softphone (e.g. Linphone, MicroSIP, Zoiper):
     username anna   password anna-demo-1    domain $MASKPBX_SIP_DOMAIN
     username boris  password boris-demo-1   domain $MASKPBX_SIP_DOMAIN
-    proxy/outbound: <this machine's IP>:$sip_port
+    proxy/outbound: <this machine's IP>:$sip_port   (UDP or TCP)
+    or over TLS with SRTP: <this machine's IP>:5061;transport=tls (a self-signed certificate:
+    its fingerprint is in the log; --sip-tls-cert/--sip-tls-key for your own)
+    baresip's accounts line, for instance:
+      <sip:anna@$MASKPBX_SIP_DOMAIN>;auth_pass=anna-demo-1;outbound="sip:127.0.0.1:$sip_port"
 
   Or with SIPp, from this directory (README.md, "Try the demo", has the same):
   1. anna's phone registers, then waits to answer the next call (run it again for each call):

@@ -148,6 +148,8 @@ func (d dialer) Originate(ctx context.Context, c api.OriginateCall) error {
 		return api.ErrNoPhone
 	case errors.Is(err, pbx.ErrNotAssigned):
 		return api.ErrNotAssigned
+	case errors.Is(err, pbx.ErrShuttingDown):
+		return api.ErrShuttingDown
 	}
 	return err
 }
