@@ -61,13 +61,20 @@ func assertTwoWayAudio(t *testing.T, ph *testenv.Baresip, trunkRTP *testenv.RTPE
 		"the manager's phone hears the client's %v Hz (share %.2f)", clientTone, audio.ToneShare(ph.Heard(), clientTone))
 }
 
+// baresipIP is the softphones' address. baresip 1.0 binds only its SIP
+// listener to its configured address: its TCP/TLS connections and RTP leave
+// from the address the kernel picks, 127.0.0.1 on loopback. Given any other
+// address, its SDP would name one IP and its packets come from another,
+// which the PBX's media latching rightly refuses.
+const baresipIP = "127.0.0.1"
+
 func annaBaresip(t *testing.T, s *system, o testenv.BaresipOptions) *testenv.Baresip {
 	t.Helper()
 	o.Username, o.Password, o.Domain = "anna", "anna-secret", domain
 	if o.Proxy == "" {
 		o.Proxy = s.sipAddr
 	}
-	o.LocalIP, o.Tone = annaIP, managerTone
+	o.LocalIP, o.Tone = baresipIP, managerTone
 	ph := testenv.StartBaresip(t, o)
 	ph.WaitRegistered()
 	return ph
@@ -192,9 +199,7 @@ func TestBaresipTLSAndSRTP(t *testing.T) {
 		t.Fatalf("no self-signed certificate in the data dir: %v", err)
 	}
 	anna := s.manager("anna")
-	// baresip 1.0 binds only its UDP SIP socket to its own address; its TLS
-	// connection and RTP leave from 127.0.0.1. So the phone's leg is what
-	// the PBX exchanges with anyone but the trunk.
+	// The phone's leg is what the PBX exchanges with anyone but the trunk.
 	capture := testenv.StartCapture(t, "host "+pbxIP)
 	ph := annaBaresip(t, s, testenv.BaresipOptions{Proxy: tlsAddr, Transport: "tls", SRTP: true})
 	regs, err := s.run.Regs.Contacts(context.Background(), anna.ID)
@@ -347,7 +352,7 @@ func TestBaresipTCPCallsTheRightPhone(t *testing.T) {
 	acme := s.client("Acme Trading", acmeNumber, anna.ID)
 	annaPhone := annaBaresip(t, s, testenv.BaresipOptions{Transport: "tcp"})
 	bobPhone := testenv.StartBaresip(t, testenv.BaresipOptions{Username: "bob", Password: "bob-secret", Domain: domain,
-		Proxy: s.sipAddr, Transport: "tcp", LocalIP: bobIP, Tone: managerTone, RTPPorts: "42100-42199"})
+		Proxy: s.sipAddr, Transport: "tcp", LocalIP: baresipIP, Tone: managerTone, RTPPorts: "42100-42199"})
 	bobPhone.WaitRegistered()
 	if regs, err := s.run.Regs.Contacts(context.Background(), bob.ID); err != nil || len(regs) != 1 || regs[0].Transport != "TCP" {
 		t.Fatalf("bob's registrations %+v (%v), want one over TCP", regs, err)
