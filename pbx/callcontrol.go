@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -21,14 +22,18 @@ import (
 type CallConfig struct {
 	CompanyNumber string         // E.164; calls in must be to this number
 	TrunkAllow    []netip.Prefix // sources allowed to send calls in
-	Trunk         string         // host:port of the trunk, for calls out
-	RingTimeout   time.Duration  // one step of the ring order
-	MediaTimeout  time.Duration  // no RTP this long ends a call
-	KeepAlive     time.Duration  // in-dialog OPTIONS to each leg this often; 0: off
-	Ports         *media.PortPool
-	Router        *Router
-	Events        EventSink
-	Numbers       masking.Normalizer
+	// Trunk is where calls out go: host:port, or a host name looked up
+	// as DNS SRV, with an optional ";transport=" (trunk.go).
+	Trunk string
+	// Resolver looks the trunk's name up; nil is the system's.
+	Resolver     *net.Resolver
+	RingTimeout  time.Duration // one step of the ring order
+	MediaTimeout time.Duration // no RTP this long ends a call
+	KeepAlive    time.Duration // in-dialog OPTIONS to each leg this often; 0: off
+	Ports        *media.PortPool
+	Router       *Router
+	Events       EventSink
+	Numbers      masking.Normalizer
 	// CallsPerMinute limits how many calls out a manager may start in a
 	// minute (click-to-call and desk phone); 0 means 10.
 	CallsPerMinute int
@@ -39,6 +44,7 @@ type CallConfig struct {
 	MaxSetups int
 
 	// Timings tests shorten or lengthen; zero means the default.
+	trunkPing    time.Duration // how often each trunk target is asked OPTIONS (defaultTrunkPing)
 	failurePause time.Duration // the manager hears a click-to-call fail this long before our BYE (1 s)
 	cancelGiveUp time.Duration // an INVITE we CANCELled ends this long after without a final response (64*T1)
 }
@@ -75,6 +81,7 @@ type callControl struct {
 	regs                            *Registrations
 	publicIP                        netip.Addr
 
+	trunk     *trunk // nil without --trunk
 	limits    *outboundLimits
 	admission *admission
 	srv       *Server // for digest auth and failure limits of desk phones

@@ -31,8 +31,21 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 	if err != nil || ip.IsUnspecified() {
 		return fmt.Errorf("pbx: calls need a concrete --public-addr IP (got %q)", s.cfg.PublicAddr)
 	}
+	var tr *trunk
+	if cfg.Trunk != "" {
+		resolveCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		tr, err = resolveTrunk(resolveCtx, cfg.Resolver, cfg.Trunk)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if len(cfg.TrunkAllow) == 0 {
+			cfg.TrunkAllow = tr.allowPrefixes()
+		}
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	s.calls = &callControl{
+		trunk:     tr,
 		ctx:       ctx,
 		stop:      stop,
 		cfg:       cfg,
@@ -82,6 +95,9 @@ func (cc *callControl) bind(ua *sipgo.UserAgent, listen, tlsListen string) error
 		return fmt.Errorf("pbx: sip client: %w", err)
 	}
 	cc.client, cc.streamClient = client, stream
+	if cc.trunk != nil {
+		go cc.pingTrunk(cc.ctx, cc.trunk, cmp.Or(cc.cfg.trunkPing, defaultTrunkPing))
+	}
 	cc.contact = sip.Uri{Scheme: "sip", User: "maskpbx", Host: host, Port: port}
 	cc.tcpContact = cc.contact
 	cc.tcpContact.UriParams = sip.HeaderParams{{K: "transport", V: "tcp"}}

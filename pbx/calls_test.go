@@ -492,16 +492,25 @@ type trunkUAS struct {
 
 	mu      sync.Mutex
 	dialled []string
+	hosts   []string // each INVITE's Request-URI host
 	headers []string // every header of every INVITE, as received
 }
 
 func startTrunkUAS(t *testing.T, answers map[string]int) *trunkUAS {
 	t.Helper()
-	tr := &trunkUAS{addr: fmt.Sprintf("%s:%d", trunkHost, freeUDPPort(t, trunkHost)), answers: answers,
+	return startTrunkUASOn(t, trunkHost, answers, nil)
+}
+
+// startTrunkUASOn is startTrunkUAS on host; seen, if set, sees each BYE
+// and OPTIONS before it is answered (and may hold it).
+func startTrunkUASOn(t *testing.T, host string, answers map[string]int, seen func(*sip.Request)) *trunkUAS {
+	t.Helper()
+	tr := &trunkUAS{addr: fmt.Sprintf("%s:%d", host, freeUDPPort(t, host)), answers: answers,
 		answered: make(chan answeredInvite, 16)}
 	serveSIP(t, tr.addr, func(req *sip.Request, tx sip.ServerTransaction) {
 		tr.mu.Lock()
 		tr.dialled = append(tr.dialled, req.Recipient.User)
+		tr.hosts = append(tr.hosts, req.Recipient.Host)
 		for _, h := range req.Headers() {
 			tr.headers = append(tr.headers, h.Name()+": "+h.Value())
 		}
@@ -536,7 +545,7 @@ func startTrunkUAS(t *testing.T, answers map[string]int) *trunkUAS {
 		case code < 200:
 			<-tx.Done() // rings until cancelled
 		}
-	}, nil)
+	}, seen)
 	return tr
 }
 

@@ -3,8 +3,6 @@ package pbx
 import (
 	"context"
 	"errors"
-	"net"
-	"strconv"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -99,25 +97,19 @@ func (cc *callControl) dialClient(c *call, target clientTarget, codecs []media.C
 // or the system's when we gave up: status 487 cancelled, 408 no answer, 0
 // nothing sent).
 func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []media.Codec, onProgress func(status int, early bool)) (*outLeg, int, string) {
-	host, portStr, err := net.SplitHostPort(cc.cfg.Trunk)
-	if err != nil {
-		c.logger.Error("bad trunk address", zap.Error(err))
-		return nil, 0, sideSystem
-	}
-	port, _ := strconv.Atoi(portStr)
 	number, err := cc.openClientNumber(phone)
 	if err != nil {
 		c.logger.Error("the client's number can't be opened", zap.Error(err))
 		return nil, 0, sideSystem
 	}
-	target := sip.Uri{Scheme: "sip", User: number, Host: host, Port: port}
+	target, to := cc.trunk.requestURI(number), cc.trunk.choose()
 	evs := make(chan legEvent, 8)
 	leg, err := cc.startOutLeg(context.Background(), "", outInvite{
 		target:    target,
 		to:        target,
 		from:      sip.Uri{Scheme: "sip", User: cc.cfg.CompanyNumber, Host: cc.publicIP.String()},
-		dest:      cc.cfg.Trunk,
-		transport: "UDP",
+		dest:      to.addr,
+		transport: to.transport,
 		sdp:       c.localSDP(media.SideA, codecs, media.SendRecv),
 	}, evs)
 	if err != nil {

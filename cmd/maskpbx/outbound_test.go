@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -286,4 +287,19 @@ func TestDeskPhoneDialsClientCode(t *testing.T) {
 			t.Fatalf("the trunk received %d messages", len(got))
 		}
 	})
+}
+
+// Each trunk target's health is in /metrics.
+func TestTrunkTargetMetric(t *testing.T) {
+	s := startSystem(t, 2*time.Second)
+	resp, err := http.Get(s.api + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	want := `maskpbx_trunk_target_up{target="` + trunkIP + `:5060",transport="UDP"} 1`
+	if !strings.Contains(string(raw), want) {
+		t.Fatalf("/metrics lacks %s", want)
+	}
 }

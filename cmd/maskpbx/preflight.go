@@ -81,7 +81,7 @@ func (c Config) validate() error {
 		bad("http-listen", err)
 	}
 	if c.Trunk != "" {
-		if _, err := hostPort(c.Trunk); err != nil {
+		if err := pbx.ValidTrunk(c.Trunk); err != nil {
 			bad("trunk", err)
 		}
 	}
@@ -142,15 +142,6 @@ func listenAddr(addr string) (int, error) {
 	_, port, err := splitHostPort(addr)
 	if err != nil || port < 0 || port > 65535 {
 		return 0, fmt.Errorf("%q: want host:port (e.g. 127.0.0.1:8080)", addr)
-	}
-	return port, nil
-}
-
-// hostPort checks an address to send to: a host and a non-zero port.
-func hostPort(addr string) (int, error) {
-	host, port, err := splitHostPort(addr)
-	if err != nil || host == "" || port < 1 || port > 65535 {
-		return 0, fmt.Errorf("%q: want host:port (e.g. 192.0.2.10:5060)", addr)
 	}
 	return port, nil
 }

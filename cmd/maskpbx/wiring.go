@@ -33,13 +33,7 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		KeepAlive:      c.KeepAlive,
 	}
 	allow := c.TrunkAllow
-	if allow == "" && c.Trunk != "" {
-		host, _, err := net.SplitHostPort(c.Trunk)
-		if err != nil {
-			return cc, fmt.Errorf("--trunk: %w", err)
-		}
-		allow = host
-	}
+	// Without --trunk-allow, the trunk's own addresses (resolved by pbx).
 	var err error
 	if cc.TrunkAllow, err = parsePrefixes(allow); err != nil {
 		return cc, fmt.Errorf("--trunk-allow: %w", err)
@@ -129,6 +123,17 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_rtp_ports_in_use",
 			Help: "Relay ports allocated."}, func() float64 { return float64(ports.InUse()) }),
 	)
+	for i, target := range sip.TrunkTargets() {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_trunk_target_up",
+			Help:        "1 while the trunk target answers OPTIONS pings (calls out go to the first that does).",
+			ConstLabels: prometheus.Labels{"target": target.Addr, "transport": target.Transport}},
+			func() float64 {
+				if sip.TrunkTargets()[i].Up {
+					return 1
+				}
+				return 0
+			}))
+	}
 	return reg
 }
 
