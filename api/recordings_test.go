@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/maskpbx/maskpbx/api"
+	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/recorder"
 	"github.com/maskpbx/maskpbx/storage"
@@ -25,7 +26,7 @@ import (
 func newRecordingEnv(t *testing.T, withAudio bool) (*env, *recorder.FSBlobs) {
 	t.Helper()
 	dbURL := newEnv(t).dbURL // migrated database
-	st, err := storage.Open(context.Background(), dbURL)
+	st, err := storage.Open(context.Background(), dbURL, storage.WithAudit(testenv.AuditKey(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
