@@ -40,7 +40,7 @@ func newEnv(t *testing.T) *env {
 	if _, err := storage.Migrate(ctx, dbURL); err != nil {
 		t.Fatal(err)
 	}
-	st, err := storage.Open(ctx, dbURL)
+	st, err := storage.Open(ctx, dbURL, storage.WithAudit(testenv.AuditKey(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,6 +235,11 @@ func TestClientNumbersStayHidden(t *testing.T) {
 			assertNoNumber(t, "403 body", raw, number)
 		}
 		e.must(400, "POST", "/api/v1/clients/"+c1.ID+"/reveal", adminToken, map[string]string{"reason": ""}, nil)
+		// An invisible, 3-byte or NUL reason is a 400, never a 500.
+		for _, bad := range []string{"abc", "\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b",
+			"court\u0000order 17", "court order \u202e71", "court order\u2028 17"} {
+			e.must(400, "POST", "/api/v1/clients/"+c1.ID+"/reveal", adminToken, json.RawMessage(`{"reason":"`+bad+`"}`), nil)
+		}
 		var got struct{ Phones []string }
 		e.must(200, "POST", "/api/v1/clients/"+c1.ID+"/reveal", adminToken, map[string]string{"reason": "court order 17"}, &got)
 		if len(got.Phones) != 1 || got.Phones[0] != number {

@@ -162,11 +162,11 @@ func (s *Server) reveal(w http.ResponseWriter, r *http.Request, p Principal) err
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	req.Reason = strings.TrimSpace(req.Reason)
-	if len(req.Reason) < 3 {
-		return badRequest("reason is required")
+	reason, err := auditReason(req.Reason)
+	if err != nil {
+		return err
 	}
-	sealed, err := s.Store.RevealPhones(r.Context(), r.PathValue("id"), p.Actor(), req.Reason)
+	sealed, err := s.Store.RevealPhones(r.Context(), r.PathValue("id"), p.Actor(), reason)
 	if err != nil {
 		return err
 	}

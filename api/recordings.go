@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/maskpbx/maskpbx/storage"
@@ -109,25 +108,60 @@ func (s *Server) getRecording(w http.ResponseWriter, r *http.Request, _ Principa
 	return nil
 }
 
-// maxAuditReason bounds the reason a listener may give (?reason=).
-const maxAuditReason = 200
+// listenRequest is the body of POST /api/v1/recordings/{id}/listen.
+type listenRequest struct {
+	Reason string `json:"reason"`
+}
+
+// listenRecording records why someone is about to listen to a recording:
+// the reason is audited (recording.listen) from this POST, never from the
+// audio link, so a cross-site link can't put words in a listener's mouth.
+// It answers with the URL to stream the audio from.
+func (s *Server) listenRecording(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var req listenRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	reason, err := auditReason(req.Reason)
+	if err != nil {
+		return err
+	}
+	rec, err := s.Store.Recording(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := s.Store.Audit(r.Context(), storage.AuditEntry{Actor: p.Actor(), Action: "recording.listen",
+		Object: "recording:" + rec.ID, Reason: reason}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"id": rec.ID, "audio_url": "/api/v1/recordings/" + rec.ID + "/audio"})
+	return nil
+}
+
+// rangeRE is what a byte range may look like before it is audited.
+var rangeRE = regexp.MustCompile(`^bytes=[0-9, -]+$`)
+
+// errReasonInLink refuses a reason in the audio link: a GET can be made by
+// any page the listener visits.
+var errReasonInLink = badRequest("a reason is not taken from the audio link; POST it to /api/v1/recordings/{id}/listen")
 
 // recordingAudio serves a recording's WAV, with Range requests so a player
 // can seek. Every access (each range a player asks for) writes an audit
-// row first: no audit row, no audio.
+// row first: no audit row, no audio. The row records the range asked for,
+// never text from the request's URL.
 func (s *Server) recordingAudio(w http.ResponseWriter, r *http.Request, p Principal) error {
 	if s.Recordings == nil {
 		return errAudioUnservable
 	}
-	reason := strings.TrimSpace(r.URL.Query().Get("reason"))
-	if len(reason) > maxAuditReason {
-		return badRequest("reason must be at most 200 characters")
+	if r.URL.Query().Has("reason") {
+		return errReasonInLink
 	}
+	reason := ""
 	if rg := r.Header.Get("Range"); rg != "" {
-		if len(rg) > 100 {
+		if len(rg) > 100 || !rangeRE.MatchString(rg) {
 			return &Error{http.StatusRequestedRangeNotSatisfiable, "bad_range", "the Range header is malformed"}
 		}
-		reason = strings.TrimSpace(reason + " [" + rg + "]")
+		reason = "[" + rg + "]"
 	}
 	rec, err := s.Store.OpenRecordingAudio(r.Context(), r.PathValue("id"), p.Actor(), reason)
 	if err != nil {

@@ -9,12 +9,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/maskpbx/maskpbx/api"
+	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/recorder"
 	"github.com/maskpbx/maskpbx/storage"
@@ -25,7 +27,7 @@ import (
 func newRecordingEnv(t *testing.T, withAudio bool) (*env, *recorder.FSBlobs) {
 	t.Helper()
 	dbURL := newEnv(t).dbURL // migrated database
-	st, err := storage.Open(context.Background(), dbURL)
+	st, err := storage.Open(context.Background(), dbURL, storage.WithAudit(testenv.AuditKey(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +114,7 @@ func TestRecordingsReplay(t *testing.T) {
 		log, _ := e.store.AuditLog(ctx, 1000)
 		n := 0
 		for _, a := range log {
-			if a.Action == "recording.audio" {
+			if a.Action == "recording.audio" || a.Action == "recording.listen" {
 				n++
 			}
 		}
@@ -149,7 +151,13 @@ func TestRecordingsReplay(t *testing.T) {
 
 	t.Run("full file and ranges, each access audited", func(t *testing.T) {
 		before := auditCount()
-		resp, body := e.get("/api/v1/recordings/"+done.ID+"/audio?reason=quality+check", sue.APIToken, nil)
+		var listen map[string]string
+		e.must(200, "POST", "/api/v1/recordings/"+done.ID+"/listen", sue.APIToken,
+			map[string]string{"reason": "quality check of the call"}, &listen)
+		if listen["audio_url"] != "/api/v1/recordings/"+done.ID+"/audio" {
+			t.Fatalf("listen: %v", listen)
+		}
+		resp, body := e.get(listen["audio_url"], sue.APIToken, nil)
 		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "audio/wav" || !bytes.Equal(body, audio) ||
 			resp.Header.Get("Accept-Ranges") != "bytes" {
 			t.Fatalf("full: %d %v, %d bytes", resp.StatusCode, resp.Header, len(body))
@@ -169,12 +177,15 @@ func TestRecordingsReplay(t *testing.T) {
 		if resp.StatusCode != 206 || len(body) != 10 {
 			t.Fatalf("if-range: %d, %d bytes", resp.StatusCode, len(body))
 		}
-		if n := auditCount() - before; n != 4 {
-			t.Fatalf("%d audit rows for 4 accesses", n)
+		if n := auditCount() - before; n != 5 {
+			t.Fatalf("%d audit rows for a reason and 4 accesses", n)
 		}
 		log, _ := e.store.AuditLog(ctx, 10)
-		var first, ranged *storage.AuditEntry
+		var why, first, ranged *storage.AuditEntry
 		for i := range log {
+			if log[i].Action == "recording.listen" {
+				why = &log[i]
+			}
 			if log[i].Action == "recording.audio" && strings.HasPrefix(log[i].Actor, "supervisor:") {
 				first = &log[i]
 			}
@@ -182,7 +193,10 @@ func TestRecordingsReplay(t *testing.T) {
 				ranged = &log[i]
 			}
 		}
-		if first == nil || first.Actor != "supervisor:"+sue.ID || first.Object != "recording:"+done.ID || first.Reason != "quality check" {
+		if why == nil || why.Actor != "supervisor:"+sue.ID || why.Object != "recording:"+done.ID || why.Reason != "quality check of the call" {
+			t.Fatalf("audit row of the supervisor's reason: %+v", why)
+		}
+		if first == nil || first.Actor != "supervisor:"+sue.ID || first.Object != "recording:"+done.ID || first.Reason != "" {
 			t.Fatalf("audit row of the supervisor's access: %+v", first)
 		}
 		if ranged == nil || ranged.Actor != "admin:bootstrap" {
@@ -212,7 +226,7 @@ func TestRecordingsReplay(t *testing.T) {
 			{"malformed id", "/api/v1/recordings/..%2f..%2fetc/audio", sue.APIToken, nil, 404, "not_found"},
 			{"still recording", "/api/v1/recordings/" + active.ID + "/audio", sue.APIToken, nil, 409, "recording_in_progress"},
 			{"deleted by retention", "/api/v1/recordings/" + deleted.ID + "/audio", sue.APIToken, nil, 410, "audio_deleted"},
-			{"reason too long", "/api/v1/recordings/" + done.ID + "/audio?reason=" + strings.Repeat("x", 201), sue.APIToken, nil, 400, "bad_request"},
+			{"reason in the link", "/api/v1/recordings/" + done.ID + "/audio?reason=" + strings.Repeat("x", 20), sue.APIToken, nil, 400, "bad_request"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				resp, raw := e.get(tc.path, tc.token, tc.hdr)
@@ -234,6 +248,34 @@ func TestRecordingsReplay(t *testing.T) {
 		if resp.StatusCode != 416 || json.Unmarshal(raw, &body) != nil || body.Error.Code != "bad_range" {
 			t.Fatalf("unsatisfiable range: %d %s", resp.StatusCode, raw)
 		}
+	})
+
+	// The attack: a page the supervisor visits links to the audio with a
+	// reason of the attacker's choosing. No audit row may carry it.
+	t.Run("a reason in the audio link is never audited", func(t *testing.T) {
+		planted := "approved by the CEO, ticket 4711"
+		resp, _ := e.get("/api/v1/recordings/"+done.ID+"/audio?reason="+url.QueryEscape(planted), sue.APIToken,
+			map[string]string{"Range": "bytes=0-9"})
+		if resp.StatusCode != 400 {
+			t.Errorf("audio with ?reason=: %d, want 400", resp.StatusCode)
+		}
+		log, _ := e.store.AuditLog(ctx, 1000)
+		for _, a := range log {
+			if strings.Contains(a.Reason, "CEO") {
+				t.Fatalf("a GET planted an audit reason: %+v", a)
+			}
+		}
+		for _, bad := range []string{"", "why", "\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b",
+			"quality\u0000check of the call", "quality check \u202eof the call"} {
+			status, raw := e.call("POST", "/api/v1/recordings/"+done.ID+"/listen", sue.APIToken, json.RawMessage(`{"reason":"`+bad+`"}`))
+			if status != 400 {
+				t.Errorf("listen with reason %q: %d %s, want 400", bad, status, raw)
+			}
+		}
+		e.must(404, "POST", "/api/v1/recordings/"+newUUID()+"/listen", sue.APIToken,
+			map[string]string{"reason": "quality check of the call"}, nil)
+		e.must(403, "POST", "/api/v1/recordings/"+done.ID+"/listen", anna.APIToken,
+			map[string]string{"reason": "quality check of the call"}, nil)
 	})
 
 	t.Run("a node without audio answers 503", func(t *testing.T) {

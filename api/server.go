@@ -117,6 +117,7 @@ func New(cfg Config) *Server {
 	s.handle("GET /api/v1/recordings", s.listRecordings, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("GET /api/v1/recordings/{id}", s.getRecording, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("GET /api/v1/recordings/{id}/audio", s.recordingAudio, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("POST /api/v1/recordings/{id}/listen", s.listenRecording, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("POST /api/v1/calls", s.startCall, storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin)
 	s.handle("GET /api/v1/calls", s.listCalls, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)

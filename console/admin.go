@@ -1,7 +1,7 @@
 package console
 
 import (
-	"encoding/csv"
+	"bufio"
 	"errors"
 	"fmt"
 	"net/http"
@@ -246,24 +246,62 @@ func (c *Console) exportClients(w http.ResponseWriter, r *http.Request, s *sessi
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="clients-%s.csv"`, time.Now().In(c.loc).Format("20060102")))
-	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"id", "code", "name", "segment", "manager", "manager_name", "partners", "created_at"})
+	bw := bufio.NewWriter(w)
+	writeCSVRow(bw, []string{"id", "code", "name", "segment", "manager", "manager_name", "partners", "created_at"})
 	for _, cl := range clients {
 		var partners []string
 		for _, p := range cl.PartnerIDs {
 			partners = append(partners, ppl[p].SIPUsername)
 		}
-		_ = cw.Write([]string{cl.ID, cl.Code, safeCell(cl.Name), safeCell(cl.Segment), ppl[cl.ManagerID].SIPUsername,
-			safeCell(ppl.name(cl.ManagerID)), strings.Join(partners, ";"), cl.CreatedAt.In(c.loc).Format(time.RFC3339)})
+		writeCSVRow(bw, []string{cl.ID, cl.Code, cl.Name, cl.Segment, ppl[cl.ManagerID].SIPUsername,
+			ppl.name(cl.ManagerID), strings.Join(partners, ";"), cl.CreatedAt.In(c.loc).Format(time.RFC3339)})
 	}
-	cw.Flush()
-	return cw.Error()
+	return bw.Flush()
 }
 
-// safeCell keeps a spreadsheet from running a cell as a formula.
-func safeCell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
+// writeCSVRow writes one CSV line that a spreadsheet reads as the same
+// cells, and as text, whichever of comma, semicolon (Russian-locale Excel)
+// or tab it splits on: see csvCell.
+func writeCSVRow(w *bufio.Writer, cells []string) {
+	for i, cell := range cells {
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		w.WriteString(csvCell(cell))
+	}
+	w.WriteString("\r\n")
+}
+
+// csvCell makes s one text cell, whichever of comma, semicolon or tab a
+// spreadsheet splits on. A quoted cell is one cell only to a reader that
+// splits on the file's own separator: Excel splitting on ';' reads
+// `1,"x;=1+2"` as `1,"x` and `=1+2"`. So every piece of the cell that
+// would start a cell under some separator (the start, and what follows a
+// separator or line break, spaces skipped) gets a leading apostrophe if it
+// starts like a formula, and a cell holding a separator, a quote, a line
+// break or an outer space is quoted.
+func csvCell(s string) string {
+	var b strings.Builder
+	cellStart := true
+	for _, r := range s {
+		if cellStart && strings.ContainsRune(formulaStart, r) {
+			b.WriteByte('\'')
+		}
+		b.WriteRune(r)
+		switch {
+		case strings.ContainsRune(",;\t\r\n", r):
+			cellStart = true
+		case r != ' ':
+			cellStart = false
+		}
+	}
+	s = b.String()
+	if strings.ContainsAny(s, ",;\t\"\r\n") || strings.TrimSpace(s) != s {
+		return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 	}
 	return s
 }
+
+// formulaStart are the characters a spreadsheet takes as the start of a
+// formula (or, \t and \r, that some strip before looking).
+const formulaStart = "=+-@\t\r"

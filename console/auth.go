@@ -3,7 +3,9 @@ package console
 import (
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,14 +15,18 @@ import (
 	"github.com/maskpbx/maskpbx/storage"
 )
 
-// Sign-in rate limits: failures within failWindow, per username and per
-// source address. Past them a sign-in is refused without testing the
-// password, so guessing is capped at a few tries a quarter of an hour.
-const (
-	failWindow        = 15 * time.Minute
-	maxFailsPerUser   = 5
-	maxFailsPerSource = 20
-)
+// signinLimits: failures count for a quarter of an hour. 20 from one
+// address stop it; 5 for one username start a back-off (5 s after the
+// newest failure, doubling to 5 min) for addresses the person has never
+// signed in from, so a stranger is slowed and the person is not locked out.
+// Every attempt is counted before its password is tested.
+var signinLimits = storage.SigninLimits{
+	Window:    15 * time.Minute,
+	PerSource: 20,
+	PerUser:   5,
+	BaseDelay: 5 * time.Second,
+	MaxDelay:  5 * time.Minute,
+}
 
 type signinView struct {
 	Username  string
@@ -89,14 +95,18 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	if v.Token {
 		name = "(admin token)"
 	}
-	byUser, bySource, err := c.store.SigninFailures(ctx, name, source, time.Now().Add(-failWindow))
+	ticket, err := c.store.BeginSignin(ctx, name, source, signinLimits)
 	if err != nil {
 		c.signinError(w, r, v, err)
 		return
 	}
-	if byUser >= maxFailsPerUser || bySource >= maxFailsPerSource {
-		c.logger.Warn("console: sign-in refused by the rate limit", zap.String("source", source))
-		v.Error = "Too many failed sign-ins. Wait 15 minutes and try again, or ask an administrator to reset your password."
+	if ticket.Attempt == 0 {
+		c.logger.Warn("console: sign-in refused by the rate limit", zap.String("source", source),
+			zap.String("limit", ticket.Limit))
+		wait := int(ticket.RetryAfter.Round(time.Second) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(wait))
+		v.Error = fmt.Sprintf("Too many failed sign-ins. Try again in %s, or ask an administrator to reset your password.",
+			ticket.RetryAfter.Round(time.Second))
 		c.signinForm(w, r, http.StatusTooManyRequests, v)
 		return
 	}
@@ -116,9 +126,9 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if reason != "" {
-		locked := byUser+1 >= maxFailsPerUser || bySource+1 >= maxFailsPerSource
+		locked := ticket.UserFailures+1 == signinLimits.PerUser || ticket.SourceFailures+1 == signinLimits.PerSource
 		if err := c.store.RecordSigninFailure(ctx, storage.SigninFailure{Username: name, Source: source, Reason: reason,
-			Locked: locked}); err != nil {
+			Locked: locked, Attempt: ticket.Attempt}); err != nil {
 			c.signinError(w, r, v, err)
 			return
 		}
@@ -129,7 +139,7 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		c.signinForm(w, r, http.StatusUnauthorized, v)
 		return
 	}
-	if err := c.store.ClearSigninFailures(ctx, name); err != nil {
+	if err := c.store.SigninSucceeded(ctx, ticket); err != nil {
 		c.signinError(w, r, v, err)
 		return
 	}

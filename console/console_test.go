@@ -164,7 +164,7 @@ func newEnv(t *testing.T) *env {
 	if _, err := storage.Migrate(ctx, dbURL); err != nil {
 		t.Fatal(err)
 	}
-	st, err := storage.Open(ctx, dbURL)
+	st, err := storage.Open(ctx, dbURL, storage.WithAudit(testenv.AuditKey(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func startCallEnv(t *testing.T, tweak func(*CallConfig)) *callEnv {
 	if _, err := storage.Migrate(ctx, url); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	store, err := storage.Open(ctx, url)
+	store, err := storage.Open(ctx, url, storage.WithAudit(testenv.AuditKey(), nil))
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}

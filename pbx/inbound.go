@@ -3,7 +3,6 @@ package pbx
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"time"
 
@@ -195,7 +194,7 @@ func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, o
 	}
 	from, fromUser := route.ClientName, "anonymous"
 	if route.ClientCode != "" {
-		from, fromUser = fmt.Sprintf("%s #%s", route.ClientName, route.ClientCode), route.ClientCode
+		from, fromUser = clientDisplayName("", route.ClientName, route.ClientCode), route.ClientCode
 	}
 	winner, answer, status := cc.ring(ctx, route.Steps, outInvite{
 		from:        sip.Uri{Scheme: "sip", User: fromUser, Host: cc.domain},

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -171,7 +170,7 @@ func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []med
 	rang := false
 	winner, answer, status := cc.ring(ringCtx, [][]string{{managerID}}, outInvite{
 		from:        sip.Uri{Scheme: "sip", User: target.code, Host: cc.domain},
-		displayName: fmt.Sprintf("Calling %s #%s", target.name, target.code),
+		displayName: clientDisplayName("Calling ", target.name, target.code),
 		sdp:         c.localSDP(media.SideB, media.DefaultCodecs(), media.SendRecv),
 		secureSDP:   c.secureOfferSDP(media.SideB, media.DefaultCodecs()),
 	}, func() {

@@ -80,18 +80,41 @@ func (in outInvite) forTransport(transport string) outInvite {
 	return in
 }
 
-// sanitizeDisplayName keeps a name safe inside a quoted display name.
+// maxDisplayName is the longest display name sent to a phone, in runes.
+const maxDisplayName = 64
+
+// sanitizeDisplayName keeps a name safe inside a quoted display name: no
+// quote or backslash, no control, format (bidi overrides such as U+202E,
+// zero-width) or line/paragraph separator characters (U+2028), which could
+// reorder or hide what a phone shows. Runs of spaces become one.
 func sanitizeDisplayName(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || unicode.IsControl(r) {
+		switch {
+		case r == '"' || r == '\\' || unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp):
 			return -1
+		case unicode.IsSpace(r):
+			return ' '
 		}
 		return r
 	}, s)
-	if r := []rune(s); len(r) > 64 {
-		s = string(r[:64])
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > maxDisplayName {
+		s = strings.TrimSpace(string(r[:maxDisplayName]))
 	}
-	return strings.TrimSpace(s)
+	return s
+}
+
+// clientDisplayName is what a manager's phone shows for a client:
+// "<prefix><name> #<code>". A long name is cut, never the code: the code is
+// how the manager knows whom he talks to.
+func clientDisplayName(prefix, name, code string) string {
+	tail := " #" + sanitizeDisplayName(code)
+	room := maxDisplayName - len([]rune(prefix)) - len([]rune(tail))
+	n := []rune(sanitizeDisplayName(name))
+	if len(n) > room {
+		n = []rune(strings.TrimSpace(string(n[:max(room-1, 0)])) + "…")
+	}
+	return strings.Join(strings.Fields(prefix+string(n)+tail), " ")
 }
 
 // startOutLeg sends the INVITE and reports its progress on events until a

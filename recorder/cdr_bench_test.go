@@ -36,7 +36,7 @@ func BenchmarkCDRWriter(b *testing.B) {
 	if _, err := storage.Migrate(ctx, url); err != nil {
 		b.Fatal(err)
 	}
-	store, err := storage.Open(ctx, url)
+	store, err := storage.Open(ctx, url, storage.WithAudit(testenv.AuditKey(), nil))
 	if err != nil {
 		b.Fatal(err)
 	}

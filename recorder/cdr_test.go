@@ -69,7 +69,7 @@ func newTestDB(t *testing.T) testDB {
 
 func openStore(t *testing.T, url string) *storage.Store {
 	t.Helper()
-	s, err := storage.Open(context.Background(), url)
+	s, err := storage.Open(context.Background(), url, storage.WithAudit(testenv.AuditKey(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}

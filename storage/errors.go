@@ -22,3 +22,7 @@ var ErrManagerDismissed = errors.New("storage: manager already dismissed")
 
 // ErrAuditTampered means the audit chain does not verify.
 var ErrAuditTampered = errors.New("storage: audit chain broken")
+
+// ErrNoAuditKey means the Store was opened without WithAudit, so it can
+// neither write nor verify audit rows.
+var ErrNoAuditKey = errors.New("storage: no audit key configured")

@@ -13,7 +13,9 @@ import (
 
 // Store is the Postgres repository of maskpbx. It is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
+	pool        *pgxpool.Pool
+	auditKey    []byte      // keys the audit chain (WithAudit)
+	auditAnchor AuditAnchor // where the chain's head is anchored; may be nil
 }
 
 func parseConfig(url string) (*pgxpool.Config, error) {
@@ -31,27 +33,27 @@ func parseConfig(url string) (*pgxpool.Config, error) {
 }
 
 // Open connects to the database at url and checks that it answers.
-func Open(ctx context.Context, url string) (*Store, error) {
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	cfg, err := parseConfig(url)
 	if err != nil {
 		return nil, err
 	}
-	return open(ctx, cfg)
+	return open(ctx, cfg, opts)
 }
 
 // OpenConns is Open with a pool of its own of exactly conns connections,
 // whatever the URL says: for a component that must not queue for a
 // connection behind call handling (the CDR writer, which needs one).
-func OpenConns(ctx context.Context, url string, conns int32) (*Store, error) {
+func OpenConns(ctx context.Context, url string, conns int32, opts ...Option) (*Store, error) {
 	cfg, err := parseConfig(url)
 	if err != nil {
 		return nil, err
 	}
 	cfg.MaxConns = conns
-	return open(ctx, cfg)
+	return open(ctx, cfg, opts)
 }
 
-func open(ctx context.Context, cfg *pgxpool.Config) (*Store, error) {
+func open(ctx context.Context, cfg *pgxpool.Config, opts []Option) (*Store, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("storage: connect: %w", err)
@@ -60,7 +62,11 @@ func open(ctx context.Context, cfg *pgxpool.Config) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("storage: ping: %w", err)
 	}
-	return &Store{pool: pool}, nil
+	s := &Store{pool: pool}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // Close releases the connections.
@@ -71,8 +77,21 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
 // inTx runs fn in a transaction that commits only if fn returns nil, so a
 // failed request never leaves a half-written row.
+// An audit row it wrote is anchored once the transaction has committed.
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.pool, fn)
+	var st *storeTx
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		st = &storeTx{Tx: tx, store: s}
+		return fn(st)
+	})
+	if err != nil {
+		return err
+	}
+	// The rows have committed, so the caller's action succeeded: an anchor
+	// that could not advance stays behind (weaker, not wrong), and
+	// VerifyAudit reports an anchor it cannot read or write.
+	_ = s.anchorHead(st.head)
+	return nil
 }
 
 func pgCode(err error) (code, constraint string) {

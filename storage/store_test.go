@@ -31,7 +31,7 @@ func newStore(t *testing.T) (*storage.Store, string) {
 	if again, err := storage.Migrate(ctx, url); err != nil || len(again) != 0 {
 		t.Fatalf("second migrate: %v %v", again, err)
 	}
-	s, err := storage.Open(ctx, url)
+	s, err := storage.Open(ctx, url, storage.WithAudit(testenv.AuditKey(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}

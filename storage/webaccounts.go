@@ -230,15 +230,21 @@ type SigninFailure struct {
 	// Locked is set when this failure reached the limit: the audit row then
 	// says the account or source is now blocked.
 	Locked bool
+	// Attempt is the attempt BeginSignin counted; its row already counts as
+	// a failure, so none is added. Zero: add one.
+	Attempt int64
 }
 
-// RecordSigninFailure counts a failed sign-in and audits it, in one
-// transaction; rows older than a day are pruned on the way.
+// RecordSigninFailure counts a failed sign-in (unless its attempt already
+// counts) and audits it, in one transaction; rows older than a day are
+// pruned on the way.
 func (s *Store) RecordSigninFailure(ctx context.Context, f SigninFailure) error {
 	user, source := clip(strings.ToLower(f.Username), 64), clip(f.Source, 64)
 	return s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO web_signin_failures (username, source) VALUES ($1, $2)`, user, source); err != nil {
-			return fmt.Errorf("storage: record sign-in failure: %w", err)
+		if f.Attempt == 0 {
+			if _, err := tx.Exec(ctx, `INSERT INTO web_signin_failures (username, source) VALUES ($1, $2)`, user, source); err != nil {
+				return fmt.Errorf("storage: record sign-in failure: %w", err)
+			}
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM web_signin_failures WHERE at < now() - interval '1 day'`); err != nil {
 			return err
@@ -250,6 +256,95 @@ func (s *Store) RecordSigninFailure(ctx context.Context, f SigninFailure) error 
 		return appendAudit(ctx, tx, AuditEntry{Actor: "web:" + source, Action: action, Object: "web_account:" + user,
 			Reason: f.Reason})
 	})
+}
+
+// SigninLimits are the sign-in rate limits BeginSignin applies.
+type SigninLimits struct {
+	// Window is how long a failure counts.
+	Window time.Duration
+	// PerSource failures from one address in Window refuse every further
+	// attempt from it until the oldest of them leaves the window.
+	PerSource int
+	// PerUser failures of one username in Window start a back-off: from an
+	// address the person has not signed in from, the next attempt must wait
+	// BaseDelay after the newest failure, doubling with every further
+	// failure up to MaxDelay. From an address he has signed in from (a
+	// session of his was opened there) he is not slowed: a stranger's
+	// guesses cannot lock him out.
+	PerUser             int
+	BaseDelay, MaxDelay time.Duration
+}
+
+// SigninTicket is BeginSignin's answer: an attempt that may test its
+// password, or a refusal.
+type SigninTicket struct {
+	// Attempt identifies the counted attempt; zero when refused.
+	Attempt int64
+	// RetryAfter, when refused, is how long until an attempt may pass.
+	RetryAfter time.Duration
+	// Limit names what refused it: "source" or "user".
+	Limit string
+	// UserFailures and SourceFailures are the failures counted before
+	// this attempt.
+	UserFailures, SourceFailures int
+	username, source             string
+}
+
+// signinLock serialises the counting of sign-in attempts across nodes.
+const signinLock = 0x6d61736b70627802
+
+// BeginSignin decides, before any password is tested, whether an attempt
+// for username from source may go ahead, and if so counts it as a failure
+// at once; SigninSucceeded takes it back. Counting and deciding happen
+// under one lock, so parallel guesses each see the ones before them.
+func (s *Store) BeginSignin(ctx context.Context, username, source string, lim SigninLimits) (SigninTicket, error) {
+	t := SigninTicket{username: clip(strings.ToLower(username), 64), source: clip(source, 64)}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(signinLock)); err != nil {
+			return fmt.Errorf("storage: sign-in lock: %w", err)
+		}
+		var now time.Time
+		var oldestSource, newestUser *time.Time
+		var known bool
+		err := tx.QueryRow(ctx, `SELECT now(),
+			(SELECT count(*) FROM web_signin_failures WHERE username = $1 AND at > now() - $3::interval),
+			(SELECT max(at) FROM web_signin_failures WHERE username = $1 AND at > now() - $3::interval),
+			(SELECT count(*) FROM web_signin_failures WHERE source = $2 AND at > now() - $3::interval),
+			(SELECT min(at) FROM web_signin_failures WHERE source = $2 AND at > now() - $3::interval),
+			EXISTS (SELECT 1 FROM web_sessions ws JOIN managers m ON m.id = ws.manager_id
+				WHERE ws.source = $2 AND lower(m.sip_username) = $1)`,
+			t.username, t.source, lim.Window).Scan(&now, &t.UserFailures, &newestUser, &t.SourceFailures, &oldestSource, &known)
+		if err != nil {
+			return fmt.Errorf("storage: count sign-in failures: %w", err)
+		}
+		if t.SourceFailures >= lim.PerSource && oldestSource != nil {
+			t.Limit, t.RetryAfter = "source", max(oldestSource.Add(lim.Window).Sub(now), time.Second)
+			return nil
+		}
+		if !known && t.UserFailures >= lim.PerUser && newestUser != nil {
+			wait := lim.BaseDelay << min(t.UserFailures-lim.PerUser, 30)
+			if wait <= 0 || wait > lim.MaxDelay {
+				wait = lim.MaxDelay
+			}
+			if until := newestUser.Add(wait); until.After(now) {
+				t.Limit, t.RetryAfter = "user", max(until.Sub(now), time.Second)
+				return nil
+			}
+		}
+		return tx.QueryRow(ctx, `INSERT INTO web_signin_failures (username, source) VALUES ($1, $2) RETURNING id`,
+			t.username, t.source).Scan(&t.Attempt)
+	})
+	return t, err
+}
+
+// SigninSucceeded takes back a counted attempt whose password was right,
+// with the username's earlier failures from the same address. Failures
+// from elsewhere stay: the person signing in does not reset a stranger's
+// back-off.
+func (s *Store) SigninSucceeded(ctx context.Context, t SigninTicket) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM web_signin_failures WHERE id = $1 OR (username = $2 AND source = $3)`,
+		t.Attempt, t.username, t.source)
+	return err
 }
 
 // SigninFailures counts the failed sign-ins since a time for a username and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -1067,18 +1068,29 @@ func TestConsoleSignin(t *testing.T) {
 		t.Errorf("API with a signed-out session: %d, want 401", r.StatusCode)
 	}
 
-	// Failures are limited per username: after 5, even the right password
-	// is refused for a while, and the failures are audited.
+	// Failures are limited per username: after 5 from an address anna has
+	// never signed in from, even the right password from there waits, and
+	// the failures are audited. From her own address she is not locked out.
+	stranger := func() *http.Client {
+		c := newClient()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 77)}}
+		c.Transport = &http.Transport{DialContext: d.DialContext}
+		return c
+	}
 	for i := 0; i < 5; i++ {
-		if resp := signin(newClient(), url.Values{"username": {"anna"}, "password": {"guess-" + fmt.Sprint(i)}}); resp.StatusCode != 401 {
+		if resp := signin(stranger(), url.Values{"username": {"anna"}, "password": {"guess-" + fmt.Sprint(i)}}); resp.StatusCode != 401 {
 			t.Fatalf("wrong password %d: %d, want 401", i, resp.StatusCode)
 		}
 	}
-	if resp := signin(newClient(), url.Values{"username": {"anna"}, "password": {"anna-console-pw"}}); resp.StatusCode != 429 {
-		t.Errorf("the right password after 5 failures: %d, want 429", resp.StatusCode)
+	if resp := signin(stranger(), url.Values{"username": {"anna"}, "password": {"anna-console-pw"}}); resp.StatusCode != 429 ||
+		resp.Header.Get("Retry-After") == "" {
+		t.Errorf("the right password after 5 failures: %d, want 429 with Retry-After", resp.StatusCode)
 	}
 	if !s.audited("web.signin_failed", "web_account:anna") || !s.audited("web.signin_locked", "web_account:anna") {
 		t.Error("failed sign-ins are not audited")
+	}
+	if resp := signin(newClient(), url.Values{"username": {"anna"}, "password": {"anna-console-pw"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("anna from her own address after a stranger's guesses: %d, want 303", resp.StatusCode)
 	}
 	// An unknown username fails the same way.
 	if resp := signin(newClient(), url.Values{"username": {"nobody"}, "password": {"whatever-pw"}}); resp.StatusCode != 401 {

@@ -21,7 +21,7 @@ func TestDemoTokens(t *testing.T) {
 	if _, err := storage.Migrate(ctx, url); err != nil {
 		t.Fatal(err)
 	}
-	store, err := storage.Open(ctx, url)
+	store, err := storage.Open(ctx, url, storage.WithAudit(testenv.AuditKey(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/storage"
 )
 
 // loadKeys takes the encryption and index keys from the environment, or
@@ -24,6 +25,19 @@ func loadKeys(dataDir string) (*masking.Keyring, error) {
 		return nil, err
 	}
 	return masking.NewKeyring(enc, idx)
+}
+
+// loadAudit gives the Stores of a process the audit chain's HMAC key
+// (MASKPBX_AUDIT_KEY, or dataDir/keys/audit.key generated once) and the
+// anchor of its head (dataDir/keys/audit.head). Neither is in the database,
+// so whoever can write to audit_log can neither recompute the chain nor cut
+// its newest rows unseen. Every node of a cluster needs the same key.
+func loadAudit(dataDir string) (storage.Option, error) {
+	key, err := loadKey("MASKPBX_AUDIT_KEY", filepath.Join(dataDir, "keys", "audit.key"))
+	if err != nil {
+		return nil, err
+	}
+	return storage.WithAudit(key, storage.NewFileAnchor(filepath.Join(dataDir, "keys", "audit.head"))), nil
 }
 
 func loadKey(env, path string) ([]byte, error) {

@@ -104,7 +104,13 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 	if _, err := storage.Migrate(ctx, cfg.DatabaseURL); err != nil {
 		return err
 	}
-	store, err := storage.Open(ctx, cfg.DatabaseURL)
+	// Retention audits what it deletes: the recorder keys and anchors the
+	// chain like serve (the same key on every node).
+	audit, err := loadAudit(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	store, err := storage.Open(ctx, cfg.DatabaseURL, audit)
 	if err != nil {
 		return err
 	}
@@ -127,7 +133,7 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 		sink = publisher
 		if cfg.CDRWriter {
 			// A connection of its own, not queued behind recording saves.
-			cdrStore, err := storage.OpenConns(ctx, cfg.DatabaseURL, 1)
+			cdrStore, err := storage.OpenConns(ctx, cfg.DatabaseURL, 1, audit)
 			if err != nil {
 				return err
 			}

@@ -56,6 +56,10 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
+	audit, err := loadAudit(cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	numbers := masking.NewNormalizer(cfg.Region)
 	if cfg.CompanyNumber != "" {
 		if cfg.CompanyNumber, err = numbers.Normalize(cfg.CompanyNumber); err != nil {
@@ -68,7 +72,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		return err
 	}
 	logger.Info("database migrated", zap.Int64s("applied", applied))
-	store, err := storage.Open(ctx, cfg.DatabaseURL)
+	store, err := storage.Open(ctx, cfg.DatabaseURL, audit)
 	if err != nil {
 		return err
 	}
@@ -162,7 +166,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	}
 	// The CDR writer has a connection of its own: under load, call handling
 	// queues for the shared pool, and CDRs must not queue behind it.
-	cdrStore, err := storage.OpenConns(ctx, cfg.DatabaseURL, 1)
+	cdrStore, err := storage.OpenConns(ctx, cfg.DatabaseURL, 1, audit)
 	if err != nil {
 		return err
 	}
