@@ -19,9 +19,9 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
+	"github.com/maskpbx/maskpbx/internal/bus"
+	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/pbx/ha1"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -38,37 +38,15 @@ const (
 )
 
 // runNATS starts an embedded NATS server with JetStream in a temp dir on a
-// free port and returns a JetStream client of it.
+// free port and returns a JetStream client of it, connected as the PBX's
+// user: what the PBX does on the bus must fit that user's permissions.
 func runNATS(t testing.TB) jetstream.JetStream {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	})
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	nc, err := nats.Connect(ns.ClientURL())
+	nc, js, err := bus.Connect(context.Background(), testenv.NATS(t), t.Name(), bus.Auth{})
 	if err != nil {
 		t.Fatalf("nats connect: %v", err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
 	return js
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/google/uuid"
+	"github.com/icholy/digest"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"go.uber.org/zap"
@@ -64,6 +65,10 @@ type RecorderConfig struct {
 	// Local, if set, is a recorder in this process: sessions go to it
 	// directly and URI is not used.
 	Local LocalRecorder
+	// User and Secret answer the recorder's digest challenge (401) to a
+	// recording INVITE; a recorder that challenges an SRC without them
+	// refuses it.
+	User, Secret string
 }
 
 // LocalRecorder is a recorder in this process (the one serve runs when
@@ -117,6 +122,8 @@ type SRC struct {
 	local   LocalRecorder // set: the in-process path, no SIP
 	uri     sip.Uri       // the recorder, as the Request-URI
 	dest    string        // host:port the INVITE goes to
+	user    string        // digest credentials for the recorder
+	secret  string
 	timeout time.Duration
 	logger  *zap.Logger
 
@@ -164,6 +171,8 @@ func NewSRC(s *Server, cfg RecorderConfig) (*SRC, error) {
 		srv:     s,
 		uri:     sip.Uri{Scheme: "sip", User: u.User, Host: u.Host, Port: u.Port},
 		dest:    net.JoinHostPort(u.Host, strconv.Itoa(port)),
+		user:    cfg.User,
+		secret:  cfg.Secret,
 		timeout: cfg.Timeout,
 		logger:  s.logger.Named("siprec"),
 	}, nil
@@ -367,20 +376,39 @@ func (r *SRC) start(ctx context.Context, info RecordingInfo) (*RecordingSession,
 		dest:      r.dest,
 		transport: "TCP",
 	}
-	inv := sess.dlg.request(sip.INVITE, contact)
-	inv.RemoveHeader("Contact")
-	inv.AppendHeader(&sip.ContactHeader{Address: contact, Params: sip.HeaderParams{{K: "+sip.src"}}})
-	inv.AppendHeader(sip.NewHeader("Require", "siprec"))
-	inv.AppendHeader(sip.NewHeader("Allow", dialogAllow))
-	ct := sip.ContentTypeHeader("multipart/mixed;boundary=" + boundary)
-	inv.AppendHeader(&ct)
-	inv.SetBody(body)
+	// build makes the INVITE, each time with the dialog's next CSeq: a
+	// second one answers the recorder's digest challenge.
+	build := func(authorization string) *sip.Request {
+		inv := sess.dlg.request(sip.INVITE, contact)
+		inv.RemoveHeader("Contact")
+		inv.AppendHeader(&sip.ContactHeader{Address: contact, Params: sip.HeaderParams{{K: "+sip.src"}}})
+		inv.AppendHeader(sip.NewHeader("Require", "siprec"))
+		inv.AppendHeader(sip.NewHeader("Allow", dialogAllow))
+		if authorization != "" {
+			inv.AppendHeader(sip.NewHeader("Authorization", authorization))
+		}
+		ct := sip.ContentTypeHeader("multipart/mixed;boundary=" + boundary)
+		inv.AppendHeader(&ct)
+		inv.SetBody(body)
+		return inv
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
+	inv := build("")
 	res, err := r.invite(ctx, inv)
+	if err == nil && res.StatusCode == 401 && r.secret != "" {
+		var authorization string
+		if authorization, err = r.authorization(inv, res); err != nil {
+			return nil, err
+		}
+		res, err = r.invite(ctx, build(authorization))
+	}
 	if err != nil {
 		return nil, err
+	}
+	if !res.IsSuccess() {
+		return nil, fmt.Errorf("%w: %d %s", ErrRecorderRefused, res.StatusCode, res.Reason)
 	}
 	if err := sess.answered(res); err != nil {
 		sess.byeLater() // it did answer 200: end that dialog
@@ -413,8 +441,27 @@ func (r *SRC) startLocal(info RecordingInfo) (*RecordingSession, error) {
 	return sess, nil
 }
 
+// authorization answers the recorder's digest challenge to inv.
+func (r *SRC) authorization(inv *sip.Request, res *sip.Response) (string, error) {
+	h := res.GetHeader("WWW-Authenticate")
+	if h == nil {
+		return "", fmt.Errorf("%w: 401 without a challenge", ErrRecorderRefused)
+	}
+	chal, err := digest.ParseChallenge(h.Value())
+	if err != nil {
+		return "", fmt.Errorf("%w: challenge: %v", ErrRecorderRefused, err)
+	}
+	cred, err := digest.Digest(chal, digest.Options{Method: string(inv.Method), URI: inv.Recipient.String(),
+		Username: r.user, Password: r.secret, Count: 1})
+	if err != nil {
+		return "", fmt.Errorf("%w: challenge: %v", ErrRecorderRefused, err)
+	}
+	return cred.String(), nil
+}
+
 // invite sends the INVITE and waits for its final answer until ctx ends; a
-// session given up on is CANCELled.
+// session given up on is CANCELled. A final answer other than 2xx is
+// returned as it is (a 401 to answer, or a refusal).
 func (r *SRC) invite(ctx context.Context, inv *sip.Request) (*sip.Response, error) {
 	tx, err := r.client.TransactionRequest(ctx, inv, sipgo.ClientRequestAddVia)
 	if err != nil {
@@ -430,10 +477,8 @@ func (r *SRC) invite(ctx context.Context, inv *sip.Request) (*sip.Response, erro
 			switch {
 			case res.IsProvisional():
 				continue
-			case res.IsSuccess():
-				return res, nil
 			default:
-				return nil, fmt.Errorf("%w: %d %s", ErrRecorderRefused, res.StatusCode, res.Reason)
+				return res, nil
 			}
 		case <-tx.Done():
 			return nil, fmt.Errorf("%w: %v", ErrRecorderUnavailable, tx.Err())
@@ -469,7 +514,7 @@ func (sess *RecordingSession) answered(res *sip.Response) error {
 		sess.dlg.dest = net.JoinHostPort(c.Address.Host, strconv.Itoa(port))
 	}
 	sess.dlg.mu.Unlock()
-	ack := sess.dlg.requestSeq(sip.ACK, 1, sess.src.srv.calls.contact)
+	ack := sess.dlg.requestSeq(sip.ACK, res.CSeq().SeqNo, sess.src.srv.calls.contact)
 	ack.SetBody(nil) // Content-Length: 0, which a TCP peer needs to frame it
 	if err := sess.src.client.WriteRequest(ack, sipgo.ClientRequestAddVia); err != nil {
 		sess.logger.Warn("ACK to the recorder not sent", zap.Error(err))

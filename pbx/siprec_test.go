@@ -104,7 +104,8 @@ func startRecordingServer(t *testing.T) (*recorder.Server, *recordings, *readyEv
 		t.Fatal(err)
 	}
 	rows, evs := &recordings{rows: map[string]storage.Recording{}}, &readyEvents{}
-	rs, err := recorder.NewServer(recorder.ServerConfig{Listen: "127.0.0.1:0", JournalDir: filepath.Join(dir, "journal")},
+	rs, err := recorder.NewServer(recorder.ServerConfig{Listen: "127.0.0.1:0", JournalDir: filepath.Join(dir, "journal"),
+		Secret: srcSecret},
 		blobs, rows, evs, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
 	if err != nil {
 		t.Fatal(err)
@@ -116,6 +117,9 @@ func startRecordingServer(t *testing.T) (*recorder.Server, *recordings, *readyEv
 	<-rs.Ready()
 	return rs, rows, evs, blobs.Root()
 }
+
+// srcSecret is the shared secret the test recorders challenge for.
+const srcSecret = "test-siprec-secret-0123456789"
 
 const (
 	recCallID    = "6f1b8d7e-0d38-4c1f-9d43-9a2a3f1b0c11"
@@ -148,7 +152,7 @@ func tap(sess *RecordingSession, side media.Side, freq float64, n int, ssrc uint
 func TestRecordingSessionEndToEnd(t *testing.T) {
 	pbx := startCallPBX(t) // first: it sets sipgo's process-wide logger, which sipgo reads unlocked
 	rs, rows, evs, root := startRecordingServer(t)
-	src, err := NewSRC(pbx, RecorderConfig{URI: rs.URI()})
+	src, err := NewSRC(pbx, RecorderConfig{URI: rs.URI(), User: recorder.SRCUser, Secret: srcSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,18 +245,22 @@ func TestRecorderTrouble(t *testing.T) {
 		}
 	}()
 	refusing := refusingRecorder(t)
+	authenticating, rows, _, _ := startRecordingServer(t)
 
 	for _, tc := range []struct {
-		name string
-		uri  string
-		want error
+		name         string
+		uri          string
+		user, secret string
+		want         error
 	}{
-		{"down", "sip:recorder@127.0.0.1:" + closed + ";transport=tcp", ErrRecorderUnavailable},
-		{"mute", "sip:recorder@" + mute.Addr().String(), ErrRecorderUnavailable},
-		{"refusing", "sip:recorder@" + refusing + ";transport=tcp", ErrRecorderRefused},
+		{"down", "sip:recorder@127.0.0.1:" + closed + ";transport=tcp", "", "", ErrRecorderUnavailable},
+		{"mute", "sip:recorder@" + mute.Addr().String(), "", "", ErrRecorderUnavailable},
+		{"refusing", "sip:recorder@" + refusing + ";transport=tcp", "", "", ErrRecorderRefused},
+		{"no secret for a recorder that asks", authenticating.URI(), "", "", ErrRecorderRefused},
+		{"wrong secret", authenticating.URI(), recorder.SRCUser, "guessed", ErrRecorderRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			src, err := NewSRC(srv, RecorderConfig{URI: tc.uri, Timeout: 700 * time.Millisecond})
+			src, err := NewSRC(srv, RecorderConfig{URI: tc.uri, Timeout: 700 * time.Millisecond, User: tc.user, Secret: tc.secret})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,6 +281,11 @@ func TestRecorderTrouble(t *testing.T) {
 			}
 		})
 	}
+	rows.mu.Lock()
+	if len(rows.rows) != 0 {
+		t.Errorf("the authenticating recorder stored %d rows for unauthenticated sessions", len(rows.rows))
+	}
+	rows.mu.Unlock()
 
 	t.Run("disabled and bad input", func(t *testing.T) {
 		var none *SRC

@@ -95,7 +95,9 @@ func (w *CDRWriter) Run(ctx context.Context) error {
 func (w *CDRWriter) consume(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := events.EnsureStream(sctx, w.js); err != nil {
+	// OpenStream, not EnsureStream: a recorder's NATS user may create the
+	// stream a restarted server lost, never change the PBX's.
+	if _, err := events.OpenStream(sctx, w.js); err != nil {
 		return err
 	}
 	cons, err := w.js.CreateOrUpdateConsumer(sctx, events.StreamName, jetstream.ConsumerConfig{

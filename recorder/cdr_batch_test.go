@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/maskpbx/maskpbx/internal/bus"
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/internal/testenv"
 )
@@ -23,7 +24,7 @@ import (
 func TestCDRWriterBatches(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
-	js := connect(t, testenv.NATS(t), "recorder")
+	js := connectAs(t, testenv.NATS(t), "recorder", bus.Auth{})
 	if _, err := events.EnsureStream(ctx, js); err != nil {
 		t.Fatal(err)
 	}

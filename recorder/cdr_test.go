@@ -77,9 +77,11 @@ func openStore(t *testing.T, url string) *storage.Store {
 	return s
 }
 
-func connect(t *testing.T, url, name string) jetstream.JetStream {
+// connectAs connects as one of the embedded server's users: the CDR
+// writer runs as the recorder's, whose permissions must suffice for it.
+func connectAs(t *testing.T, url, name string, auth bus.Auth) jetstream.JetStream {
 	t.Helper()
-	nc, js, err := bus.Connect(context.Background(), url, name)
+	nc, js, err := bus.Connect(context.Background(), url, name, auth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,13 +235,16 @@ func execSQL(t *testing.T, url, sql string) {
 func TestCDRWriter(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
-	natsURL := testenv.NATS(t)
-	js := connect(t, natsURL, "recorder")
-	pub := newPublisher(t, connect(t, natsURL, "pbx"))
-	if _, err := events.EnsureStream(ctx, js); err != nil {
+	ns, users := testenv.NATSServer(t)
+	// The writer runs as the recorder's user; the test pokes the stream
+	// (raw events, a deleted consumer) as the PBX's.
+	writerJS := connectAs(t, ns.URL(), "recorder", users.RecorderAuth())
+	js := connectAs(t, ns.URL(), "pbx", users.PBXAuth())
+	pub := newPublisher(t, js)
+	if _, err := events.OpenStream(ctx, writerJS); err != nil { // as a recorder that starts first
 		t.Fatal(err)
 	}
-	stopWriter := startWriter(t, js, db.store)
+	stopWriter := startWriter(t, writerJS, db.store)
 	t0 := time.Now().UTC().Add(-time.Hour)
 	parent := t
 
@@ -276,7 +281,7 @@ func TestCDRWriter(t *testing.T) {
 		if err := js.DeleteConsumer(ctx, events.StreamName, CDRConsumer); err != nil {
 			t.Fatal(err)
 		}
-		startWriter(parent, js, db.store) // runs on for the subtests below
+		startWriter(parent, writerJS, db.store) // runs on for the subtests below
 		// 8 events: 4, and the same 4 under new message ids.
 		if info := consumerIdle(t, js); info.Delivered.Consumer < 8 {
 			t.Fatalf("new consumer delivered %d events", info.Delivered.Consumer)
@@ -344,13 +349,14 @@ func TestCDRWriterSurvivesDatabaseOutage(t *testing.T) {
 	proxy := newTCPProxy(t, db.url)
 	writerStore := openStore(t, proxy.url)
 
-	natsURL := testenv.NATS(t)
-	js := connect(t, natsURL, "recorder")
-	pub := newPublisher(t, connect(t, natsURL, "pbx"))
-	if _, err := events.EnsureStream(ctx, js); err != nil {
+	ns, users := testenv.NATSServer(t)
+	writerJS := connectAs(t, ns.URL(), "recorder", users.RecorderAuth())
+	js := connectAs(t, ns.URL(), "pbx", users.PBXAuth())
+	pub := newPublisher(t, js)
+	if _, err := events.OpenStream(ctx, writerJS); err != nil { // as a recorder that starts first
 		t.Fatal(err)
 	}
-	startWriter(t, js, writerStore)
+	startWriter(t, writerJS, writerStore)
 	t0 := time.Now().UTC()
 
 	warmup := answeredCall(db, t0)
@@ -408,19 +414,20 @@ func TestCDRWriterSurvivesNATSRestart(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
 	dir, port := t.TempDir(), testenv.FreePort(t, "127.0.0.1")
-	srv, err := bus.StartEmbedded(dir, "127.0.0.1", port)
+	users := bus.NewUsers()
+	srv, err := bus.StartEmbedded(dir, "127.0.0.1", port, users)
 	if err != nil {
 		t.Fatal(err)
 	}
 	restart := func() {
-		srv, err = bus.StartEmbedded(dir, "127.0.0.1", port)
+		srv, err = bus.StartEmbedded(dir, "127.0.0.1", port, users)
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Cleanup(func() { srv.Shutdown() })
 	natsURL := srv.URL()
-	pubJS := connect(t, natsURL, "pbx")
+	pubJS := connectAs(t, natsURL, "pbx", users.PBXAuth())
 	if _, err := events.EnsureStream(ctx, pubJS); err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +454,7 @@ func TestCDRWriterSurvivesNATSRestart(t *testing.T) {
 	}
 	restart()
 
-	startWriter(t, connect(t, natsURL, "recorder"), db.store)
+	startWriter(t, connectAs(t, natsURL, "recorder", users.RecorderAuth()), db.store)
 	checkAnswered(t, db, waitCDR(t, db.store, before[0].CallID, 15*time.Second), before)
 	checkAnswered(t, db, waitCDR(t, db.store, during[0].CallID, 15*time.Second), during)
 
@@ -561,11 +568,11 @@ func (p *tcpProxy) up() {
 func TestCDRWriterStopsWhenConnectionCloses(t *testing.T) {
 	ctx := context.Background()
 	url := testenv.NATS(t)
-	nc, js, err := bus.Connect(ctx, url, "recorder")
+	nc, js, err := bus.Connect(ctx, url, "recorder", bus.Auth{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	onlooker, look, err := bus.Connect(ctx, url, "onlooker")
+	onlooker, look, err := bus.Connect(ctx, url, "onlooker", bus.Auth{})
 	if err != nil {
 		t.Fatal(err)
 	}

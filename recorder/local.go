@@ -57,7 +57,7 @@ func (s *Server) StartLocal(meta Metadata, codec string) (ls *LocalSession, err 
 		meta.ClientCode != "" && !clientCodeRE.MatchString(meta.ClientCode):
 		return nil, fmt.Errorf("%w: ids", ErrBadLocalRecording)
 	}
-	ss, err := s.registerSession("local/"+meta.CallID, meta)
+	ss, err := s.registerSession("local/"+meta.CallID, meta, "", "")
 	if err != nil {
 		s.stats.refused.Add(1)
 		return nil, err

@@ -57,8 +57,14 @@ type ServerConfig struct {
 	// Node names this recorder in recordings rows (the blob store holding a
 	// file); default the host name.
 	Node string
-	// Allow lists the sources that may start a recording; empty allows any.
+	// Allow lists the sources that may start a recording; empty allows any
+	// (maskpbx's commands always set it: loopback by default).
 	Allow []netip.Prefix
+	// Secret, if set, is the shared secret an SRC proves with digest
+	// authentication (user SRCUser, realm SRCRealm, MD5, qop=auth) on each
+	// INVITE that starts a session; empty asks for none (maskpbx's
+	// commands always set one).
+	Secret string
 	// JournalDir keeps the crash journal; it must be on a disk that
 	// survives a restart. Required.
 	JournalDir string
@@ -149,6 +155,7 @@ type Server struct {
 	syncQueue chan *session
 
 	rows *rowWriter
+	auth *srcAuth // nil: SRCs are not authenticated
 
 	stats struct {
 		started, refused, complete, partial, missing, recovered atomic.Uint64
@@ -211,6 +218,9 @@ func NewServer(cfg ServerConfig, blobs BlobStore, catalog Catalog, sink EventSin
 		ports: newUDPPorts(listenIP, lo, hi), public: public.Unmap(),
 		ready: make(chan struct{}), sessions: map[string]*session{},
 		syncQueue: make(chan *session, syncQueueLen), rows: newRowWriter(catalog),
+	}
+	if cfg.Secret != "" {
+		s.auth = newSRCAuth(cfg.Secret)
 	}
 	slogger := sipLogger(logger)
 	s.ua, err = sipgo.NewUA(
@@ -415,8 +425,10 @@ var (
 // sipStatus is the one place where recording errors become SIP statuses.
 func sipStatus(err error) (int, string) {
 	switch {
-	case errors.Is(err, errForbidden), errors.Is(err, errNotSIPREC):
+	case errors.Is(err, errForbidden), errors.Is(err, errNotSIPREC), errors.Is(err, errBadCredentials):
 		return 403, "Forbidden"
+	case errors.Is(err, errUnauthenticated):
+		return 401, "Unauthorized"
 	case errors.Is(err, errBadExtension):
 		return 420, "Bad Extension"
 	case errors.Is(err, errMalformed), errors.Is(err, ErrBadBody), errors.Is(err, ErrBadMetadata):
@@ -548,7 +560,12 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	if err := s.checkInvite(req); err != nil {
+	if err := s.checkInvite(req); errors.Is(err, errUnauthenticated) {
+		// The first step of every authenticated session, not a refusal.
+		s.logger.Debug("recording INVITE challenged", zap.Error(err))
+		s.reply(req, tx, 401, "Unauthorized", sip.NewHeader("WWW-Authenticate", s.auth.challenge()))
+		return
+	} else if err != nil {
 		s.refuse(req, tx, err)
 		return
 	}
@@ -612,6 +629,9 @@ func (s *Server) checkInvite(req *sip.Request) error {
 	}
 	if _, ok := req.From().Params.Get("tag"); !ok {
 		return fmt.Errorf("%w: no From tag", errMalformed)
+	}
+	if s.auth != nil {
+		return s.auth.verify(req)
 	}
 	return nil
 }

@@ -204,6 +204,12 @@ func srcOffer(codec string) string {
 // RTP addresses by label.
 func (s *src) invite(r *testRecorder, contentType, body string, extra ...sip.Header) (*sipgo.DialogClientSession, map[string]netip.AddrPort, error) {
 	s.t.Helper()
+	return s.inviteAs(r, sipgo.AnswerOptions{}, contentType, body, extra...)
+}
+
+// inviteAs is invite answering a digest challenge with auth's credentials.
+func (s *src) inviteAs(r *testRecorder, auth sipgo.AnswerOptions, contentType, body string, extra ...sip.Header) (*sipgo.DialogClientSession, map[string]netip.AddrPort, error) {
+	s.t.Helper()
 	_, port, _ := net.SplitHostPort(r.srv.Addr())
 	uri := sip.Uri{Scheme: "sip", User: "recorder", Host: "127.0.0.1", Port: atoi(port),
 		UriParams: sip.HeaderParams{{K: "transport", V: "tcp"}}}
@@ -215,7 +221,7 @@ func (s *src) invite(r *testRecorder, contentType, body string, extra ...sip.Hea
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := d.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+	if err := d.WaitAnswer(ctx, auth); err != nil {
 		return d, nil, err
 	}
 	if err := d.Ack(ctx); err != nil {

@@ -79,12 +79,11 @@ type endReason struct {
 // newSession sets a recording up completely: sockets, file, journal entry
 // and our SDP answer. On error nothing is left behind.
 func (s *Server) newSession(req *sip.Request, offer recordingOffer, meta Metadata) (ss *session, err error) {
-	ss, err = s.registerSession(req.CallID().Value(), meta)
+	remoteTag, _ := req.From().Params.Get("tag")
+	ss, err = s.registerSession(req.CallID().Value(), meta, sip.GenerateTagN(16), remoteTag)
 	if err != nil {
 		return nil, err
 	}
-	ss.localTag = sip.GenerateTagN(16)
-	ss.remoteTag, _ = req.From().Params.Get("tag")
 	defer func() {
 		if err != nil {
 			ss.abandon()
@@ -160,16 +159,25 @@ func (s *Server) newSession(req *sip.Request, offer recordingOffer, meta Metadat
 // anything is written, so the journal sweeper never takes this recording
 // for one of a dead process. The caller sets it up and begins it, or
 // abandons and forgets it.
-func (s *Server) registerSession(key string, meta Metadata) (*session, error) {
+//
+// The dialog's tags are set here, before the session is published: an
+// in-dialog request on the same Call-ID (the ACK of a digest challenge's
+// 401) may look the session up at once (find).
+func (s *Server) registerSession(key string, meta Metadata, localTag, remoteTag string) (*session, error) {
 	now := time.Now()
-	ss := &session{srv: s, callID: key, start: now, sessionID: newSessionID(), acked: make(chan struct{})}
+	ss := &session{srv: s, callID: key, start: now, sessionID: newSessionID(), acked: make(chan struct{}),
+		localTag: localTag, remoteTag: remoteTag}
 	ss.rec = storage.Recording{
 		ID: uuid.NewString(), CallID: meta.CallID, ClientID: meta.ClientID, ManagerID: meta.ManagerID,
 		Direction: meta.Direction, Source: storage.SourceMaskPBX, Node: s.cfg.Node,
 		Status: storage.RecordingActive, StartedAt: now.UTC().Truncate(time.Microsecond), DTMF: []storage.DTMFEvent{},
 	}
 	if !meta.Ours() {
+		// No call of ours named: whatever client or manager the metadata
+		// claims, the recording belongs to nobody (a session naming a
+		// client without a call must not land in that client's list).
 		ss.rec.CallID, ss.rec.Source = uuid.NewString(), storage.SourceSIPREC
+		ss.rec.ClientID, ss.rec.ManagerID, ss.rec.Direction = "", "", ""
 	}
 	fields := []zap.Field{zap.String("recording_id", ss.rec.ID), zap.String("call_id", ss.rec.CallID)}
 	if ss.rec.ClientID != "" {

@@ -223,7 +223,19 @@ func (s *Store) Recording(ctx context.Context, id string) (Recording, error) {
 	return scanRecording(s.pool.QueryRow(ctx, `SELECT `+recordingColumns+` FROM recordings WHERE id = $1`, id))
 }
 
-// Recordings lists recordings, newest first.
+// listedRecording is the condition a recordings row r meets to be listed:
+// a recording of our PBX only once the call it names is known from the
+// PBX's own events (a CDR with the offered time that only the PBX's
+// offered event sets), for the client the CDR names; a recording of
+// another SRC belongs to nobody. A session that made a call up (issue 11,
+// finding 2) is stored but never listed.
+const listedRecording = `(
+	(r.source = 'siprec' AND r.client_id IS NULL AND r.manager_id IS NULL)
+	OR EXISTS (SELECT 1 FROM cdrs c WHERE c.call_id = r.call_id AND c.offered_at IS NOT NULL
+	           AND c.client_id IS NOT DISTINCT FROM r.client_id))`
+
+// Recordings lists recordings, newest first: those listedRecording lets
+// through.
 func (s *Store) Recordings(ctx context.Context, f RecordingFilter) ([]Recording, error) {
 	for _, id := range []string{f.ClientID, f.ManagerID, f.CallID} {
 		if id != "" && !validUUID(id) {
@@ -235,9 +247,9 @@ func (s *Store) Recordings(ctx context.Context, f RecordingFilter) ([]Recording,
 		limit = 100
 	}
 	limit = min(limit, 1000)
-	rows, err := s.pool.Query(ctx, `SELECT `+recordingColumns+` FROM recordings
+	rows, err := s.pool.Query(ctx, `SELECT `+recordingColumns+` FROM recordings r
 		WHERE ($1::uuid IS NULL OR client_id = $1::uuid) AND ($2::uuid IS NULL OR manager_id = $2::uuid)
-		  AND ($3::uuid IS NULL OR call_id = $3::uuid)
+		  AND ($3::uuid IS NULL OR call_id = $3::uuid) AND `+listedRecording+`
 		ORDER BY started_at DESC, id LIMIT $4`, nullUUID(f.ClientID), nullUUID(f.ManagerID), nullUUID(f.CallID), limit)
 	if err != nil {
 		return nil, fmt.Errorf("storage: list recordings: %w", err)

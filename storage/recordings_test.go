@@ -30,6 +30,16 @@ func TestRecordings(t *testing.T) {
 	}
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Microsecond)
 	rec := newRecording(cdrUUID(), acme.ID, anna.ID, t0)
+	// offered is what the PBX publishes for a call: the recordings of a
+	// call that has it are listed.
+	offered := func(t *testing.T, callID, clientID string) {
+		t.Helper()
+		if _, err := s.ApplyCallEvent(ctx, storage.CallEvent{EventID: cdrUUID(), Kind: storage.CallOffered, At: t0,
+			CallID: callID, Direction: "inbound", ClientID: clientID, ManagerID: anna.ID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	offered(t, rec.CallID, acme.ID)
 
 	t.Run("start, end, and a late start retry that must not undo the end", func(t *testing.T) {
 		if err := s.SaveRecording(ctx, rec); err != nil {
@@ -92,6 +102,7 @@ func TestRecordings(t *testing.T) {
 		if err := s.SaveRecording(ctx, newer); err != nil {
 			t.Fatal(err)
 		}
+		offered(t, newer.CallID, acme.ID)
 		list, err := s.Recordings(ctx, storage.RecordingFilter{ClientID: acme.ID})
 		if err != nil || len(list) != 2 || list[0].ID != newer.ID || list[1].ID != rec.ID {
 			t.Fatalf("list: %+v %v", list, err)
@@ -101,6 +112,48 @@ func TestRecordings(t *testing.T) {
 		}
 		if list, _ := s.Recordings(ctx, storage.RecordingFilter{ClientID: "nope"}); len(list) != 0 {
 			t.Fatalf("bad id matched %d", len(list))
+		}
+	})
+
+	// Issue 11, finding 2: an SRC named a real client and manager in a
+	// session of a call that never was; or of a real call, but another
+	// client; or only recording.ready came for it (what a recorder may
+	// publish). None of them is listed; another SRC's own are.
+	t.Run("a recording of a call the PBX never announced is not listed", func(t *testing.T) {
+		madeUp := newRecording(cdrUUID(), acme.ID, anna.ID, t0.Add(2*time.Minute))
+		readyOnly := newRecording(cdrUUID(), acme.ID, anna.ID, t0.Add(3*time.Minute))
+		if _, err := s.ApplyCallEvent(ctx, storage.CallEvent{EventID: cdrUUID(), Kind: storage.CallRecordingReady, At: t0,
+			CallID: readyOnly.CallID, Direction: "inbound", ClientID: acme.ID, ManagerID: anna.ID, Recording: "complete"}); err != nil {
+			t.Fatal(err)
+		}
+		other, err := s.CreateClient(ctx, storage.NewClient{Name: "Other", Phones: []masking.SealedPhone{phone("r2")},
+			ManagerID: anna.ID, NewCode: nextCode}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		otherCall := newRecording(cdrUUID(), acme.ID, anna.ID, t0.Add(4*time.Minute))
+		offered(t, otherCall.CallID, other.ID)
+		foreign := newRecording(cdrUUID(), "", "", t0.Add(5*time.Minute))
+		foreign.Source, foreign.Direction = storage.SourceSIPREC, ""
+		for _, r := range []storage.Recording{madeUp, readyOnly, otherCall, foreign} {
+			if err := s.SaveRecording(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, f := range []storage.RecordingFilter{{ClientID: acme.ID}, {ManagerID: anna.ID}, {CallID: madeUp.CallID}, {}} {
+			list, err := s.Recordings(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range list {
+				if r.ID == madeUp.ID || r.ID == readyOnly.ID || r.ID == otherCall.ID {
+					t.Errorf("listed by %+v: %+v", f, r)
+				}
+			}
+		}
+		all, _ := s.Recordings(ctx, storage.RecordingFilter{})
+		if len(all) == 0 || all[0].ID != foreign.ID {
+			t.Errorf("another SRC's recording is not listed: %+v", all)
 		}
 	})
 

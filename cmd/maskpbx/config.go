@@ -18,7 +18,10 @@ type Config struct {
 	DatabaseURL string
 	NATSURL     string
 	NATSListen  string
-	SIPListen   string
+	// NATS is how to authenticate to --nats-url (the embedded server's
+	// credentials are generated into the data dir).
+	NATS      natsClient
+	SIPListen string
 	// SIPTLSListen is --sip-tls-listen: SIP over TLS for phones; "" or
 	// "off" disables it. SIPTLSCert and SIPTLSKey are PEM files; without
 	// them a self-signed pair is generated into the data dir once.
@@ -40,7 +43,10 @@ type Config struct {
 	MaxSetups                           int
 	Demo                                bool
 	// Recorder is --recorder: empty records in this process, "off" not at all.
-	Recorder           string
+	Recorder string
+	// RecorderSecret is --recorder-secret: the SIPREC digest secret; empty
+	// takes <data-dir>/keys/siprec.secret (generated once).
+	RecorderSecret     string
 	RecordingRetention int // days; 0 keeps recordings forever
 	// PprofListen is --pprof-listen: where net/http/pprof is served; empty
 	// serves it nowhere.
@@ -53,6 +59,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL; empty runs an embedded server")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server (other nodes can join it)")
+	c.NATS.register(fs)
 	fs.StringVar(&c.SIPListen, "sip-listen", "0.0.0.0:5060", "SIP UDP+TCP address")
 	fs.StringVar(&c.SIPTLSListen, "sip-tls-listen", ":5061", `SIP over TLS address for phones ("off": none)`)
 	fs.StringVar(&c.SIPTLSCert, "sip-tls-cert", "", "PEM certificate (chain) of the SIP TLS listener; empty: a self-signed one generated into the data dir")
@@ -74,6 +81,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console")
 	fs.BoolVar(&c.Demo, "demo", false, "seed demo data (company number, two managers, three clients) if missing")
 	fs.StringVar(&c.Recorder, "recorder", "", `SIPREC recorder URI (sip:recorder@host:port;transport=tcp); empty runs one in this process, "off" records nothing`)
+	fs.StringVar(&c.RecorderSecret, "recorder-secret", "", "shared secret the PBX answers the recorder's digest challenge with (prefer MASKPBX_RECORDER_SECRET); default: <data-dir>/keys/siprec.secret, generated once")
 	fs.IntVar(&c.RecordingRetention, "recording-retention", 0, "days to keep recording audio (in-process recorder); 0 keeps it forever")
 	fs.StringVar(&c.PprofListen, "pprof-listen", "", "address serving Go profiles (/debug/pprof/); empty: none. Never expose it beyond the host")
 	return fs

@@ -75,3 +75,48 @@ func loadKey(env, path string) ([]byte, error) {
 	}
 	return k, f.Sync()
 }
+
+// siprecSecretFile is the shared secret of SIPREC digest authentication
+// under the data dir: the PBX answers the recorder's challenge with it, the
+// recorder checks it. A PBX and a recorder sharing a data dir share it.
+const siprecSecretFile = "siprec.secret"
+
+// loadSIPRECSecret is the flag's value if set, else the secret in
+// dataDir/keys, generated once (0600).
+func loadSIPRECSecret(flagValue, dataDir string) (string, error) {
+	if flagValue != "" {
+		if len(flagValue) < 16 {
+			return "", errors.New("the SIPREC secret must be 16 characters or more")
+		}
+		return flagValue, nil
+	}
+	path := filepath.Join(dataDir, "keys", siprecSecretFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if s := strings.TrimSpace(string(b)); len(s) >= 16 {
+			return s, nil
+		}
+		return "", fmt.Errorf("%s: secret shorter than 16 characters", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	k, err := masking.GenerateKey()
+	if err != nil {
+		return "", err
+	}
+	secret := base64.RawURLEncoding.EncodeToString(k)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) { // another process was quicker
+		return loadSIPRECSecret("", dataDir)
+	}
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := f.WriteString(secret + "\n"); err != nil {
+		return "", err
+	}
+	return secret, f.Sync()
+}

@@ -45,6 +45,9 @@ func (c Config) validate() error {
 				badf("nats-url", "%q is not a NATS URL (nats://host:port)", strings.TrimSpace(u))
 			}
 		}
+		if err := c.NATS.check(c.NATSURL); err != nil {
+			bad("nats-url", err)
+		}
 	} else if _, err := listenAddr(c.NATSListen); err != nil {
 		bad("nats-listen", err)
 	}

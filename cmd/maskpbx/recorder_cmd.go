@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/maskpbx/maskpbx/internal/bus"
+	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/internal/logging"
 	"github.com/maskpbx/maskpbx/pbx"
 	"github.com/maskpbx/maskpbx/recorder"
@@ -30,12 +32,14 @@ type recorderConfig struct {
 	DataDir     string
 	DatabaseURL string
 	NATSURL     string
+	NATS        natsClient // how to authenticate to --nats-url
 	SIPListen   string
 	PublicAddr  string
 	RTPPorts    string
 	HTTPListen  string
 	Node        string
 	Allow       string
+	Secret      string // --siprec-secret
 	LogFormat   string
 	Retention   int
 	CDRWriter   bool
@@ -47,12 +51,14 @@ func newRecorderFlagSet(c *recorderConfig) *flag.FlagSet {
 	fs.StringVar(&c.DataDir, "data-dir", "./var", "recordings (<data-dir>/recordings) and the crash journal live here")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS URL for recording.ready events and the CDR writer; empty sends no events")
+	c.NATS.register(fs)
 	fs.StringVar(&c.SIPListen, "sip-listen", recorder.DefaultRecorderListen, "SIP UDP+TCP address recording sessions come to")
 	fs.StringVar(&c.PublicAddr, "public-addr", "", "IP written into SDP and Contact (default: the listen IP)")
 	fs.StringVar(&c.RTPPorts, "rtp-ports", "", "UDP port range for recorded streams, e.g. 30000-39999 (default: any)")
 	fs.StringVar(&c.HTTPListen, "http-listen", "", "address for /metrics and /healthz (default: none)")
 	fs.StringVar(&c.Node, "node", "", "this recorder's name in recording rows (default: the host name)")
-	fs.StringVar(&c.Allow, "siprec-allow", "", "comma-separated IPs/CIDRs allowed to start recordings (default: any)")
+	fs.StringVar(&c.Allow, "siprec-allow", "", "comma-separated IPs/CIDRs allowed to start recordings, e.g. the PBX's address (default: loopback only)")
+	fs.StringVar(&c.Secret, "siprec-secret", "", "shared secret SRCs authenticate with (digest, user "+recorder.SRCUser+"; prefer MASKPBX_SIPREC_SECRET); default: <data-dir>/keys/siprec.secret, generated once")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console")
 	fs.IntVar(&c.Retention, "recording-retention", 0, "days to keep recording audio; 0 keeps it forever")
 	fs.BoolVar(&c.CDRWriter, "cdr-writer", true, "also write CDRs from call events (needs --nats-url)")
@@ -75,6 +81,11 @@ func parseRecorderConfig(args []string) (recorderConfig, error) {
 		return c, errors.New("--log-format must be json or console")
 	case c.Retention < 0:
 		return c, errors.New("--recording-retention must be 0 (keep) or a number of days")
+	}
+	if c.NATSURL != "" {
+		if err := c.NATS.check(c.NATSURL); err != nil {
+			return c, fmt.Errorf("--nats-url: %w", err)
+		}
 	}
 	return c, nil
 }
@@ -101,6 +112,13 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 	if err != nil {
 		return fmt.Errorf("--siprec-allow: %w", err)
 	}
+	if len(allow) == 0 {
+		allow = loopback
+	}
+	secret, err := loadSIPRECSecret(cfg.Secret, cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("--siprec-secret: %w", err)
+	}
 	if _, err := storage.Migrate(ctx, cfg.DatabaseURL); err != nil {
 		return err
 	}
@@ -119,12 +137,17 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 	var sink recorder.EventSink
 	var cdr *recorder.CDRWriter
 	if cfg.NATSURL != "" {
-		nc, js, err := bus.Connect(ctx, cfg.NATSURL, "maskpbx-recorder")
+		auth := cfg.NATS.auth()
+		// Replies under the recorder's own prefix: the only subjects its
+		// user on the embedded server may subscribe to.
+		auth.InboxPrefix = bus.RecorderInboxPrefix
+		nc, js, err := bus.Connect(ctx, cfg.NATSURL, "maskpbx-recorder", auth)
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
-		publisher, stopPublisher, err := startPublisher(ctx, js, logger,
+		// The recorder's user may not change the PBX's stream: open it only.
+		publisher, stopPublisher, err := startPublisher(ctx, js, events.OpenStream, logger,
 			"recording events not flushed; the journal repeats them at the next start")
 		if err != nil {
 			return err
@@ -149,7 +172,7 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 		return err
 	}
 	rs, err := recorder.NewServer(recorder.ServerConfig{
-		Listen: cfg.SIPListen, PublicAddr: cfg.PublicAddr, RTPPorts: cfg.RTPPorts, Node: cfg.Node, Allow: allow,
+		Listen: cfg.SIPListen, PublicAddr: cfg.PublicAddr, RTPPorts: cfg.RTPPorts, Node: cfg.Node, Allow: allow, Secret: secret,
 		JournalDir: filepath.Join(cfg.DataDir, "recorder-journal"), SyncInterval: cfg.Sync,
 	}, blobs, store, sink, logger.Named("recorder"))
 	if err != nil {
@@ -198,6 +221,9 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 	return g.Wait()
 }
 
+// loopback is the default SIPREC allow-list: this host only.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
 // RecorderOff is the --recorder value that records nothing.
 const RecorderOff = "off"
 
@@ -219,10 +245,14 @@ type recording struct {
 // retentionDays is --recording-retention (0 keeps audio forever); the
 // in-process recorder applies it. Call it after pbx.NewServer and before
 // EnableCalls (CallConfig.Recorder = the returned SRC).
-func setupRecording(uri string, retentionDays int, dataDir string, sip *pbx.Server, store *storage.Store,
+func setupRecording(uri, secretFlag string, retentionDays int, dataDir string, sip *pbx.Server, store *storage.Store,
 	sink recorder.EventSink, logger *zap.Logger) (*recording, error) {
 	if retentionDays < 0 {
 		return nil, errors.New("--recording-retention must be 0 (keep) or a number of days")
+	}
+	secret, err := loadSIPRECSecret(secretFlag, dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("--recorder-secret: %w", err)
 	}
 	blobs, err := recorder.NewFSBlobs(filepath.Join(dataDir, "recordings"))
 	if err != nil {
@@ -234,8 +264,10 @@ func setupRecording(uri string, retentionDays int, dataDir string, sip *pbx.Serv
 		return r, nil
 	}
 	if uri == "" {
+		// The PBX hands it packets directly (localRecorder); its SIP port
+		// takes sessions from this host only, with the secret.
 		r.server, err = recorder.NewServer(recorder.ServerConfig{
-			Listen: "127.0.0.1:0", JournalDir: filepath.Join(dataDir, "recorder-journal"),
+			Listen: "127.0.0.1:0", JournalDir: filepath.Join(dataDir, "recorder-journal"), Allow: loopback, Secret: secret,
 		}, blobs, store, sink, logger.Named("recorder"))
 		if err != nil {
 			return nil, err
@@ -249,7 +281,7 @@ func setupRecording(uri string, retentionDays int, dataDir string, sip *pbx.Serv
 				MaxAge: time.Duration(retentionDays) * 24 * time.Hour, Logger: logger.Named("retention")}
 		}
 	}
-	cfg := pbx.RecorderConfig{URI: uri}
+	cfg := pbx.RecorderConfig{URI: uri, User: recorder.SRCUser, Secret: secret}
 	if r.server != nil {
 		// The relay hands packets straight to the recorder: no SIPREC
 		// dialog or UDP inside one process.

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/maskpbx/maskpbx/internal/audio"
+	"github.com/maskpbx/maskpbx/internal/bus"
 	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/recorder"
 	"github.com/maskpbx/maskpbx/storage"
@@ -494,7 +495,15 @@ func TestRecorderKilledMidCall(t *testing.T) {
 	anna := s.manager("anna")
 	acme := s.client("Acme Trading", acmeNumber, anna.ID)
 	s.register("anna", annaIP, 5070)
+	// The recorder joins serve's embedded NATS as the recorder's user, with
+	// the password serve generated; it shares serve's data dir, so the
+	// SIPREC secret too.
+	natsPassword, err := os.ReadFile(filepath.Join(cfg.DataDir, "keys", bus.RecorderPasswordFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	args := []string{"--data-dir", cfg.DataDir, "--database-url", cfg.DatabaseURL, "--nats-url", s.run.NATSURL,
+		"--nats-user", bus.UserRecorder, "--nats-password", strings.TrimSpace(string(natsPassword)),
 		"--sip-listen", recAddr, "--node", "recorder-1", "--log-format", "console"}
 	rp := startRecorderProcess(t, recAddr, args...)
 
@@ -553,10 +562,12 @@ func TestRecorderKilledMidCall(t *testing.T) {
 
 // TestStandardSRC: a SIPREC client that is not our PBX (SIPp, with RFC 7865
 // metadata that names the parties by phone number, as SBCs do) is recorded
-// by `maskpbx recorder`: first participant's stream left, second right,
-// under "unassigned", and no number reaches the row or the logs.
+// by `maskpbx recorder` once it answers the digest challenge with the
+// shared secret: first participant's stream left, second right, under
+// "unassigned", and no number reaches the row or the logs.
 func TestStandardSRC(t *testing.T) {
 	const recIP, srcIP = "127.0.0.30", "127.0.0.31"
+	const secret = "the-sbc-and-the-recorder-share-this"
 	dbURL := testenv.Database(t)
 	dataDir := t.TempDir()
 	port := testenv.FreePort(t, recIP)
@@ -565,7 +576,7 @@ func TestStandardSRC(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- runRecorder(ctx, recorderConfig{DataDir: dataDir, DatabaseURL: dbURL, SIPListen: fmt.Sprintf("%s:%d", recIP, port),
-			Node: "siprec-test"}, zap.New(core))
+			Node: "siprec-test", Allow: srcIP, Secret: secret}, zap.New(core))
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	waitListening(t, fmt.Sprintf("%s:%d", recIP, port), done)
@@ -575,7 +586,7 @@ func TestStandardSRC(t *testing.T) {
 	src := testenv.StartSIPp(t, "sbc", testenv.SIPpOptions{
 		Scenario: "siprec_src.xml", LocalIP: srcIP, Remote: fmt.Sprintf("%s:%d", recIP, port),
 		Keys: map[string]string{"media_ip": srcIP, "port_a": "41800", "port_b": "41802"},
-		Args: []string{"-d", "3000"},
+		Args: []string{"-d", "3000", "-au", recorder.SRCUser, "-ap", secret},
 	})
 	if _, err := src.LogValue("ANSWERED", 10*time.Second); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/console"
 	"github.com/maskpbx/maskpbx/internal/bus"
+	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
 	"github.com/maskpbx/maskpbx/pbx/media"
@@ -78,7 +79,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	}
 	defer store.Close()
 
-	natsURL := cfg.NATSURL
+	natsURL, natsAuth := cfg.NATSURL, cfg.NATS.auth()
 	if natsURL == "" {
 		host, port, err := splitHostPort(cfg.NATSListen)
 		if err != nil {
@@ -87,16 +88,23 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		if port == 0 {
 			port = -1 // nats-server's "any free port"
 		}
-		ports.releaseNATS()
-		embedded, err := bus.StartEmbedded(filepath.Join(cfg.DataDir, "nats"), host, port)
+		// The embedded server's users: the PBX (this process and any other
+		// node joining it) and recorders, passwords generated once.
+		users, err := bus.LoadUsers(filepath.Join(cfg.DataDir, "keys"))
 		if err != nil {
 			return err
 		}
+		ports.releaseNATS()
+		embedded, err := bus.StartEmbedded(filepath.Join(cfg.DataDir, "nats"), host, port, users)
+		if err != nil {
+			return err
+		}
+		natsAuth = users.PBXAuth()
 		defer embedded.Shutdown()
 		natsURL = embedded.URL()
 		logger.Info("embedded NATS started", zap.String("url", natsURL))
 	}
-	nc, js, err := bus.Connect(ctx, natsURL, "maskpbx")
+	nc, js, err := bus.Connect(ctx, natsURL, "maskpbx", natsAuth)
 	if err != nil {
 		return err
 	}
@@ -113,7 +121,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		}
 	}
 
-	publisher, stopPublisher, err := startPublisher(ctx, js, logger, "call events not flushed")
+	publisher, stopPublisher, err := startPublisher(ctx, js, events.EnsureStream, logger, "call events not flushed")
 	if err != nil {
 		return err
 	}
@@ -152,7 +160,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
-	rec, err := setupRecording(cfg.Recorder, cfg.RecordingRetention, cfg.DataDir, sip, store, publisher, logger)
+	rec, err := setupRecording(cfg.Recorder, cfg.RecorderSecret, cfg.RecordingRetention, cfg.DataDir, sip, store, publisher, logger)
 	if err != nil {
 		return err
 	}

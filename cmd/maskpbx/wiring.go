@@ -53,12 +53,15 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 // queued events to reach NATS.
 const publisherFlushTimeout = 10 * time.Second
 
-// startPublisher makes sure the events stream exists and starts the
+// startPublisher makes sure the events stream exists (stream is
+// events.EnsureStream or, for a recorder, events.OpenStream) and starts the
 // process's event publisher. stop flushes what is still queued, waiting at
 // most publisherFlushTimeout, and logs unflushed (what a lost queue means for
 // this process) if that fails.
-func startPublisher(ctx context.Context, js jetstream.JetStream, logger *zap.Logger, unflushed string) (p *events.Publisher, stop func(), err error) {
-	if _, err := events.EnsureStream(ctx, js); err != nil {
+func startPublisher(ctx context.Context, js jetstream.JetStream,
+	stream func(context.Context, jetstream.JetStream) (jetstream.Stream, error),
+	logger *zap.Logger, unflushed string) (p *events.Publisher, stop func(), err error) {
+	if _, err := stream(ctx, js); err != nil {
 		return nil, nil, err
 	}
 	p = events.NewPublisher(js, logger.Named("events"))

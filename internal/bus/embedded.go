@@ -1,5 +1,7 @@
 // Package bus starts the embedded NATS server (JetStream on disk) that
 // maskpbx uses when no external NATS is configured, and connects to NATS.
+// Every connection carries credentials: the embedded server knows two users
+// (auth.go) and refuses anyone else.
 package bus
 
 import (
@@ -22,9 +24,14 @@ type Embedded struct {
 
 // StartEmbedded runs a NATS server with JetStream stored under dir. Port -1
 // picks a free port; host is the listen address (loopback by default).
-func StartEmbedded(dir, host string, port int) (*Embedded, error) {
+// Only users' two users can connect, each with its own permissions
+// (auth.go): a client without credentials is refused.
+func StartEmbedded(dir, host string, port int, users Users) (*Embedded, error) {
 	if host == "" {
 		host = "127.0.0.1"
+	}
+	if err := users.validate(); err != nil {
+		return nil, err
 	}
 	// nats-server reports a port it can't bind only to its (silenced) log
 	// and never becomes ready: try the port first, so that case is an error
@@ -45,6 +52,7 @@ func StartEmbedded(dir, host string, port int) (*Embedded, error) {
 		StoreDir:   dir,
 		NoSigs:     true,
 		NoLog:      true,
+		Users:      users.serverUsers(),
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -58,7 +66,7 @@ func StartEmbedded(dir, host string, port int) (*Embedded, error) {
 	return &Embedded{srv: srv}, nil
 }
 
-// URL is the client URL of the embedded server.
+// URL is the client URL of the embedded server, without credentials.
 func (e *Embedded) URL() string { return e.srv.ClientURL() }
 
 // Shutdown stops the server and waits for it.
@@ -68,9 +76,16 @@ func (e *Embedded) Shutdown() {
 }
 
 // Connect opens a NATS connection that keeps reconnecting forever, so a NATS
-// restart is a blip, not an outage.
-func Connect(ctx context.Context, url, name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+// restart is a blip, not an outage. auth says how it proves itself (the
+// URL's own user:password@ also does); a tls:// URL is verified against
+// the system roots and auth.CAFile.
+func Connect(ctx context.Context, url, name string, auth Auth) (*nats.Conn, jetstream.JetStream, error) {
+	opts, err := auth.options()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts = append(opts, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bus: connect: %w", err)
 	}

@@ -18,7 +18,7 @@ func TestStartEmbeddedPortInUse(t *testing.T) {
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
 	start := time.Now()
-	e, err := StartEmbedded(t.TempDir(), "127.0.0.1", port)
+	e, err := StartEmbedded(t.TempDir(), "127.0.0.1", port, NewUsers())
 	if err == nil {
 		e.Shutdown()
 		t.Fatal("embedded NATS started on a port in use")

@@ -63,7 +63,7 @@ func TestValidate(t *testing.T) {
 
 func connect(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
-	nc, js, err := bus.Connect(context.Background(), url, t.Name())
+	nc, js, err := bus.Connect(context.Background(), url, t.Name(), bus.Auth{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,11 +149,12 @@ func TestPublish(t *testing.T) {
 func TestOutboxSurvivesNATSRestart(t *testing.T) {
 	ctx := context.Background()
 	dir, port := t.TempDir(), testenv.FreePort(t, "127.0.0.1")
-	srv, err := bus.StartEmbedded(dir, "127.0.0.1", port)
+	users := bus.NewUsers()
+	srv, err := bus.StartEmbedded(dir, "127.0.0.1", port, users)
 	if err != nil {
 		t.Fatal(err)
 	}
-	js := connect(t, srv.URL())
+	js := connect(t, testenv.WithCredentials(srv.URL(), bus.UserPBX, users.PBX))
 	if _, err := EnsureStream(ctx, js); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestOutboxSurvivesNATSRestart(t *testing.T) {
 		}
 	})
 
-	srv, err = bus.StartEmbedded(dir, "127.0.0.1", port)
+	srv, err = bus.StartEmbedded(dir, "127.0.0.1", port, users)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -26,7 +27,32 @@ const MaxAge = 30 * 24 * time.Hour
 // current configuration. pbx and recorder both call it at start, so neither
 // depends on the other having run first.
 func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	s, err := js.CreateOrUpdateStream(ctx, streamConfig())
+	if err != nil {
+		return nil, fmt.Errorf("events: stream %s: %w", StreamName, err)
+	}
+	return s, nil
+}
+
+// OpenStream finds the CALLS stream, creating it if there is none, but
+// never changes an existing one: it is what a recorder calls, whose NATS
+// user may not update the stream (only the PBX's may).
+func OpenStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, StreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, streamConfig())
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another node was quicker
+			s, err = js.Stream(ctx, StreamName)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("events: stream %s: %w", StreamName, err)
+	}
+	return s, nil
+}
+
+func streamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "maskpbx call events (offered, ringing, answered, ended, recording.ready)",
 		Subjects:    []string{SubjectAll},
@@ -34,9 +60,5 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream
 		Retention:   jetstream.LimitsPolicy,
 		Duplicates:  DuplicateWindow,
 		MaxAge:      MaxAge,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("events: stream %s: %w", StreamName, err)
 	}
-	return s, nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,13 +115,34 @@ func Database(t testing.TB) string {
 	return strings.Replace(pgURL, "/postgres?", "/"+name+"?", 1)
 }
 
-// NATS starts an embedded NATS server with JetStream for one test.
+// NATS starts an embedded NATS server with JetStream for one test and
+// returns its URL with the PBX's credentials in it (nats://user:password@),
+// so a plain bus.Connect gets in as the PBX.
 func NATS(t testing.TB) string {
 	t.Helper()
-	e, err := bus.StartEmbedded(t.TempDir(), "127.0.0.1", -1)
+	e, users := NATSServer(t)
+	return WithCredentials(e.URL(), bus.UserPBX, users.PBX)
+}
+
+// NATSServer starts an embedded NATS server with JetStream for one test,
+// with fresh passwords for its users.
+func NATSServer(t testing.TB) (*bus.Embedded, bus.Users) {
+	t.Helper()
+	users := bus.NewUsers()
+	e, err := bus.StartEmbedded(t.TempDir(), "127.0.0.1", -1, users)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
 	t.Cleanup(e.Shutdown)
-	return e.URL()
+	return e, users
+}
+
+// WithCredentials puts user and password into a nats:// URL.
+func WithCredentials(natsURL, user, password string) string {
+	u, err := url.Parse(natsURL)
+	if err != nil {
+		return natsURL
+	}
+	u.User = url.UserPassword(user, password)
+	return u.String()
 }
