@@ -445,11 +445,18 @@ func TestRelayTap(t *testing.T) {
 		defer mu.Unlock()
 		seen[from] = append(seen[from], pkt.SequenceNumber)
 	}
+	tapped := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen[SideA]) + len(seen[SideB])
+	}
 	c := newCall(t, 22060, BridgeOptions{Tap: tap})
 	send(t, c.alice.rtp, c.aRTP(), rtpBytes(t, 0, 1, 0, 1, false, voice('a', 1)))
 	mustRecv(t, c.bob.rtp)
 	send(t, c.bob.rtp, c.bRTP(), rtpBytes(t, 0, 2, 0, 2, false, voice('b', 2)))
 	mustRecv(t, c.alice.rtp)
+	// The tap runs after the packet went out: wait for it to have seen both.
+	testenv.Eventually(t, 2*time.Second, func() bool { return tapped() == 2 }, "the tap to see both packets")
 	c.relay.SetTap(nil)
 	send(t, c.alice.rtp, c.aRTP(), rtpBytes(t, 0, 3, 0, 1, false, voice('a', 3)))
 	mustRecv(t, c.bob.rtp)
