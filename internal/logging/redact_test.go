@@ -21,10 +21,10 @@ func TestScrubPhones(t *testing.T) {
 		{"From: <sip:+79163141592@trunk>", "From: <sip:[digits]@trunk>", "From: <sip:[digits]@trunk>"},
 		{"tel:8 916 314 15 92;x", "tel:[digits];x", "tel:[digits];x"},
 		{"abc-7916314-xyz", "abc-[digits]-xyz", "abc-[digits]-xyz"},
-		{"916.314.15.92", "[digits]", "[digits]"},       // 916 is no octet
-		{"8.916.314.15.92", "[digits]", "[digits]"},     // five groups
-		{"+7.495.123.45.67", "[digits]", "[digits]"},    // five groups
-		{"(495) 123-45-67", "([digits]", "([digits]"},   // the bracket stays, the digits go
+		{"916.314.15.92", "[digits]", "[digits]"},     // 916 is no octet
+		{"8.916.314.15.92", "[digits]", "[digits]"},   // five groups
+		{"+7.495.123.45.67", "[digits]", "[digits]"},  // five groups
+		{"(495) 123-45-67", "([digits]", "([digits]"}, // the bracket stays, the digits go
 		{"8 - 916 - 314 - 15 - 92", "[digits]", "[digits]"},
 		// Numbers that are not phones stay readable.
 		{"port 5060, status 503 after 1500ms", "port 5060, status 503 after 1500ms", "port 5060, status 503 after 1500ms"},
