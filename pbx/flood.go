@@ -100,3 +100,14 @@ type FloodStats = sipnet.LimitStats
 
 // FloodStats returns the flood limiter's counters.
 func (s *Server) FloodStats() FloodStats { return s.flood.Stats() }
+
+// UDPPeers is the number of entries in sipgo's UDP connection table: one
+// per source ip:port that got past the limiter, kept until the listener
+// stops (sipgo forgets none). The limiter bounds how fast it grows; the
+// gauge shows whether it does.
+func (s *Server) UDPPeers() int {
+	if p := s.ua.TransportLayer().Pool("udp"); p != nil {
+		return p.Size()
+	}
+	return 0
+}

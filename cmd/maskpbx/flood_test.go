@@ -235,9 +235,9 @@ func TestSIPFloodFromOneAddress(t *testing.T) {
 	after := heapNow()
 	t.Logf("flood %v: %d datagrams sent (%.0f/s), %d dropped before parsing, %d passed (all sources), %d blocks; "+
 		"TCP %d connections opened, %d refused by the kernel, %d closed at accept; "+
-		"heap %.1f MB before, peak %.1f MB, %.1f MB after; trunk OPTIONS %d/%d answered; call %s",
+		"heap %.1f MB before, peak %.1f MB, %.1f MB after; trunk OPTIONS %d/%d answered; call %s; %d UDP peers in sipgo",
 		duration, sent, float64(sent)/duration.Seconds(), st.Dropped, st.Passed, st.Blocks,
-		tcpOpened, tcpRefused, st.ConnsRefused, mb(base), mb(peak), mb(after), answered, pings, cdr.Disposition)
+		tcpOpened, tcpRefused, st.ConnsRefused, mb(base), mb(peak), mb(after), answered, pings, cdr.Disposition, s.run.SIP.UDPPeers())
 
 	// What the PBX read of the flood was dropped unparsed; the kernel
 	// drops what it had no time to read.

@@ -128,6 +128,8 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 			Help: "Source IPs the SIP rate limiter tracks now."}, func() float64 { return float64(sip.FloodStats().Sources) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_sip_flood_sources_blocked",
 			Help: "Source IPs ignored now for going over their SIP rate."}, func() float64 { return float64(sip.FloodStats().Blocked) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_sip_udp_peers",
+			Help: "Source ip:port entries in the SIP stack's UDP connection table (never pruned before the listener stops)."}, func() float64 { return float64(sip.UDPPeers()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_calls_active",
 			Help: "Calls in progress."}, func() float64 { return float64(sip.ActiveCalls()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_calls_in_setup",
