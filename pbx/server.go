@@ -50,6 +50,14 @@ type Config struct {
 	AuthFailWindow time.Duration // ...within this window...; default 1m
 	AuthBlockFor   time.Duration // ...block the IP (403) this long; default 5m
 
+	// StrangerRate, PhoneRate and TrunkRate are how many datagrams (or TCP
+	// messages and connections) one source IP may send in a second before
+	// it is ignored for SourceBlockFor (flood.go): any source, the source
+	// of a live registration, and CallConfig.TrunkAllow. Zero takes the
+	// default; a negative rate is no limit.
+	StrangerRate, PhoneRate, TrunkRate int
+	SourceBlockFor                     time.Duration
+
 	// UDP and TCP, if both set, are listeners already bound on Listen: a
 	// process that binds its ports at start (to report one in use at once)
 	// hands them over, and Serve takes ownership. Nil: Serve binds Listen.
@@ -106,6 +114,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDuration(&c.NonceTTL, DefaultNonceTTL)
 	setDuration(&c.AuthFailWindow, DefaultAuthFailWindow)
 	setDuration(&c.AuthBlockFor, DefaultAuthBlockFor)
+	setDuration(&c.SourceBlockFor, DefaultSourceBlockFor)
 	if c.AuthFailLimit == 0 {
 		c.AuthFailLimit = DefaultAuthFailLimit
 	}
@@ -133,6 +142,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("pbx: TLSListen needs a TLS certificate")
 	case c.NonceTTL < 0 || c.AuthFailWindow < 0 || c.AuthBlockFor < 0 || c.AuthFailLimit < 0:
 		return c, errors.New("pbx: negative NonceTTL, AuthFailLimit, AuthFailWindow or AuthBlockFor")
+	case c.SourceBlockFor < 0:
+		return c, errors.New("pbx: negative SourceBlockFor")
 	}
 	return c, nil
 }
@@ -144,6 +155,9 @@ var knownMethods = map[sip.RequestMethod]bool{
 	sip.SUBSCRIBE: true, sip.NOTIFY: true, sip.REFER: true, sip.INFO: true,
 	sip.MESSAGE: true, sip.PRACK: true, sip.UPDATE: true, sip.PUBLISH: true,
 }
+
+// udpReadBuffer is the SIP UDP socket's receive buffer (SO_RCVBUF).
+const udpReadBuffer = 4 << 20
 
 // requestTimeout bounds the work for one request (credential lookup, KV).
 const requestTimeout = 5 * time.Second
@@ -158,6 +172,11 @@ type Server struct {
 	auth    *digestAuth
 	limiter *failureLimiter
 	now     func() time.Time
+
+	// flood drops what sources over their rate send before sipgo reads it
+	// (flood.go); phoneIPs is its view of registered phones' addresses.
+	flood    *sipnet.Limiter
+	phoneIPs atomic.Pointer[phoneSources]
 
 	ua  *sipgo.UserAgent
 	sip *sipgo.Server
@@ -211,6 +230,9 @@ func NewServer(cfg Config, creds CredentialSource, regs *Registrations, logger *
 	if s.auth, err = newDigestAuth(cfg.Domain, cfg.DigestAlgorithms, cfg.NonceTTL, creds, time.Now); err != nil {
 		return nil, err
 	}
+	limits := cfg.sourceLimits()
+	limits.Classify = s.classifySource
+	s.flood = sipnet.NewLimiter(limits)
 	listenHost, _, _ := net.SplitHostPort(cfg.Listen)
 	for _, h := range []string{cfg.Domain, cfg.PublicAddr, listenHost} {
 		if ip := net.ParseIP(h); h == "" || ip != nil && ip.IsUnspecified() {
@@ -317,6 +339,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 	s.ctx = ctx
 	s.addr = udp.LocalAddr().String()
+	// A flood fills the socket's buffer faster than anyone reads it, and
+	// the kernel then drops the trunk's datagrams along with the flood's;
+	// a larger buffer (capped by net.core.rmem_max) rides out bursts while
+	// the limiter drops the flood.
+	if u, ok := udp.(*net.UDPConn); ok {
+		_ = u.SetReadBuffer(udpReadBuffer)
+	}
+	// Closing the wrappers closes what they wrap.
+	udp, tcp = s.flood.PacketConn(udp), s.flood.Listener(tcp)
 	var tlsL net.Listener
 	if s.cfg.TLSListen != "" {
 		l := s.cfg.TLSListener
@@ -328,7 +359,7 @@ func (s *Server) Serve(ctx context.Context) error {
 				return fmt.Errorf("pbx: listen tls %s: %w", s.cfg.TLSListen, err)
 			}
 		}
-		tlsL = tls.NewListener(l, s.cfg.TLS)
+		tlsL = tls.NewListener(s.flood.Listener(l), s.cfg.TLS)
 		s.tlsAddr = l.Addr().String()
 	}
 	closeAll := func() {

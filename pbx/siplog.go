@@ -4,19 +4,21 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"regexp"
+	"math"
 	"sync"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
+
+	"github.com/maskpbx/maskpbx/internal/logging"
 )
 
 // sipgo logs through slog. Its lines go into our zap logger, but sipgo knows
 // nothing of our no-leak rule: on a parse error it logs the raw message, and
 // its errors and request lines quote URIs and headers that can hold a
 // client's number. So the bridge drops the attributes that carry messages
-// and masks every long run of digits in what is left.
+// and masks every phone-like run of digits in what is left.
 
 // sipMessageAttrs are sipgo log attributes holding whole messages, request
 // lines or user parts.
@@ -25,15 +27,16 @@ var sipMessageAttrs = map[string]bool{
 	"response": true, "target": true, "username": true, "wwwauth": true,
 }
 
-// phoneLike matches digit runs long enough to be a phone number; ports, IP
-// octets and status codes are shorter.
-var phoneLike = regexp.MustCompile(`\d{7,}`)
-
-func scrubDigits(s string) string { return phoneLike.ReplaceAllString(s, "[digits]") }
+// scrubDigits masks phone-like runs in any spelling (logging.ScrubAll), IP
+// addresses with seven digits or more among them: sipgo quotes strangers.
+func scrubDigits(s string) string { return logging.ScrubAll(s) }
 
 // sipLogger is the slog logger handed to sipgo, writing into logger.
 func sipLogger(logger *zap.Logger) *slog.Logger {
-	h := zapslog.NewHandler(logger.Core(), zapslog.WithName("sipgo"))
+	// No stack traces: zapslog adds one to every error line by default, and
+	// sipgo's error lines are a stranger's malformed messages.
+	h := zapslog.NewHandler(logger.Core(), zapslog.WithName(logging.SIPLibraryLogger),
+		zapslog.AddStacktraceAt(slog.Level(math.MaxInt32)))
 	return slog.New(redactingHandler{next: h})
 }
 

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/maskpbx/maskpbx/pbx"
 )
 
 // Config is every setting of maskpbx serve. Each flag can also be set by the
@@ -40,8 +42,12 @@ type Config struct {
 	LogFormat                           string
 	DigestAlgorithms                    string
 	CallsPerMinute                      int
-	MaxSetups                           int
-	Demo                                bool
+	// SIPRateLimit, SIPRateLimitPhone and SIPRateLimitTrunk are
+	// --sip-rate-limit*: per source IP and second; 0 is no limit.
+	SIPRateLimit, SIPRateLimitPhone, SIPRateLimitTrunk int
+	SIPRateLimitBlock                                  time.Duration
+	MaxSetups                                          int
+	Demo                                               bool
 	// Recorder is --recorder: empty records in this process, "off" not at all.
 	Recorder string
 	// RecorderSecret is --recorder-secret: the SIPREC digest secret; empty
@@ -76,6 +82,10 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
 	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")
 	fs.IntVar(&c.MaxSetups, "max-setups", 1000, "calls in setup (INVITE received, no phone ringing yet) beyond which new calls in are refused with 503 and Retry-After (slow setups shed earlier)")
+	fs.IntVar(&c.SIPRateLimit, "sip-rate-limit", pbx.DefaultStrangerRate, "SIP datagrams (TCP: messages and connections) one source IP may send per second before it is ignored for --sip-rate-limit-block (0: no limit)")
+	fs.IntVar(&c.SIPRateLimitPhone, "sip-rate-limit-phone", pbx.DefaultPhoneRate, "--sip-rate-limit for an IP a registered phone sends from (0: no limit)")
+	fs.IntVar(&c.SIPRateLimitTrunk, "sip-rate-limit-trunk", pbx.DefaultTrunkRate, "--sip-rate-limit for the trunk's addresses (--trunk-allow) (0: no limit)")
+	fs.DurationVar(&c.SIPRateLimitBlock, "sip-rate-limit-block", pbx.DefaultSourceBlockFor, "how long a source over its rate is ignored after it last went over")
 	fs.StringVar(&c.DigestAlgorithms, "digest-algorithms", "MD5", "digest algorithms offered in a 401, one challenge each, in order (many phones give up on more than one: SHA-256,MD5 only for phones that choose)")
 	fs.DurationVar(&c.KeepAlive, "keepalive", 30*time.Second, "probe each leg of a call with in-dialog OPTIONS this often; a leg that stopped answering ends the call (0: off)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console")

@@ -58,6 +58,12 @@ func startSystemWith(t *testing.T, ringTimeout, mediaTimeout time.Duration) *sys
 // startSystemConfig starts a system whose configuration tune may change.
 func startSystemConfig(t *testing.T, tune func(*Config)) *system {
 	t.Helper()
+	return startSystemLogged(t, tune, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+}
+
+// startSystemLogged is startSystemConfig writing its log to logger.
+func startSystemLogged(t *testing.T, tune func(*Config), logger *zap.Logger) *system {
+	t.Helper()
 	sipPort := testenv.FreePort(t, pbxIP)
 	cfg := Config{
 		DataDir:          t.TempDir(),
@@ -82,7 +88,6 @@ func startSystemConfig(t *testing.T, tune func(*Config)) *system {
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan running, 1)
 	errc := make(chan error, 1)
-	logger := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	go func() { errc <- serve(ctx, cfg, logger, func(r running) { started <- r }) }()
 	t.Cleanup(func() {
 		cancel()

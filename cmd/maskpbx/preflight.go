@@ -111,6 +111,15 @@ func (c Config) validate() error {
 	if c.CallsPerMinute < 0 {
 		badf("calls-per-minute", "must not be negative")
 	}
+	for flag, rate := range map[string]int{"sip-rate-limit": c.SIPRateLimit, "sip-rate-limit-phone": c.SIPRateLimitPhone,
+		"sip-rate-limit-trunk": c.SIPRateLimitTrunk} {
+		if rate < 0 {
+			badf(flag, "must not be negative (0 means no limit)")
+		}
+	}
+	if c.SIPRateLimitBlock < 0 {
+		badf("sip-rate-limit-block", "must not be negative")
+	}
 	if c.MaxSetups < 0 {
 		badf("max-setups", "must not be negative (0 means the default)")
 	}

@@ -108,6 +108,7 @@ func recorderCommand(ctx context.Context, args []string) error {
 // until ctx ends. A recording that was under way when this process last
 // died is repaired before the first new session is taken.
 func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) error {
+	logger = logging.Redacted(logger) // as serve: no number in any spelling in a line
 	allow, err := parsePrefixes(cfg.Allow)
 	if err != nil {
 		return fmt.Errorf("--siprec-allow: %w", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/maskpbx/maskpbx/console"
 	"github.com/maskpbx/maskpbx/internal/bus"
 	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/internal/logging"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
 	"github.com/maskpbx/maskpbx/pbx/media"
@@ -45,6 +46,8 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err := cfg.validate(); err != nil {
 		return err
 	}
+	// No line of any component carries a phone number, in any spelling.
+	logger = logging.Redacted(logger)
 	ports, err := bindPorts(cfg)
 	if err != nil {
 		return err
@@ -146,6 +149,10 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Domain:           cfg.SIPDomain,
 		PublicAddr:       publicAddr,
 		DigestAlgorithms: cfg.digestAlgorithms(),
+		StrangerRate:     noLimitIfZero(cfg.SIPRateLimit),
+		PhoneRate:        noLimitIfZero(cfg.SIPRateLimitPhone),
+		TrunkRate:        noLimitIfZero(cfg.SIPRateLimitTrunk),
+		SourceBlockFor:   cfg.SIPRateLimitBlock,
 		UDP:              ports.sipUDP,
 		TCP:              ports.sipTCP,
 		TLSListener:      ports.sipTLS,
@@ -228,6 +235,15 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		return nil
 	})
 	return g.Wait()
+}
+
+// noLimitIfZero maps a rate flag (0: no limit) to pbx.Config (0: the
+// default, negative: no limit).
+func noLimitIfZero(rate int) int {
+	if rate == 0 {
+		return -1
+	}
+	return rate
 }
 
 func splitHostPort(addr string) (string, int, error) {

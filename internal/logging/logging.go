@@ -8,7 +8,7 @@ import (
 	"golang.org/x/term"
 )
 
-// New builds the process logger, writing to stderr: "json" for production,
+// New builds the process logger, writing to stderr through RedactCore: "json" for production,
 // "console" for people (make run). The console format colours levels only
 // when stderr is a terminal and NO_COLOR is unset, so a log redirected to a
 // file or a pipe holds no escape codes.
@@ -26,7 +26,11 @@ func New(format string) (*zap.Logger, error) {
 	}
 	// Stack traces only for panics: an overloaded PBX refusing calls at
 	// error level must not also pay for a trace per refusal.
-	return zc.Build(zap.AddStacktrace(zapcore.DPanicLevel))
+	l, err := zc.Build(zap.AddStacktrace(zapcore.DPanicLevel))
+	if err != nil {
+		return nil, err
+	}
+	return Redacted(l), nil
 }
 
 // colourful reports whether f is a terminal that may get colour codes

@@ -1,5 +1,7 @@
 // Package sipnet holds the network plumbing the SIP servers of maskpbx
-// (the PBX and the recorder) share.
+// (the PBX and the recorder) share: binding UDP and TCP on one port, and
+// the per-source rate limiter that sits below the SIP stack (limit.go). It
+// knows sockets and addresses, no SIP.
 package sipnet
 
 import (
