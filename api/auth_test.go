@@ -3,6 +3,8 @@ package api_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/maskpbx/maskpbx/api"
@@ -73,5 +75,40 @@ func TestEndedSessionCarriesBearerChallenge(t *testing.T) {
 	srv.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/clients", nil))
 	if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != `Bearer realm="maskpbx"` {
 		t.Fatalf("got %d with WWW-Authenticate %q", rec.Code, rec.Header().Get("WWW-Authenticate"))
+	}
+}
+
+// A source that keeps presenting refused tokens is answered 429 with
+// Retry-After, its tokens no longer looked at (even a good one), while
+// other sources are served as before.
+func TestRefusedTokensRateLimited(t *testing.T) {
+	e := newEnv(t)
+	enc, _ := masking.GenerateKey()
+	idx, _ := masking.GenerateKey()
+	keys, _ := masking.NewKeyring(enc, idx)
+	srv := api.New(api.Config{Store: e.store, Keys: keys, Numbers: masking.NewNormalizer("RU"),
+		SIPDomain: "pbx.test", AdminToken: adminToken})
+	get := func(source, token string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/api/v1/managers", nil)
+		req.RemoteAddr = source + ":40000"
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		return rec
+	}
+	for i := range 19 {
+		if rec := get("192.0.2.66", "guess-"+strconv.Itoa(i)); rec.Code != 401 {
+			t.Fatalf("guess %d: %d, want 401", i, rec.Code)
+		}
+	}
+	if rec := get("192.0.2.66", "guess-19"); rec.Code != 401 {
+		t.Fatalf("the 20th guess: %d, want 401", rec.Code)
+	}
+	rec := get("192.0.2.66", adminToken)
+	if rec.Code != 429 || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), "too_many_auth_failures") {
+		t.Fatalf("after 20 refused tokens: %d %q %s, want 429 with Retry-After", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+	if rec := get("192.0.2.67", adminToken); rec.Code != 200 {
+		t.Fatalf("another source: %d, want 200", rec.Code)
 	}
 }

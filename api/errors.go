@@ -84,6 +84,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", challenge(e))
 	}
+	if e == errTooManyTokenFailures {
+		w.Header().Set("Retry-After", retryAfter)
+	}
 	var body errorBody
 	body.Error.Code, body.Error.Message = e.Code, e.Message
 	writeJSON(w, e.Status, body)

@@ -87,11 +87,13 @@ type Server struct {
 	// routes are the patterns registered on mux ("GET /api/v1/clients"),
 	// which openapi.json must describe one for one (tested).
 	routes []string
+	// tokenFails counts refused bearer tokens per source (tokenlimit.go).
+	tokenFails *tokenFailures
 }
 
 // New builds the API server.
 func New(cfg Config) *Server {
-	s := &Server{Config: cfg, logger: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{Config: cfg, logger: cfg.Logger, mux: http.NewServeMux(), tokenFails: newTokenFailures(time.Now)}
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
@@ -200,11 +202,16 @@ func (s *Server) authenticate(r *http.Request) (Principal, error) {
 	if !ok || token == "" {
 		return Principal{}, errUnauthorized
 	}
+	source := sourceOf(r)
+	if s.tokenFails.blocked(source) {
+		return Principal{}, errTooManyTokenFailures
+	}
 	if s.AdminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(s.AdminToken)) == 1 {
 		return Principal{Role: storage.RoleAdmin}, nil
 	}
 	m, err := s.Store.ManagerByToken(r.Context(), HashToken(token))
 	if errors.Is(err, storage.ErrNotFound) {
+		s.tokenFails.fail(source)
 		return Principal{}, errInvalidToken
 	}
 	if err != nil {
