@@ -20,8 +20,12 @@ import (
 
 // CallConfig is the call side of the PBX.
 type CallConfig struct {
-	CompanyNumber string         // E.164; calls in must be to this number
-	TrunkAllow    []netip.Prefix // sources allowed to send calls in
+	CompanyNumber string // E.164; calls in must be to this number; the From of calls out
+	// CompanyNumbers are more public numbers on the same trunk, each with
+	// the team a new caller to it rings; CompanyNumber is one too, for
+	// every team, unless listed here.
+	CompanyNumbers []CompanyNumber
+	TrunkAllow     []netip.Prefix // sources allowed to send calls in
 	// Trunk is where calls out go: host:port, or a host name looked up
 	// as DNS SRV, with an optional ";transport=" (trunk.go).
 	Trunk string
@@ -47,6 +51,38 @@ type CallConfig struct {
 	trunkPing    time.Duration // how often each trunk target is asked OPTIONS (defaultTrunkPing)
 	failurePause time.Duration // the manager hears a click-to-call fail this long before our BYE (1 s)
 	cancelGiveUp time.Duration // an INVITE we CANCELled ends this long after without a final response (64*T1)
+	// minSessionExpires is our Min-SE (90 s, RFC 4028); tests lower it to
+	// see several session refreshes in seconds.
+	minSessionExpires time.Duration
+}
+
+// companyNumbers is every number calls in may be for.
+func (cc *callControl) companyNumbers() []CompanyNumber {
+	out := cc.cfg.CompanyNumbers
+	if cc.cfg.CompanyNumber == "" {
+		return out
+	}
+	for _, c := range out {
+		if c.Number == cc.cfg.CompanyNumber {
+			return out
+		}
+	}
+	return append([]CompanyNumber{{Number: cc.cfg.CompanyNumber}}, out...)
+}
+
+// isCompanyNumber reports whether raw is one of the company's numbers in
+// any spelling.
+func (cc *callControl) isCompanyNumber(raw string) bool {
+	n, err := cc.cfg.Numbers.Normalize(raw)
+	if err != nil {
+		return false
+	}
+	for _, c := range cc.companyNumbers() {
+		if c.Number == n {
+			return true
+		}
+	}
+	return false
 }
 
 // defaultFailurePause is CallConfig.failurePause's default.
@@ -154,19 +190,26 @@ func requestAndWait(client *sipgo.Client, req *sip.Request, wait time.Duration, 
 // answerMidDialog answers re-INVITE, UPDATE and INFO on one leg by itself:
 // hold and resume change nothing in the relay (it forwards what arrives),
 // and the other leg never learns of them, so no detail crosses over.
-func (cc *callControl) answerMidDialog(req *sip.Request, tx sip.ServerTransaction, d *dialog, local func(dir media.Direction) []byte) {
+//
+// A re-INVITE or UPDATE is also a session refresh (RFC 4028): it renews the
+// leg's session timer st, and our 200 states the terms.
+func (cc *callControl) answerMidDialog(req *sip.Request, tx sip.ServerTransaction, d *dialog, local func(dir media.Direction) []byte, st *sessionTimer) {
 	switch req.Method {
 	case sip.INVITE, sip.UPDATE:
-		if len(req.Body()) == 0 {
-			respond(tx, req, 200, "OK", local(media.SendRecv), contentTypeSDP())
+		if cc.tooSmall(req, tx) {
 			return
 		}
-		offer, err := media.ParseOffer(req.Body())
-		if err != nil {
-			respond(tx, req, 488, "Not Acceptable Here", nil)
-			return
+		dir := media.SendRecv
+		if len(req.Body()) > 0 {
+			offer, err := media.ParseOffer(req.Body())
+			if err != nil {
+				respond(tx, req, 488, "Not Acceptable Here", nil)
+				return
+			}
+			dir = offer.Direction.Reverse()
 		}
-		respond(tx, req, 200, "OK", local(offer.Direction.Reverse()), contentTypeSDP())
+		hdrs := append(st.onRequest(req), contentTypeSDP())
+		respond(tx, req, 200, "OK", local(dir), hdrs...)
 	case sip.INFO, sip.OPTIONS:
 		respond(tx, req, 200, "OK", nil)
 	case sip.ACK:

@@ -159,7 +159,7 @@ func (cc *callControl) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	// A call to the company number from anywhere but the trunk is forged:
 	// refuse it without a challenge or a hint.
-	if n, err := cc.cfg.Numbers.Normalize(req.Recipient.User); err == nil && n == cc.cfg.CompanyNumber {
+	if cc.isCompanyNumber(req.Recipient.User) {
 		respond(tx, req, 403, "Forbidden", nil)
 		return
 	}
@@ -171,7 +171,7 @@ func (cc *callControl) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 // CDR, as every call attempt does.
 func (cc *callControl) refuseAtShutdown(req *sip.Request, tx sip.ServerTransaction) {
 	if cc.trunkAllowed(req.Source()) {
-		if _, ok := cc.admitInbound(req, tx); ok {
+		if _, _, ok := cc.admitInbound(req, tx); ok {
 			cc.shedInbound(req, tx)
 		}
 		return

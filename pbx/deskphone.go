@@ -31,7 +31,7 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	creds, ok := cc.authenticateDeskPhone(ctx, req, tx)
-	if !ok {
+	if !ok || !cc.admitSessionTimer(req, tx) {
 		return
 	}
 	logger := cc.logger.With(zap.String("manager_id", creds.ManagerID), zap.String("direction", events.Outbound))

@@ -33,7 +33,7 @@ func (cc *callControl) trunkAllowed(src string) bool {
 // admit (is it ours, can we take it) → route (who is the caller, who rings)
 // → ring the managers → bridge the one who answered → talk.
 func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
-	offer, ok := cc.admitInbound(req, tx)
+	offer, called, ok := cc.admitInbound(req, tx)
 	if !ok {
 		return
 	}
@@ -70,7 +70,9 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		stopRinging()
 	}
 
-	route, disp := cc.routeInbound(ringCtx, c, req.From().Address.User)
+	// Every source that reaches here is a trusted trunk (onInvite).
+	caller := callerNumber(req, cc.trunkAllowed(req.Source()), cc.cfg.Numbers)
+	route, disp := cc.routeInbound(ringCtx, c, caller, called.Team)
 	c.publish(events.Offered, nil)
 	if ringCtx.Err() != nil {
 		c.end(DispMissed, sideClient) // the caller hung up; the transaction said 487
@@ -112,28 +114,32 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 // admitInbound checks that an INVITE is a call in for this PBX and parses
-// its offer; ok is false when it has been answered (403 without a hint, 400
-// or 488) and nothing was allocated.
-func (cc *callControl) admitInbound(req *sip.Request, tx sip.ServerTransaction) (media.Offer, bool) {
+// its offer; ok is false when it has been answered (403 without a hint, 400,
+// 422 or 488) and nothing was allocated. called is the company number the
+// call is for.
+func (cc *callControl) admitInbound(req *sip.Request, tx sip.ServerTransaction) (offer media.Offer, called CompanyNumber, ok bool) {
 	// 403 without a hint: a scanner learns nothing of why.
-	if !cc.trunkAllowed(req.Source()) || cc.cfg.CompanyNumber == "" {
+	if !cc.trunkAllowed(req.Source()) {
 		respond(tx, req, 403, "Forbidden", nil)
-		return media.Offer{}, false
-	}
-	if n, err := cc.cfg.Numbers.Normalize(req.Recipient.User); err != nil || n != cc.cfg.CompanyNumber {
-		respond(tx, req, 403, "Forbidden", nil)
-		return media.Offer{}, false
+		return media.Offer{}, called, false
 	}
 	if req.From() == nil || req.To() == nil || req.CallID() == nil {
 		respond(tx, req, 400, "Bad Request", nil)
-		return media.Offer{}, false
+		return media.Offer{}, called, false
+	}
+	if called, ok = calledNumber(req, cc.cfg.Numbers, cc.companyNumbers()); !ok {
+		respond(tx, req, 403, "Forbidden", nil)
+		return media.Offer{}, called, false
+	}
+	if !cc.admitSessionTimer(req, tx) {
+		return media.Offer{}, called, false
 	}
 	offer, err := media.ParseOffer(req.Body())
 	if err != nil || offer.Secure { // the trunk's leg is plain RTP
 		respond(tx, req, 488, "Not Acceptable Here", nil)
-		return media.Offer{}, false
+		return media.Offer{}, called, false
 	}
-	return offer, true
+	return offer, called, true
 }
 
 // shedInbound refuses a call the node can't serve now, at once and before it
@@ -152,14 +158,15 @@ func (cc *callControl) shedInbound(req *sip.Request, tx sip.ServerTransaction) {
 // takes longer means the node is overloaded.
 const routeLookupTimeout = 2 * time.Second
 
-// routeInbound finds who the caller is and whom to ring; a non-empty
+// routeInbound finds who the caller is and whom to ring (team: the called
+// company number's, "" for all); a non-empty
 // disposition means the call can't be routed (nobody registered: missed;
 // the lookup too slow: overload; it broke: failed).
-func (cc *callControl) routeInbound(ctx context.Context, c *call, callerNumber string) (Route, string) {
+func (cc *callControl) routeInbound(ctx context.Context, c *call, callerNumber, team string) (Route, string) {
 	lookupCtx, cancel := context.WithTimeout(ctx, routeLookupTimeout)
 	defer cancel()
 	start := time.Now()
-	route, err := cc.cfg.Router.InboundRoute(lookupCtx, callerNumber)
+	route, err := cc.cfg.Router.InboundRouteForTeam(lookupCtx, callerNumber, team)
 	cc.admission.observeLookup(time.Since(start))
 	switch {
 	case errors.Is(err, ErrNobodyToRing):

@@ -37,6 +37,7 @@ type outLeg struct {
 	tx     sip.ClientTransaction
 	dlg    *dialog
 	logger *zap.Logger
+	st     *sessionTimer
 
 	cancelSent chan struct{} // closed when our CANCEL goes out
 
@@ -134,10 +135,13 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 	}
 	req := dlg.request(sip.INVITE, cc.contactFor(dlg.transport))
 	req.AppendHeader(sip.NewHeader("Allow", dialogAllow))
+	// We do session timers: a peer that wants one names its terms in the
+	// 200 (RFC 4028 7.1); we ask for none ourselves.
+	req.AppendHeader(sip.NewHeader("Supported", "timer"))
 	ct := sip.ContentTypeHeader("application/sdp")
 	req.AppendHeader(&ct)
 	req.SetBody(in.sdp)
-	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg, cancelSent: make(chan struct{}), secureOffer: in.secure, plain: in.plain,
+	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg, cancelSent: make(chan struct{}), secureOffer: in.secure, plain: in.plain, st: newSessionTimer(cc.minSE()),
 		logger: cc.logger.With(zap.String("leg_call_id", callID), zap.String("manager_id", managerID))}
 	if err := cc.dialogs.add(callID, leg); err != nil {
 		return nil, err
@@ -216,6 +220,7 @@ func (l *outLeg) onAnswer(res *sip.Response, events chan<- legEvent) {
 	}
 	l.dlg.mu.Unlock()
 	l.ack()
+	l.st.onAnswer(res, true)
 	answer, err := media.ParseOffer(res.Body())
 	l.mu.Lock()
 	l.answered = true
@@ -314,7 +319,7 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 			respond(tx, req, 491, "Request Pending", nil)
 			return
 		}
-		l.cc.answerMidDialog(req, tx, l.dlg, sdp)
+		l.cc.answerMidDialog(req, tx, l.dlg, sdp, l.st)
 	}
 }
 
@@ -354,3 +359,17 @@ func newCancel(inv *sip.Request) *sip.Request {
 }
 
 func (l *outLeg) dialog() *dialog { return l.dlg }
+
+func (l *outLeg) timer() *sessionTimer { return l.st }
+
+// refreshOffer is our SDP for a re-INVITE refresh: the same media, with the
+// version raised (the leg keeps no copy of what it sent last).
+func (l *outLeg) refreshOffer() []byte {
+	l.mu.Lock()
+	sdp := l.localSDP
+	l.mu.Unlock()
+	if sdp == nil {
+		return nil
+	}
+	return sdp(media.SendRecv)
+}

@@ -91,6 +91,15 @@ const unknownCaller = "Unknown caller"
 // assigning a client for a number never seen before) and returns his ring
 // plan. An empty or anonymous number rings the fallback group only.
 func (r *Router) InboundRoute(ctx context.Context, callerNumber string) (Route, error) {
+	return r.InboundRouteForTeam(ctx, callerNumber, "")
+}
+
+// InboundRouteForTeam is InboundRoute for a call to a company number of one
+// team: a new or anonymous caller rings that team (everyone, while nobody
+// of it has a registered phone), and a client rings his own managers first,
+// then that team. team "" is InboundRoute: a client's fallback is his
+// manager's team.
+func (r *Router) InboundRouteForTeam(ctx context.Context, callerNumber, team string) (Route, error) {
 	managers, err := r.managers.get(ctx, r.Store)
 	if err != nil {
 		return Route{}, err
@@ -111,23 +120,36 @@ func (r *Router) InboundRoute(ctx context.Context, callerNumber string) (Route, 
 		}
 	}
 	isEligible := func(id string) bool { return registered[id] }
+	newCallers := eligible
+	if team != "" {
+		var ofTeam []storage.Manager
+		for _, m := range eligible {
+			if m.Team == team {
+				ofTeam = append(ofTeam, m)
+			}
+		}
+		if len(ofTeam) > 0 {
+			newCallers = ofTeam
+		}
+	}
 
 	e164, err := r.Numbers.Normalize(callerNumber)
 	if err != nil {
 		// Anonymous, withheld or garbage: nobody owns this caller.
-		return Route{ClientName: unknownCaller, Steps: masking.RingOrder(masking.Assignment{}, ids(eligible), isEligible)}, nil
+		return Route{ClientName: unknownCaller, Steps: masking.RingOrder(masking.Assignment{}, ids(newCallers), isEligible)}, nil
 	}
 	client, err := r.Store.ClientByBlindIndex(ctx, r.Keys.IndexKeyID(), r.Keys.BlindIndex(e164))
 	if errors.Is(err, storage.ErrNotFound) {
-		client, err = r.createCaller(ctx, e164, eligible)
+		client, err = r.createCaller(ctx, e164, newCallers)
 	}
 	if err != nil {
 		return Route{}, err
 	}
-	team := ""
-	for _, m := range managers {
-		if m.ID == client.ManagerID {
-			team = m.Team
+	if team == "" {
+		for _, m := range managers {
+			if m.ID == client.ManagerID {
+				team = m.Team
+			}
 		}
 	}
 	var fallback []string

@@ -76,6 +76,11 @@ func (cc *callControl) talk(c *call, manager, client party) {
 		keepAlive = t.C
 	}
 	parties := map[string]party{sideManager: manager, sideClient: client}
+	for side, p := range parties {
+		if leg, ok := p.(refreshable); ok {
+			cc.wg.Go(func() { cc.runSessionTimer(c, side, leg) })
+		}
+	}
 	side := ""
 	for side == "" {
 		select {

@@ -25,6 +25,9 @@ type uasLeg struct {
 	final  *sip.Response // the last response sent, for 2xx retransmission
 
 	earlySent bool // a 183 with our SDP went out (progress)
+
+	st        *sessionTimer
+	stHeaders []sip.Header // the session timer's terms, for our 200
 }
 
 // newUASLeg makes the dialog of a received INVITE; req must have From, To
@@ -34,7 +37,8 @@ func (cc *callControl) newUASLeg(c *call, side media.Side, req *sip.Request, tx 
 	if h := req.Contact(); h != nil {
 		target = h.Address
 	}
-	return &uasLeg{call: c, side: side, acked: make(chan struct{}), invite: req, tx: tx, dlg: &dialog{
+	st := newSessionTimer(cc.minSE())
+	return &uasLeg{call: c, side: side, acked: make(chan struct{}), invite: req, tx: tx, st: st, stHeaders: st.onRequest(req), dlg: &dialog{
 		callID:    req.CallID().Value(),
 		localTag:  sip.GenerateTagN(16),
 		remoteTag: tagOf(req.From().Params),
@@ -75,7 +79,7 @@ func (l *uasLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 	default:
 		l.call.cc.answerMidDialog(req, tx, l.dlg, func(dir media.Direction) []byte {
 			return l.call.localSDP(l.side, l.call.codecs, dir)
-		})
+		}, l.st)
 	}
 }
 
@@ -97,7 +101,8 @@ func (l *uasLeg) reject(disp string) {
 // accept answers the INVITE 200 with our SDP and, over UDP, resends it until
 // the ACK arrives.
 func (l *uasLeg) accept(sdp []byte) error {
-	if err := l.respond(200, "OK", sdp, contentTypeSDP(), sip.NewHeader("Allow", dialogAllow)); err != nil {
+	hdrs := append([]sip.Header{contentTypeSDP(), sip.NewHeader("Allow", dialogAllow)}, l.stHeaders...)
+	if err := l.respond(200, "OK", sdp, hdrs...); err != nil {
 		return err
 	}
 	go l.retransmitUntilAck()
@@ -143,6 +148,11 @@ func (l *uasLeg) retransmitUntilAck() {
 func (l *uasLeg) hangup() { l.call.cc.sendBye(l.dlg, l.call.logger) }
 
 func (l *uasLeg) dialog() *dialog { return l.dlg }
+
+func (l *uasLeg) timer() *sessionTimer { return l.st }
+
+// refreshOffer is the SDP the peer has from us, unchanged (same version).
+func (l *uasLeg) refreshOffer() []byte { return l.call.refreshSDP(l.side, l.call.codecs) }
 
 // progress tells the caller how the other leg is doing: the first early
 // media (183 with our SDP) or, before any, ringing (180).

@@ -76,7 +76,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.HTTPListen, "http-listen", "127.0.0.1:8080", "REST API / console address")
 	fs.StringVar(&c.Trunk, "trunk", "", "host:port of the SIP trunk for calls out to clients")
 	fs.StringVar(&c.TrunkAllow, "trunk-allow", "", "comma-separated IPs/CIDRs allowed to send calls in (default: the trunk's host)")
-	fs.StringVar(&c.CompanyNumber, "company-number", "", "the public company number (E.164)")
+	fs.StringVar(&c.CompanyNumber, "company-number", "", "the public company number (E.164); several comma-separated, each may name the team its new callers ring: +74950000000=sales,+78120000000=support (the first is the caller ID of calls out)")
 	fs.StringVar(&c.Region, "region", "", "default country for numbers written without + (e.g. RU)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 20*time.Second, "how long one step of the ring order rings")
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")

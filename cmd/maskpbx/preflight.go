@@ -94,10 +94,8 @@ func (c Config) validate() error {
 	if !masking.ValidRegion(c.Region) {
 		badf("region", "%q is not a country code the number rules know (e.g. RU, DE, US)", c.Region)
 	}
-	if c.CompanyNumber != "" {
-		if _, err := masking.NewNormalizer(c.Region).Normalize(c.CompanyNumber); err != nil {
-			badf("company-number", "not a valid phone number (E.164, e.g. +74950000000)")
-		}
+	if _, err := parseCompanyNumbers(c.CompanyNumber, masking.NewNormalizer(c.Region)); err != nil {
+		bad("company-number", err)
 	}
 	if c.RingTimeout <= 0 {
 		badf("ring-timeout", "must be positive (e.g. 20s)")

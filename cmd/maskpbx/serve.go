@@ -65,10 +65,8 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		return err
 	}
 	numbers := masking.NewNormalizer(cfg.Region)
-	if cfg.CompanyNumber != "" {
-		if cfg.CompanyNumber, err = numbers.Normalize(cfg.CompanyNumber); err != nil {
-			return fmt.Errorf("--company-number: %w", err)
-		}
+	if _, err := parseCompanyNumbers(cfg.CompanyNumber, numbers); err != nil {
+		return fmt.Errorf("--company-number: %w", err)
 	}
 
 	applied, err := storage.Migrate(ctx, cfg.DatabaseURL)

@@ -24,7 +24,6 @@ import (
 // callConfig turns flags into the PBX's call configuration.
 func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.CallConfig, error) {
 	cc := pbx.CallConfig{
-		CompanyNumber:  c.CompanyNumber,
 		Trunk:          c.Trunk,
 		RingTimeout:    c.RingTimeout,
 		MediaTimeout:   c.MediaTimeout,
@@ -35,6 +34,12 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 	allow := c.TrunkAllow
 	// Without --trunk-allow, the trunk's own addresses (resolved by pbx).
 	var err error
+	if cc.CompanyNumbers, err = parseCompanyNumbers(c.CompanyNumber, numbers); err != nil {
+		return cc, fmt.Errorf("--company-number: %w", err)
+	}
+	if len(cc.CompanyNumbers) > 0 {
+		cc.CompanyNumber = cc.CompanyNumbers[0].Number // the From of calls out
+	}
 	if cc.TrunkAllow, err = parsePrefixes(allow); err != nil {
 		return cc, fmt.Errorf("--trunk-allow: %w", err)
 	}
@@ -47,6 +52,31 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		return cc, fmt.Errorf("--rtp-ports: %w", err)
 	}
 	return cc, nil
+}
+
+// parseCompanyNumbers reads --company-number: comma-separated numbers in
+// any spelling numbers reads, each with an optional =team. A number listed
+// twice is an error: it could ring only one team.
+func parseCompanyNumbers(list string, numbers masking.Normalizer) ([]pbx.CompanyNumber, error) {
+	var out []pbx.CompanyNumber
+	seen := map[string]bool{}
+	for _, item := range strings.Split(list, ",") {
+		raw, team, _ := strings.Cut(strings.TrimSpace(item), "=")
+		raw, team = strings.TrimSpace(raw), strings.TrimSpace(team)
+		if raw == "" && team == "" {
+			continue
+		}
+		n, err := numbers.Normalize(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%q: not a valid phone number (E.164, e.g. +74950000000)", raw)
+		}
+		if seen[n] {
+			return nil, fmt.Errorf("%q is listed twice", raw)
+		}
+		seen[n] = true
+		out = append(out, pbx.CompanyNumber{Number: n, Team: team})
+	}
+	return out, nil
 }
 
 // publisherFlushTimeout bounds how long a stopping process waits for its
