@@ -96,6 +96,11 @@ func TestRecordingsReplay(t *testing.T) {
 		if err := e.store.SaveRecording(ctx, r); err != nil {
 			t.Fatal(err)
 		}
+		// A recording is listed once the PBX announced its call.
+		if _, err := e.store.ApplyCallEvent(ctx, storage.CallEvent{EventID: newUUID(), Kind: storage.CallOffered,
+			At: r.StartedAt, CallID: r.CallID, Direction: "inbound", ClientID: acme.ID, ManagerID: anna.ID}); err != nil {
+			t.Fatal(err)
+		}
 		return r
 	}
 	done := mk(storage.RecordingComplete, -time.Minute)
