@@ -264,9 +264,11 @@ func TestRelayLatchesToNATSource(t *testing.T) {
 func TestRelaySDPSourceBeatsEarlyIntruder(t *testing.T) {
 	t.Parallel()
 	c := newCall(t, 22150, BridgeOptions{})
-	intruder := listenUDP(t, "127.0.0.4")
+	// Someone on alice's own IP (her NAT) sends first: the IP matches, so
+	// nothing tells him apart yet.
+	intruder := listenUDP(t, "127.0.0.2")
 	send(t, intruder, c.aRTP(), rtpBytes(t, 0, 1, 0, 0xBAD, false, voice('x', 1)))
-	mustRecv(t, c.bob.rtp) // nothing tells it apart yet
+	mustRecv(t, c.bob.rtp)
 	// Alice, not behind NAT, sends from where her SDP says: she wins at once.
 	send(t, c.alice.rtp, c.aRTP(), rtpBytes(t, 0, 1, 0, 0xA11CE, false, voice('a', 1)))
 	mustRecv(t, c.bob.rtp)
