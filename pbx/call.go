@@ -2,6 +2,7 @@ package pbx
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,6 +154,24 @@ func (c *call) bridge(ptAB, ptBA map[uint8]uint8) error {
 	}
 	c.relay = r
 	return nil
+}
+
+// setRemote points side's port at the media address of the peer's SDP and
+// lets RTP and RTCP in only from that IP or from the IP the peer's
+// signalling comes from (dest, the dialog's host:port): a phone's
+// registration source, i.e. its NAT, or the trunk's address. Nobody else
+// can take the leg over while it is silent (hold, before its first packet).
+func (c *call) setRemote(side media.Side, sdp media.Offer, dest string) {
+	p := c.ports[side]
+	p.SetRemote(sdp.Remote)
+	if sdp.RemoteRTCP.IsValid() {
+		p.SetRemoteRTCP(sdp.RemoteRTCP)
+	}
+	var signalling []netip.Addr
+	if a, err := netip.ParseAddrPort(dest); err == nil {
+		signalling = append(signalling, a.Addr())
+	}
+	p.SetAllowedSources(signalling...)
 }
 
 // relayDone is closed when the relay ends by itself (media timeout); nil

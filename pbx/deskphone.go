@@ -80,7 +80,7 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 		return
 	}
 	c.crypto[media.SideB] = crypto
-	c.ports[media.SideB].SetRemote(offer.Remote)
+	c.setRemote(media.SideB, offer, phone.dlg.dest)
 	// The manager's phone and the client speak one codec: the first the
 	// phone offered, plus telephone-event if it offered it.
 	c.codecs = firstAudioAndEvents(offer.Codecs)

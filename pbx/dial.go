@@ -129,16 +129,13 @@ func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []m
 			switch {
 			case ev.status < 200:
 				if ev.early {
-					c.ports[media.SideA].SetRemote(ev.answer.Remote)
+					c.setRemote(media.SideA, ev.answer, leg.dlg.dest)
 				}
 				if onProgress != nil {
 					onProgress(ev.status, ev.early)
 				}
 			case ev.status == 200:
-				c.ports[media.SideA].SetRemote(ev.answer.Remote)
-				if ev.answer.RemoteRTCP.IsValid() {
-					c.ports[media.SideA].SetRemoteRTCP(ev.answer.RemoteRTCP)
-				}
+				c.setRemote(media.SideA, ev.answer, leg.dlg.dest)
 				// The trunk refreshes its session timer with re-INVITE or
 				// UPDATE; the leg answers them as a leg in does (uasLeg).
 				leg.join(func(dir media.Direction) []byte { return c.localSDP(media.SideA, ev.answer.Codecs, dir) },

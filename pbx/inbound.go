@@ -56,10 +56,7 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		c.end(DispOverload, sideSystem)
 		return
 	}
-	c.ports[media.SideA].SetRemote(offer.Remote)
-	if offer.RemoteRTCP.IsValid() {
-		c.ports[media.SideA].SetRemoteRTCP(offer.RemoteRTCP)
-	}
+	c.setRemote(media.SideA, offer, trunk.dlg.dest)
 
 	// The caller gives up: sipgo answers the CANCEL with 200 and the INVITE
 	// with 487 itself; we only need to stop ringing.
@@ -228,10 +225,7 @@ func (cc *callControl) bridgeInbound(c *call, trunk *uasLeg, winner *outLeg, off
 		c.logger.Warn("the phone's SRTP answer is unusable", zap.Error(err))
 		return DispFailed
 	}
-	c.ports[media.SideB].SetRemote(answer.Remote)
-	if answer.RemoteRTCP.IsValid() {
-		c.ports[media.SideB].SetRemoteRTCP(answer.RemoteRTCP)
-	}
+	c.setRemote(media.SideB, answer, winner.dlg.dest)
 	trunkCodecs := pickSame(offer.Codecs, answer.Codecs)
 	c.codecs = trunkCodecs
 	if err := c.bridge(media.PayloadTypeMap(trunkCodecs, answer.Codecs), media.PayloadTypeMap(answer.Codecs, trunkCodecs)); err != nil {

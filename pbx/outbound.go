@@ -190,10 +190,7 @@ func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []med
 		winner.hangup()
 		return nil, nil, DispFailed
 	}
-	c.ports[media.SideB].SetRemote(answer.Remote)
-	if answer.RemoteRTCP.IsValid() {
-		c.ports[media.SideB].SetRemoteRTCP(answer.RemoteRTCP)
-	}
+	c.setRemote(media.SideB, answer, winner.dlg.dest)
 	c.codecs = answer.Codecs
 	winner.join(func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) },
 		func() { c.hangup(sideManager) })

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -329,6 +331,64 @@ func TestInboundHoldAndMediaTimeout(t *testing.T) {
 			t.Errorf("%d RTP ports still allocated", n)
 		}
 	})
+}
+
+// A stranger who finds the PBX's port for the manager's phone sprays RTP at
+// it while the phone is silent (before its first packet): he is refused and
+// counted, gets none of the client's audio, and the call's audio flows both
+// ways once the phone talks.
+func TestInboundStrangerCannotTakeOverPhoneLeg(t *testing.T) {
+	s := startSystem(t, 2*time.Second)
+	anna := s.manager("anna")
+	s.client("Acme Trading", acmeNumber, anna.ID)
+	s.register("anna", annaIP, 5070)
+
+	trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41350")
+	phoneRTP := testenv.NewRTPEndpoint(t, annaIP+":41352")
+	stranger := testenv.NewRTPEndpoint(t, strangerIP+":41354")
+	ph := phone(t, s, "anna", annaIP, 5070, 41352, false, 1)
+	tr := trunkCall(t, s, acmeNumber, 41350, true, 5000)
+	tPort, err := tr.LogValue("PBX_RTP", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pPort, err := ph.LogValue("PBX_RTP", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trunkSide, phoneSide := addrPort(t, pbxIP, strings.Fields(tPort)[0]), addrPort(t, pbxIP, strings.Fields(pPort)[0])
+
+	sprayed := make(chan error, 1)
+	go func() { sprayed <- stranger.Send(phoneSide, 30, 700) }()
+	if err := trunkRTP.Send(trunkSide, 50, 400); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sprayed; err != nil {
+		t.Fatal(err)
+	}
+	if err := phoneRTP.Send(phoneSide, 25, 1000); err != nil {
+		t.Fatal(err)
+	}
+	tr.Wait()
+	ph.Wait()
+	if got := stranger.Received(); got != 0 {
+		t.Errorf("the stranger got %d RTP packets of the call", got)
+	}
+	if got := phoneRTP.Received(); got < 48 {
+		t.Errorf("the manager's phone got %d of 50 RTP packets from the client", got)
+	}
+	if got := trunkRTP.Received(); got < 23 {
+		t.Errorf("the client got %d of 25 RTP packets from the manager", got)
+	}
+	resp, err := http.Get(s.api + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(raw), "maskpbx_rtp_refused_packets_total 30") {
+		t.Errorf("/metrics does not count the stranger's 30 packets:\n%s", grep(string(raw), "rtp"))
+	}
 }
 
 func TestKeepAliveEndsCallWhosePhoneVanished(t *testing.T) {

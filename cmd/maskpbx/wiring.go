@@ -169,6 +169,9 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 			Help: "Smoothed time of the routing lookup of a call in."}, func() float64 { return sip.AdmissionStats().LookupTime.Seconds() }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_rtp_ports_in_use",
 			Help: "Relay ports allocated."}, func() float64 { return float64(ports.InUse()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_rtp_refused_packets_total",
+			Help: "RTP and RTCP packets the relay refused for their source: an IP the call's signalling did not name, or another port of the latched IP while it is active."},
+			func() float64 { return float64(ports.Refused()) }),
 	)
 	for i, target := range sip.TrunkTargets() {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_trunk_target_up",

@@ -12,10 +12,12 @@ import (
 )
 
 // relatchAfter is how long the latched RTP source must be silent before a
-// packet from another source may take its place. Latching to any new source
-// at once would let anyone who guesses the port steal or inject audio (the
-// "RTP bleed" attack); never re-latching would break a phone whose NAT
-// binding or address changes mid-call.
+// packet from another port of an allowed IP may take its place. Latching to
+// any new source at once would let anyone who guesses the port steal or
+// inject audio (the "RTP bleed" attack); never re-latching would break a
+// phone whose NAT binding changes mid-call. Silence alone never lets in an
+// IP the signalling did not name (see acceptRTP): a leg on hold, silent
+// with VAD or not yet talking is not up for grabs.
 const relatchAfter = time.Second
 
 // epoch anchors the monotonic clock used for packet times; wall-clock jumps
@@ -28,7 +30,9 @@ func monotime() int64 { return int64(time.Since(epoch)) + 1 }
 // Port is the RTP+RTCP socket pair of one call leg: RTP on an even port,
 // RTCP on the next one. It learns where to send from SDP (SetRemote) and
 // then from the packets themselves (symmetric latching, for phones behind
-// NAT). A Bridge reads its sockets; Close returns it to its pool.
+// NAT), taking packets only from the IPs the signalling named: the SDP's and
+// those of SetAllowedSources. A Bridge reads its sockets; Close returns it
+// to its pool.
 type Port struct {
 	pool      *PortPool
 	rtp, rtcp *net.UDPConn
@@ -44,13 +48,16 @@ type Port struct {
 	sdpRTCP     atomic.Pointer[netip.AddrPort]
 	latchedRTP  atomic.Pointer[netip.AddrPort]
 	latchedRTCP atomic.Pointer[netip.AddrPort]
+	// allowed are the source IPs besides the SDP addresses' that may send
+	// (SetAllowedSources); the readers only load it.
+	allowed atomic.Pointer[[]netip.Addr]
 
 	lastRTP atomic.Int64 // monotime of the last accepted RTP packet, 0 = never
 
 	rtpIn, rtpBytesIn   atomic.Uint64
 	rtpOut, rtpBytesOut atomic.Uint64
 	rtcpIn, rtcpOut     atomic.Uint64
-	dropped             atomic.Uint64
+	dropped, refused    atomic.Uint64
 
 	bridged   atomic.Bool
 	closed    atomic.Bool
@@ -69,6 +76,11 @@ type PortStats struct {
 	// after scrubbing, and on a secure leg SRTP/SRTCP that fails
 	// authentication or is replayed.
 	Dropped uint64
+	// Refused counts the dropped RTP and RTCP refused for where it came
+	// from: an IP the signalling did not name, or another port of an
+	// allowed IP while the latched one is active. It is the count of
+	// hijack attempts (and of NAT rebindings cut short).
+	Refused uint64
 	// LastRTP is when the last accepted RTP packet arrived (zero if none).
 	LastRTP time.Time
 	// Latched is true once RTP has arrived and fixed the destination.
@@ -104,6 +116,48 @@ func (p *Port) SetRemote(addr netip.AddrPort) {
 // SetRemoteRTCP sets the RTCP destination from an SDP a=rtcp attribute.
 func (p *Port) SetRemoteRTCP(addr netip.AddrPort) { p.sdpRTCP.Store(usable(addr)) }
 
+// SetAllowedSources replaces the IPs, besides those of the SDP addresses
+// (SetRemote, SetRemoteRTCP), that RTP and RTCP may come from: where the
+// peer's signalling comes from, i.e. a phone's registration source (its NAT)
+// or the trunk's address. Packets from any other IP are refused, however
+// long the leg has been silent; with no SDP address and no allowed IP the
+// port takes nothing. Unusable IPs (invalid, unspecified, multicast) are
+// skipped.
+func (p *Port) SetAllowedSources(ips ...netip.Addr) {
+	allowed := make([]netip.Addr, 0, len(ips))
+	for _, ip := range ips {
+		if ip = ip.Unmap(); ip.IsValid() && !ip.IsUnspecified() && !ip.IsMulticast() {
+			allowed = append(allowed, ip)
+		}
+	}
+	p.allowed.Store(&allowed)
+}
+
+// allows reports whether the signalling named ip as the peer's.
+func (p *Port) allows(ip netip.Addr) bool {
+	if a := p.sdpRTP.Load(); a != nil && a.Addr() == ip {
+		return true
+	}
+	if a := p.sdpRTCP.Load(); a != nil && a.Addr() == ip {
+		return true
+	}
+	if allowed := p.allowed.Load(); allowed != nil {
+		for _, a := range *allowed {
+			if a == ip {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// refuse counts a packet refused for its source; the caller counts it as
+// dropped.
+func (p *Port) refuse() {
+	p.refused.Add(1)
+	p.pool.refused.Add(1)
+}
+
 func usable(addr netip.AddrPort) *netip.AddrPort {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	if !addr.IsValid() || addr.Port() == 0 || addr.Addr().IsUnspecified() || addr.Addr().IsMulticast() {
@@ -134,6 +188,7 @@ func (p *Port) Stats() PortStats {
 		RTCPPacketsIn:  p.rtcpIn.Load(),
 		RTCPPacketsOut: p.rtcpOut.Load(),
 		Dropped:        p.dropped.Load(),
+		Refused:        p.refused.Load(),
 		Latched:        p.latchedRTP.Load() != nil,
 	}
 	if t := p.lastRTP.Load(); t != 0 {
@@ -157,20 +212,27 @@ func (p *Port) Close() error {
 	return err
 }
 
-// acceptRTP decides whether a valid RTP packet from src is taken, latching
-// the destination to src when there is no latch yet, the latched source has
-// gone quiet, or src is exactly where the peer's SDP says it is (so an early
-// intruder cannot keep a peer without NAT out). Called only by the RTP
-// reader of this port.
+// acceptRTP decides whether a valid RTP packet from src is taken. Only an
+// IP the signalling named may send (allows); among its ports, src becomes
+// the destination when there is no latch yet, the latched source has gone
+// quiet for relatchAfter, or src is exactly where the peer's SDP says it is
+// (so an early sender on the peer's NAT cannot keep a peer without NAT
+// out). Refused packets are counted. Called only by the RTP reader of this
+// port.
 func (p *Port) acceptRTP(src netip.AddrPort, now int64) bool {
 	cur := p.latchedRTP.Load()
 	if cur != nil && *cur == src {
 		p.lastRTP.Store(now)
 		return true
 	}
+	if !p.allows(src.Addr()) {
+		p.refuse()
+		return false
+	}
 	sdp := p.sdpRTP.Load()
 	fromSDP := sdp != nil && *sdp == src
 	if cur != nil && !fromSDP && now-p.lastRTP.Load() < int64(relatchAfter) {
+		p.refuse()
 		return false
 	}
 	latched := src
@@ -187,10 +249,12 @@ func (p *Port) acceptRTP(src netip.AddrPort, now int64) bool {
 	return true
 }
 
-// acceptRTCP takes RTCP from the IP RTP comes from (any IP before RTP has
-// latched) and latches the RTCP destination to its source.
+// acceptRTCP takes RTCP from the IP RTP comes from (before RTP has latched,
+// from an IP the signalling named) and latches the RTCP destination to its
+// source. Refused packets are counted.
 func (p *Port) acceptRTCP(src netip.AddrPort) bool {
-	if r := p.latchedRTP.Load(); r != nil && r.Addr() != src.Addr() {
+	if r := p.latchedRTP.Load(); r != nil && r.Addr() != src.Addr() || r == nil && !p.allows(src.Addr()) {
+		p.refuse()
 		return false
 	}
 	if cur := p.latchedRTCP.Load(); cur == nil || *cur != src {

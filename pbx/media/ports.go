@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -48,8 +49,9 @@ func firstEven(p int) int { return p + p%2 }
 // is reused as late as possible: stray packets of an ended call then reach a
 // closed port rather than the next call. Safe for concurrent use.
 type PortPool struct {
-	ip     netip.Addr
-	logger *zap.Logger
+	ip      netip.Addr
+	logger  *zap.Logger
+	refused atomic.Uint64 // packets its ports refused for their source
 
 	mu    sync.Mutex // guards the fields below
 	free  []int      // ring of even RTP ports not handed out
@@ -91,6 +93,10 @@ func (pp *PortPool) InUse() int {
 	defer pp.mu.Unlock()
 	return pp.inUse
 }
+
+// Refused is the number of RTP and RTCP packets the pool's ports, open or
+// closed, refused for where they came from (PortStats.Refused).
+func (pp *PortPool) Refused() uint64 { return pp.refused.Load() }
 
 // Allocate binds the next free even port and its odd neighbour. Ports the OS
 // refuses (taken by another process) are skipped and retried on a later

@@ -2,7 +2,6 @@ package media
 
 import (
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -75,8 +74,9 @@ func (s Side) String() string {
 }
 
 // Tap sees each RTP packet a relay forwards, tagged with the side it came
-// from, after forwarding and in the form sent, always plain RTP: a secure
-// leg's packets are decrypted before it sees them. It runs on the reader
+// from, after forwarding and in the form sent (the relay's SSRC, no CSRC,
+// extension or padding: stream.go), always plain RTP: a secure leg's
+// packets are decrypted before it sees them. It runs on the reader
 // goroutine: it must return quickly and never block (a recorder copies and
 // queues, dropping when behind), must not modify pkt, and must not keep pkt
 // or its Payload after returning. It must not call Stop.
@@ -110,6 +110,7 @@ type Relay struct {
 	legs   [2]*Port
 	cname  [2][]byte      // RTCP CNAME token standing in for each side
 	ptmap  [2]*[128]uint8 // payload type rewrite per source side, nil = none
+	stream [2]rtpStream   // SSRC, sequence and timestamp rewriting per source side
 	srtp   [2]*srtpLeg    // SRTP state per secure side, nil = plain
 	tap    atomic.Pointer[Tap]
 	logger *zap.Logger
@@ -158,6 +159,7 @@ func Bridge(a, b *Port, opts BridgeOptions) (*Relay, error) {
 		r.logger = zap.NewNop()
 	}
 	r.cname[SideA], r.cname[SideB] = newCNAME(), newCNAME()
+	r.stream[SideA].ssrc, r.stream[SideB].ssrc = newStreams()
 	r.ptmap[SideA] = ptTable(opts.PayloadTypesAToB)
 	r.ptmap[SideB] = ptTable(opts.PayloadTypesBToA)
 	if opts.Tap != nil {
@@ -286,7 +288,7 @@ func (r *Relay) checkMedia() {
 func (r *Relay) forwardRTP(from Side) {
 	defer r.wg.Done()
 	in, out := r.legs[from], r.legs[1-from]
-	ptmap := r.ptmap[from]
+	ptmap, stream := r.ptmap[from], &r.stream[from]
 	buf := make([]byte, maxPacket)
 	var pkt rtp.Packet
 	// SRTP state of this goroutine: the source side's decryption, the other
@@ -321,8 +323,9 @@ func (r *Relay) forwardRTP(from Side) {
 				continue
 			}
 		}
+		now := monotime()
 		n, ok := parseRTP(&pkt, b)
-		if !ok || !in.acceptRTP(unmap(src), monotime()) {
+		if !ok || !in.acceptRTP(unmap(src), now) {
 			in.dropped.Add(1)
 			continue
 		}
@@ -332,6 +335,7 @@ func (r *Relay) forwardRTP(from Side) {
 			pkt.PayloadType = ptmap[pkt.PayloadType]
 			buf[1] = buf[1]&0x80 | pkt.PayloadType
 		}
+		stream.rewrite(buf[:n], &pkt, now)
 		if dst, ok := out.rtpDest(); ok {
 			wire, ok := buf[:n], true
 			if seal != nil {
@@ -394,6 +398,17 @@ func (r *Relay) relayRTCP(from Side, b []byte, src netip.AddrPort, scrubbed []by
 		in.dropped.Add(1)
 		return
 	}
+	ids := rtcpIDs{sender: r.stream[from].ssrc, reported: r.stream[1-from].ssrc}
+	if s := r.stream[from].out.Load(); s != nil {
+		ids.tsOff = s.tsOff
+	}
+	if s := r.stream[1-from].out.Load(); s != nil {
+		ids.source, ids.seqOff, ids.known = s.src, s.seqOff, true
+	}
+	if m = rewriteRTCP(scrubbed[:m], &ids); m == 0 {
+		in.dropped.Add(1)
+		return
+	}
 	in.rtcpIn.Add(1)
 	if dst, ok := out.rtcpDest(); ok {
 		wire, ok := scrubbed[:m], true
@@ -427,9 +442,9 @@ func (r *Relay) readFailed(err error, failures int) bool {
 	return false
 }
 
-// parseRTP validates an RTP packet in b, strips any header extension in
-// place and leaves the parsed packet in pkt (payload aliasing b). It returns
-// the new length.
+// parseRTP validates an RTP packet in b, cuts it in place to its fixed
+// header and payload and leaves the parsed packet in pkt (payload aliasing
+// b). It returns the new length.
 func parseRTP(pkt *rtp.Packet, b []byte) (int, bool) {
 	if len(b) < rtpHeaderLen || b[0]>>6 != 2 {
 		return 0, false
@@ -442,16 +457,14 @@ func parseRTP(pkt *rtp.Packet, b []byte) (int, bool) {
 	if pkt.Unmarshal(b) != nil {
 		return 0, false
 	}
-	if !pkt.Extension {
+	if b[0]&0x3f == 0 { // no padding, header extension or CSRC: the usual case
 		return len(b), true
 	}
 	// Header extensions can carry identity (RFC 7941 SDES items such as
-	// CNAME); G.711 needs none, so they are cut out.
-	start := rtpHeaderLen + 4*len(pkt.CSRC)
-	end := start + 4 + 4*int(binary.BigEndian.Uint16(b[start+2:]))
-	n := len(b) - (end - start)
-	copy(b[start:], b[end:])
-	b[0] &^= 0x10
+	// CNAME), CSRC lists and padding anything at all (a covert channel of
+	// some 300 bytes a packet); G.711 needs none of them, so they are cut out.
+	n := rtpHeaderLen + copy(b[rtpHeaderLen:], pkt.Payload)
+	b[0] &^= 0x3f
 	if pkt.Unmarshal(b[:n]) != nil {
 		return 0, false
 	}

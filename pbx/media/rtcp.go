@@ -135,3 +135,73 @@ func rewriteSDES(dst []byte, count int, body []byte, cname []byte) int {
 	putRTCPHeader(dst, count, rtcpSDES, total)
 	return total
 }
+
+// rtcpIDs are what RTCP from one side is rewritten with so that it speaks
+// of the streams the other side sees (stream.go): the relay's SSRCs and
+// the offsets of its RTP.
+type rtcpIDs struct {
+	// sender is the relay's SSRC for the sender's media: it replaces the
+	// SSRC of SR/RR, SDES chunks and BYE. tsOff is added to an SR's RTP
+	// timestamp, as to that media's.
+	sender, tsOff uint32
+	// reported is the relay's SSRC for the media the sender receives; a
+	// report block about it is about the receiver's own stream and gets
+	// that stream's source SSRC, with seqOff taken off its highest
+	// sequence number. Report blocks about anything else, or made before
+	// the receiver's RTP has arrived (known false), are dropped.
+	reported, source uint32
+	seqOff           uint16
+	known            bool
+}
+
+// rewriteRTCP rewrites the SSRCs, SR timestamp and report blocks of b, a
+// compound packet as scrubRTCP writes it (SR, RR, SDES, BYE, well formed),
+// in place and returns its new length.
+func rewriteRTCP(b []byte, ids *rtcpIDs) int {
+	w := 0
+	for off := 0; off+rtcpHeaderLen <= len(b); {
+		count, pt := int(b[off]&0x1f), b[off+1]
+		plen := (int(binary.BigEndian.Uint16(b[off+2:])) + 1) * 4
+		if off+plen > len(b) {
+			return 0
+		}
+		p := b[w : w+plen]
+		copy(p, b[off:off+plen]) // w <= off: moves back over dropped blocks
+		off += plen
+		switch pt {
+		case rtcpSR, rtcpRR:
+			binary.BigEndian.PutUint32(p[rtcpHeaderLen:], ids.sender)
+			fixed := rtcpHeaderLen + 4
+			if pt == rtcpSR {
+				ts := p[fixed+8:]
+				binary.BigEndian.PutUint32(ts, binary.BigEndian.Uint32(ts)+ids.tsOff)
+				fixed += rtcpSenderInfo
+			}
+			kept := 0
+			for i := range count {
+				blk := p[fixed+i*rtcpReportBlock : fixed+(i+1)*rtcpReportBlock]
+				if !ids.known || binary.BigEndian.Uint32(blk) != ids.reported {
+					continue
+				}
+				binary.BigEndian.PutUint32(blk, ids.source)
+				highest := binary.BigEndian.Uint32(blk[8:])
+				binary.BigEndian.PutUint32(blk[8:], highest-uint32(int32(int16(ids.seqOff))))
+				copy(p[fixed+kept*rtcpReportBlock:], blk)
+				kept++
+			}
+			plen = fixed + kept*rtcpReportBlock
+			putRTCPHeader(p, kept, pt, plen)
+		case rtcpSDES:
+			chunkLen := (plen - rtcpHeaderLen) / max(count, 1)
+			for i := range count {
+				binary.BigEndian.PutUint32(p[rtcpHeaderLen+i*chunkLen:], ids.sender)
+			}
+		case rtcpBYE:
+			for i := range count {
+				binary.BigEndian.PutUint32(p[rtcpHeaderLen+4*i:], ids.sender)
+			}
+		}
+		w += plen
+	}
+	return w
+}

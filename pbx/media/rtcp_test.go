@@ -293,5 +293,18 @@ func FuzzRTCPScrub(f *testing.F) {
 				t.Fatalf("not idempotent:\n% x\n% x", dst[:n], again[:m])
 			}
 		}
+		// Rewriting the SSRCs keeps it valid RTCP, never longer, and leaves
+		// no report block but those about the reported stream.
+		ids := rtcpIDs{sender: 0x51, tsOff: 7, reported: 0x5000, source: 0xA11CE, seqOff: 3, known: true}
+		m := rewriteRTCP(dst[:n], &ids)
+		pkts, err = parseCompound(dst[:m])
+		if m > n || err != nil {
+			t.Fatalf("rewritten %d of %d bytes: %v\n% x", m, n, err, dst[:m])
+		}
+		for _, p := range pkts {
+			if (p.pt == rtcpSR || p.pt == rtcpRR) && binary.BigEndian.Uint32(p.body) != ids.sender {
+				t.Fatalf("sender SSRC not rewritten: % x", p.body)
+			}
+		}
 	})
 }
