@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +42,8 @@ type system struct {
 	run     running
 	sipAddr string
 	api     string
+	// stop shuts the system down and waits for it (also done at cleanup).
+	stop func()
 }
 
 // startSystem runs maskpbx serve in-process against a fresh database and an
@@ -84,7 +87,7 @@ func startSystemConfig(t *testing.T, tune func(*Config)) *system {
 	errc := make(chan error, 1)
 	logger := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	go func() { errc <- serve(ctx, cfg, logger, func(r running) { started <- r }) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		select {
 		case err := <-errc:
@@ -95,9 +98,10 @@ func startSystemConfig(t *testing.T, tune func(*Config)) *system {
 			t.Error("serve did not stop")
 		}
 	})
+	t.Cleanup(stop)
 	select {
 	case r := <-started:
-		return &system{t: t, run: r, sipAddr: cfg.SIPListen, api: "http://" + r.HTTPAddr}
+		return &system{t: t, run: r, sipAddr: cfg.SIPListen, api: "http://" + r.HTTPAddr, stop: stop}
 	case err := <-errc:
 		t.Fatalf("serve: %v", err)
 	case <-time.After(60 * time.Second):
