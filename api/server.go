@@ -49,6 +49,16 @@ type Config struct {
 	Sessions Sessions
 	// Recordings serves recording audio for replay; nil answers 503.
 	Recordings RecordingAudio
+	// Trunk, if set, adds the registration at the SIP provider to /healthz.
+	Trunk TrunkStatus
+}
+
+// TrunkStatus is what /healthz shows of the PBX's registration at the SIP
+// provider (--trunk-register).
+type TrunkStatus interface {
+	// TrunkRegistered says whether the PBX registers at all, and whether
+	// it is registered now.
+	TrunkRegistered() (enabled, registered bool)
 }
 
 // Sessions is what the API needs of the web console: who a request's
@@ -268,7 +278,18 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "database": "down"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	body := map[string]string{"status": "ok"}
+	if s.Trunk != nil {
+		// The node lives without its provider: the field alarms, the
+		// status stays ok.
+		if enabled, registered := s.Trunk.TrunkRegistered(); enabled {
+			body["trunk_registration"] = "unregistered"
+			if registered {
+				body["trunk_registration"] = "registered"
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 type statusRecorder struct {

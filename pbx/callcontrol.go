@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -41,6 +42,13 @@ type CallConfig struct {
 	// CallsPerMinute limits how many calls out a manager may start in a
 	// minute (click-to-call and desk phone); 0 means 10.
 	CallsPerMinute int
+	// TrunkAuth, if its Username is set, answers the trunk's digest
+	// challenges to our INVITEs, BYEs and re-INVITEs.
+	TrunkAuth TrunkAuth
+	// TrunkRegister, if positive, is the expiry the PBX asks for when it
+	// registers to the trunk with TrunkAuth (refreshed before it lapses);
+	// 0 trusts the trunk by IP alone.
+	TrunkRegister time.Duration
 	// Recorder records every connected call (SIPREC); nil records none.
 	Recorder *SRC
 	// MaxSetups is how many calls in may be in setup (INVITE received, no
@@ -122,6 +130,12 @@ type callControl struct {
 	admission *admission
 	srv       *Server // for digest auth and failure limits of desk phones
 
+	// trunkReg is the registration at the provider; nil without
+	// CallConfig.TrunkRegister.
+	trunkReg *trunkRegistration
+	// trunkAuthFailures counts requests the trunk refused our credentials to.
+	trunkAuthFailures atomic.Uint64
+
 	// ctx is done once the node shuts down (endAll); every call's context
 	// derives from it.
 	ctx  context.Context
@@ -160,9 +174,14 @@ func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string
 	_ = tx.Respond(res)
 }
 
-// sendBye ends an established dialog from our side.
+// sendBye ends an established dialog from our side, answering the trunk's
+// digest challenge if it sends one.
 func (cc *callControl) sendBye(d *dialog, logger *zap.Logger) {
-	cc.requestAndWait(d.request(sip.BYE, cc.contactFor(d.transport)), logger)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cc.requestInDialog(ctx, d, d.request(sip.BYE, cc.contactFor(d.transport)), logger); err != nil {
+		logger.Debug("BYE not answered", zap.Error(err))
+	}
 }
 
 // requestAndWait sends a request that ends something (BYE, CANCEL) and

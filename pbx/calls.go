@@ -59,6 +59,14 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 		limits:    newOutboundLimits(cmp.Or(cfg.CallsPerMinute, 10)),
 		admission: newAdmission(cmp.Or(cfg.MaxSetups, 1000)),
 	}
+	if cfg.TrunkRegister > 0 {
+		if cfg.Trunk == "" || !cfg.TrunkAuth.Enabled() {
+			return errTrunkRegisterConfig
+		}
+		if s.calls.trunkReg, err = newTrunkRegistration(s.calls); err != nil {
+			return err
+		}
+	}
 	s.allow = append(s.allow, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE)
 	s.sip.OnInvite(s.guard(s.calls.onInvite))
 	s.sip.OnAck(s.calls.onInDialog)

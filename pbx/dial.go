@@ -56,6 +56,14 @@ func (cc *callControl) openClientNumber(p masking.SealedPhone) (string, error) {
 	return cc.cfg.Router.Keys.OpenPhone(p)
 }
 
+// trunkAuth is the credentials for the trunk's challenges, nil if none.
+func (cc *callControl) trunkAuth() *TrunkAuth {
+	if !cc.cfg.TrunkAuth.Enabled() {
+		return nil
+	}
+	return &cc.cfg.TrunkAuth
+}
+
 // clientRingFactor is how much longer a client's phone may ring than one
 // step of the inbound ring plan: he is not at his desk waiting for it.
 const clientRingFactor = 3
@@ -111,6 +119,7 @@ func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []m
 		dest:      to.addr,
 		transport: to.transport,
 		sdp:       c.localSDP(media.SideA, codecs, media.SendRecv),
+		auth:      cc.trunkAuth(),
 	}, evs)
 	if err != nil {
 		c.logger.Error("INVITE to the trunk failed", zap.Error(err))
@@ -141,6 +150,11 @@ func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []m
 				leg.join(func(dir media.Direction) []byte { return c.localSDP(media.SideA, ev.answer.Codecs, dir) },
 					func() { c.hangup(sideClient) })
 				return leg, 200, ""
+			case ev.status == 401 || ev.status == 407:
+				// The trunk refused our credentials (the leg answered
+				// its first challenge): our configuration failed the
+				// call, not the client.
+				return nil, ev.status, sideSystem
 			default:
 				return nil, ev.status, sideClient
 			}

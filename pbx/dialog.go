@@ -21,6 +21,9 @@ type dialog struct {
 	target    sip.Uri // the peer's Contact: Request-URI of in-dialog requests
 	dest      string  // host:port in-dialog requests go to (NAT: where he registered from)
 	transport string
+	// auth answers the digest challenges of the peer to our requests in
+	// the dialog: the trunk's credentials, nil for phones.
+	auth *TrunkAuth
 
 	// mu guards localSeq, and remoteTag and target of a dialog we sent the
 	// INVITE of: the answer sets them while requests in the dialog may
@@ -43,6 +46,15 @@ func (d *dialog) request(method sip.RequestMethod, contact sip.Uri) *sip.Request
 	seq := d.localSeq
 	d.mu.Unlock()
 	return d.requestSeq(method, seq, contact)
+}
+
+// nextSeq takes the next local CSeq number, for a request resent with
+// credentials.
+func (d *dialog) nextSeq() uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.localSeq++
+	return d.localSeq
 }
 
 // requestSeq builds an in-dialog request with a given CSeq number (ACK).

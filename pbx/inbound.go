@@ -20,6 +20,9 @@ func (cc *callControl) trunkAllowed(src string) bool {
 		return false
 	}
 	ip := ap.Addr().Unmap()
+	if cc.trunkReg.trusts(ip) {
+		return true // the provider we are registered at (trunkreg.go)
+	}
 	for _, p := range cc.cfg.TrunkAllow {
 		if p.Contains(ip) {
 			return true

@@ -32,12 +32,19 @@ type outLeg struct {
 	secureOffer bool // we offered it SRTP (srtp.go)
 	// plain is the same INVITE without SRTP, tried once if the phone
 	// refuses the SRTP offer (srtp.go, refusesSRTP); nil if not secure.
-	plain  *outInvite
+	plain *outInvite
+	// invite is the INVITE in flight: the one a CANCEL must match. After
+	// the trunk's challenge it is the INVITE resent with credentials, and
+	// tx its transaction; both are swapped under mu (invite is read by
+	// cancel), tx only by watch.
 	invite *sip.Request
 	tx     sip.ClientTransaction
-	dlg    *dialog
-	logger *zap.Logger
-	st     *sessionTimer
+	// authTries counts the digest challenges this INVITE answered; watch
+	// alone uses it.
+	authTries int
+	dlg       *dialog
+	logger    *zap.Logger
+	st        *sessionTimer
 
 	cancelSent chan struct{} // closed when our CANCEL goes out
 
@@ -66,6 +73,9 @@ type outInvite struct {
 	secureSDP []byte
 	secure    bool       // sdp is the SRTP offer
 	plain     *outInvite // with secure: the same INVITE offering plain RTP
+	// auth answers the peer's digest challenges (the trunk's credentials);
+	// nil for phones.
+	auth *TrunkAuth
 }
 
 // forTransport is the INVITE for a phone registered over transport: with
@@ -132,6 +142,7 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 		target:    in.target,
 		dest:      in.dest,
 		transport: in.transport,
+		auth:      in.auth,
 	}
 	req := dlg.request(sip.INVITE, cc.contactFor(dlg.transport))
 	req.AppendHeader(sip.NewHeader("Allow", dialogAllow))
@@ -197,6 +208,9 @@ func (l *outLeg) watch(events chan<- legEvent) {
 			case res.IsSuccess():
 				l.onAnswer(res, events)
 				return
+			case (res.StatusCode == 401 || res.StatusCode == 407) && l.dlg.auth != nil && l.retryWithCredentials(res):
+				// The transaction layer ACKed the challenge; the INVITE
+				// with credentials is in flight now, on l.tx.
 			default:
 				l.cc.dialogs.remove(l.dlg.callID)
 				events <- legEvent{leg: l, status: res.StatusCode}
@@ -208,6 +222,35 @@ func (l *outLeg) watch(events chan<- legEvent) {
 			return
 		}
 	}
+}
+
+// retryWithCredentials answers the trunk's 401/407 to our INVITE: the
+// same INVITE as a new transaction with a new CSeq and our credentials
+// (RFC 3261 22.2). It reports false, and the challenge is the leg's final
+// response, if the challenge can't be answered, if it is a second one to
+// our credentials (they are wrong: never a loop), or if the leg was
+// cancelled meanwhile (the caller gave up).
+func (l *outLeg) retryWithCredentials(res *sip.Response) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cancelled {
+		return false
+	}
+	answer, err := l.dlg.auth.answerChallenge(l.invite, res)
+	if err != nil || !mayRetry(l.authTries, answer.stale) {
+		l.cc.trunkAuthRefused(l.logger, sip.INVITE, res.StatusCode, err)
+		return false
+	}
+	l.authTries++
+	next := withCredentials(l.invite, l.dlg.nextSeq(), answer.header)
+	// Under mu: a CANCEL from now on matches the INVITE with credentials.
+	tx, err := l.cc.clientFor(next.Transport()).TransactionRequest(context.Background(), next)
+	if err != nil {
+		l.logger.Error("INVITE with credentials not sent", zap.Error(err))
+		return false
+	}
+	l.invite, l.tx = next, tx
+	return true
 }
 
 func (l *outLeg) onAnswer(res *sip.Response, events chan<- legEvent) {
@@ -260,7 +303,10 @@ func (l *outLeg) cancel() {
 		return
 	}
 	close(l.cancelSent)
-	c := newCancel(l.invite)
+	l.mu.Lock()
+	inv := l.invite
+	l.mu.Unlock()
+	c := newCancel(inv)
 	// ClientRequestBuild keeps the INVITE's Via (CANCEL must match its
 	// branch) and only sets what is missing.
 	l.cc.requestAndWait(c, l.logger, sipgo.ClientRequestBuild)

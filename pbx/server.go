@@ -377,6 +377,17 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
+	if s.calls != nil && s.calls.trunkReg != nil {
+		// Ends (unregistered) when ctx does; waited for below, while the
+		// listeners can still carry the Expires: 0.
+		wg.Go(func() {
+			if s.udpServing(ctx) {
+				s.calls.trunkReg.run(ctx)
+			} else {
+				close(s.calls.trunkReg.done)
+			}
+		})
+	}
 	errc := make(chan error, 3)
 	wg.Go(func() { errc <- s.sip.ServeUDP(udp) })
 	wg.Go(func() { errc <- s.sip.ServeTCP(tcp) })
@@ -397,6 +408,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		if serveErr == nil || errors.Is(serveErr, net.ErrClosed) {
 			serveErr = errors.New("pbx: sip listener stopped")
 		}
+	}
+	if s.calls != nil && s.calls.trunkReg != nil {
+		cancel()
+		<-s.calls.trunkReg.done // unregistered, or gave up within trunkUnregisterWait
 	}
 	closeAll()
 	wg.Wait()
@@ -544,4 +559,23 @@ func sourceIP(req *sip.Request) string {
 		return host
 	}
 	return src
+}
+
+// udpServing waits until sipgo's transport layer holds the UDP listener
+// (ServeUDP adds it on its goroutine): a request sent before would make
+// sipgo bind a second socket to the listen address, and fail. False if ctx
+// ends first.
+func (s *Server) udpServing(ctx context.Context) bool {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if c, err := s.ua.TransportLayer().GetConnection("udp", s.addr); err == nil && c != nil {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
 }

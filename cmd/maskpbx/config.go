@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,14 +35,21 @@ type Config struct {
 	HTTPListen                          string
 	Trunk                               string
 	TrunkAllow                          string
-	CompanyNumber                       string
-	Region                              string
-	RingTimeout                         time.Duration
-	MediaTimeout                        time.Duration
-	KeepAlive                           time.Duration
-	LogFormat                           string
-	DigestAlgorithms                    string
-	CallsPerMinute                      int
+	// The provider's credentials (--trunk-username, --trunk-password,
+	// --trunk-auth-user, --trunk-realm): the PBX answers the trunk's digest
+	// challenges with them and, with TrunkRegister > 0, registers.
+	TrunkUsername, TrunkPassword, TrunkAuthUser, TrunkRealm string
+	// TrunkRegister is --trunk-register: the expiry asked for when
+	// registering to the trunk; 0 trusts the trunk by IP alone.
+	TrunkRegister    time.Duration
+	CompanyNumber    string
+	Region           string
+	RingTimeout      time.Duration
+	MediaTimeout     time.Duration
+	KeepAlive        time.Duration
+	LogFormat        string
+	DigestAlgorithms string
+	CallsPerMinute   int
 	// SIPRateLimit, SIPRateLimitPhone and SIPRateLimitTrunk are
 	// --sip-rate-limit*: per source IP and second; 0 is no limit.
 	SIPRateLimit, SIPRateLimitPhone, SIPRateLimitTrunk int
@@ -76,6 +84,11 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.HTTPListen, "http-listen", "127.0.0.1:8080", "REST API / console address")
 	fs.StringVar(&c.Trunk, "trunk", "", "host:port of the SIP trunk for calls out to clients")
 	fs.StringVar(&c.TrunkAllow, "trunk-allow", "", "comma-separated IPs/CIDRs allowed to send calls in (default: the trunk's host)")
+	fs.StringVar(&c.TrunkUsername, "trunk-username", "", "account at the SIP provider: the user we register as and answer its digest challenges with")
+	fs.StringVar(&c.TrunkPassword, "trunk-password", "", "password at the SIP provider; prefer MASKPBX_TRUNK_PASSWORD (a flag shows in ps). Never logged")
+	fs.StringVar(&c.TrunkAuthUser, "trunk-auth-user", "", "digest username, if the provider gives one apart from --trunk-username")
+	fs.StringVar(&c.TrunkRealm, "trunk-realm", "", "the provider's digest realm: only its challenges are answered; also the domain we register in (default: the trunk's host)")
+	fs.Var((*secondsOrDuration)(&c.TrunkRegister), "trunk-register", "register to the trunk, asking for this expiry (600s or 600); 0: no registration, the trunk is trusted by IP")
 	fs.StringVar(&c.CompanyNumber, "company-number", "", "the public company number (E.164); several comma-separated, each may name the team its new callers ring: +74950000000=sales,+78120000000=support (the first is the caller ID of calls out)")
 	fs.StringVar(&c.Region, "region", "", "default country for numbers written without + (e.g. RU)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 20*time.Second, "how long one step of the ring order rings")
@@ -138,6 +151,26 @@ func parseFlagsAndEnv(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return err
+}
+
+// secondsOrDuration is a duration flag that also takes plain seconds, as
+// SIP writes expiries (600 = 600s).
+type secondsOrDuration time.Duration
+
+func (d *secondsOrDuration) String() string { return time.Duration(*d).String() }
+
+func (d *secondsOrDuration) Set(v string) error {
+	v = strings.TrimSpace(v)
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		*d = secondsOrDuration(time.Duration(n) * time.Second)
+		return nil
+	}
+	p, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%q: want seconds (600) or a duration (600s, 10m)", v)
+	}
+	*d = secondsOrDuration(p)
+	return nil
 }
 
 // parsePrefixes reads an allow-list flag (--trunk-allow, --siprec-allow):

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestParsePrefixes(t *testing.T) {
@@ -44,5 +45,21 @@ func TestPprofListenLoopbackOnly(t *testing.T) {
 		if err := loopbackOnly(addr); (err == nil) != ok {
 			t.Errorf("loopbackOnly(%q) = %v, want ok=%v", addr, err, ok)
 		}
+	}
+}
+
+func TestTrunkRegisterFlag(t *testing.T) {
+	for in, want := range map[string]time.Duration{"600": 600 * time.Second, "600s": 600 * time.Second, "10m": 10 * time.Minute, "0": 0} {
+		c, err := parseConfig("serve", []string{"--database-url", "postgres://x", "--trunk-register", in})
+		if err != nil || c.TrunkRegister != want {
+			t.Errorf("--trunk-register %s: %v, %v; want %v", in, c.TrunkRegister, err, want)
+		}
+	}
+	if _, err := parseConfig("serve", []string{"--database-url", "postgres://x", "--trunk-register", "soon"}); err == nil {
+		t.Error("--trunk-register soon accepted")
+	}
+	t.Setenv("MASKPBX_TRUNK_PASSWORD", "from-env")
+	if c, err := parseConfig("serve", []string{"--database-url", "postgres://x"}); err != nil || c.TrunkPassword != "from-env" {
+		t.Errorf("MASKPBX_TRUNK_PASSWORD: %q, %v", c.TrunkPassword, err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +42,8 @@ type system struct {
 	run     running
 	sipAddr string
 	api     string
+	// stop shuts the system down and waits for it (also done at cleanup).
+	stop func()
 }
 
 // startSystem runs maskpbx serve in-process against a fresh database and an
@@ -89,7 +92,7 @@ func startSystemLogged(t *testing.T, tune func(*Config), logger *zap.Logger) *sy
 	started := make(chan running, 1)
 	errc := make(chan error, 1)
 	go func() { errc <- serve(ctx, cfg, logger, func(r running) { started <- r }) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		select {
 		case err := <-errc:
@@ -100,9 +103,10 @@ func startSystemLogged(t *testing.T, tune func(*Config), logger *zap.Logger) *sy
 			t.Error("serve did not stop")
 		}
 	})
+	t.Cleanup(stop)
 	select {
 	case r := <-started:
-		return &system{t: t, run: r, sipAddr: cfg.SIPListen, api: "http://" + r.HTTPAddr}
+		return &system{t: t, run: r, sipAddr: cfg.SIPListen, api: "http://" + r.HTTPAddr, stop: stop}
 	case err := <-errc:
 		t.Fatalf("serve: %v", err)
 	case <-time.After(60 * time.Second):

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -87,6 +88,22 @@ func (c Config) validate() error {
 		if err := pbx.ValidTrunk(c.Trunk); err != nil {
 			bad("trunk", err)
 		}
+	}
+	switch {
+	case c.TrunkRegister < 0:
+		badf("trunk-register", "must not be negative (0: no registration)")
+	case c.TrunkRegister > 0 && c.TrunkRegister < time.Second:
+		badf("trunk-register", "%s: the expiry is whole seconds, at least 1s", c.TrunkRegister)
+	case c.TrunkRegister > 0 && c.Trunk == "":
+		badf("trunk-register", "needs --trunk, the provider to register at")
+	case c.TrunkRegister > 0 && c.TrunkUsername == "":
+		badf("trunk-register", "needs --trunk-username (and MASKPBX_TRUNK_PASSWORD)")
+	}
+	if c.TrunkUsername == "" && (c.TrunkPassword != "" || c.TrunkAuthUser != "" || c.TrunkRealm != "") {
+		badf("trunk-username", "is required with --trunk-password, --trunk-auth-user or --trunk-realm")
+	}
+	if strings.ContainsAny(c.TrunkUsername+c.TrunkAuthUser+c.TrunkRealm, "\" \t\r\n<>@") {
+		badf("trunk-username", "--trunk-username, --trunk-auth-user and --trunk-realm take no spaces, quotes, <, > or @")
 	}
 	if _, err := parsePrefixes(c.TrunkAllow); err != nil {
 		bad("trunk-allow", err)

@@ -110,6 +110,11 @@ func TestBadFlagsFailAtOnce(t *testing.T) {
 		{"pprof on every address", func(c *Config) { c.PprofListen = "0.0.0.0:6060" }, "--pprof-listen"},
 		{"database url unparsable", func(c *Config) { c.DatabaseURL = "postgres://u:secret@[::1" }, "--database-url"},
 		{"database url missing", func(c *Config) { c.DatabaseURL = "" }, "--database-url"},
+		{"trunk register without account", func(c *Config) { c.TrunkRegister = 600 * time.Second }, "--trunk-register"},
+		{"trunk register without trunk", func(c *Config) { c.Trunk, c.TrunkUsername, c.TrunkRegister = "", "acct", time.Minute }, "--trunk-register"},
+		{"trunk register negative", func(c *Config) { c.TrunkUsername, c.TrunkRegister = "acct", -time.Second }, "--trunk-register"},
+		{"trunk password without username", func(c *Config) { c.TrunkPassword = "secret" }, "--trunk-username"},
+		{"trunk username with a quote", func(c *Config) { c.TrunkUsername = `a"b` }, "--trunk-username"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := preflightConfig(t)

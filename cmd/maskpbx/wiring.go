@@ -30,6 +30,9 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		CallsPerMinute: c.CallsPerMinute,
 		MaxSetups:      c.MaxSetups,
 		KeepAlive:      c.KeepAlive,
+		TrunkAuth: pbx.TrunkAuth{Username: c.TrunkUsername, AuthUser: c.TrunkAuthUser, Password: c.TrunkPassword,
+			Realm: c.TrunkRealm},
+		TrunkRegister: c.TrunkRegister.Truncate(time.Second),
 	}
 	allow := c.TrunkAllow
 	// Without --trunk-allow, the trunk's own addresses (resolved by pbx).
@@ -172,7 +175,26 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_rtp_refused_packets_total",
 			Help: "RTP and RTCP packets the relay refused for their source: an IP the call's signalling did not name, or another port of the latched IP while it is active."},
 			func() float64 { return float64(ports.Refused()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_trunk_auth_failures_total",
+			Help: "Requests to the trunk (INVITE, BYE, REGISTER) whose digest challenge our credentials did not satisfy."},
+			func() float64 { return float64(sip.TrunkAuthFailures()) }),
 	)
+	if sip.TrunkRegistration().Enabled {
+		// Only a node that registers has these: an alert on
+		// maskpbx_trunk_registered == 0 must not fire where nothing registers.
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_trunk_registered",
+				Help: "1 while the PBX is registered at the SIP provider (--trunk-register), else 0."}, func() float64 {
+				if sip.TrunkRegistration().Registered {
+					return 1
+				}
+				return 0
+			}),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_trunk_register_failures_total",
+				Help: "Registrations at the SIP provider that failed (refused, wrong credentials, no answer)."},
+				func() float64 { return float64(sip.TrunkRegistration().Failures) }),
+		)
+	}
 	for i, target := range sip.TrunkTargets() {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_trunk_target_up",
 			Help:        "1 while the trunk target answers OPTIONS pings (calls out go to the first that does).",
@@ -213,4 +235,12 @@ func (d dialer) CallStatus(id string) (api.CallStatus, bool) {
 	st, ok := d.sip.CallStatus(id)
 	return api.CallStatus{State: st.State, Disposition: st.Disposition, Direction: st.Direction, ClientID: st.ClientID,
 		ManagerID: st.ManagerID, StartedAt: st.StartedAt, AnsweredAt: st.AnsweredAt, EndedAt: st.EndedAt}, ok
+}
+
+// trunkStatus adapts the PBX's registration at the provider to /healthz.
+type trunkStatus struct{ sip *pbx.Server }
+
+func (t trunkStatus) TrunkRegistered() (enabled, registered bool) {
+	st := t.sip.TrunkRegistration()
+	return st.Enabled, st.Registered
 }
