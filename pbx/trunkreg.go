@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -70,7 +69,6 @@ type trunkRegistration struct {
 	expires time.Duration // asked for
 	aor     sip.Uri       // To and From: sip:<username>@<domain>
 	uri     sip.Uri       // Request-URI: sip:<domain>
-	dest    string        // the trunk, host:port
 	callID  string        // one Call-ID for all our REGISTERs (RFC 3261 10.2.4)
 	tag     string
 	logger  *zap.Logger
@@ -85,17 +83,15 @@ type trunkRegistration struct {
 }
 
 func newTrunkRegistration(cc *callControl) (*trunkRegistration, error) {
-	host, portStr, err := net.SplitHostPort(cc.cfg.Trunk)
-	if err != nil {
-		return nil, fmt.Errorf("pbx: Trunk %q: %w", cc.cfg.Trunk, err)
+	if cc.trunk == nil {
+		return nil, fmt.Errorf("pbx: registering to the trunk needs a Trunk")
 	}
-	port, _ := strconv.Atoi(portStr)
+	host, port := cc.trunk.host, cc.trunk.port
 	auth := cc.trunkAuth()
 	r := &trunkRegistration{
 		cc:      cc,
 		auth:    auth,
 		expires: cc.cfg.TrunkRegister,
-		dest:    cc.cfg.Trunk,
 		callID:  uuid.NewString(),
 		tag:     sip.GenerateTagN(16),
 		logger:  cc.logger.Named("trunk").With(zap.String("trunk", cc.cfg.Trunk)),
@@ -108,12 +104,12 @@ func newTrunkRegistration(cc *callControl) (*trunkRegistration, error) {
 		domain = host
 		r.uri = sip.Uri{Scheme: "sip", Host: host}
 		if port != 5060 {
-			r.uri.Port = port
+			r.uri.Port = port // 0 (a name looked up by SRV) writes none
 		}
 	}
 	r.aor = sip.Uri{Scheme: "sip", User: auth.Username, Host: domain}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		r.trusted = []netip.Addr{ip.Unmap()}
+	for _, p := range cc.trunk.allowPrefixes() {
+		r.trusted = append(r.trusted, p.Addr())
 	}
 	return r, nil
 }
@@ -122,7 +118,7 @@ func newTrunkRegistration(cc *callControl) (*trunkRegistration, error) {
 // a provider sends calls in to the Contact it holds, and the Request-URI
 // then names the number calls in must be to.
 func (r *trunkRegistration) contact() sip.Uri {
-	c := r.cc.contactFor("UDP")
+	c := r.cc.contactFor(r.cc.trunk.choose().transport)
 	c.User = r.cc.cfg.CompanyNumber
 	if c.User == "" {
 		c.User = r.auth.Username
@@ -246,8 +242,11 @@ func (r *trunkRegistration) request(expires time.Duration) *sip.Request {
 	req.AppendHeader(sip.NewHeader("Contact", "<"+contact.String()+">;expires="+secs))
 	req.AppendHeader(sip.NewHeader("Expires", secs))
 	req.AppendHeader(sip.NewHeader("Allow", dialogAllow))
-	req.SetTransport("UDP")
-	req.SetDestination(r.dest)
+	// The target calls out go to: the first of the provider's servers
+	// that answers OPTIONS (trunk.go).
+	target := r.cc.trunk.choose()
+	req.SetTransport(target.transport)
+	req.SetDestination(target.addr)
 	return req
 }
 
