@@ -1,8 +1,9 @@
 // Command rtpcap measures an RTP relay from a packet capture taken on the
 // relay's host (deploy/bench.sh captures the loopback): every RTP packet
 // that arrives at a relay port is matched with the packet the relay sends
-// on (same SSRC, sequence number and timestamp, from another relay port to
-// the other party). It reports the packets lost inside the relay (socket
+// on (same sequence number and timestamp, from another relay port to the
+// other party; the relay writes its own SSRC, so that is not compared:
+// SIPp starts every stream at a random sequence number and timestamp). It reports the packets lost inside the relay (socket
 // buffer drops included) and the delay the relay added, without needing
 // anything from the relay itself.
 //
@@ -43,10 +44,10 @@ type streamKey struct {
 	dstPort uint16
 }
 
-// pktKey names one packet of a stream, as it is before and after the relay.
+// pktKey names one packet of a stream, as it is before and after the relay
+// (which replaces the SSRC with its own).
 type pktKey struct {
 	from [4]byte // the party that sent it to the relay
-	ssrc uint32
 	ts   uint32
 	seq  uint16
 }
@@ -138,15 +139,15 @@ func run(pcapPath, relay, ports string, head, tail, burstGap time.Duration) erro
 			continue
 		}
 		k := pktKey{
-			seq:  uint16(u.payload[2])<<8 | uint16(u.payload[3]),
-			ts:   be32(u.payload[4:8]),
-			ssrc: be32(u.payload[8:12]),
+			seq: uint16(u.payload[2])<<8 | uint16(u.payload[3]),
+			ts:  be32(u.payload[4:8]),
 		}
+		ssrc := be32(u.payload[8:12])
 		switch {
 		case u.dst == rip && inRange(u.dstPort, lo, hi) && u.src != rip:
 			k.from = u.src
 			ins = append(ins, inPkt{key: k, at: at, port: u.dstPort})
-			sk := streamKey{from: u.src, ssrc: k.ssrc, dstPort: u.dstPort}
+			sk := streamKey{from: u.src, ssrc: ssrc, dstPort: u.dstPort}
 			s := streams[sk]
 			if s == nil {
 				s = &stream{first: at, lastSeq: k.seq - 1}
@@ -271,8 +272,8 @@ func run(pcapPath, relay, ports string, head, tail, burstGap time.Duration) erro
 		if j, ok := arrived[p.key]; !ok || j != i || shown == 5 {
 			continue
 		}
-		fmt.Printf("lost_sample=%.1fms from=%s ssrc=%d seq=%d relay_port=%d\n",
-			float64(p.at-firstAt)/1e6, netip.AddrFrom4(p.key.from), p.key.ssrc, p.key.seq, p.port)
+		fmt.Printf("lost_sample=%.1fms from=%s seq=%d ts=%d relay_port=%d\n",
+			float64(p.at-firstAt)/1e6, netip.AddrFrom4(p.key.from), p.key.seq, p.key.ts, p.port)
 		shown++
 	}
 

@@ -72,12 +72,15 @@ func TestRunOutput(t *testing.T) {
 				to = trunk
 			}
 			for s := range 2 {
-				ssrc, seq, ts := uint32(100*i+s), uint16(tick), uint32(160*tick)
+				// Every stream starts at its own sequence number and
+				// timestamp, as SIPp's do; the relay sends under its own SSRC.
+				first := 1000 * (2*i + s)
+				ssrc, seq, ts := uint32(100*i+s), uint16(first+tick), uint32(160*(first+tick))
 				in := at + int64(s)*10e3 // the burst's second packet 10 us later
 				out := at + int64(s+1)*100e3
 				frames = append(frames,
 					capFrame{in, udpFrame(from, relay, 5000, uint16(16000+4*s+2*i), rtpHeader(seq, ts, ssrc))},
-					capFrame{out, udpFrame(relay, to, uint16(16000+4*s+2*(1-i)), 5000, rtpHeader(seq, ts, ssrc))})
+					capFrame{out, udpFrame(relay, to, uint16(16000+4*s+2*(1-i)), 5000, rtpHeader(seq, ts, 0xfeed0000+ssrc))})
 			}
 		}
 	}
