@@ -360,6 +360,25 @@ func (cc *callControl) sendRefresh(ctx context.Context, leg refreshable, logger 
 func (cc *callControl) transact(ctx context.Context, req *sip.Request, d *dialog) *sip.Response {
 	ctx, cancel := context.WithTimeout(ctx, refreshWait)
 	defer cancel()
+	// A dialog with the trunk answers its digest challenge once, as every
+	// request to the trunk does (trunkauth.go).
+	for tries := 0; ; tries++ {
+		res := cc.transactOnce(ctx, req, d)
+		if res == nil || d.auth == nil || (res.StatusCode != 401 && res.StatusCode != 407) {
+			return res
+		}
+		answer, err := d.auth.answerChallenge(req, res)
+		if err != nil || !mayRetry(tries, answer.stale) {
+			cc.trunkAuthRefused(cc.logger, req.Method, res.StatusCode, err)
+			return res
+		}
+		req = withCredentials(req, d.nextSeq(), answer.header)
+	}
+}
+
+// transactOnce sends req and returns its final response (nil on none),
+// acknowledging a 2xx to an INVITE.
+func (cc *callControl) transactOnce(ctx context.Context, req *sip.Request, d *dialog) *sip.Response {
 	tx, err := cc.clientFor(req.Transport()).TransactionRequest(ctx, req)
 	if err != nil {
 		return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -307,6 +308,69 @@ func TestClickToCallSessionTimer(t *testing.T) {
 		t.Errorf("200 to UPDATE without usable SDP: %v", err)
 	}
 	if st, _ := env.srv.CallStatus("c-timer"); st.State != StateConnected {
+		t.Fatalf("call %+v, want connected", st)
+	}
+	env.srv.calls.endAll(10 * time.Second)
+}
+
+// A provider that challenges our session refreshes (401/407 on every
+// request, as many do) gets them once more with credentials, and the call
+// stays up.
+func TestSessionRefreshAnswersChallenge(t *testing.T) {
+	const number = "+79161117783"
+	var challenged, authorized atomic.Int32
+	var answered = make(chan answeredInvite, 1)
+	trunkAddr := fmt.Sprintf("%s:%d", trunkHost, freeUDPPort(t, trunkHost))
+	host, port, _ := net.SplitHostPort(trunkAddr)
+	var p int
+	fmt.Sscan(port, &p)
+	serveSIP(t, trunkAddr, func(req *sip.Request, tx sip.ServerTransaction) {
+		refresh := false
+		if tag, _ := req.To().Params.Get("tag"); tag != "" {
+			refresh = true
+			if h := req.GetHeader("Proxy-Authorization"); h == nil {
+				challenged.Add(1)
+				res := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
+				res.AppendHeader(sip.NewHeader("Proxy-Authenticate",
+					`Digest realm="carrier.test", nonce="n`+fmt.Sprint(challenged.Load())+`", algorithm=MD5, qop="auth"`))
+				_ = tx.Respond(res)
+				return
+			} else if strings.Contains(h.Value(), `username="acct"`) && strings.Contains(h.Value(), `realm="carrier.test"`) {
+				authorized.Add(1)
+			}
+		}
+		body := fmt.Appendf(nil, "v=0\r\no=trunk 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio 40004 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n", trunkHost, trunkHost)
+		res := sip.NewResponseFromRequest(req, 200, "OK", body)
+		if !refresh {
+			res.To().Params.Add("tag", sip.GenerateTagN(8))
+		}
+		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: host, Port: p}})
+		res.AppendHeader(contentTypeSDP())
+		res.AppendHeader(sip.NewHeader("Session-Expires", "2;refresher=uac"))
+		res.AppendHeader(sip.NewHeader("Require", "timer"))
+		if tx.Respond(res) == nil && !refresh {
+			answered <- answeredInvite{req, res}
+		}
+	}, nil)
+	env := startCallEnv(t, func(c *CallConfig) {
+		c.minSessionExpires = testMinSE
+		c.Trunk = trunkAddr
+		c.TrunkAuth = TrunkAuth{Username: "acct", Password: "secret", Realm: "carrier.test"}
+	})
+	client := env.createClient(t, "Acme", number)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := env.srv.Originate(ctx, Originate{CallID: "c-auth-timer", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
+		t.Fatalf("Originate: %v", err)
+	}
+	select {
+	case <-answered:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the trunk was not called")
+	}
+	testenv.Eventually(t, 15*time.Second, func() bool { return authorized.Load() >= 2 },
+		"two refreshes answered with credentials (%d challenged, %d authorized)", challenged.Load(), authorized.Load())
+	if st, _ := env.srv.CallStatus("c-auth-timer"); st.State != StateConnected {
 		t.Fatalf("call %+v, want connected", st)
 	}
 	env.srv.calls.endAll(10 * time.Second)
