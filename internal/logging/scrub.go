@@ -37,6 +37,10 @@ func scrub(s string, keepIPv4 bool) string {
 	var b strings.Builder
 	last := 0 // s[last:] is not written yet
 	for i := 0; i < len(s); {
+		if n := uuidAt(s, i); n > 0 {
+			i += n // call, client and manager ids stay readable
+			continue
+		}
 		if !isDigit(s[i]) {
 			i++
 			continue
@@ -95,6 +99,31 @@ func hasPhoneDigits(s string) bool {
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func isHex(c byte) bool { return isDigit(c) || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+
+func isAlnum(c byte) bool { return isHex(c) || 'g' <= c && c <= 'z' || 'G' <= c && c <= 'Z' }
+
+// uuidAt is the length of the UUID (8-4-4-4-12 hex digits) that starts at
+// s[i] as a word of its own, or 0. Ids are no phone numbers, and their
+// digit runs would otherwise be taken for some.
+func uuidAt(s string, i int) int {
+	const n = 36
+	if i+n > len(s) || i > 0 && isAlnum(s[i-1]) || i+n < len(s) && isAlnum(s[i+n]) {
+		return 0
+	}
+	for j := 0; j < n; j++ {
+		c := s[i+j]
+		if j == 8 || j == 13 || j == 18 || j == 23 {
+			if c != '-' {
+				return 0
+			}
+		} else if !isHex(c) {
+			return 0
+		}
+	}
+	return n
+}
 
 // isIPv4 reports whether run is exactly a dotted quad of octets 0-255.
 func isIPv4(run string) bool {
