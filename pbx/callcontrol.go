@@ -212,7 +212,11 @@ func requestAndWait(client *sipgo.Client, req *sip.Request, wait time.Duration, 
 //
 // A re-INVITE or UPDATE is also a session refresh (RFC 4028): it renews the
 // leg's session timer st, and our 200 states the terms.
-func (cc *callControl) answerMidDialog(req *sip.Request, tx sip.ServerTransaction, d *dialog, local func(dir media.Direction) []byte, st *sessionTimer) {
+//
+// An offer that moves the peer's media (a softphone that roamed from one
+// network to another) is passed to moved, so the relay sends there and
+// takes media from there; a hold offer with c=0.0.0.0 moves nothing.
+func (cc *callControl) answerMidDialog(req *sip.Request, tx sip.ServerTransaction, d *dialog, local func(dir media.Direction) []byte, moved func(media.Offer), st *sessionTimer) {
 	switch req.Method {
 	case sip.INVITE, sip.UPDATE:
 		if cc.tooSmall(req, tx) {
@@ -226,6 +230,9 @@ func (cc *callControl) answerMidDialog(req *sip.Request, tx sip.ServerTransactio
 				return
 			}
 			dir = offer.Direction.Reverse()
+			if moved != nil && offer.Remote.IsValid() && !offer.Remote.Addr().IsUnspecified() {
+				moved(offer)
+			}
 		}
 		hdrs := append(st.onRequest(req), contentTypeSDP())
 		respond(tx, req, 200, "OK", local(dir), hdrs...)

@@ -352,7 +352,7 @@ func TestOutLegByeBeforeJoin(t *testing.T) {
 		t.Fatalf("the phone's BYE: %v %v, want 200", res, err)
 	}
 	hungUp := make(chan struct{})
-	leg.join(nil, func() { close(hungUp) })
+	leg.join(nil, func() { close(hungUp) }, nil)
 	testenv.Eventually(t, 5*time.Second, closed(hungUp), "the BYE that came before the leg joined its call to reach the call")
 }
 
@@ -398,7 +398,7 @@ func TestOutLegInDialogWhileAnswering(t *testing.T) {
 		})
 	}()
 	ours := []byte(fmt.Sprintf("v=0\r\no=- 1 2 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio 42998 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n", pbxHost, pbxHost))
-	leg.join(func(media.Direction) []byte { return ours }, func() {})
+	leg.join(func(media.Direction) []byte { return ours }, func() {}, nil)
 	<-infoOK
 	res, err := phone.do(sip.INFO, nil)
 	if err != nil || res.StatusCode != 200 {

@@ -708,3 +708,53 @@ func TestInboundReachesPhoneBehindNAT(t *testing.T) {
 	}
 	testenv.Eventually(t, 10*time.Second, func() bool { return len(env.events.ended()) == 1 }, "the call's ended event")
 }
+
+// A softphone that roams to another network re-INVITEs with its new media
+// address: the relay sends there from then on, and a hold offer with
+// c=0.0.0.0 moves nothing.
+func TestReInviteMovesMedia(t *testing.T) {
+	env := startCallEnv(t, nil)
+	call := env.call(t, newTrunk(t), "+79161230078")
+	select {
+	case err := <-call.err:
+		if err != nil {
+			t.Fatalf("the call did not connect: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call got no answer")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := call.dlg.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	phoneSide := func() netip.AddrPort {
+		env.srv.calls.mu.Lock()
+		defer env.srv.calls.mu.Unlock()
+		for _, c := range env.srv.calls.calls {
+			return c.ports[media.SideB].Remote()
+		}
+		return netip.AddrPort{}
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return phoneSide().Port() == 40002 }, "the phone's first media address")
+
+	d := newUASDialog(t, phoneHost, <-env.phone.answered)
+	offer := func(ip string, port int) []byte {
+		return fmt.Appendf(nil, "v=0\r\no=phone 1 2 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n", ip, ip, port)
+	}
+	if res, err := d.do(sip.INVITE, offer("127.0.0.6", 40020)); err != nil || res.StatusCode != 200 {
+		t.Fatalf("re-INVITE with a new address: %v %v", res, err)
+	}
+	if got := phoneSide(); got != netip.MustParseAddrPort("127.0.0.6:40020") {
+		t.Fatalf("the relay sends the phone's media to %s, want its new address", got)
+	}
+	if res, err := d.do(sip.INVITE, offer("0.0.0.0", 40020)); err != nil || res.StatusCode != 200 {
+		t.Fatalf("hold re-INVITE: %v %v", res, err)
+	}
+	if got := phoneSide(); got != netip.MustParseAddrPort("127.0.0.6:40020") {
+		t.Fatalf("a c=0.0.0.0 hold moved the media to %s", got)
+	}
+	if err := call.dlg.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -148,7 +148,8 @@ func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []m
 				// The trunk refreshes its session timer with re-INVITE or
 				// UPDATE; the leg answers them as a leg in does (uasLeg).
 				leg.join(func(dir media.Direction) []byte { return c.localSDP(media.SideA, ev.answer.Codecs, dir) },
-					func() { c.hangup(sideClient) })
+					func() { c.hangup(sideClient) },
+					func(o media.Offer) { c.setRemote(media.SideA, o, leg.dlg.dest) })
 				return leg, 200, ""
 			case ev.status == 401 || ev.status == 407:
 				// The trunk refused our credentials (the leg answered

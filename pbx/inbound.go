@@ -236,7 +236,8 @@ func (cc *callControl) bridgeInbound(c *call, trunk *uasLeg, winner *outLeg, off
 		return DispFailed
 	}
 	winner.join(func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) },
-		func() { c.hangup(sideManager) })
+		func() { c.hangup(sideManager) },
+		func(o media.Offer) { c.setRemote(media.SideB, o, winner.dlg.dest) })
 	if err := cc.dialogs.add(trunk.dlg.callID, trunk); err != nil {
 		return DispFailed
 	}

@@ -193,6 +193,7 @@ func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []med
 	c.setRemote(media.SideB, answer, winner.dlg.dest)
 	c.codecs = answer.Codecs
 	winner.join(func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) },
-		func() { c.hangup(sideManager) })
+		func() { c.hangup(sideManager) },
+		func(o media.Offer) { c.setRemote(media.SideB, o, winner.dlg.dest) })
 	return winner, answer.Codecs, ""
 }

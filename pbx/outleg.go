@@ -57,6 +57,8 @@ type outLeg struct {
 	// localSDP builds our SDP for re-INVITE and UPDATE answers once the
 	// leg has joined its call.
 	localSDP func(dir media.Direction) []byte
+	// moved follows the peer's media to where a mid-call offer moves it.
+	moved func(media.Offer)
 }
 
 // outInvite describes the INVITE of an outgoing leg.
@@ -357,7 +359,7 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 		// The ACK of our 200 to a re-INVITE: nothing to answer.
 	default:
 		l.mu.Lock()
-		sdp := l.localSDP
+		sdp, moved := l.localSDP, l.moved
 		l.mu.Unlock()
 		if sdp == nil {
 			// Answered but not yet joined to its call: ask the peer to
@@ -365,16 +367,17 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 			respond(tx, req, 491, "Request Pending", nil)
 			return
 		}
-		l.cc.answerMidDialog(req, tx, l.dlg, sdp, l.st)
+		l.cc.answerMidDialog(req, tx, l.dlg, sdp, moved, l.st)
 	}
 }
 
 // join attaches an answered leg to its call: localSDP builds our SDP for
 // the peer's re-INVITEs and UPDATEs, onBye is told when the peer hangs up,
-// also if he did so before the leg joined.
-func (l *outLeg) join(localSDP func(dir media.Direction) []byte, onBye func()) {
+// also if he did so before the leg joined, and moved follows his media
+// when a re-INVITE or UPDATE moves it.
+func (l *outLeg) join(localSDP func(dir media.Direction) []byte, onBye func(), moved func(media.Offer)) {
 	l.mu.Lock()
-	l.localSDP, l.onBye = localSDP, onBye
+	l.localSDP, l.onBye, l.moved = localSDP, onBye, moved
 	early := l.byeEarly
 	l.byeEarly = false
 	l.mu.Unlock()

@@ -79,7 +79,7 @@ func (l *uasLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 	default:
 		l.call.cc.answerMidDialog(req, tx, l.dlg, func(dir media.Direction) []byte {
 			return l.call.localSDP(l.side, l.call.codecs, dir)
-		}, l.st)
+		}, func(o media.Offer) { l.call.setRemote(l.side, o, l.dlg.dest) }, l.st)
 	}
 }
 
