@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,28 +15,10 @@ import (
 	"github.com/maskpbx/maskpbx/internal/testenv"
 )
 
-// syncBuffer is a log sink the test may read while serve writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // capturedLogger writes JSON lines (without the epoch time, a digit run by
 // nature) into buf and entries into the observer, at debug level, with
 // stack traces where logging.New has them (panics).
-func capturedLogger(buf *syncBuffer) (*zap.Logger, *observer.ObservedLogs) {
+func capturedLogger(buf *testenv.SyncBuffer) (*zap.Logger, *observer.ObservedLogs) {
 	cfg := zap.NewProductionEncoderConfig()
 	cfg.TimeKey = ""
 	jsonCore := zapcore.NewCore(zapcore.NewJSONEncoder(cfg), zapcore.AddSync(buf), zap.DebugLevel)
@@ -59,7 +39,7 @@ var (
 // No log line of serve, sipgo's included, carries the number or any
 // phone-like run, and none has a stack trace.
 func TestMalformedSIPLeavesNoNumberInLogs(t *testing.T) {
-	var buf syncBuffer
+	var buf testenv.SyncBuffer
 	logger, logs := capturedLogger(&buf)
 	s := startSystemLogged(t, nil, logger)
 

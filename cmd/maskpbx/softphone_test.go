@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,16 +116,7 @@ func TestBaresipPhone(t *testing.T) {
 	t.Run("inbound call: the manager hangs up", func(t *testing.T) {
 		bolt := s.client("Bolt", "+74957654321", anna.ID)
 		ph := annaBaresip(t, s, testenv.BaresipOptions{})
-		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41810")
-		tr := trunkCall(t, s, "+74957654321", 41810, false, 0)
-		ph.WaitEvent("CALL_INCOMING", 10*time.Second)
-		ph.Answer()
-		ph.WaitEvent("CALL_ESTABLISHED", 5*time.Second)
-		sendTone(t, tr, trunkRTP, 50)
-		assertTwoWayAudio(t, ph, trunkRTP)
-		ph.Hangup()
-		ph.WaitEvent("CALL_CLOSED", 5*time.Second)
-		tr.Wait()
+		managerHangsUp(t, s, ph, "+74957654321", 41810)
 		cdr := s.cdr(storage.CDRFilter{ClientID: bolt.ID})
 		if cdr.Disposition != "answered" || cdr.HangupSide != "manager" {
 			t.Errorf("CDR %+v", cdr)
@@ -306,8 +298,18 @@ func TestBaresipTLSWithoutSRTP(t *testing.T) {
 	anna := s.manager("anna")
 	acme := s.client("Acme Trading", acmeNumber, anna.ID)
 	ph := annaBaresip(t, s, testenv.BaresipOptions{Proxy: s.run.SIP.TLSAddr(), Transport: "tls"})
-	trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41860")
-	tr := trunkCall(t, s, acmeNumber, 41860, false, 0)
+	managerHangsUp(t, s, ph, acmeNumber, 41860)
+	if cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID}); cdr.Disposition != "answered" {
+		t.Errorf("CDR %+v", cdr)
+	}
+}
+
+// managerHangsUp runs a call from the trunk as caller that the phone
+// answers: tones both ways, then the phone hangs up and the trunk sees it.
+func managerHangsUp(t *testing.T, s *system, ph *testenv.Baresip, caller string, rtpPort int) {
+	t.Helper()
+	trunkRTP := testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", trunkIP, rtpPort))
+	tr := trunkCall(t, s, caller, rtpPort, false, 0)
 	ph.WaitEvent("CALL_INCOMING", 10*time.Second)
 	ph.Answer()
 	ph.WaitEvent("CALL_ESTABLISHED", 5*time.Second)
@@ -316,9 +318,6 @@ func TestBaresipTLSWithoutSRTP(t *testing.T) {
 	ph.Hangup()
 	ph.WaitEvent("CALL_CLOSED", 5*time.Second)
 	tr.Wait()
-	if cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID}); cdr.Disposition != "answered" {
-		t.Errorf("CDR %+v", cdr)
-	}
 }
 
 // toneWindows is the share of the audible 200 ms windows of s that carry
@@ -358,16 +357,7 @@ func TestBaresipTCPCallsTheRightPhone(t *testing.T) {
 		t.Fatalf("bob's registrations %+v (%v), want one over TCP", regs, err)
 	}
 
-	trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41870")
-	tr := trunkCall(t, s, acmeNumber, 41870, false, 0)
-	annaPhone.WaitEvent("CALL_INCOMING", 10*time.Second)
-	annaPhone.Answer()
-	annaPhone.WaitEvent("CALL_ESTABLISHED", 5*time.Second)
-	sendTone(t, tr, trunkRTP, 50)
-	assertTwoWayAudio(t, annaPhone, trunkRTP)
-	annaPhone.Hangup()
-	annaPhone.WaitEvent("CALL_CLOSED", 5*time.Second)
-	tr.Wait()
+	managerHangsUp(t, s, annaPhone, acmeNumber, 41870)
 	if cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID}); cdr.ManagerID != anna.ID {
 		t.Errorf("CDR %+v, want anna's", cdr)
 	}

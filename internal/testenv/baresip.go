@@ -23,7 +23,7 @@ type Baresip struct {
 	t    testing.TB
 	dir  string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *SyncBuffer
 	conn net.Conn
 	exit chan struct{}
 
@@ -122,7 +122,7 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 		}
 	}
 
-	b := &Baresip{t: t, dir: dir, out: &syncBuffer{}, exit: make(chan struct{}),
+	b := &Baresip{t: t, dir: dir, out: &SyncBuffer{}, exit: make(chan struct{}),
 		consumed: map[string]int{}, responses: map[string]baresipResponse{}}
 	b.cmd = exec.Command(bin, "-f", dir)
 	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out

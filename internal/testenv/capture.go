@@ -20,7 +20,7 @@ type Capture struct {
 	t    testing.TB
 	cmd  *exec.Cmd
 	file string
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{}
 }
 
@@ -36,7 +36,7 @@ type CapturedPacket struct {
 func StartCapture(t testing.TB, filter string) *Capture {
 	t.Helper()
 	bin := Require(t, "tcpdump")
-	c := &Capture{t: t, file: filepath.Join(t.TempDir(), "capture.pcap"), out: &syncBuffer{}, done: make(chan struct{})}
+	c := &Capture{t: t, file: filepath.Join(t.TempDir(), "capture.pcap"), out: &SyncBuffer{}, done: make(chan struct{})}
 	c.cmd = exec.Command(bin, append([]string{"-i", "lo", "-n", "-U", "-s", "0", "-w", c.file}, strings.Fields(filter)...)...)
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	if err := c.cmd.Start(); err != nil {

@@ -34,7 +34,7 @@ type Linphone struct {
 	opts   PhoneOptions
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	out    *syncBuffer
+	out    *SyncBuffer
 	exited chan struct{}
 	cursor int  // output before it is consumed
 	dumped bool // a failure has shown the phone's output and log
@@ -64,7 +64,7 @@ func StartLinphone(t testing.TB, o PhoneOptions) *Linphone {
 	if o.RecordWAV == "" {
 		o.RecordWAV = filepath.Join(dir, "heard.wav")
 	}
-	l := &Linphone{opts: o, out: &syncBuffer{}, exited: make(chan struct{}),
+	l := &Linphone{opts: o, out: &SyncBuffer{}, exited: make(chan struct{}),
 		Log: filepath.Join(dir, "linphone.log"), Config: filepath.Join(dir, "linphonerc")}
 	if err := os.WriteFile(l.Config, []byte(linphoneConfig(t, o, dir)), 0o600); err != nil {
 		t.Fatal(err)
@@ -401,20 +401,20 @@ func (l *Linphone) logTail(n int) []byte {
 	return tailOf(raw, n)
 }
 
-// syncBuffer is an output buffer that a process writes and the test reads
-// at the same time.
-type syncBuffer struct {
+// SyncBuffer is an output buffer that a process (or a logger) writes and
+// the test reads at the same time.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
