@@ -687,3 +687,25 @@ func TestCancelledLegEndsWithoutFinalResponse(t *testing.T) {
 	go func() { defer close(shutDown); env.srv.calls.endAll(20 * time.Second) }()
 	testenv.Eventually(t, 15*time.Second, closed(shutDown), "the shutdown to find nothing left running")
 }
+
+// A node without a trunk takes calls in only: a desk phone's dialled code
+// is refused with 503 (once it proved who it is), and the node lives on.
+func TestDeskPhoneWithoutTrunk(t *testing.T) {
+	env := startCallEnv(t, nil) // no Trunk
+	env.creds.add(env.manager.ID, "alice", alicePass, true)
+	client := env.createClient(t, "Acme", "+79161112234")
+	desk := env.dial(t, client.Code)
+	var resErr *sipgo.ErrDialogResponse
+	select {
+	case err := <-desk.err:
+		if !errors.As(err, &resErr) || resErr.Res.StatusCode != 503 {
+			t.Fatalf("desk call without a trunk: %v, want 503", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the desk call got no answer")
+	}
+	// (A panic in a handler would have ended this test binary already.)
+	if err := <-env.dial(t, client.Code).err; !errors.As(err, &resErr) || resErr.Res.StatusCode != 503 {
+		t.Fatalf("a second desk call: %v, want 503 again", err)
+	}
+}

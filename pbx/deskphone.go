@@ -35,6 +35,12 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 		return
 	}
 	logger := cc.logger.With(zap.String("manager_id", creds.ManagerID), zap.String("direction", events.Outbound))
+	if cc.trunk == nil {
+		// No --trunk: calls out are not configured on this node.
+		logger.Warn("desk phone dialled, but no trunk is configured for calls out")
+		respond(tx, req, 503, "Service Unavailable", nil)
+		return
+	}
 	target, err := cc.resolveDialledCode(ctx, creds.ManagerID, req.Recipient.User)
 	switch {
 	case errors.Is(err, storage.ErrNotFound), errors.Is(err, ErrNotAssigned):
