@@ -270,6 +270,14 @@ func (cc *callControl) pingTarget(ctx context.Context, t *trunk, tt *trunkTarget
 	}
 }
 
+// TrunkTargetUp reports whether the i-th trunk target answers.
+func (s *Server) TrunkTargetUp(i int) bool {
+	if s.calls == nil || s.calls.trunk == nil || i < 0 || i >= len(s.calls.trunk.targets) {
+		return false
+	}
+	return s.calls.trunk.targets[i].up.Load()
+}
+
 // TrunkTargets reports the provider's servers and whether each answers
 // (empty without a trunk), for metrics and health.
 func (s *Server) TrunkTargets() []TrunkTarget {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -195,12 +196,15 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 				func() float64 { return float64(sip.TrunkRegistration().Failures) }),
 		)
 	}
+	// Targets are named by their rank, never their address: /metrics is
+	// public, and the trunk's address is not for everyone (the log names
+	// it, for the operator).
 	for i, target := range sip.TrunkTargets() {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_trunk_target_up",
-			Help:        "1 while the trunk target answers OPTIONS pings (calls out go to the first that does).",
-			ConstLabels: prometheus.Labels{"target": target.Addr, "transport": target.Transport}},
+			Help:        "1 while the trunk target (by rank: 1 is preferred) answers OPTIONS pings; calls out go to the first that does.",
+			ConstLabels: prometheus.Labels{"target": strconv.Itoa(i + 1), "transport": target.Transport}},
 			func() float64 {
-				if sip.TrunkTargets()[i].Up {
+				if sip.TrunkTargetUp(i) {
 					return 1
 				}
 				return 0
