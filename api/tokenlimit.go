@@ -17,7 +17,11 @@ const (
 	tokenFailLimit  = 20
 	tokenFailWindow = time.Minute
 	tokenBlockFor   = 5 * time.Minute
-	// tokenSourcesMax bounds the table; when full, expired entries go.
+	// tokenSourcesMax bounds the table; when full, expired entries go (a
+	// sweep at most once a window) and a source that finds it still full
+	// is not tracked: an attacker rotating addresses is not stopped by
+	// per-source counting anyway, and must not make each request pay a
+	// sweep of the whole table.
 	tokenSourcesMax = 65536
 )
 
@@ -25,9 +29,10 @@ var errTooManyTokenFailures = &Error{http.StatusTooManyRequests, "too_many_auth_
 	"too many refused tokens from this address; try again later"}
 
 type tokenFailures struct {
-	mu       sync.Mutex
-	now      func() time.Time
-	bySource map[string]*tokenSource
+	mu        sync.Mutex
+	now       func() time.Time
+	bySource  map[string]*tokenSource
+	lastSweep time.Time
 }
 
 type tokenSource struct {
@@ -63,8 +68,12 @@ func (f *tokenFailures) fail(source string) {
 	now := f.now()
 	s, ok := f.bySource[source]
 	if !ok {
-		if len(f.bySource) >= tokenSourcesMax {
+		if len(f.bySource) >= tokenSourcesMax && now.Sub(f.lastSweep) >= tokenFailWindow {
 			f.sweep(now)
+			f.lastSweep = now
+		}
+		if len(f.bySource) >= tokenSourcesMax {
+			return
 		}
 		s = &tokenSource{windowStart: now}
 		f.bySource[source] = s
