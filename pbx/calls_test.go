@@ -728,15 +728,21 @@ func TestReInviteMovesMedia(t *testing.T) {
 	if err := call.dlg.Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
-	phoneSide := func() netip.AddrPort {
-		env.srv.calls.mu.Lock()
-		defer env.srv.calls.mu.Unlock()
-		for _, c := range env.srv.calls.calls {
-			return c.ports[media.SideB].Remote()
-		}
-		return netip.AddrPort{}
+	// The call's ports are its owner's; reading its status as connected
+	// (under the status lock, set after the ports) orders the reads after.
+	var id string
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		st := liveCall(t, env.srv)
+		id = st.ID
+		return st.State == StateConnected
+	}, "the call connected")
+	env.srv.calls.mu.Lock()
+	live := env.srv.calls.calls[id]
+	env.srv.calls.mu.Unlock()
+	phoneSide := func() netip.AddrPort { return live.ports[media.SideB].Remote() }
+	if got := phoneSide(); got.Port() != 40002 {
+		t.Fatalf("the phone's first media address %s, want port 40002", got)
 	}
-	testenv.Eventually(t, 5*time.Second, func() bool { return phoneSide().Port() == 40002 }, "the phone's first media address")
 
 	d := newUASDialog(t, phoneHost, <-env.phone.answered)
 	offer := func(ip string, port int) []byte {

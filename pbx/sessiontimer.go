@@ -3,6 +3,7 @@ package pbx
 import (
 	"cmp"
 	"context"
+	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -244,6 +245,12 @@ const (
 	refreshRetry                // refused for now (491, 5xx): try again soon
 )
 
+// retryPause is the wait before a refresh the peer refused for now (491,
+// 5xx) is sent again: random in 2.1–4 s, as RFC 3261 §14.1 has for a 491.
+func retryPause() time.Duration {
+	return 2100*time.Millisecond + time.Duration(mrand.Int64N(int64(1900*time.Millisecond)))
+}
+
 // refreshWait bounds one refresh transaction (64*T1, as any transaction).
 var refreshWait = 64 * sip.T1
 
@@ -254,6 +261,7 @@ func (cc *callControl) runSessionTimer(c *call, side string, leg refreshable) {
 	st := leg.timer()
 	last := time.Now() // the last refresh, either way
 	retrying := false
+	var retryAt time.Time // with retrying: when to try again
 	for {
 		interval, weRefresh := st.state()
 		var fire <-chan time.Time
@@ -263,7 +271,7 @@ func (cc *callControl) runSessionTimer(c *call, side string, leg refreshable) {
 			if weRefresh {
 				wait = interval/2 - time.Since(last)
 				if retrying {
-					wait = min(wait, interval/8)
+					wait = time.Until(retryAt)
 				}
 			}
 			t = time.NewTimer(max(wait, 0))
@@ -293,7 +301,10 @@ func (cc *callControl) runSessionTimer(c *call, side string, leg refreshable) {
 		case refreshed:
 			last, retrying = time.Now(), false
 		case refreshRetry:
-			retrying = true
+			// Measured from the refusal, not from the last refresh (that
+			// one is past half the interval by now): a peer answering 491
+			// or 503 at once is not asked again at once.
+			retrying, retryAt = true, time.Now().Add(min(interval/8, retryPause()))
 			if time.Since(last) < interval-min(32*time.Second, interval/3) {
 				continue
 			}

@@ -375,3 +375,56 @@ func TestSessionRefreshAnswersChallenge(t *testing.T) {
 	}
 	env.srv.calls.endAll(10 * time.Second)
 }
+
+// A provider that refuses our refreshes for now (491 at once, every time)
+// is asked again after a pause, not in a tight loop; the call ends when
+// the session runs out.
+func TestRefusedRefreshBacksOff(t *testing.T) {
+	const number = "+79161117784"
+	var refreshes atomic.Int32
+	var answered = make(chan struct{}, 1)
+	trunkAddr := fmt.Sprintf("%s:%d", trunkHost, freeUDPPort(t, trunkHost))
+	host, port, _ := net.SplitHostPort(trunkAddr)
+	var p int
+	fmt.Sscan(port, &p)
+	serveSIP(t, trunkAddr, func(req *sip.Request, tx sip.ServerTransaction) {
+		if tag, _ := req.To().Params.Get("tag"); tag != "" {
+			refreshes.Add(1)
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 491, "Request Pending", nil))
+			return
+		}
+		body := fmt.Appendf(nil, "v=0\r\no=trunk 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio 40004 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n", trunkHost, trunkHost)
+		res := sip.NewResponseFromRequest(req, 200, "OK", body)
+		res.To().Params.Add("tag", sip.GenerateTagN(8))
+		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: host, Port: p}})
+		res.AppendHeader(contentTypeSDP())
+		res.AppendHeader(sip.NewHeader("Session-Expires", "8;refresher=uac"))
+		res.AppendHeader(sip.NewHeader("Require", "timer"))
+		if tx.Respond(res) == nil {
+			answered <- struct{}{}
+		}
+	}, nil)
+	env := startCallEnv(t, func(c *CallConfig) {
+		c.minSessionExpires = testMinSE
+		c.Trunk = trunkAddr
+	})
+	client := env.createClient(t, "Acme", number)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := env.srv.Originate(ctx, Originate{CallID: "c-491", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
+		t.Fatalf("Originate: %v", err)
+	}
+	select {
+	case <-answered:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the trunk was not called")
+	}
+	// Refreshes begin at half the 8 s session and are refused; retries
+	// come every second at most (an eighth of it) until a third of it is
+	// left, and then the call ends.
+	testenv.Eventually(t, 15*time.Second, func() bool { st, _ := env.srv.CallStatus("c-491"); return st.State == StateEnded },
+		"the call to end once its session ran out")
+	if n := refreshes.Load(); n < 1 || n > 6 {
+		t.Fatalf("%d refresh attempts in the session's last half; want a few, spaced out", n)
+	}
+}
