@@ -46,7 +46,7 @@ type Publisher struct {
 
 	mu      sync.Mutex
 	outbox  []pending
-	spool   *os.File // the outbox on disk, one event's JSON per line; nil: memory only
+	spool   *os.File      // the outbox on disk, one event's JSON per line; nil: memory only
 	emptied chan struct{} // closed when the outbox becomes empty; nil while it is
 	closed  bool
 
