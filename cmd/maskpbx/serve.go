@@ -166,7 +166,11 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
-	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs}
+	cursor, err := pbx.NewCursor(ctx, js, logger.Named("routing"))
+	if err != nil {
+		return err
+	}
+	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs, Cursor: cursor}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
 	callCfg.Node = cfg.NodeID
