@@ -2,6 +2,7 @@ package pbx
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,13 +14,58 @@ import (
 	"go.uber.org/zap"
 )
 
-// CursorBucket is the JetStream KV bucket of the counters every node
-// shares: today the round-robin cursor that gives each new caller to the
-// next manager, whichever node takes his call.
-const CursorBucket = "ROUTING"
+// ClusterBucket is the JetStream KV bucket of the state every node shares:
+// the round-robin cursor that gives each new caller to the next manager
+// whichever node takes his call, and the digest nonce key, so a nonce one
+// node issued is good at another.
+const ClusterBucket = "CLUSTER"
 
-// newCallersKey is the round-robin cursor's key in CursorBucket.
-const newCallersKey = "new-callers"
+// Keys of ClusterBucket.
+const (
+	newCallersKey = "new-callers"      // the round-robin cursor
+	nonceKeyKey   = "digest-nonce-key" // 32 random bytes, made by the first node
+)
+
+// OpenCluster opens the CLUSTER bucket, creating it if needed (an existing
+// bucket is used as the operator configured it: replicas, storage).
+func OpenCluster(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, ClusterBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: ClusterBucket, Description: "maskpbx: state shared by the nodes", History: 1,
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pbx: open %s bucket: %w", ClusterBucket, err)
+	}
+	return kv, nil
+}
+
+// NonceKey is the digest nonce key every node signs and checks nonces with
+// (Config.NonceKey): the first node to ask makes it, the others read it.
+func NonceKey(ctx context.Context, kv jetstream.KeyValue) ([]byte, error) {
+	for range 3 {
+		e, err := kv.Get(ctx, nonceKeyKey)
+		if err == nil {
+			if len(e.Value()) != 32 {
+				return nil, fmt.Errorf("pbx: %s.%s holds %d bytes, want 32", ClusterBucket, nonceKeyKey, len(e.Value()))
+			}
+			return e.Value(), nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, fmt.Errorf("pbx: nonce key: %w", err)
+		}
+		key := make([]byte, 32)
+		_, _ = crand.Read(key)
+		if _, err := kv.Create(ctx, nonceKeyKey, key); err == nil {
+			return key, nil
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, fmt.Errorf("pbx: nonce key: %w", err)
+		}
+		// Another node made it first: read that one.
+	}
+	return nil, errors.New("pbx: nonce key: not readable after it was made")
+}
 
 // Cursor is the shared round-robin cursor: Next hands out 0, 1, 2, ...
 // across all nodes, each value once, by compare-and-set on a KV key. When
@@ -35,19 +81,9 @@ type Cursor struct {
 // race means another node took a turn, so a few suffice.
 const cursorAttempts = 32
 
-// NewCursor opens the ROUTING bucket, creating it if needed (an existing
-// bucket is used as the operator configured it: replicas, storage).
-func NewCursor(ctx context.Context, js jetstream.JetStream, logger *zap.Logger) (*Cursor, error) {
-	kv, err := js.KeyValue(ctx, CursorBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: CursorBucket, Description: "maskpbx: counters shared by the nodes", History: 1,
-		})
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pbx: open %s bucket: %w", CursorBucket, err)
-	}
-	return &Cursor{kv: kv, logger: logger}, nil
+// NewCursor is the round-robin cursor in kv, the CLUSTER bucket.
+func NewCursor(kv jetstream.KeyValue, logger *zap.Logger) *Cursor {
+	return &Cursor{kv: kv, logger: logger}
 }
 
 // Next returns the cursor's next value.
