@@ -30,6 +30,8 @@ var (
 	errInvalidToken = &Error{http.StatusUnauthorized, "unauthorized", "missing, invalid or revoked API token"}
 	errForbidden    = &Error{http.StatusForbidden, "forbidden", "your role may not do this"}
 	errNotFound     = &Error{http.StatusNotFound, "not_found", "no such object"}
+	// errMethodNotAllowed goes with an Allow header naming what the path takes.
+	errMethodNotAllowed = &Error{http.StatusMethodNotAllowed, "method_not_allowed", "this path does not take this method (see Allow)"}
 )
 
 // asAPIError maps domain errors to API errors; this is the one place that

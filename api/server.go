@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/maskpbx/maskpbx/internal/allow"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/storage"
 )
@@ -133,8 +134,23 @@ func New(cfg Config) *Server {
 	s.handle("POST /api/v1/calls", s.startCall, storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin)
 	s.handle("GET /api/v1/calls", s.listCalls, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
-	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
+	s.mux.HandleFunc(catchAll, s.noRoute)
 	return s
+}
+
+// catchAll is the pattern of noRoute: every request no route takes.
+const catchAll = "/"
+
+// noRoute answers a request no route takes: 405 with Allow when its path
+// is served for other methods, else 404; both with a JSON error body.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	methods := allow.Methods(s.mux, r, catchAll)
+	if len(methods) == 0 {
+		s.writeError(w, r, errNotFound)
+		return
+	}
+	w.Header().Set("Allow", allow.Header(methods))
+	s.writeError(w, r, errMethodNotAllowed)
 }
 
 // ServeHTTP implements http.Handler.
