@@ -49,6 +49,8 @@ func asAPIError(err error) *Error {
 		return &Error{http.StatusConflict, "duplicate_sip_username", "this SIP username is taken"}
 	case errors.Is(err, storage.ErrUnknownManager):
 		return &Error{http.StatusUnprocessableEntity, "unknown_manager", "a manager id does not name an active manager"}
+	case errors.Is(err, storage.ErrClientErased):
+		return &Error{http.StatusConflict, "client_erased", "the client was erased"}
 	case errors.Is(err, storage.ErrManagerDismissed):
 		return &Error{http.StatusConflict, "already_dismissed", "the manager is already dismissed"}
 	case errors.Is(err, ErrNotRegistered):

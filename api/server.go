@@ -52,6 +52,10 @@ type Config struct {
 	Recordings RecordingAudio
 	// Trunk, if set, adds the registration at the SIP provider to /healthz.
 	Trunk TrunkStatus
+	// AudioErasure, if set, deletes erased clients' recording audio held by
+	// this node right after an erasure commits; without it (or for audio
+	// on other nodes) the recorder nodes' own runs delete it.
+	AudioErasure AudioErasure
 }
 
 // TrunkStatus is what /healthz shows of the PBX's registration at the SIP
@@ -127,6 +131,9 @@ func New(cfg Config) *Server {
 	s.handle("GET /api/v1/clients/{id}", s.getClient, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("PUT /api/v1/clients/{id}/assignment", s.reassign, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("POST /api/v1/clients/{id}/reveal", s.reveal, storage.RoleAdmin)
+	s.handle("DELETE /api/v1/clients/{id}", s.eraseClient, storage.RoleAdmin)
+	s.handle("PUT /api/v1/clients/{id}/legal-hold", s.setLegalHold, storage.RoleAdmin)
+	s.handle("POST /api/v1/clients/{id}/export", s.exportClient, storage.RoleAdmin)
 	s.handle("GET /api/v1/recordings", s.listRecordings, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("GET /api/v1/recordings/{id}", s.getRecording, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("GET /api/v1/recordings/{id}/audio", s.recordingAudio, storage.RoleAdmin, storage.RoleSupervisor)
