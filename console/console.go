@@ -125,6 +125,8 @@ func (c *Console) routes() {
 	c.handle("POST /console/clients/{id}/call", c.callClient, anyone)
 	c.handle("POST /console/clients/{id}/assignment", c.reassign, admin, supervisor)
 	c.handle("POST /console/clients/{id}/reveal", c.reveal, admin)
+	c.handle("POST /console/clients/{id}/erase", c.erase, admin)
+	c.handle("POST /console/clients/{id}/legal-hold", c.legalHold, admin)
 	c.handle("GET /console/clients/export.csv", c.exportClients, admin)
 	c.handle("GET /console/clients/import", c.importPage, admin)
 	c.handle("POST /console/clients/import", c.startImport, admin)
