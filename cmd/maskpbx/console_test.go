@@ -410,7 +410,9 @@ func TestConsoleManagerClickToCall(t *testing.T) {
 	sever := s.clientIn("Severstal Trading", severNumber, "wholesale", bob.ID, anna.ID) // anna is a partner
 	bolt := s.clientIn("Bolt Logistics", boltNumber, "", bob.ID)
 	numbers := []string{acmeNumber, orionNumber, severNumber, boltNumber}
-	codes := []string{acme.Code, orion.Code, sever.Code, bolt.Code}
+	// The search below echoes the start of Acme's code: ours, random, not
+	// from a number (it may share a digit run with one by chance).
+	codes := []string{acme.Code, orion.Code, sever.Code, bolt.Code, acme.Code[:5]}
 	s.setWebPassword(anna.ID, "anna-console-pw")
 	s.register("anna", annaIP, 5070)
 
@@ -528,6 +530,47 @@ func TestConsoleManagerClickToCall(t *testing.T) {
 		}
 		if n := eval[int](p, `document.querySelectorAll('audio').length`); n != 0 {
 			t.Errorf("a manager's pages have %d audio players", n)
+		}
+	})
+
+	t.Run("Call from the list: columns stay put, Last call refreshes without a reload", func(t *testing.T) {
+		p := p.in(t)
+		tr := trunkUAS(t, "answer", false, 42020)
+		ph := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
+			Scenario: "phone_answer.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
+			Keys: map[string]string{"rtp_ip": annaIP, "rtp_port": "42022"},
+			Sets: map[string]string{"hangup": "yes", "rings": "2"}, Args: []string{"-d", "1500"},
+		})
+		p.open(s.api, "/console/clients")
+		row := `tr[data-client="` + orion.ID + `"]`
+		if got := p.text(row + ` td[data-label="Last call"]`); !strings.Contains(got, "No calls yet") {
+			t.Fatalf("orion's last call before: %q", got)
+		}
+		// Where each column starts, at every state the page shows; and a
+		// marker a reload would lose.
+		eval[bool](p, `(() => {
+			window.__noReload = true;
+			const cols = () => Array.from(document.querySelectorAll('#clients thead th')).map(th => Math.round(th.getBoundingClientRect().left)).join(',');
+			window.__cols = [cols()];
+			const out = document.getElementById('status-`+orion.ID+`');
+			new MutationObserver(() => window.__cols.push((out.dataset.state || '') + ':' + cols()))
+				.observe(out, {childList: true, characterData: true, subtree: true, attributes: true});
+			return true; })()`)
+		p.do("press Call in the list", chromedp.Click(chromedp.CSS(`form[data-call-client="`+orion.ID+`"] button`)))
+		p.waitFor("the call is connected", `window.__cols.some(c => c.startsWith('connected:'))`, 20*time.Second)
+		p.screenshot("manager-list-call-connected", false)
+		p.waitFor("the call has ended", `window.__cols.some(c => c.startsWith('ended:'))`, 30*time.Second)
+		ph.Wait()
+		tr.Wait()
+		cols := eval[[]string](p, `window.__cols`)
+		for _, c := range cols[1:] {
+			if _, at, _ := strings.Cut(c, ":"); at != cols[0] {
+				t.Errorf("the columns moved when the call status showed: %q, before %q", c, cols[0])
+			}
+		}
+		p.waitFor("the Last call cell shows the call", `document.querySelector('`+row+` td[data-label="Last call"]').textContent.includes('Answered')`, 20*time.Second)
+		if !eval[bool](p, `window.__noReload === true`) {
+			t.Error("the page reloaded")
 		}
 	})
 

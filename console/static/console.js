@@ -84,6 +84,7 @@
           if (c.disposition) text += " · " + (outcomes[c.disposition] || c.disposition);
           if (c.duration_ms) text += " · " + clock(c.duration_ms);
           show(out, "ended", text);
+          refreshLastCall(form.dataset.callClient, callID);
           return;
         }
         let text = labels[c.state] || c.state;
@@ -99,6 +100,29 @@
   }
 
   function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+  // After a call from the clients list ends, its row's "Last call" cell is
+  // taken from the page as the server renders it now, once the call's
+  // record has been written (a moment after the end).
+  async function refreshLastCall(clientID, callID) {
+    const sel = 'tr[data-client="' + clientID + '"] td[data-last-call]';
+    const cell = document.querySelector(sel);
+    if (!cell) return;
+    for (let i = 0; i < 30; i++) {
+      await sleep(i < 10 ? 500 : 2000);
+      let fresh;
+      try {
+        const resp = await fetch(location.pathname + location.search, { credentials: "same-origin", cache: "no-store" });
+        if (!resp.ok || resp.redirected) return;
+        fresh = new DOMParser().parseFromString(await resp.text(), "text/html").querySelector(sel);
+      } catch (e) { continue; }
+      if (fresh && fresh.dataset.lastCall === callID) {
+        cell.innerHTML = fresh.innerHTML;
+        cell.dataset.lastCall = callID;
+        return;
+      }
+    }
+  }
 
   document.addEventListener("submit", async (ev) => {
     const form = ev.target.closest("form[data-call-client]");
