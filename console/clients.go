@@ -152,8 +152,9 @@ type clientView struct {
 	Recordings     recordingsState
 	People         []storage.Manager // active, for reassignment
 	PartnerSet     map[string]bool
-	// Partners is who may be a partner: the active managers but the
-	// primary (admins and supervisors take no calls as partners).
+	// Partners is who may be a partner: the active managers (admins and
+	// supervisors take no calls as partners); the page hides the primary's
+	// box.
 	Partners []storage.Manager
 	// Admins:
 	CanReveal bool
@@ -234,7 +235,7 @@ func (c *Console) clientView(r *http.Request, s *session, id string) (*clientVie
 	if v.ShowRecordings {
 		v.People = ppl.active()
 		for _, m := range v.People {
-			if m.Role == manager && m.ID != cl.ManagerID {
+			if m.Role == manager {
 				v.Partners = append(v.Partners, m)
 			}
 		}

@@ -12,7 +12,9 @@ import (
 	"github.com/maskpbx/maskpbx/storage"
 )
 
-var partnerBoxRE = regexp.MustCompile(`name="partner_ids" value="([^"]+)"`)
+// partnerBoxRE finds the partner checkboxes a page shows (the primary's is
+// hidden).
+var partnerBoxRE = regexp.MustCompile(`<label class="check" data-partner="([^"]+)">`)
 
 // The client page of an admin: partners offered are the other managers
 // only; the legal hold toggle and the erase button, which takes a reason
@@ -36,7 +38,7 @@ func TestClientPageErasureAndHold(t *testing.T) {
 	}
 	page := "/console/clients/" + acme.ID
 
-	t.Run("partners are the other managers", func(t *testing.T) {
+	t.Run("partners offered are the other managers", func(t *testing.T) {
 		_, body, _ := ob.get(page)
 		var offered []string
 		for _, m := range partnerBoxRE.FindAllStringSubmatch(body, -1) {

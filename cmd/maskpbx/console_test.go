@@ -955,8 +955,21 @@ func TestConsoleSupervisor(t *testing.T) {
 	t.Run("reassign a client's primary and partners", func(t *testing.T) {
 		p := p.in(t)
 		p.open(s.api, "/console/clients/"+acme.ID)
+		// Partners offered: the managers but the primary; never the
+		// supervisor, an admin, or the primary herself.
+		offered := func() []string {
+			return eval[[]string](p, `Array.from(document.querySelectorAll('#assign-form input[name="partner_ids"]'))
+				.filter(i => i.checkVisibility() && !i.disabled).map(i => i.value)`)
+		}
+		if got := offered(); len(got) != 1 || got[0] != bob.ID {
+			t.Errorf("with anna primary the partners offered are %v, want bob %s only (not anna %s nor sveta %s)", got, bob.ID, anna.ID, sveta.ID)
+		}
+		eval[bool](p, `(() => { const s = document.getElementById('primary'); s.value = '`+bob.ID+`';
+			s.dispatchEvent(new Event('change')); return true; })()`)
+		if got := offered(); len(got) != 1 || got[0] != anna.ID {
+			t.Errorf("with bob chosen as primary the partners offered are %v, want anna %s only", got, anna.ID)
+		}
 		p.do("reassign",
-			chromedp.SetValue(chromedp.ID("primary"), bob.ID),
 			chromedp.Click(chromedp.CSS(`#assign-form input[value="`+anna.ID+`"]`)),
 			chromedp.Click(chromedp.CSS("#assign-form button")),
 			chromedp.WaitVisible(chromedp.CSS(".flash.ok")))
@@ -989,8 +1002,9 @@ func TestConsoleSupervisor(t *testing.T) {
 			t.Errorf("the call's CDR carries no recording state: %+v", cdr)
 		}
 		var recs []struct {
-			ID     string `json:"id"`
-			Status string `json:"status"`
+			ID         string `json:"id"`
+			Status     string `json:"status"`
+			DurationMS int64  `json:"duration_ms"`
 		}
 		if !testenv.WaitFor(20*time.Second, func() bool {
 			recs = nil
@@ -1007,10 +1021,28 @@ func TestConsoleSupervisor(t *testing.T) {
 		if got := p.text(".player .channels"); !strings.Contains(got, "Client") || !strings.Contains(got, "Manager") {
 			t.Errorf("the player's channels are labelled %q", got)
 		}
-		if !eval[bool](p, `(async () => { const a = `+audio+`; a.muted = true; await a.play(); return true; })()`) {
-			t.Fatal("the recording does not play")
+		// Before anything is played the player shows the recording's length,
+		// and no audio has been fetched (each fetch is audited).
+		player := `document.querySelector('[data-player]:has(audio[data-recording="` + recs[0].ID + `"])')`
+		secs := (recs[0].DurationMS + 500) / 1000
+		wantTime := fmt.Sprintf("0:00 / %d:%02d", secs/60, secs%60)
+		if got := eval[string](p, player+`.querySelector('[data-time]').textContent`); got != wantTime || secs == 0 {
+			t.Errorf("the player shows %q before play, want %q", got, wantTime)
 		}
+		if !eval[bool](p, player+`.querySelector('[data-controls]').checkVisibility()`) {
+			t.Error("the player's controls are not shown")
+		}
+		for _, r := range p.captured() {
+			if strings.Contains(r.URL, "/api/v1/recordings/"+recs[0].ID+"/audio") {
+				t.Errorf("audio fetched before play: %s %d", r.URL, r.Status)
+			}
+		}
+		eval[bool](p, `(() => { `+audio+`.muted = true; return true; })()`)
+		p.do("press Play", chromedp.Click(chromedp.CSS(`[data-player]:has(audio[data-recording="`+recs[0].ID+`"]) [data-play]`)))
 		p.waitFor("the recording plays", audio+`.currentTime > 0.2`, 10*time.Second)
+		if got := eval[string](p, player+`.querySelector('[data-play]').getAttribute('aria-label')`); got != "Pause" {
+			t.Errorf("the play button, playing, is labelled %q", got)
+		}
 		p.screenshot("supervisor-recording", false)
 		eval[bool](p, `(() => { const a = `+audio+`; a.pause(); a.currentTime = Math.min(2.0, a.duration - 0.2); return true; })()`)
 		p.waitFor("the seek lands", `(() => { const a = `+audio+`; return !a.seeking && a.currentTime >= Math.min(1.9, a.duration - 0.3); })()`, 10*time.Second)
