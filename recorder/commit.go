@@ -116,8 +116,18 @@ func (s *Server) sweep(ctx context.Context) {
 // reached the disk is kept, marked partial. A file that never made it (or
 // is not ours) leaves the recording missing.
 func (s *Server) repair(rec storage.Recording) (storage.Recording, error) {
+	return RecoverPartial(s.blobs, rec)
+}
+
+// RecoverPartial makes the audio of a recording whose writer died playable
+// and returns its row as it should be saved: status partial with the
+// duration, size and SHA-256 of what survived, or missing if nothing did.
+// With ObjectBlobs it works on any node: the recording is put together
+// from the parts its node stored as the call went, and stored complete.
+// Running it twice changes nothing.
+func RecoverPartial(blobs BlobStore, rec storage.Recording) (storage.Recording, error) {
 	rec.Status, rec.Duration, rec.SizeBytes, rec.SHA256 = storage.RecordingMissing, 0, 0, ""
-	f, err := s.blobs.OpenFile(rec.BlobKey)
+	f, err := blobs.OpenFile(rec.BlobKey)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrBadKey) {
 		return rec, nil
 	}
@@ -132,7 +142,7 @@ func (s *Server) repair(rec storage.Recording) (storage.Recording, error) {
 	if err = errors.Join(err, closeErr); err != nil {
 		return rec, err
 	}
-	size, sum, err := hashBlob(s.blobs, rec.BlobKey)
+	size, sum, err := hashBlob(blobs, rec.BlobKey)
 	if err != nil {
 		return rec, err
 	}

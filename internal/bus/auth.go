@@ -36,10 +36,11 @@ const RecorderInboxPrefix = "_INBOX.recorder"
 // and flow control of its consumers, and replies.
 var pbxPermissions = &server.Permissions{
 	Publish: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "calls.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$O.RECORDINGS.>", "calls.>", "$JS.API.>", "$JS.ACK.>",
+		"$JS.FC.>", "_INBOX.>",
 	}},
 	Subscribe: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "calls.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "calls.>", "_INBOX.>",
 	}},
 }
 
