@@ -19,12 +19,18 @@ type RetentionCatalog interface {
 
 // Retention deletes the audio of recordings older than MaxAge from this
 // node's blob store and marks their rows (audited); the rows stay.
+//
+// With a blob store every node shares (ObjectBlobs), Node is empty (the
+// recordings of every node) and Lease is set: a run goes ahead only on the
+// node that holds the lease, renewed before each batch, so two nodes never
+// sweep at once.
 type Retention struct {
 	Catalog  RetentionCatalog
 	Blobs    BlobStore
-	Node     string
+	Node     string // "": every node's recordings
 	MaxAge   time.Duration
 	Interval time.Duration // between runs; default 1h
+	Lease    *Lease        // nil: this node's own recordings, no lease
 	Logger   *zap.Logger
 }
 
@@ -54,13 +60,31 @@ func (r *Retention) Run(ctx context.Context) error {
 	}
 }
 
-// RunOnce deletes the audio of every recording on this node that started
-// before now-MaxAge and reports how many it deleted.
+// RunOnce deletes the audio of every recording on this node (every node,
+// with a Lease) that started before now-MaxAge and reports how many it
+// deleted. With a Lease another node holds it deletes nothing.
 func (r *Retention) RunOnce(ctx context.Context) (int, error) {
 	before := time.Now().Add(-r.MaxAge)
 	reason := fmt.Sprintf("retention: older than %s", r.MaxAge)
+	if r.Lease != nil {
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := r.Lease.Release(rctx); err != nil {
+				r.Logger.Warn("retention lease not released; it expires", zap.Error(err))
+			}
+		}()
+	}
 	return deleteAudio(ctx, r.Blobs,
-		func() ([]storage.Recording, error) { return r.Catalog.ExpiredRecordings(ctx, r.Node, before, 100) },
+		func() ([]storage.Recording, error) {
+			if r.Lease != nil {
+				// Taken, or renewed for the next batch; lost, the run stops.
+				if held, err := r.Lease.Acquire(ctx); err != nil || !held {
+					return nil, err
+				}
+			}
+			return r.Catalog.ExpiredRecordings(ctx, r.Node, before, 100)
+		},
 		func(id string) error { return r.Catalog.MarkAudioDeleted(ctx, id, retentionActor, reason) })
 }
 

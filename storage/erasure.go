@@ -112,11 +112,11 @@ const erasableAudio = `r.audio_deleted_at IS NULL AND r.status <> 'missing'
 	AND EXISTS (SELECT 1 FROM clients c WHERE c.id = r.client_id AND c.erased_at IS NOT NULL AND NOT c.legal_hold)`
 
 // ErasableRecordings lists, oldest first and at most limit, the finished
-// recordings on node whose audio an erasure has to delete. A recording still
-// being written is left until it ends.
+// recordings on node (every node if node is empty) whose audio an erasure
+// has to delete. A recording still being written is left until it ends.
 func (s *Store) ErasableRecordings(ctx context.Context, node string, limit int) ([]Recording, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+recordingColumns+` FROM recordings r
-		WHERE r.node = $1 AND r.status <> 'recording' AND `+erasableAudio+`
+		WHERE ($1 = '' OR r.node = $1) AND r.status <> 'recording' AND `+erasableAudio+`
 		ORDER BY r.started_at LIMIT $2`, node, limit)
 	if err != nil {
 		return nil, fmt.Errorf("storage: erasable recordings: %w", err)
