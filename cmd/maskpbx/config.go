@@ -62,6 +62,8 @@ type Config struct {
 	// takes <data-dir>/keys/siprec.secret (generated once).
 	RecorderSecret     string
 	RecordingRetention int // days; 0 keeps recordings forever
+	// Recordings are --recordings-url and --recordings-replicas.
+	Recordings recordingsFlags
 	// PprofListen is --pprof-listen: where net/http/pprof is served; empty
 	// serves it nowhere.
 	PprofListen string
@@ -112,6 +114,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.Recorder, "recorder", "", `SIPREC recorder URI (sip:recorder@host:port;transport=tcp); empty runs one in this process, "off" records nothing`)
 	fs.StringVar(&c.RecorderSecret, "recorder-secret", "", "shared secret the PBX answers the recorder's digest challenge with (prefer MASKPBX_RECORDER_SECRET); default: <data-dir>/keys/siprec.secret, generated once")
 	fs.IntVar(&c.RecordingRetention, "recording-retention", 0, "days to keep recording audio (in-process recorder); 0 keeps it forever")
+	c.Recordings.register(fs)
 	fs.StringVar(&c.PprofListen, "pprof-listen", "", "address serving Go profiles (/debug/pprof/); empty: none. Never expose it beyond the host")
 	return fs
 }
@@ -132,6 +135,9 @@ func parseConfig(name string, args []string) (Config, error) {
 	}
 	if c.NodeID == "" || len(c.NodeID) > 64 || strings.ContainsFunc(c.NodeID, func(r rune) bool { return r <= ' ' || r > '~' }) {
 		return c, fmt.Errorf("--node must be 1 to 64 printable ASCII characters without spaces")
+	}
+	if _, _, err := c.Recordings.parse(); err != nil {
+		return c, err
 	}
 	return c, nil
 }

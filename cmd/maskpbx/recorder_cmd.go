@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,6 +47,7 @@ type recorderConfig struct {
 	Retention   int
 	CDRWriter   bool
 	Sync        time.Duration
+	Recordings  recordingsFlags
 }
 
 func newRecorderFlagSet(c *recorderConfig) *flag.FlagSet {
@@ -63,6 +66,7 @@ func newRecorderFlagSet(c *recorderConfig) *flag.FlagSet {
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or console")
 	fs.IntVar(&c.Retention, "recording-retention", 0, "days to keep recording audio; 0 keeps it forever")
 	fs.BoolVar(&c.CDRWriter, "cdr-writer", true, "also write CDRs from call events (needs --nats-url)")
+	c.Recordings.register(fs)
 	fs.DurationVar(&c.Sync, "sync-interval", recorder.DefaultSyncInterval, "how often recording files are synced to disk (a crash of the machine loses at most this much)")
 	return fs
 }
@@ -82,6 +86,11 @@ func parseRecorderConfig(args []string) (recorderConfig, error) {
 		return c, errors.New("--log-format must be json or console")
 	case c.Retention < 0:
 		return c, errors.New("--recording-retention must be 0 (keep) or a number of days")
+	}
+	if _, bucket, err := c.Recordings.parse(); err != nil {
+		return c, err
+	} else if bucket != "" && c.NATSURL == "" {
+		return c, errors.New("--recordings-url jetstream: needs --nats-url")
 	}
 	if c.NATSURL != "" {
 		if err := c.NATS.check(c.NATSURL); err != nil {
@@ -138,12 +147,14 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 
 	var sink recorder.EventSink
 	var cdr *recorder.CDRWriter
+	var js jetstream.JetStream
 	if cfg.NATSURL != "" {
 		auth := cfg.NATS.auth()
 		// Replies under the recorder's own prefix: the only subjects its
 		// user on the embedded server may subscribe to.
 		auth.InboxPrefix = bus.RecorderInboxPrefix
-		nc, js, err := bus.Connect(ctx, cfg.NATSURL, "maskpbx-recorder", auth)
+		var nc *nats.Conn
+		nc, js, err = bus.Connect(ctx, cfg.NATSURL, "maskpbx-recorder", auth)
 		if err != nil {
 			return err
 		}
@@ -169,10 +180,15 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 		logger.Warn("no --nats-url: recordings send no recording.ready events and no CDRs are written here")
 	}
 
-	blobs, err := recorder.NewFSBlobs(filepath.Join(cfg.DataDir, "recordings"))
+	node := cfg.Node
+	if node == "" {
+		node = defaultNodeID()
+	}
+	recs, err := openRecordingStorage(ctx, cfg.Recordings, cfg.DataDir, node, js, logger)
 	if err != nil {
 		return err
 	}
+	blobs := recs.Blobs
 	rs, err := recorder.NewServer(recorder.ServerConfig{
 		Listen: cfg.SIPListen, PublicAddr: cfg.PublicAddr, RTPPorts: cfg.RTPPorts, Node: cfg.Node, Allow: allow, Secret: secret,
 		JournalDir: filepath.Join(cfg.DataDir, "recorder-journal"), SyncInterval: cfg.Sync,
@@ -186,13 +202,12 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 	if cdr != nil {
 		g.Go(func() error { return cdr.Run(gctx) })
 	}
-	if cfg.Retention > 0 {
-		r := &recorder.Retention{Catalog: store, Blobs: blobs, Node: rs.Node(),
-			MaxAge: time.Duration(cfg.Retention) * 24 * time.Hour, Logger: logger.Named("retention")}
+	if r := recs.retention(store, rs.Node(), cfg.Retention, logger); r != nil {
 		g.Go(func() error { return r.Run(gctx) })
 	}
-	// Erased clients' audio on this node: deleted here, retried each minute.
-	erasure := &recorder.Erasure{Catalog: store, Blobs: blobs, Node: rs.Node(), Logger: logger.Named("erasure")}
+	// Erased clients' audio on this node (or in the shared store): deleted
+	// here, retried each minute.
+	erasure := recs.erasure(store, rs.Node(), logger)
 	g.Go(func() error { return erasure.Run(gctx) })
 	if cfg.HTTPListen != "" {
 		reg := prometheus.NewRegistry()
@@ -236,8 +251,8 @@ const RecorderOff = "off"
 // the in-process recorder (unless --recorder names another one), its
 // retention, and the recordings' audio for the replay API.
 type recording struct {
-	SRC   *pbx.SRC          // nil when recording is off
-	Audio *recorder.FSBlobs // <data-dir>/recordings, for the replay API
+	SRC   *pbx.SRC       // nil when recording is off
+	Audio recordingStore // --recordings-url, for the replay API
 
 	server    *recorder.Server // nil when the recorder runs elsewhere
 	retention *recorder.Retention
@@ -251,8 +266,8 @@ type recording struct {
 // retentionDays is --recording-retention (0 keeps audio forever); the
 // in-process recorder applies it. Call it after pbx.NewServer and before
 // EnableCalls (CallConfig.Recorder = the returned SRC).
-func setupRecording(uri, secretFlag string, retentionDays int, dataDir string, sip *pbx.Server, store *storage.Store,
-	sink recorder.EventSink, logger *zap.Logger) (*recording, error) {
+func setupRecording(uri, secretFlag string, retentionDays int, dataDir string, recs recordingStorage, sip *pbx.Server,
+	store *storage.Store, sink recorder.EventSink, logger *zap.Logger) (*recording, error) {
 	if retentionDays < 0 {
 		return nil, errors.New("--recording-retention must be 0 (keep) or a number of days")
 	}
@@ -260,10 +275,7 @@ func setupRecording(uri, secretFlag string, retentionDays int, dataDir string, s
 	if err != nil {
 		return nil, fmt.Errorf("--recorder-secret: %w", err)
 	}
-	blobs, err := recorder.NewFSBlobs(filepath.Join(dataDir, "recordings"))
-	if err != nil {
-		return nil, err
-	}
+	blobs := recs.Blobs
 	r := &recording{Audio: blobs, logger: logger}
 	if uri == RecorderOff {
 		logger.Warn("call recording is off (--recorder off)")
@@ -282,11 +294,8 @@ func setupRecording(uri, secretFlag string, retentionDays int, dataDir string, s
 			return nil, err
 		}
 		uri = r.server.URI()
-		if retentionDays > 0 {
-			r.retention = &recorder.Retention{Catalog: store, Blobs: blobs, Node: r.server.Node(),
-				MaxAge: time.Duration(retentionDays) * 24 * time.Hour, Logger: logger.Named("retention")}
-		}
-		r.erasure = &recorder.Erasure{Catalog: store, Blobs: blobs, Node: r.server.Node(), Logger: logger.Named("erasure")}
+		r.retention = recs.retention(store, r.server.Node(), retentionDays, logger)
+		r.erasure = recs.erasure(store, r.server.Node(), logger)
 	}
 	cfg := pbx.RecorderConfig{URI: uri, User: recorder.SRCUser, Secret: secret}
 	if r.server != nil {

@@ -180,7 +180,12 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
 	callCfg.Node = cfg.NodeID
-	rec, err := setupRecording(cfg.Recorder, cfg.RecorderSecret, cfg.RecordingRetention, cfg.DataDir, sip, store, publisher, logger)
+	recs, err := openRecordingStorage(ctx, cfg.Recordings, cfg.DataDir, cfg.NodeID, js, logger)
+	if err != nil {
+		return err
+	}
+	rec, err := setupRecording(cfg.Recorder, cfg.RecorderSecret, cfg.RecordingRetention, cfg.DataDir, recs, sip, store,
+		publisher, logger)
 	if err != nil {
 		return err
 	}

@@ -29,11 +29,15 @@ const (
 const RecorderInboxPrefix = "_INBOX.recorder"
 
 // The subjects below spell the CALLS stream (events.StreamName, subjects
-// events.SubjectAll), the REGISTRATIONS bucket (pbx.RegistrationsBucket)
-// and the CLUSTER bucket (pbx.ClusterBucket) out: bus cannot import those packages (their tests import bus).
+// events.SubjectAll), the REGISTRATIONS bucket (pbx.RegistrationsBucket),
+// the CLUSTER bucket (pbx.ClusterBucket), the RECORDINGS object store
+// (recorder.RecordingsBucket, stream OBJ_RECORDINGS) and the LEASES bucket
+// (recorder.LeasesBucket) out: bus cannot import those packages (their
+// tests import bus).
 
-// pbxPermissions: registrations and cluster KV, call events, the JetStream API, acks
-// and flow control of its consumers, and replies.
+// pbxPermissions: registrations, cluster and leases KV, recording audio,
+// call events, the JetStream API, acks and flow control of its consumers,
+// and replies.
 var pbxPermissions = &server.Permissions{
 	Publish: &server.SubjectPermission{Allow: []string{
 		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$O.RECORDINGS.>", "calls.>", "$JS.API.>", "$JS.ACK.>",
@@ -45,9 +49,13 @@ var pbxPermissions = &server.Permissions{
 }
 
 // recorderPermissions: find (or first create) the CALLS stream, run the
-// CDR writer's pull consumer on it, and publish recording.ready events.
-// It may not update or delete the stream, touch registrations, or publish
-// the events a CDR is made of (offered, ringing, answered, ended).
+// CDR writer's pull consumer on it, and publish recording.ready events;
+// with --recordings-url jetstream:RECORDINGS, find or create the RECORDINGS
+// object store, put, read (an ordered consumer with flow control) and
+// delete (purge) its objects, and take the retention lease in LEASES.
+// It may not update or delete a stream, touch registrations or the
+// CLUSTER bucket, or publish the events a CDR is made of (offered,
+// ringing, answered, ended).
 var recorderPermissions = &server.Permissions{
 	Publish: &server.SubjectPermission{Allow: []string{
 		"calls.*.recording.ready",
@@ -59,6 +67,18 @@ var recorderPermissions = &server.Permissions{
 		"$JS.API.CONSUMER.INFO.CALLS.*",
 		"$JS.API.CONSUMER.MSG.NEXT.CALLS.*",
 		"$JS.ACK.CALLS.>",
+		"$O.RECORDINGS.>",
+		"$JS.API.STREAM.INFO.OBJ_RECORDINGS",
+		"$JS.API.STREAM.CREATE.OBJ_RECORDINGS",
+		"$JS.API.DIRECT.GET.OBJ_RECORDINGS.>",
+		"$JS.API.STREAM.PURGE.OBJ_RECORDINGS",
+		"$JS.API.CONSUMER.CREATE.OBJ_RECORDINGS.>",
+		"$JS.API.CONSUMER.DELETE.OBJ_RECORDINGS.*",
+		"$JS.FC.OBJ_RECORDINGS.>",
+		"$KV.LEASES.>",
+		"$JS.API.STREAM.INFO.KV_LEASES",
+		"$JS.API.STREAM.CREATE.KV_LEASES",
+		"$JS.API.DIRECT.GET.KV_LEASES.>",
 	}},
 	Subscribe: &server.SubjectPermission{Allow: []string{RecorderInboxPrefix + ".>"}},
 }

@@ -92,6 +92,9 @@ func TestRecorderUserPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the PBX cannot set up CALLS: %v", err)
 	}
+	if _, err := pbxJS.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "RECORDINGS"}); err != nil {
+		t.Fatalf("the PBX cannot make the recordings bucket: %v", err)
+	}
 	const realCall = "11111111-1111-4111-8111-111111111111"
 	if _, err := pbxJS.Publish(ctx, "calls."+realCall+".offered", []byte(`{}`)); err != nil {
 		t.Fatalf("the PBX cannot publish a call event: %v", err)
@@ -146,6 +149,23 @@ func TestRecorderUserPermissions(t *testing.T) {
 	}
 	if err := try("kv", func(c context.Context) error { return recJS.DeleteKeyValue(c, "REGISTRATIONS") }); err == nil {
 		t.Error("the recorder deleted the registrations")
+	}
+	// The object store's permissions (purge of OBJ_RECORDINGS) reach no
+	// other stream, and no stream may be deleted.
+	if err := try("purge", func(c context.Context) error {
+		s, err := recJS.Stream(c, events.StreamName)
+		if err != nil {
+			return err
+		}
+		return s.Purge(c)
+	}); err == nil {
+		t.Error("the recorder purged the CALLS stream")
+	}
+	if err := try("objects", func(c context.Context) error { return recJS.DeleteObjectStore(c, "RECORDINGS") }); err == nil {
+		t.Error("the recorder deleted the recordings bucket")
+	}
+	if _, err := pbxJS.ObjectStore(ctx, "RECORDINGS"); err != nil {
+		t.Fatalf("the recordings bucket after the recorder's attempts: %v", err)
 	}
 	if info, err := stream.Info(ctx); err != nil || info.Config.MaxAge != events.MaxAge {
 		t.Fatalf("CALLS after the recorder's attempts: %v %+v", err, info)

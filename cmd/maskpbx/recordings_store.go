@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/recorder"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// recordingsFlags are --recordings-url and --recordings-replicas, of serve
+// and recorder alike.
+type recordingsFlags struct {
+	URL      string
+	Replicas int
+}
+
+func (r *recordingsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&r.URL, "recordings-url", "", "where recording audio is stored: file://<dir>, or jetstream:"+recorder.RecordingsBucket+
+		" (a JetStream Object Store bucket on --nats-url, shared by every node); default: file://<data-dir>/recordings")
+	fs.IntVar(&r.Replicas, "recordings-replicas", 1, "replicas of the "+recorder.RecordingsBucket+" bucket (and of the LEASES bucket) when this node creates it: 3 on a three-server NATS cluster")
+}
+
+// bucketRE is a JetStream bucket name.
+var bucketRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// parse reads the URL: a directory (empty: the default one) or a bucket.
+func (r recordingsFlags) parse() (dir, bucket string, err error) {
+	if r.Replicas < 1 || r.Replicas > 5 {
+		return "", "", errors.New("--recordings-replicas must be 1 to 5")
+	}
+	switch u := r.URL; {
+	case u == "":
+		return "", "", nil
+	case strings.HasPrefix(u, "file://"):
+		dir = strings.TrimPrefix(u, "file://")
+		if dir == "" || strings.ContainsRune(dir, 0) {
+			return "", "", errors.New("--recordings-url file:// needs a directory, e.g. file:///var/lib/maskpbx/recordings")
+		}
+		return filepath.Clean(dir), "", nil
+	case strings.HasPrefix(u, "jetstream:"):
+		bucket = strings.TrimPrefix(u, "jetstream:")
+		if bucket == "" {
+			bucket = recorder.RecordingsBucket
+		}
+		if !bucketRE.MatchString(bucket) {
+			return "", "", errors.New("--recordings-url jetstream:<bucket> needs a bucket name of letters, digits, '-' and '_'")
+		}
+		return "", bucket, nil
+	}
+	return "", "", errors.New("--recordings-url must be file://<dir> or jetstream:" + recorder.RecordingsBucket)
+}
+
+// recordingStore is where recordings are: a blob store the replay API can
+// read audio from.
+type recordingStore interface {
+	recorder.BlobStore
+	OpenAudio(key string) (io.ReadSeekCloser, error)
+}
+
+// recordingStorage is --recordings-url opened. Shared is set for a store
+// every node reaches (the object store): retention and erasure then work
+// on every node's recordings, retention under the lease.
+type recordingStorage struct {
+	Blobs  recordingStore
+	Shared bool
+	lease  *recorder.Lease
+}
+
+// retentionLeaseTTL is how long a node holds the retention lease without
+// renewing it (it renews before each batch of 100 deletions).
+const retentionLeaseTTL = 2 * time.Minute
+
+// openRecordingStorage opens the store flags name; js may be nil when
+// there is no NATS (then only a directory will do).
+func openRecordingStorage(ctx context.Context, flags recordingsFlags, dataDir, node string, js jetstream.JetStream,
+	logger *zap.Logger) (recordingStorage, error) {
+	dir, bucket, err := flags.parse()
+	if err != nil {
+		return recordingStorage{}, err
+	}
+	local := filepath.Join(dataDir, "recordings")
+	if bucket == "" {
+		if dir != "" {
+			local = dir
+		}
+		blobs, err := recorder.NewFSBlobs(local)
+		return recordingStorage{Blobs: blobs}, err
+	}
+	if js == nil {
+		return recordingStorage{}, errors.New("--recordings-url jetstream: needs --nats-url")
+	}
+	blobs, err := recorder.OpenObjectBlobs(ctx, js, bucket, flags.Replicas, local, logger.Named("recordings"))
+	if err != nil {
+		return recordingStorage{}, err
+	}
+	kv, err := recorder.OpenLeases(ctx, js, flags.Replicas)
+	if err != nil {
+		return recordingStorage{}, err
+	}
+	logger.Info("recordings are stored in the object store", zap.String("bucket", bucket))
+	return recordingStorage{Blobs: blobs, Shared: true, lease: recorder.NewLease(kv, "retention", node, retentionLeaseTTL)}, nil
+}
+
+// retention is the retention job of this store, or nil for days 0.
+func (s recordingStorage) retention(store *storage.Store, node string, days int, logger *zap.Logger) *recorder.Retention {
+	if days <= 0 {
+		return nil
+	}
+	r := &recorder.Retention{Catalog: store, Blobs: s.Blobs, Node: node, MaxAge: time.Duration(days) * 24 * time.Hour,
+		Logger: logger.Named("retention")}
+	if s.Shared {
+		r.Node, r.Lease = "", s.lease
+	}
+	return r
+}
+
+// erasure is the job deleting erased clients' audio from this store.
+func (s recordingStorage) erasure(store *storage.Store, node string, logger *zap.Logger) *recorder.Erasure {
+	if s.Shared {
+		node = "" // every node's; deletions are idempotent
+	}
+	return &recorder.Erasure{Catalog: store, Blobs: s.Blobs, Node: node, Logger: logger.Named("erasure")}
+}
