@@ -95,8 +95,11 @@ func (b *ObjectBlobs) Create(key string) (BlobFile, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), partTimeout)
 	defer cancel()
 	for _, name := range []string{key, partName(key, 0)} {
+		// NATS away does not stop a recording: it is written locally and
+		// its key holds the call's id, so no other node uses it.
 		if taken, err := b.exists(ctx, name); err != nil {
-			return nil, fmt.Errorf("recorder: object store: %w", err)
+			b.logger.Warn("object store not reachable; recording locally", zap.String("object", key), zap.Error(err))
+			break
 		} else if taken {
 			return nil, fmt.Errorf("recorder: %s: %w", key, fs.ErrExist)
 		}
@@ -295,8 +298,9 @@ func (f *objFile) storePart() error {
 }
 
 // Close stores the complete file under its key, then removes the parts and
-// the local file. If the bucket does not take it, the local file stays
-// (Open still serves it on this node) and the error is returned.
+// the local file. If the bucket does not take it within a few tries, the
+// local file stays (Open still serves it on this node) and the error is
+// returned (the recording is then marked partial).
 func (f *objFile) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -311,8 +315,18 @@ func (f *objFile) Close() error {
 	defer local.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), completeTimeout)
 	defer cancel()
-	if _, err := b.obs.Put(ctx, jetstream.ObjectMeta{Name: f.key}, local); err != nil {
-		return fmt.Errorf("recorder: store %s in the object store: %w", f.key, err)
+	// A few tries, for a NATS server that is failing over.
+	for wait := time.Second; ; wait *= 4 {
+		if _, err = b.obs.Put(ctx, jetstream.ObjectMeta{Name: f.key}, local); err == nil {
+			break
+		}
+		if _, serr := local.Seek(0, io.SeekStart); serr != nil || wait > 16*time.Second || ctx.Err() != nil {
+			return fmt.Errorf("recorder: store %s in the object store: %w", f.key, err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
 	}
 	if err := b.deleteParts(ctx, f.key); err != nil {
 		b.logger.Warn("parts of a stored recording not removed", zap.String("object", f.key), zap.Error(err))

@@ -194,3 +194,45 @@ func TestRecordingsInObjectStore(t *testing.T) {
 		}
 	})
 }
+
+// TestRecordingsURLFlag: serve and recorder take the storage flags and
+// refuse what they can't use, naming the flag.
+func TestRecordingsURLFlag(t *testing.T) {
+	base := []string{"--database-url", "postgres://x"}
+	for _, tc := range []struct {
+		args       []string
+		dir, bkt   string
+		wantErrSub string
+	}{
+		{args: nil},
+		{args: []string{"--recordings-url", "file:///srv/rec/"}, dir: "/srv/rec"},
+		{args: []string{"--recordings-url", "jetstream:RECORDINGS", "--recordings-replicas", "3"}, bkt: "RECORDINGS"},
+		{args: []string{"--recordings-url", "jetstream:"}, bkt: "RECORDINGS"},
+		{args: []string{"--recordings-url", "s3://bucket"}, wantErrSub: "--recordings-url"},
+		{args: []string{"--recordings-url", "jetstream:A.B"}, wantErrSub: "--recordings-url"},
+		{args: []string{"--recordings-url", "file://"}, wantErrSub: "--recordings-url"},
+		{args: []string{"--recordings-replicas", "0"}, wantErrSub: "--recordings-replicas"},
+	} {
+		c, err := parseConfig("serve", append(base, tc.args...))
+		if tc.wantErrSub != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErrSub) {
+				t.Errorf("serve %v: %v, want an error naming %s", tc.args, err, tc.wantErrSub)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("serve %v: %v", tc.args, err)
+		}
+		if dir, bkt, err := c.Recordings.parse(); err != nil || dir != tc.dir || bkt != tc.bkt {
+			t.Errorf("serve %v: %q %q %v", tc.args, dir, bkt, err)
+		}
+		rc, err := parseRecorderConfig(append(base, append(tc.args, "--nats-url", "nats://127.0.0.1:4222", "--nats-user", "u")...))
+		if err != nil || rc.Recordings != c.Recordings {
+			t.Errorf("recorder %v: %+v %v", tc.args, rc.Recordings, err)
+		}
+	}
+	if _, err := parseRecorderConfig(append(base, "--recordings-url", "jetstream:RECORDINGS")); err == nil ||
+		!strings.Contains(err.Error(), "--nats-url") {
+		t.Errorf("recorder with the object store and no NATS: %v", err)
+	}
+}
