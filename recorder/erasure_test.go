@@ -120,3 +120,50 @@ func TestErasureDeletesAudio(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestErasureSharedStore: with the object store every node shares, one
+// node's erasure run deletes an erased client's audio recorded on any
+// node, from the bucket, and leaves other clients' alone.
+func TestErasureSharedStore(t *testing.T) {
+	ctx := context.Background()
+	db := newTestDB(t)
+	a, b, _ := objectNodes(t)
+	other, err := db.store.CreateClient(ctx, storage.NewClient{Name: "Other", ManagerID: db.anna,
+		NewCode: func() (string, error) { return "87654321", nil }}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(client, node string) storage.Recording {
+		r := storage.Recording{ID: newID(), CallID: newID(), ClientID: client, ManagerID: db.anna, Direction: "inbound",
+			Source: storage.SourceMaskPBX, Node: node, Codec: "PCMU", Status: storage.RecordingComplete, StartedAt: time.Now()}
+		r.BlobKey = blobKey(r, "")
+		f, err := a.Create(r.BlobKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = f.Write(wavHeader(0))
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.store.SaveRecording(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	on1, on2, kept := mk(db.client, "n1"), mk(db.client, "n2"), mk(other.ID, "n2")
+	if _, err := db.store.EraseClient(ctx, db.client, "admin:test", "erasure request 78"); err != nil {
+		t.Fatal(err)
+	}
+	e := &Erasure{Catalog: db.store, Blobs: b, Node: "", Logger: testLogger(t)}
+	if n, err := e.EraseAudio(ctx); err != nil || n != 2 {
+		t.Fatalf("deleted %d, %v", n, err)
+	}
+	for _, r := range []storage.Recording{on1, on2} {
+		if _, err := a.Open(r.BlobKey); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("erased audio of node %s still in the bucket: %v", r.Node, err)
+		}
+	}
+	if _, err := a.Open(kept.BlobKey); err != nil {
+		t.Errorf("another client's audio is gone: %v", err)
+	}
+}

@@ -193,6 +193,24 @@ func TestRecordingsInObjectStore(t *testing.T) {
 			t.Fatalf("the recovered recording through the API: %d", st)
 		}
 	})
+
+	t.Run("erasure deletes the audio from the bucket", func(t *testing.T) {
+		recs, err := s.run.Store.Recordings(ctx, storage.RecordingFilter{ClientID: acme.ID})
+		if err != nil || len(recs) != 2 {
+			t.Fatalf("recordings of the client: %d %v", len(recs), err)
+		}
+		// serve did not record them (the recorder process did, and is
+		// dead): it deletes them from the bucket all the same.
+		if st := s.call("DELETE", "/api/v1/clients/"+acme.ID, adminTok, map[string]string{"reason": "GDPR erasure request 2026-32"}, nil); st != 200 {
+			t.Fatalf("erase: %d", st)
+		}
+		for _, r := range recs {
+			testenv.Eventually(t, 10*time.Second, func() bool {
+				_, err := obs.GetInfo(ctx, r.BlobKey)
+				return err == jetstream.ErrObjectNotFound
+			}, "the erased client's recording %s gone from the bucket", r.ID)
+		}
+	})
 }
 
 // TestRecordingsURLFlag: serve and recorder take the storage flags and

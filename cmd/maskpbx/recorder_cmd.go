@@ -256,7 +256,7 @@ type recording struct {
 
 	server    *recorder.Server // nil when the recorder runs elsewhere
 	retention *recorder.Retention
-	erasure   *recorder.Erasure // with server: erased clients' audio here
+	erasure   *recorder.Erasure // with server or a shared store: erased clients' audio
 	logger    *zap.Logger
 }
 
@@ -297,6 +297,11 @@ func setupRecording(uri, secretFlag string, retentionDays int, dataDir string, r
 		r.retention = recs.retention(store, r.server.Node(), retentionDays, logger)
 		r.erasure = recs.erasure(store, r.server.Node(), logger)
 	}
+	if r.erasure == nil && recs.Shared {
+		// The store is every node's: this one deletes erased clients'
+		// audio at once too, wherever it was recorded.
+		r.erasure = recs.erasure(store, "", logger)
+	}
 	cfg := pbx.RecorderConfig{URI: uri, User: recorder.SRCUser, Secret: secret}
 	if r.server != nil {
 		// The relay hands packets straight to the recorder: no SIPREC
@@ -311,8 +316,8 @@ func setupRecording(uri, secretFlag string, retentionDays int, dataDir string, r
 }
 
 // audioErasure is what the API deletes erased clients' audio with: the
-// in-process recorder's, or none when the audio lives on recorder nodes
-// (their own runs delete it).
+// in-process recorder's, the shared store's, or none when the audio lives
+// on recorder nodes' disks (their own runs delete it).
 func (r *recording) audioErasure() api.AudioErasure {
 	if r.erasure == nil {
 		return nil
