@@ -34,10 +34,7 @@ func (p people) name(id string) string {
 	if m, ok := p[id]; ok {
 		return m.Name
 	}
-	if id == "" {
-		return "—"
-	}
-	return "Unknown"
+	return "—"
 }
 
 // active lists the active people by name, for assignment and successor
@@ -116,9 +113,9 @@ func (c *Console) clientsPage(w http.ResponseWriter, r *http.Request, s *session
 		}
 		v.Clients = append(v.Clients, row)
 	}
-	title := "Clients"
+	title := c.localeFor(r, s).t("nav.clients")
 	if v.Mine {
-		title = "My clients"
+		title = c.localeFor(r, s).t("nav.my_clients")
 	}
 	return c.render(w, r, s, "clients", title, "clients", v)
 }
@@ -255,7 +252,7 @@ func (c *Console) callClient(w http.ResponseWriter, r *http.Request, s *session)
 	if err != nil {
 		return err
 	}
-	return c.redirect(w, r, back+"?call="+url.QueryEscape(started.ID), "ok", "Calling: your phone rings first, then the client's.")
+	return c.redirect(w, r, back+"?call="+url.QueryEscape(started.ID), "ok", c.localeFor(r, s).t("call.started"))
 }
 
 type createClientForm struct {
@@ -270,7 +267,7 @@ func (c *Console) newClientPage(w http.ResponseWriter, r *http.Request, s *sessi
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, s, "client_new", "New client", "clients", createClientForm{People: ppl.active(), PartnerIDs: map[string]bool{}})
+	return c.render(w, r, s, "client_new", c.localeFor(r, s).t("client_new.title"), "clients", createClientForm{People: ppl.active(), PartnerIDs: map[string]bool{}})
 }
 
 // createClient creates a client through the API; the number typed in goes
@@ -304,12 +301,12 @@ func (c *Console) createClient(w http.ResponseWriter, r *http.Request, s *sessio
 			return perr
 		}
 		f.People, f.Error = ppl.active(), ae.Message
-		return c.renderStatus(w, r, s, ae.Status, "client_new", "New client", "clients", f)
+		return c.renderStatus(w, r, s, ae.Status, "client_new", c.localeFor(r, s).t("client_new.title"), "clients", f)
 	}
 	if err != nil {
 		return err
 	}
-	return c.redirect(w, r, "/console/clients/"+created.ID, "ok", "Client "+f.Name+" created with code "+created.Code+".")
+	return c.redirect(w, r, "/console/clients/"+created.ID, "ok", c.localeFor(r, s).t("client_new.created", "Name", f.Name, "Code", created.Code))
 }
 
 // reassign sets a client's primary manager and partners through the API.
@@ -332,7 +329,7 @@ func (c *Console) reassign(w http.ResponseWriter, r *http.Request, s *session) e
 	if err != nil {
 		return err
 	}
-	return c.redirect(w, r, back, "ok", "Assignment saved. The client now rings his new manager first.")
+	return c.redirect(w, r, back, "ok", c.localeFor(r, s).t("client.assignment_saved"))
 }
 
 // reveal shows an admin a client's numbers for a stated reason; the API
@@ -350,7 +347,7 @@ func (c *Console) reveal(w http.ResponseWriter, r *http.Request, s *session) err
 	if errors.As(err, &ae) && ae.Status < 500 {
 		msg := ae.Message
 		if ae.Code == "bad_request" && strings.Contains(msg, "reason") {
-			msg = "Give a reason (at least 3 characters): it goes into the audit log."
+			msg = c.localeFor(r, s).t("client.reveal_reason_needed")
 		}
 		return c.redirect(w, r, "/console/clients/"+url.PathEscape(id), "error", msg)
 	}

@@ -198,7 +198,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Metrics: metrics, Logger: logger.Named("api"), Recordings: rec.Audio, Trunk: trunkStatus{sip},
 	})
 	web, err := console.New(console.Config{Store: store, Sessions: sessions, API: apiServer, SIPDomain: cfg.SIPDomain,
-		Logger: logger.Named("console")})
+		TimeZone: cfg.TimeZone, DefaultLanguage: cfg.DefaultLanguage, Logger: logger.Named("console")})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,247 @@
+package console
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"html/template"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"text/template/parse"
+	"time"
+
+	"github.com/maskpbx/maskpbx/internal/i18n"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+var testLocale = &locale{lang: i18n.Get("en"), loc: time.UTC}
+
+// pluralForms are the CLDR plural categories each language's plural
+// messages must spell out.
+var pluralForms = map[string][]string{
+	"en": {"one", "other"},
+	"ru": {"few", "many", "one", "other"},
+	"pl": {"few", "many", "one", "other"},
+	"ro": {"few", "one", "other"},
+}
+
+// TestCatalogsMatch: every language has exactly the English ids, and each
+// plural message has its language's forms.
+func TestCatalogsMatch(t *testing.T) {
+	en, err := i18n.IDs("en")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, code := range i18n.Codes {
+		ids, err := i18n.IDs(code)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id, enForms := range en {
+			forms, ok := ids[id]
+			switch {
+			case !ok:
+				t.Errorf("%s lacks %q", code, id)
+			case (enForms == nil) != (forms == nil):
+				t.Errorf("%s: %q is plural in one catalog and plain in the other", code, id)
+			case forms != nil && !slices.Equal(forms, pluralForms[code]):
+				t.Errorf("%s: %q has the forms %v, want %v", code, id, forms, pluralForms[code])
+			}
+		}
+		for id := range ids {
+			if _, ok := en[id]; !ok {
+				t.Errorf("%s has %q, which en lacks", code, id)
+			}
+		}
+	}
+}
+
+// dynamicIDs are the ids the code builds from a prefix and a value.
+func dynamicIDs() []string {
+	var out []string
+	for _, r := range []string{storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin} {
+		out = append(out, "role."+r)
+	}
+	for _, s := range []string{"client", "manager", "system"} {
+		out = append(out, "side."+s)
+	}
+	for _, d := range dispositions {
+		out = append(out, "disposition."+d)
+	}
+	for m := 1; m <= 12; m++ {
+		out = append(out, "month."+strconv.Itoa(m))
+	}
+	for d := 0; d <= 6; d++ {
+		out = append(out, "weekday."+strconv.Itoa(d))
+	}
+	for _, st := range []string{"recording", "missing", "deleted"} {
+		out = append(out, recordingView{Status: st}.NoteID())
+	}
+	return out
+}
+
+// TestCatalogCoversUses fails when a template, the Go code or console.js
+// uses a message id the English catalog (and so, by TestCatalogsMatch,
+// every catalog) lacks.
+func TestCatalogCoversUses(t *testing.T) {
+	en, err := i18n.IDs("en")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]string{} // id -> where
+	// Templates: every literal first argument of t and tn.
+	names, _ := fs.Glob(templateFS, "templates/*.html")
+	for _, n := range names {
+		b, _ := templateFS.ReadFile(n)
+		trees, err := parse.Parse(n, string(b), "{{", "}}", template.FuncMap{}, c0funcs())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tree := range trees {
+			walk(tree.Root, func(cmd *parse.CommandNode) {
+				if id, ok := command(cmd.Args, "t", "tn"); ok {
+					used[id] = n
+				}
+			})
+		}
+	}
+	// Go: the literal ids given to t, n, T, N, importProblem and fail, in
+	// a pageError's ID, or returned as one.
+	files, _ := filepath.Glob("*.go")
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(token.NewFileSet(), f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add := func(e ast.Expr) {
+			if lit, ok := e.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+				if s, _ := strconv.Unquote(lit.Value); strings.Contains(s, ".") {
+					used[s] = f
+				}
+			}
+		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.CallExpr:
+				name := ""
+				switch fn := n.Fun.(type) {
+				case *ast.SelectorExpr:
+					name = fn.Sel.Name
+				case *ast.Ident:
+					name = fn.Name
+				}
+				if len(n.Args) > 0 && slices.Contains([]string{"t", "n", "T", "N", "importProblem", "fail"}, name) {
+					add(n.Args[0])
+				}
+			case *ast.KeyValueExpr:
+				if k, ok := n.Key.(*ast.Ident); ok && k.Name == "ID" {
+					add(n.Value)
+				}
+			case *ast.ReturnStmt:
+				for _, r := range n.Results {
+					add(r)
+				}
+			}
+			return true
+		})
+	}
+	for _, id := range dynamicIDs() {
+		used[id] = "(built from a value)"
+	}
+	// console.js: tr("x") is js.x.
+	js, err := os.ReadFile("static/console.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`tr\("([^"]+)"`).FindAllStringSubmatch(string(js), -1) {
+		used["js."+m[1]] = "console.js"
+	}
+	if len(used) < 200 {
+		t.Fatalf("found only %d ids in use: the scan is broken", len(used))
+	}
+	for id, where := range used {
+		if _, ok := en[id]; !ok {
+			t.Errorf("%s uses %q, which the catalog lacks", where, id)
+		}
+	}
+}
+
+// c0funcs names the template helpers for the parser (it checks that every
+// function exists, not what it does).
+func c0funcs() map[string]any {
+	out := map[string]any{}
+	for _, name := range []string{"and", "or", "not", "len", "index", "slice", "print", "printf", "println", "html", "js",
+		"urlquery", "call", "eq", "ne", "lt", "le", "gt", "ge"} {
+		out[name] = func() {}
+	}
+	for name := range (&Console{}).funcs(testLocale) {
+		out[name] = func() {}
+	}
+	return out
+}
+
+// command returns the literal id of a call of one of fns.
+func command(args []parse.Node, fns ...string) (string, bool) {
+	if len(args) < 2 {
+		return "", false
+	}
+	id, ok := args[0].(*parse.IdentifierNode)
+	if !ok || !slices.Contains(fns, id.Ident) {
+		return "", false
+	}
+	s, ok := args[1].(*parse.StringNode)
+	if !ok {
+		return "", false
+	}
+	return s.Text, true
+}
+
+// walk calls f for every command in a template tree, nested pipelines too.
+func walk(n parse.Node, f func(*parse.CommandNode)) {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return
+		}
+		for _, c := range n.Nodes {
+			walk(c, f)
+		}
+	case *parse.ActionNode:
+		walk(n.Pipe, f)
+	case *parse.PipeNode:
+		if n == nil {
+			return
+		}
+		for _, c := range n.Cmds {
+			walk(c, f)
+		}
+	case *parse.CommandNode:
+		f(n)
+		for _, a := range n.Args {
+			walk(a, f)
+		}
+	case *parse.IfNode:
+		walk(n.Pipe, f)
+		walk(n.List, f)
+		walk(n.ElseList, f)
+	case *parse.RangeNode:
+		walk(n.Pipe, f)
+		walk(n.List, f)
+		walk(n.ElseList, f)
+	case *parse.WithNode:
+		walk(n.Pipe, f)
+		walk(n.List, f)
+		walk(n.ElseList, f)
+	case *parse.TemplateNode:
+		walk(n.Pipe, f)
+	}
+}
