@@ -48,15 +48,15 @@ type Config struct {
 
 // Console serves the web console's pages and assets.
 type Console struct {
-	cfg     Config
-	store   *storage.Store
-	logger  *zap.Logger
-	loc     *time.Location
-	mux     *http.ServeMux
+	cfg    Config
+	store  *storage.Store
+	logger *zap.Logger
+	loc    *time.Location
+	mux    *http.ServeMux
 	// pageSets are the pages per language and time zone.
 	pageSets pageSets
-	imports *importJobs
-	csrf    *http.CrossOriginProtection
+	imports  *importJobs
+	csrf     *http.CrossOriginProtection
 	// assets maps a static file's name to a hash of its content, so that
 	// pages link each version under its own URL and browsers may cache
 	// them for good.

@@ -111,9 +111,14 @@ func TestCatalogCoversUses(t *testing.T) {
 			})
 		}
 	}
-	// Go: the literal ids given to t, n, T, N, importProblem and fail, in
-	// a pageError's ID, or returned as one.
-	files, _ := filepath.Glob("*.go")
+	// Go (the console, the API and the PBX): the literal ids given to t,
+	// n, T, N, importProblem, fail and badRequest, the third argument of
+	// newError, a pageError's ID, or returned as one.
+	var files []string
+	for _, dir := range []string{".", "../api", "../pbx"} {
+		fs, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+		files = append(files, fs...)
+	}
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue
@@ -139,14 +144,20 @@ func TestCatalogCoversUses(t *testing.T) {
 				case *ast.Ident:
 					name = fn.Name
 				}
-				if len(n.Args) > 0 && slices.Contains([]string{"t", "n", "T", "N", "importProblem", "fail"}, name) {
+				switch {
+				case len(n.Args) > 0 && slices.Contains([]string{"t", "n", "T", "N", "importProblem", "fail", "badRequest"}, name):
 					add(n.Args[0])
+				case len(n.Args) > 2 && name == "newError":
+					add(n.Args[2])
 				}
 			case *ast.KeyValueExpr:
 				if k, ok := n.Key.(*ast.Ident); ok && k.Name == "ID" {
 					add(n.Value)
 				}
 			case *ast.ReturnStmt:
+				if f[0] == '.' { // the API and the PBX return no ids
+					break
+				}
 				for _, r := range n.Results {
 					add(r)
 				}

@@ -9,8 +9,8 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
-	"strings"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 
