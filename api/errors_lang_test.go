@@ -30,7 +30,9 @@ func TestErrorMessagesLocalised(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var b struct{ Error struct{ Code, Message string } }
+		var b struct {
+			Error struct{ Code, Message string }
+		}
 		if err := json.NewDecoder(resp.Body).Decode(&b); err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
