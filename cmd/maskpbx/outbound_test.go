@@ -101,7 +101,7 @@ func (s *system) audited(action, object string) bool {
 }
 
 func TestClickToCall(t *testing.T) {
-	s := startSystemConfig(t, func(c *Config) { c.CallsPerMinute = 4 })
+	s := startSystemConfig(t, func(c *Config) { c.CallsPerMinute = 5 })
 	anna := s.manager("anna")
 	bob := s.manager("bob")
 	acme := s.client("Acme Trading", acmeNumber, anna.ID)
@@ -159,6 +159,30 @@ func TestClickToCall(t *testing.T) {
 		if !s.audited("call.click_to_call", "client:"+acme.ID) {
 			t.Error("no audit row for the click-to-call")
 		}
+	})
+
+	t.Run("a Russian manager's phone shows the Russian wording and the whole code", func(t *testing.T) {
+		if err := s.run.Store.SetSettings(context.Background(), anna.ID, storage.PersonSettings{Language: "ru"}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = s.run.Store.SetSettings(context.Background(), anna.ID, storage.PersonSettings{}, "test") }()
+		long := s.client("Торговый дом «Северное сияние» — оптовые поставки промышленного оборудования", "+74957654329", anna.ID)
+		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41450")
+		phoneRTP := testenv.NewRTPEndpoint(t, annaIP+":41452")
+		tr := trunkUAS(t, "answer", false, 41450)
+		ph := annaHangsUp(t, s, 41452, 1500)
+		var started callResp
+		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": long.ID}, &started); st != 202 {
+			t.Fatalf("POST /calls: %d", st)
+		}
+		talk(t, tr, ph, trunkRTP, phoneRTP, annaIP)
+		ph.Wait()
+		tr.Wait()
+		shown, _ := ph.LogValue("SHOWN_FROM", time.Second)
+		if !strings.Contains(shown, `"Вызов: Торговый дом «Северное сияние»`) || !strings.Contains(shown, "… #"+long.Code+`"`) {
+			t.Errorf("the Russian manager's phone was shown %q, want the Russian wording, the name cut and the whole code #%s", shown, long.Code)
+		}
+		assertNoLeak(t, ph, "+74957654329", long.Code)
 	})
 
 	t.Run("refused click-to-calls ring nothing", func(t *testing.T) {
@@ -223,7 +247,7 @@ func TestClickToCall(t *testing.T) {
 		ph.Wait()
 		tr.Wait()
 		s.watchCall(c.ID, anna.APIToken)
-		// This test's system allows 4 starts a minute; 4 have been made.
+		// This test's system allows 5 starts a minute; 5 have been made.
 		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, nil); st != 429 {
 			t.Errorf("a call over the per-minute limit: %d, want 429", st)
 		}

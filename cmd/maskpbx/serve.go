@@ -165,6 +165,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
+	callCfg.Language = cfg.DefaultLanguage
 	rec, err := setupRecording(cfg.Recorder, cfg.RecorderSecret, cfg.RecordingRetention, cfg.DataDir, sip, store, publisher, logger)
 	if err != nil {
 		return err
