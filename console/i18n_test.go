@@ -6,6 +6,8 @@ import (
 	"go/token"
 	"html/template"
 	"io/fs"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -254,5 +256,70 @@ func walk(n parse.Node, f func(*parse.CommandNode)) {
 		walk(n.ElseList, f)
 	case *parse.TemplateNode:
 		walk(n.Pipe, f)
+	}
+}
+
+// The settings form takes only a language of the four and a zone name Go
+// knows; a manager sets only his own; an admin sets anyone's; the
+// bootstrap token, nobody's account, has no settings.
+func TestSettingsInput(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	anna := e.person("anna", storage.RoleManager, "anna-password")
+	bob := e.person("bob", storage.RoleManager, "bob-password")
+	e.person("olga", storage.RoleAdmin, "olga-password")
+	ab := e.browser()
+	ab.signIn("anna", "anna-password")
+	for _, tc := range []struct{ language, zone string }{
+		{"de", ""},
+		{"ru\u202e", ""},
+		{"", "../../../../etc/passwd"},
+		{"", "/etc/localtime"},
+		{"", "Mars/Olympus"},
+		{"", strings.Repeat("Europe/", 20)},
+	} {
+		st, page, _ := ab.post("/console/settings", url.Values{"csrf_token": {ab.csrf}, "language": {tc.language}, "time_zone": {tc.zone}})
+		if st != http.StatusBadRequest || !strings.Contains(page, `role="alert"`) {
+			t.Errorf("settings %q %q: %d, want 400 with the reason", tc.language, tc.zone, st)
+		}
+	}
+	if ps, err := e.store.Settings(ctx, anna.ID); err != nil || ps != (storage.PersonSettings{}) {
+		t.Fatalf("refused settings were kept: %+v %v", ps, err)
+	}
+	if st, _, _ := ab.post("/console/settings", url.Values{"language": {"ru"}}); st != http.StatusForbidden {
+		t.Errorf("settings without the CSRF token: %d, want 403", st)
+	}
+	if st, _, _ := ab.post("/console/managers/"+bob.ID+"/settings", url.Values{"csrf_token": {ab.csrf}, "language": {"ru"}}); st != http.StatusForbidden {
+		t.Errorf("a manager setting another's language: %d, want 403", st)
+	}
+	st, _, h := ab.post("/console/settings", url.Values{"csrf_token": {ab.csrf}, "language": {"ro"}, "time_zone": {"Europe/Chisinau"}})
+	if st != http.StatusSeeOther {
+		t.Fatalf("good settings: %d", st)
+	}
+	if ps, _ := e.store.Settings(ctx, anna.ID); ps.Language != "ro" || ps.TimeZone != "Europe/Chisinau" {
+		t.Errorf("settings kept as %+v", ps)
+	}
+	_, page, _ := ab.get(h.Get("Location"))
+	if !strings.Contains(page, `<html lang="ro">`) || !strings.Contains(page, "Setările au fost salvate.") || !strings.Contains(page, "Europe/Chisinau") {
+		t.Errorf("the page after saving is not in Romanian on Chișinău time")
+	}
+
+	ob := e.browser()
+	ob.signIn("olga", "olga-password")
+	if st, _, _ := ob.post("/console/managers/"+bob.ID+"/settings", url.Values{"csrf_token": {ob.csrf}, "language": {"pl"}}); st != http.StatusSeeOther {
+		t.Errorf("an admin setting bob's language: %d", st)
+	}
+	if ps, _ := e.store.Settings(ctx, bob.ID); ps.Language != "pl" {
+		t.Errorf("bob's settings %+v", ps)
+	}
+	if !auditedAction(t, e.store, "manager.settings", "manager:"+bob.ID) {
+		t.Error("an admin's change of settings is not audited")
+	}
+
+	tb := e.browser()
+	tb.get("/console/signin?token=1")
+	tb.post("/console/signin", url.Values{"csrf_token": {tb.csrf}, "mode": {"token"}, "token": {bootstrapToken}})
+	if st, _, _ := tb.get("/console/settings"); st != http.StatusNotFound {
+		t.Errorf("the bootstrap token's settings page: %d, want 404", st)
 	}
 }

@@ -107,9 +107,20 @@ func (c *Console) pagesFor(lc *locale) (map[string]*pageTemplate, error) {
 	if c.pageSets.sets == nil {
 		c.pageSets.sets = map[string]map[string]*pageTemplate{}
 	}
+	// People choose among four languages and a few hundred zones: a bound
+	// keeps someone who tries every zone from growing the cache for good.
+	if len(c.pageSets.sets) >= maxPageSets {
+		for k := range c.pageSets.sets {
+			delete(c.pageSets.sets, k)
+			break
+		}
+	}
 	c.pageSets.sets[key] = p
 	return p, nil
 }
+
+// maxPageSets is how many language and zone pairs keep their parsed pages.
+const maxPageSets = 32
 
 // jsText is the messages console.js shows (the catalogs' js.* ids), in the
 // person's language; the page carries them as JSON for the script.

@@ -15,8 +15,8 @@ func TestClientDisplayName(t *testing.T) {
 	long := strings.Repeat("Очень длинное название компании ", 5)
 	calling := func(client string) string { return "Calling " + client }
 	for _, tc := range []struct {
-		name    string
-		wording func(string) string
+		name               string
+		wording            func(string) string
 		client, code, want string
 	}{
 		{"plain", nil, "Acme", "12345678", "Acme #12345678"},
