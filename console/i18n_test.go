@@ -220,44 +220,38 @@ func command(args []parse.Node, fns ...string) (string, bool) {
 
 // walk calls f for every command in a template tree, nested pipelines too.
 func walk(n parse.Node, f func(*parse.CommandNode)) {
+	var kids []parse.Node
 	switch n := n.(type) {
 	case *parse.ListNode:
-		if n == nil {
-			return
+		if n != nil {
+			kids = n.Nodes
 		}
-		for _, c := range n.Nodes {
-			walk(c, f)
-		}
-	case *parse.ActionNode:
-		walk(n.Pipe, f)
 	case *parse.PipeNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Cmds {
-			walk(c, f)
+		if n != nil {
+			for _, c := range n.Cmds {
+				kids = append(kids, c)
+			}
 		}
 	case *parse.CommandNode:
 		f(n)
-		for _, a := range n.Args {
-			walk(a, f)
-		}
-	case *parse.IfNode:
-		walk(n.Pipe, f)
-		walk(n.List, f)
-		walk(n.ElseList, f)
-	case *parse.RangeNode:
-		walk(n.Pipe, f)
-		walk(n.List, f)
-		walk(n.ElseList, f)
-	case *parse.WithNode:
-		walk(n.Pipe, f)
-		walk(n.List, f)
-		walk(n.ElseList, f)
+		kids = n.Args
+	case *parse.ActionNode:
+		kids = []parse.Node{n.Pipe}
 	case *parse.TemplateNode:
-		walk(n.Pipe, f)
+		kids = []parse.Node{n.Pipe}
+	case *parse.IfNode:
+		kids = branch(&n.BranchNode)
+	case *parse.RangeNode:
+		kids = branch(&n.BranchNode)
+	case *parse.WithNode:
+		kids = branch(&n.BranchNode)
+	}
+	for _, k := range kids {
+		walk(k, f)
 	}
 }
+
+func branch(b *parse.BranchNode) []parse.Node { return []parse.Node{b.Pipe, b.List, b.ElseList} }
 
 // The settings form takes only a language of the four and a zone name Go
 // knows; a manager sets only his own; an admin sets anyone's; the

@@ -25,13 +25,23 @@ import (
 // English word, and gives him a console password.
 func (s *system) teamPerson(user, name, role string) apiManager {
 	s.t.Helper()
-	var m apiManager
-	if st := s.call("POST", "/api/v1/managers", adminTok, map[string]string{
-		"name": name, "sip_username": user, "sip_password": user + "-secret", "team": "zespół-1", "role": role}, &m); st != 201 {
-		s.t.Fatalf("create %s %s: %d", role, user, st)
-	}
+	m := s.personInTeam(user, name, role, "zespół-1")
 	s.setWebPassword(m.ID, user+"-console-pw")
 	return m
+}
+
+// speakerAt signs a person in with a browser asking for acceptLanguage,
+// opens path and checks it is all in lang; it returns him and the English
+// fragments of that check.
+func (b *browser) speakerAt(t *testing.T, s *system, user, acceptLanguage, lang, path string) (*person, []string) {
+	t.Helper()
+	p := b.person(user).in(t)
+	p.speaks(acceptLanguage)
+	p.signIn(s.api, user, user+"-console-pw")
+	english := englishFragments(t, lang)
+	p.open(s.api, path)
+	p.assertAllIn(lang, english)
+	return p, english
 }
 
 // speaks makes a person's browser ask for languages (Accept-Language).
@@ -157,12 +167,8 @@ func TestConsoleLanguages(t *testing.T) {
 	b := newBrowser(t)
 
 	t.Run("a Russian manager's clients, with plural forms", func(t *testing.T) {
-		p := b.person("ivan").in(t)
-		p.speaks("en-US,en;q=0.9") // his own setting wins over the browser
-		p.signIn(s.api, "ivan", "ivan-console-pw")
-		english := englishFragments(t, "ru")
-		p.open(s.api, "/console/clients")
-		p.assertAllIn("ru", english)
+		// His own setting wins over the browser.
+		p, english := b.speakerAt(t, s, "ivan", "en-US,en;q=0.9", "ru", "/console/clients")
 		for q, want := range map[string]string{"": "5 клиентов", "Альфа": "2 клиента", "Бета": "1 клиент"} {
 			p.open(s.api, "/console/clients?q="+q)
 			if got := p.text("p.count"); !strings.HasPrefix(got, want) {
@@ -201,12 +207,7 @@ func TestConsoleLanguages(t *testing.T) {
 	})
 
 	t.Run("a Romanian supervisor's overview and calls, on Moscow time", func(t *testing.T) {
-		p := b.person("ion").in(t)
-		p.speaks("ro-MD,ro;q=0.9,en;q=0.5")
-		p.signIn(s.api, "ion", "ion-console-pw")
-		english := englishFragments(t, "ro")
-		p.open(s.api, "/console/overview")
-		p.assertAllIn("ro", english)
+		p, english := b.speakerAt(t, s, "ion", "ro-MD,ro;q=0.9,en;q=0.5", "ro", "/console/overview")
 		// The chart's table has a row a day, the last today (Moscow); the
 		// call counts in the row of its Moscow day, not of its UTC day.
 		rows := eval[[]int](p, `Array.from(document.getElementById("calls-chart").closest("figure").querySelectorAll("tbody tr"))
@@ -243,12 +244,7 @@ func TestConsoleLanguages(t *testing.T) {
 	})
 
 	t.Run("a Polish admin's managers page, on his own UTC", func(t *testing.T) {
-		p := b.person("piotr").in(t)
-		p.speaks("en-US,en;q=0.9")
-		p.signIn(s.api, "piotr", "piotr-console-pw")
-		english := englishFragments(t, "pl")
-		p.open(s.api, "/console/managers")
-		p.assertAllIn("pl", english)
+		p, english := b.speakerAt(t, s, "piotr", "en-US,en;q=0.9", "pl", "/console/managers")
 		if got := p.textContent("#managers thead"); !strings.Contains(got, "Telefon") || !strings.Contains(got, "Rola") {
 			t.Errorf("the managers table's head reads %q", got)
 		}
