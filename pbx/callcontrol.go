@@ -58,6 +58,9 @@ type CallConfig struct {
 	// wording a manager's phone shows ("Calling …") unless he chose his
 	// own; empty is English.
 	Language string
+	// Node names this node in every call event (events.Event.Node), so a
+	// restarted node can close the calls it left open.
+	Node string
 
 	// Timings tests shorten or lengthen; zero means the default.
 	trunkPing    time.Duration // how often each trunk target is asked OPTIONS (defaultTrunkPing)

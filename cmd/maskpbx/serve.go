@@ -46,6 +46,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err := cfg.validate(); err != nil {
 		return err
 	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = defaultNodeID()
+	}
 	// No line of any component carries a phone number, in any spelling.
 	logger = logging.Redacted(logger)
 	ports, err := bindPorts(cfg)
@@ -122,7 +125,8 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		}
 	}
 
-	publisher, stopPublisher, err := startPublisher(ctx, js, events.EnsureStream, logger, "call events not flushed")
+	publisher, stopPublisher, err := startPublisher(ctx, js, events.EnsureStream, logger,
+		"call events not flushed; they are sent at the next start", filepath.Join(cfg.DataDir, "events.spool"))
 	if err != nil {
 		return err
 	}
@@ -140,7 +144,16 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
+	cluster, err := pbx.OpenCluster(ctx, js)
+	if err != nil {
+		return err
+	}
+	nonceKey, err := pbx.NonceKey(ctx, cluster)
+	if err != nil {
+		return err
+	}
 	sip, err := pbx.NewServer(pbx.Config{
+		NonceKey:         nonceKey,
 		Listen:           cfg.SIPListen,
 		TLSListen:        tlsListen,
 		TLS:              tlsConfig,
@@ -162,10 +175,12 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
-	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs}
+	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs,
+		Cursor: pbx.NewCursor(cluster, logger.Named("routing"))}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
 	callCfg.Language = cfg.DefaultLanguage
+	callCfg.Node = cfg.NodeID
 	rec, err := setupRecording(cfg.Recorder, cfg.RecorderSecret, cfg.RecordingRetention, cfg.DataDir, sip, store, publisher, logger)
 	if err != nil {
 		return err
@@ -212,9 +227,15 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	httpLn := ports.http
 	httpServer := &http.Server{Handler: routes, ReadHeaderTimeout: 10 * time.Second}
 
+	// Before the node takes a call: whatever it left open died with it.
+	closeOrphanedCalls(ctx, store, publisher, cfg.NodeID, true, logger)
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sip.Serve(gctx) })
 	g.Go(func() error { return cdrs.Run(gctx) })
+	watch := &nodeWatch{kv: cluster, self: cfg.NodeID, logger: logger.Named("nodes"), now: time.Now,
+		closer: func(ctx context.Context, node string) { closeOrphanedCalls(ctx, store, publisher, node, false, logger) }}
+	g.Go(func() error { return watch.run(gctx) })
 	g.Go(func() error { return rec.run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)
 	if ports.pprof != nil {
