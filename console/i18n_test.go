@@ -5,6 +5,7 @@ import (
 	"go/parser"
 	"go/token"
 	"html/template"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
@@ -315,5 +316,29 @@ func TestSettingsInput(t *testing.T) {
 	tb.post("/console/signin", url.Values{"csrf_token": {tb.csrf}, "mode": {"token"}, "token": {bootstrapToken}})
 	if st, _, _ := tb.get("/console/settings"); st != http.StatusNotFound {
 		t.Errorf("the bootstrap token's settings page: %d, want 404", st)
+	}
+}
+
+// Before anyone signs in, the page follows the browser's Accept-Language,
+// else the company's language (English here); a 404 too.
+func TestSigninPageFollowsBrowser(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct{ path, accept, lang, want string }{
+		{"/console/signin", "pl-PL,pl;q=0.9", "pl", "Logowanie"},
+		{"/console/signin", "ru", "ru", "Вход"},
+		{"/console/signin", "de-DE", "en", "Sign in"},
+		{"/console/no-such-page", "ro", "ro", "Această pagină nu există."},
+	} {
+		req, _ := http.NewRequest("GET", e.url+tc.path, nil)
+		req.Header.Set("Accept-Language", tc.accept)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if page := string(raw); !strings.Contains(page, `<html lang="`+tc.lang+`">`) || !strings.Contains(page, tc.want) {
+			t.Errorf("%s with Accept-Language %q: not in %s (%q missing)", tc.path, tc.accept, tc.lang, tc.want)
+		}
 	}
 }

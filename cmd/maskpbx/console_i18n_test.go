@@ -169,6 +169,7 @@ func TestConsoleLanguages(t *testing.T) {
 	t.Run("a Russian manager's clients, with plural forms", func(t *testing.T) {
 		// His own setting wins over the browser.
 		p, english := b.speakerAt(t, s, "ivan", "en-US,en;q=0.9", "ru", "/console/clients")
+		p.screenshot("ru-manager-clients", true)
 		for q, want := range map[string]string{"": "5 клиентов", "Альфа": "2 клиента", "Бета": "1 клиент"} {
 			p.open(s.api, "/console/clients?q="+q)
 			if got := p.text("p.count"); !strings.HasPrefix(got, want) {
@@ -208,6 +209,7 @@ func TestConsoleLanguages(t *testing.T) {
 
 	t.Run("a Romanian supervisor's overview and calls, on Moscow time", func(t *testing.T) {
 		p, english := b.speakerAt(t, s, "ion", "ro-MD,ro;q=0.9,en;q=0.5", "ro", "/console/overview")
+		p.screenshot("ro-supervisor-overview", false)
 		// The chart's table has a row a day, the last today (Moscow); the
 		// call counts in the row of its Moscow day, not of its UTC day.
 		rows := eval[[]int](p, `Array.from(document.getElementById("calls-chart").closest("figure").querySelectorAll("tbody tr"))
@@ -245,6 +247,7 @@ func TestConsoleLanguages(t *testing.T) {
 
 	t.Run("a Polish admin's managers page, on his own UTC", func(t *testing.T) {
 		p, english := b.speakerAt(t, s, "piotr", "en-US,en;q=0.9", "pl", "/console/managers")
+		p.screenshot("pl-admin-managers", false)
 		if got := p.textContent("#managers thead"); !strings.Contains(got, "Telefon") || !strings.Contains(got, "Rola") {
 			t.Errorf("the managers table's head reads %q", got)
 		}
