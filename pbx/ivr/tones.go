@@ -17,9 +17,9 @@ const (
 	dtmfLevel     = 5100 // about -13 dBm0 per frequency, as phones send
 )
 
-// Ringback is d of ringing tone as a caller in Europe and Russia knows it
-// (ETSI ES 201 970, the CEPT tone): 425 Hz, 1 s on, 4 s off, starting with
-// the tone. A caller held while a manager's mobile takes the whisper hears
+// Ringback is d of ringing tone as callers across Europe know it (the CEPT
+// tone of ETSI ES 201 970): 425 Hz, 1 s on, 4 s off, starting with the
+// tone. A caller held while a manager's mobile takes the whisper hears
 // this; Play it in a loop for longer waits.
 func Ringback(d time.Duration) []int16 {
 	n := samplesOf(d)
