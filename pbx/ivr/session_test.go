@@ -442,6 +442,45 @@ func TestStopThenBridge(t *testing.T) {
 	if st := relay.Stats(media.SideA); st.RTPPacketsIn < 5+4 || st.Refused != 0 {
 		t.Fatalf("mobile side stats: %+v", st)
 	}
+	if _, err := Start(mport, media.PCMU, 101, nil); !errors.Is(err, media.ErrBadLeg) {
+		t.Fatalf("a session on a bridged port: %v", err)
+	}
+	relay.Stop()
+	if _, err := Start(mport, media.PCMU, 101, nil); !errors.Is(err, media.ErrBadLeg) {
+		t.Fatalf("a session on a closed port: %v", err)
+	}
+}
+
+// A Play cut short by its context stops at once; the next Play goes on
+// with the same stream: the next sequence number, a timestamp advanced by
+// the time between, the marker of a new talkspurt.
+func TestPlayCancelledThenResumed(t *testing.T) {
+	far := newPeer(t, "127.0.0.2")
+	s := start(t, newPort(t, far.addr()), media.PCMA, 101)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	if err := s.Play(ctx, Ringback(10*time.Second)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Play: %v", err)
+	}
+	if took := time.Since(began); took > time.Second {
+		t.Fatalf("a cancelled Play took %v", took)
+	}
+	testenv.Eventually(t, time.Second, func() bool { return len(far.received()) >= 4 }, "the first packets")
+	n := len(far.received())
+	pause := time.Now()
+	testenv.Eventually(t, time.Second, func() bool { return time.Since(pause) > 200*time.Millisecond }, "a pause")
+	if err := s.Play(context.Background(), Beep(1000, 60*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Second, func() bool { return len(far.received()) == n+3 }, "the beep")
+	got := far.received()
+	last, next := got[n-1].pkt.Header, got[n].pkt.Header
+	gap := next.Timestamp - last.Timestamp
+	if next.SSRC != last.SSRC || next.SequenceNumber != last.SequenceNumber+1 || !next.Marker || got[n+1].pkt.Marker ||
+		gap < uint32(sampleRate/5) || gap > uint32(sampleRate*2) {
+		t.Fatalf("the stream after a pause: %+v after %+v (timestamp +%d)", next, last, gap)
+	}
 }
 
 // When the call ends under it (the port is closed), Digit and Play say
