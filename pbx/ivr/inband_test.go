@@ -114,6 +114,33 @@ func TestInbandOneDigitPerPress(t *testing.T) {
 	}
 }
 
+// A key pressed while the whisper plays is heard over the whisper's echo,
+// here only 6 dB down (the least echo loss ITU-T G.168 reckons with).
+func TestInbandHeardOverThePrompt(t *testing.T) {
+	p, err := LoadPrompts("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var speech []int16
+	for _, name := range []string{PromptClientCode, "1", "2", "3", PromptPress1, PromptEnterCode} {
+		speech = append(speech, p.Clip("ru", name)...)
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	mix := toFloat(speech)
+	for i := range mix {
+		mix[i] /= 2
+	}
+	for i, k := range "1#0" {
+		at := (i + 1) * len(mix) / 4
+		for j, v := range keyTone(rng, k, 90*time.Millisecond, -10, 0, 0) {
+			mix[at+j] += v
+		}
+	}
+	if got := detect(g711(addNoise(rng, mix, -50), "PCMU")); got != "1#0" {
+		t.Fatalf("detected %q over the prompt, want %q", got, "1#0")
+	}
+}
+
 // Nothing that is not a key press may give a digit: the prompts the PBX
 // plays (their echo comes back), voice-band noise, single tones, ringback,
 // dial tone, beeps, a blip too short for a key, tones out of spec.
