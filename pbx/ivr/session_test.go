@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -505,5 +506,41 @@ func TestClosedPortEndsTheSession(t *testing.T) {
 	}
 	if s.Stop() != port {
 		t.Fatal("Stop did not return the port")
+	}
+}
+
+// Garbage from the peer itself (random datagrams, random payloads under
+// the audio and event types) neither stops the session nor invents a key
+// press that is not there, and a real key after it is heard.
+func TestGarbageFromThePeer(t *testing.T) {
+	far := newPeer(t, "127.0.0.2")
+	port := newPort(t, far.addr())
+	s := start(t, port, media.PCMU, 101)
+	rng := rand.New(rand.NewPCG(5, 5))
+	var seq uint16
+	for i := range 600 {
+		junk := make([]byte, rng.IntN(400))
+		for j := range junk {
+			junk[j] = byte(rng.Uint32())
+		}
+		if i%3 == 0 {
+			if _, err := far.conn.WriteToUDPAddrPort(junk, port.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		pt := []uint8{0, 101, 8, 13}[i%4]
+		if pt == 101 && len(junk) >= 4 {
+			junk[0] = 16 + junk[0]%200 // events that are no DTMF key
+		}
+		far.send(t, port.LocalAddr(), rtp.Header{PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(i) * 160, SSRC: 0x5eed}, junk)
+		seq++
+	}
+	if got := digits(t, s, 300*time.Millisecond); got != "" {
+		t.Fatalf("garbage gave digits %q", got)
+	}
+	far.press(t, port.LocalAddr(), 101, &seq, 1<<20, 8, false)
+	if got := digits(t, s, 300*time.Millisecond); got != "8" {
+		t.Fatalf("a key after the garbage: %q", got)
 	}
 }
