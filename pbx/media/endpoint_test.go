@@ -17,14 +17,7 @@ import (
 func TestEndpointKeepsTheRelayRules(t *testing.T) {
 	t.Parallel()
 	pool := newTestPool(t, "127.0.0.1", 22600, 22603)
-	a, err := pool.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := pool.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := allocatePair(t, pool)
 	t.Cleanup(func() { a.Close(); b.Close() })
 	peer, natPort, stranger := newEndpoint(t, "127.0.0.2"), newEndpoint(t, "127.0.0.2"), newEndpoint(t, "127.0.0.9")
 	a.SetRemote(addrOf(peer.rtp))
