@@ -87,7 +87,9 @@ type Session struct {
 // payload type negotiated (0: none, digits come in-band only). The port
 // must be plain RTP and not bridged; it stays the caller's to close, and
 // Stop gives it back for media.Bridge. A session has no media timeout of
-// its own: the flow bounds its waits with their contexts.
+// its own: the flow bounds its waits with their contexts. Start fails with
+// ErrBadCodec, or media.ErrBadLeg for a port that is closed, bridged or in
+// another session.
 func Start(port *media.Port, codec media.Codec, dtmfPT uint8, logger *zap.Logger) (*Session, error) {
 	s := &Session{
 		codec:    codec,
