@@ -144,7 +144,16 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
+	cluster, err := pbx.OpenCluster(ctx, js)
+	if err != nil {
+		return err
+	}
+	nonceKey, err := pbx.NonceKey(ctx, cluster)
+	if err != nil {
+		return err
+	}
 	sip, err := pbx.NewServer(pbx.Config{
+		NonceKey:         nonceKey,
 		Listen:           cfg.SIPListen,
 		TLSListen:        tlsListen,
 		TLS:              tlsConfig,
@@ -166,7 +175,8 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
-	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs}
+	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs,
+		Cursor: pbx.NewCursor(cluster, logger.Named("routing"))}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
 	callCfg.Node = cfg.NodeID
