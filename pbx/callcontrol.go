@@ -54,6 +54,9 @@ type CallConfig struct {
 	// MaxSetups is how many calls in may be in setup (INVITE received, no
 	// phone ringing yet) before more are refused with 503; 0 means 1000.
 	MaxSetups int
+	// Node names this node in every call event (events.Event.Node), so a
+	// restarted node can close the calls it left open.
+	Node string
 
 	// Timings tests shorten or lengthen; zero means the default.
 	trunkPing    time.Duration // how often each trunk target is asked OPTIONS (defaultTrunkPing)

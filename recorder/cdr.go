@@ -334,6 +334,7 @@ func callEvent(e events.Event) storage.CallEvent {
 		Disposition: e.Disposition,
 		HangupSide:  e.HangupSide,
 		Recording:   e.Recording,
+		Node:        e.Node,
 	}
 }
 

@@ -85,7 +85,7 @@ func (s *Store) ApplyCallEvents(ctx context.Context, evs []CallEvent) (applied [
 		}
 		b := &pgx.Batch{}
 		b.Queue(upsertCDRs, up.callIDs, up.directions, up.clientIDs, up.managerIDs, up.offered, up.ringing,
-			up.answered, up.ended, up.dispositions, up.hangupSides, up.recordings)
+			up.answered, up.ended, up.dispositions, up.hangupSides, up.recordings, up.nodes)
 		if len(over.callIDs) > 0 {
 			b.Queue(overrideCDRs, over.callIDs, over.managerIDs, over.recordings)
 		}
@@ -135,14 +135,14 @@ FROM fresh JOIN ev USING (event_id)`
 //     row holds in overrideCDRs, after this statement.
 const upsertCDRs = `
 INSERT INTO cdrs AS c (call_id, direction, client_id, manager_id, offered_at, ringing_at, answered_at,
-                       ended_at, disposition, hangup_side, recording, updated_at)
+                       ended_at, disposition, hangup_side, recording, node, updated_at)
 SELECT call_id, nullif(direction, ''), nullif(client_id, '')::uuid, nullif(manager_id, '')::uuid,
        offered_at, ringing_at, answered_at, ended_at, nullif(disposition, ''), nullif(hangup_side, ''),
-       nullif(recording, ''), now()
+       nullif(recording, ''), nullif(node, ''), now()
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
-            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])
+            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
      AS d(call_id, direction, client_id, manager_id, offered_at, ringing_at, answered_at, ended_at,
-          disposition, hangup_side, recording)
+          disposition, hangup_side, recording, node)
 ORDER BY call_id
 ON CONFLICT (call_id) DO UPDATE SET
     direction   = coalesce(c.direction, EXCLUDED.direction),
@@ -155,6 +155,7 @@ ON CONFLICT (call_id) DO UPDATE SET
     disposition = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.disposition ELSE c.disposition END,
     hangup_side = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.hangup_side ELSE c.hangup_side END,
     recording   = coalesce(c.recording, EXCLUDED.recording),
+    node        = coalesce(c.node, EXCLUDED.node),
     updated_at  = now()`
 
 // overrideCDRs sets what replaces rather than fills: the manager who
@@ -192,6 +193,7 @@ type cdrDelta struct {
 	hangupSide string
 	recordingGap string // the first recording state of an ended event: fills a gap
 	recordingSet string // the last recording state of a recording.ready event: replaces
+	node         string // the first node named: the one that handles the call
 }
 
 // foldCallEvents folds the new events (those in known, by index into evs)
@@ -224,6 +226,7 @@ func foldCallEvents(evs []CallEvent, known map[int]knownPeople) []*cdrDelta {
 			out = append(out, d)
 		}
 		fill(&d.direction, e.Direction)
+		fill(&d.node, e.Node)
 		if k.client {
 			fill(&d.clientID, e.ClientID)
 		}
@@ -274,8 +277,8 @@ func (c *callEventColumns) add(e CallEvent) {
 // cdrUpsertColumns is a batch of deltas as the columns of upsertCDRs; an
 // empty string is NULL.
 type cdrUpsertColumns struct {
-	callIDs, directions, clientIDs, managerIDs, dispositions, hangupSides, recordings []string
-	offered, ringing, answered, ended                                                 []*time.Time
+	callIDs, directions, clientIDs, managerIDs, dispositions, hangupSides, recordings, nodes []string
+	offered, ringing, answered, ended                                                        []*time.Time
 }
 
 func (c *cdrUpsertColumns) add(d *cdrDelta) {
@@ -290,6 +293,7 @@ func (c *cdrUpsertColumns) add(d *cdrDelta) {
 	c.dispositions = append(c.dispositions, d.disposition)
 	c.hangupSides = append(c.hangupSides, d.hangupSide)
 	c.recordings = append(c.recordings, cmp.Or(d.recordingSet, d.recordingGap))
+	c.nodes = append(c.nodes, d.node)
 }
 
 // cdrOverrideColumns holds the deltas that replace a manager or a recording

@@ -65,11 +65,17 @@ type Config struct {
 	// PprofListen is --pprof-listen: where net/http/pprof is served; empty
 	// serves it nowhere.
 	PprofListen string
+	// NodeID is --node: this pbx node's name in the CDRs and events it
+	// writes, so that on restart it closes the calls it left open. It must
+	// stay the same across restarts and differ between nodes sharing a
+	// database; default: the host name.
+	NodeID string
 }
 
 func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.StringVar(&c.DataDir, "data-dir", "./var", "where NATS, recordings and generated keys live")
+	fs.StringVar(&c.NodeID, "node", defaultNodeID(), "this node's name in CDRs and call events (stable across restarts, unique per node sharing the database); a restarted node closes the calls it left open")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL; empty runs an embedded server")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server (other nodes can join it)")
@@ -123,6 +129,9 @@ func parseConfig(name string, args []string) (Config, error) {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		return c, fmt.Errorf("--log-format must be json or console")
+	}
+	if c.NodeID == "" || len(c.NodeID) > 64 || strings.ContainsFunc(c.NodeID, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return c, fmt.Errorf("--node must be 1 to 64 printable ASCII characters without spaces")
 	}
 	return c, nil
 }

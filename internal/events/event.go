@@ -43,6 +43,9 @@ const (
 	HangupClient  = "client"
 	HangupManager = "manager"
 	HangupSystem  = "system"
+	// HangupNodeLost: the node handling the call died; a restarted node or
+	// a survivor closed its CDR.
+	HangupNodeLost = "node_lost"
 )
 
 // Event is one JSON message on the CALLS stream. It names people by id only:
@@ -58,6 +61,9 @@ type Event struct {
 	Disposition string    `json:"disposition,omitempty"` // on Ended
 	HangupSide  string    `json:"hangup_side,omitempty"` // on Ended
 	Recording   string    `json:"recording,omitempty"`   // on Ended and RecordingReady: "ok", "missing", ...
+	// Node names the pbx node handling the call (--node), so a node that
+	// restarts, or a survivor, can close the calls a dead node left open.
+	Node string `json:"node,omitempty"`
 }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -69,7 +75,7 @@ var (
 		DispositionAnswered: true, DispositionMissed: true, DispositionBusy: true, DispositionRejected: true,
 		DispositionFailed: true, DispositionCancelled: true, DispositionNoAnswer: true, DispositionOverload: true,
 	}
-	hangupSides = map[string]bool{HangupClient: true, HangupManager: true, HangupSystem: true}
+	hangupSides = map[string]bool{HangupClient: true, HangupManager: true, HangupSystem: true, HangupNodeLost: true}
 )
 
 // Validate reports whether e fits the schema. The call id must be a uuid: it
