@@ -159,7 +159,7 @@ type clientView struct {
 	// Admins:
 	CanReveal bool
 	// CanErase: an admin, and a client not erased yet; CanHold: an admin,
-	// who may set or release the legal hold.
+	// who may set or release the legal hold and export the client's data.
 	CanErase, CanHold bool
 	Revealed          []string
 	Reason            string
@@ -403,6 +403,21 @@ func (c *Console) legalHold(w http.ResponseWriter, r *http.Request, s *session) 
 		done = "Legal hold set: his recordings are kept."
 	}
 	return c.afterAdminAction(w, r, "/console/clients/"+url.PathEscape(id), err, done)
+}
+
+// exportData downloads everything held about a client (a data-subject
+// request) through the API: JSON, or a ZIP with his recordings' audio.
+func (c *Console) exportData(w http.ResponseWriter, r *http.Request, s *session) error {
+	id := r.PathValue("id")
+	body := map[string]any{"reason": strings.TrimSpace(r.PostFormValue("reason"))}
+	if r.PostFormValue("audio") == "yes" {
+		body["format"], body["audio"] = "zip", true
+	}
+	err := c.apiFor(r, s).download(r.Context(), w, http.MethodPost, "/api/v1/clients/"+url.PathEscape(id)+"/export", body)
+	if err == nil {
+		return nil
+	}
+	return c.afterAdminAction(w, r, "/console/clients/"+url.PathEscape(id), err, "")
 }
 
 // afterAdminAction goes back to the client page with the API's refusal or

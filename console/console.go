@@ -127,6 +127,7 @@ func (c *Console) routes() {
 	c.handle("POST /console/clients/{id}/reveal", c.reveal, admin)
 	c.handle("POST /console/clients/{id}/erase", c.erase, admin)
 	c.handle("POST /console/clients/{id}/legal-hold", c.legalHold, admin)
+	c.handle("POST /console/clients/{id}/export", c.exportData, admin)
 	c.handle("GET /console/clients/export.csv", c.exportClients, admin)
 	c.handle("GET /console/clients/import", c.importPage, admin)
 	c.handle("POST /console/clients/import", c.startImport, admin)
