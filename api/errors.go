@@ -43,6 +43,8 @@ var (
 	errInvalidToken = newError(http.StatusUnauthorized, "unauthorized", "api.unauthorized")
 	errForbidden    = newError(http.StatusForbidden, "forbidden", "api.forbidden")
 	errNotFound     = newError(http.StatusNotFound, "not_found", "api.not_found")
+	// errMethodNotAllowed goes with an Allow header naming what the path takes.
+	errMethodNotAllowed = newError(http.StatusMethodNotAllowed, "method_not_allowed", "api.method_not_allowed")
 )
 
 // asAPIError maps domain errors to API errors; this is the one place that
@@ -60,6 +62,8 @@ func asAPIError(err error) *Error {
 		return newError(http.StatusConflict, "duplicate_sip_username", "api.duplicate_username")
 	case errors.Is(err, storage.ErrUnknownManager):
 		return newError(http.StatusUnprocessableEntity, "unknown_manager", "api.unknown_manager")
+	case errors.Is(err, storage.ErrClientErased):
+		return newError(http.StatusConflict, "client_erased", "api.client_erased")
 	case errors.Is(err, storage.ErrManagerDismissed):
 		return newError(http.StatusConflict, "already_dismissed", "api.already_dismissed")
 	case errors.Is(err, ErrNotRegistered):

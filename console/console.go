@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/api"
+	"github.com/maskpbx/maskpbx/internal/allow"
 	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/storage"
 )
@@ -136,6 +137,9 @@ func (c *Console) routes() {
 	c.handle("POST /console/clients/{id}/call", c.callClient, anyone)
 	c.handle("POST /console/clients/{id}/assignment", c.reassign, admin, supervisor)
 	c.handle("POST /console/clients/{id}/reveal", c.reveal, admin)
+	c.handle("POST /console/clients/{id}/erase", c.erase, admin)
+	c.handle("POST /console/clients/{id}/legal-hold", c.legalHold, admin)
+	c.handle("POST /console/clients/{id}/export", c.exportData, admin)
 	c.handle("GET /console/clients/export.csv", c.exportClients, admin)
 	c.handle("GET /console/clients/import", c.importPage, admin)
 	c.handle("POST /console/clients/import", c.startImport, admin)
@@ -154,9 +158,22 @@ func (c *Console) routes() {
 	c.handle("GET /console/settings", c.settingsPage, anyone)
 	c.handle("POST /console/settings", c.saveSettings, anyone)
 
-	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		c.renderError(w, r, nil, &pageError{Status: http.StatusNotFound, ID: "error.no_page"})
-	})
+	c.mux.HandleFunc(catchAll, c.noRoute)
+}
+
+// catchAll is the pattern of noRoute: every request no page takes.
+const catchAll = "/"
+
+// noRoute answers a request no page takes: 405 with Allow when its path is
+// a page for other methods (a form posted to a page that only shows), else
+// 404.
+func (c *Console) noRoute(w http.ResponseWriter, r *http.Request) {
+	if methods := allow.Methods(c.mux, r, catchAll); len(methods) > 0 {
+		w.Header().Set("Allow", allow.Header(methods))
+		c.renderError(w, r, nil, errMethodNotAllowed)
+		return
+	}
+	c.renderError(w, r, nil, &pageError{Status: http.StatusNotFound, ID: "error.no_page"})
 }
 
 // ServeHTTP implements http.Handler.
@@ -220,6 +237,8 @@ var (
 	errCSRF      = &pageError{Status: http.StatusForbidden, ID: "error.csrf"}
 	errForbidden = &pageError{Status: http.StatusForbidden, ID: "error.forbidden"}
 	errNotFound  = &pageError{Status: http.StatusNotFound, ID: "error.not_found"}
+	// errMethodNotAllowed goes with an Allow header.
+	errMethodNotAllowed = &pageError{Status: http.StatusMethodNotAllowed, ID: "error.method_not_allowed"}
 )
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, s *session) error

@@ -115,6 +115,10 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) e
 	v.MissedChart = newBarChart(lc, "missed-chart", lc.t("overview.missed_chart"),
 		lc.n("overview.missed_chart_desc", chartDays), days,
 		[]chartSeries{{Name: lc.t("disposition.missed"), Class: "s-missed", Values: missed}})
+	if !v.CallsChart.Empty {
+		// There were calls, none of them missed: say so, not "no calls".
+		v.MissedChart.EmptyText = lc.t("chart.no_missed")
+	}
 
 	if v.CallsToday > 0 {
 		v.AnsweredShare = v.AnsweredToday * 100 / v.CallsToday

@@ -78,6 +78,9 @@ type Config struct {
 	// stay the same across restarts and differ between nodes sharing a
 	// database; default: the host name.
 	NodeID string
+	// PromptsDir is --prompts-dir: the company's own prompt clips laid
+	// over the built-in ones (pbx/ivr); empty uses the built-in ones.
+	PromptsDir string
 }
 
 func newFlagSet(name string, c *Config) *flag.FlagSet {
@@ -122,6 +125,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.IntVar(&c.RecordingRetention, "recording-retention", 0, "days to keep recording audio (in-process recorder); 0 keeps it forever")
 	fs.StringVar(&c.TimeZone, "timezone", "", "the company's IANA time zone (e.g. Europe/Moscow): times the console shows and the days its charts count; a person may choose his own (default: $TZ, else UTC)")
 	fs.StringVar(&c.DefaultLanguage, "default-language", i18n.Default, "the company's language ("+strings.Join(i18n.Codes, ", ")+"): the console's and the phones' language for a person who chose none and whose browser asks for none of these")
+	fs.StringVar(&c.PromptsDir, "prompts-dir", "", "directory of the company's own prompt clips (<lang>/<name>.wav, 8 kHz mono 16-bit PCM), laid over the built-in ones")
 	fs.StringVar(&c.PprofListen, "pprof-listen", "", "address serving Go profiles (/debug/pprof/); empty: none. Never expose it beyond the host")
 	return fs
 }

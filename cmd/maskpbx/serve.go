@@ -213,6 +213,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		SIPDomain: cfg.SIPDomain, AdminToken: adminToken, Sessions: sessions,
 		Metrics: metrics, Logger: logger.Named("api"), Recordings: rec.Audio, Trunk: trunkStatus{sip},
 		DefaultLanguage: cfg.DefaultLanguage,
+		AudioErasure:    rec.audioErasure(),
 	})
 	web, err := console.New(console.Config{Store: store, Sessions: sessions, API: apiServer, SIPDomain: cfg.SIPDomain,
 		TimeZone: cfg.TimeZone, DefaultLanguage: cfg.DefaultLanguage, Logger: logger.Named("console")})
