@@ -254,6 +254,10 @@ func TestConsoleLanguages(t *testing.T) {
 		if got := p.text("footer"); !strings.Contains(got, "UTC") {
 			t.Errorf("the footer reads %q: his own time zone is UTC", got)
 		}
+		// A client's page as an admin sees it: assignment, reveal, legal
+		// hold, export and erasure, all in Polish.
+		p.open(s.api, "/console/clients/"+clients[2].ID)
+		p.assertAllIn("pl", english)
 		p.open(s.api, "/console/calls")
 		if got := p.text("#call-" + callID + " time"); !strings.Contains(got, "22:30") {
 			t.Errorf("on UTC the call shows %q, want 22:30", got)
