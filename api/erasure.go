@@ -146,10 +146,10 @@ func (s *Server) exportClient(w http.ResponseWriter, r *http.Request, p Principa
 	case req.Format == "":
 		req.Format = "json"
 	case req.Format != "json" && req.Format != "zip":
-		return badRequest(`format must be "json" or "zip"`)
+		return badRequest("api.bad_export_format")
 	}
 	if req.Audio && req.Format != "zip" {
-		return badRequest(`audio comes only in a ZIP: set format to "zip"`)
+		return badRequest("api.audio_needs_zip")
 	}
 	if req.Audio && s.Recordings == nil {
 		return errAudioUnservable
