@@ -64,7 +64,20 @@ func newUUID() string {
 // get does a GET with extra headers and returns the response and body.
 func (e *env) get(path, token string, hdr map[string]string) (*http.Response, []byte) {
 	e.t.Helper()
-	req, _ := http.NewRequest("GET", e.url+path, nil)
+	return e.send("GET", path, token, nil, hdr)
+}
+
+// send does a request, with body (if not nil) as JSON and extra headers,
+// and returns the response and raw body (which may not be JSON: a WAV, a
+// ZIP).
+func (e *env) send(method, path, token string, body any, hdr map[string]string) (*http.Response, []byte) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		j, _ := json.Marshal(body)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, e.url+path, rd)
 	req.Header.Set("Authorization", "Bearer "+token)
 	for k, v := range hdr {
 		req.Header.Set(k, v)

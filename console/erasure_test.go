@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -47,6 +48,28 @@ func TestClientPageErasureAndHold(t *testing.T) {
 		if len(offered) != 1 || offered[0] != bob.ID {
 			t.Errorf("partner checkboxes offer %v; want only bob %s (not anna, the primary, nor admin %s or supervisor %s)",
 				offered, bob.ID, olga.ID, sue.ID)
+		}
+	})
+
+	t.Run("export his data", func(t *testing.T) {
+		resp, err := ob.c.PostForm(e.url+page+"/export", url.Values{"csrf_token": {ob.csrf}, "reason": {"data subject request 2026-31"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") ||
+			!strings.Contains(string(raw), "+79161234567") || !strings.Contains(string(raw), `"client.data_export"`) {
+			t.Fatalf("export: %d %v %.300s", resp.StatusCode, resp.Header, raw)
+		}
+		if st, _, h := ob.post(page+"/export", url.Values{"csrf_token": {ob.csrf}, "reason": {""}}); st != http.StatusSeeOther || h.Get("Location") != page {
+			t.Errorf("export without a reason: %d %s", st, h.Get("Location"))
+		}
+		ab := e.browser()
+		ab.signIn("anna", "anna-password")
+		if st, body, _ := ab.post(page+"/export", url.Values{"csrf_token": {ab.csrf}, "reason": {"data subject request 2026-31"}}); st != http.StatusForbidden ||
+			strings.Contains(body, "1234567") {
+			t.Errorf("a manager exports: %d", st)
 		}
 	})
 

@@ -13,9 +13,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/internal/sipnet"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
+	"github.com/maskpbx/maskpbx/pbx/ivr"
 	"github.com/maskpbx/maskpbx/pbx/media"
 )
 
@@ -108,6 +110,14 @@ func (c Config) validate() error {
 	if _, err := parsePrefixes(c.TrunkAllow); err != nil {
 		bad("trunk-allow", err)
 	}
+	if c.TimeZone != "" {
+		if _, err := time.LoadLocation(c.TimeZone); err != nil {
+			badf("timezone", "%q is not an IANA time zone name (e.g. Europe/Moscow, UTC)", c.TimeZone)
+		}
+	}
+	if c.DefaultLanguage != "" && !i18n.Supported(c.DefaultLanguage) {
+		badf("default-language", "%q is not one of %s", c.DefaultLanguage, strings.Join(i18n.Codes, ", "))
+	}
 	if !masking.ValidRegion(c.Region) {
 		badf("region", "%q is not a country code the number rules know (e.g. RU, DE, US)", c.Region)
 	}
@@ -134,6 +144,9 @@ func (c Config) validate() error {
 	}
 	if c.SIPRateLimitBlock < 0 {
 		badf("sip-rate-limit-block", "must not be negative")
+	}
+	if _, err := ivr.LoadPrompts(c.PromptsDir); err != nil {
+		bad("prompts-dir", err)
 	}
 	if c.MaxSetups < 0 {
 		badf("max-setups", "must not be negative (0 means the default)")
