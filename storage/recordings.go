@@ -293,6 +293,17 @@ func (s *Store) OpenRecordingAudio(ctx context.Context, id, actor, reason string
 	return r, err
 }
 
+// RecordingsUnderWay lists the recordings node is writing (status
+// recording): when the node is dead, those it left unfinished.
+func (s *Store) RecordingsUnderWay(ctx context.Context, node string) ([]Recording, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+recordingColumns+` FROM recordings
+		WHERE node = $1 AND status = 'recording' ORDER BY started_at`, node)
+	if err != nil {
+		return nil, fmt.Errorf("storage: recordings under way: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Recording, error) { return scanRecording(r) })
+}
+
 // ExpiredRecordings lists finished recordings on node that started before
 // before and still have their audio, oldest first, at most limit; a client's
 // legal hold keeps his.

@@ -229,7 +229,8 @@ func TestRecordingsURLFlag(t *testing.T) {
 		{args: []string{"--recordings-url", "s3://bucket"}, wantErrSub: "--recordings-url"},
 		{args: []string{"--recordings-url", "jetstream:A.B"}, wantErrSub: "--recordings-url"},
 		{args: []string{"--recordings-url", "file://"}, wantErrSub: "--recordings-url"},
-		{args: []string{"--recordings-replicas", "0"}, wantErrSub: "--recordings-replicas"},
+		{args: []string{"--recordings-replicas", "-1"}, wantErrSub: "--recordings-replicas"},
+		{args: []string{"--recordings-replicas", "6"}, wantErrSub: "--recordings-replicas"},
 	} {
 		c, err := parseConfig("serve", append(base, tc.args...))
 		if tc.wantErrSub != "" {

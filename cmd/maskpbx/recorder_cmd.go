@@ -286,6 +286,7 @@ func setupRecording(uri, secretFlag string, retentionDays int, dataDir string, r
 		// takes sessions from this host only, with the secret.
 		r.server, err = recorder.NewServer(recorder.ServerConfig{
 			Listen: "127.0.0.1:0", JournalDir: filepath.Join(dataDir, "recorder-journal"), Allow: loopback, Secret: secret,
+			Node: recs.node,
 		}, blobs, store, sink, logger.Named("recorder"))
 		if err != nil {
 			return nil, err

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/recorder"
 	"github.com/maskpbx/maskpbx/storage"
 )
@@ -35,8 +36,8 @@ var bucketRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // parse reads the URL: a directory (empty: the default one) or a bucket.
 func (r recordingsFlags) parse() (dir, bucket string, err error) {
-	if r.Replicas < 1 || r.Replicas > 5 {
-		return "", "", errors.New("--recordings-replicas must be 1 to 5")
+	if r.Replicas < 0 || r.Replicas > 5 {
+		return "", "", errors.New("--recordings-replicas must be 1 to 5") // 0 (a Config built in code): 1
 	}
 	switch u := r.URL; {
 	case u == "":
@@ -73,6 +74,7 @@ type recordingStore interface {
 type recordingStorage struct {
 	Blobs  recordingStore
 	Shared bool
+	node   string // this node's name (--node): of an in-process recorder too
 	lease  *recorder.Lease
 }
 
@@ -94,7 +96,7 @@ func openRecordingStorage(ctx context.Context, flags recordingsFlags, dataDir, n
 			local = dir
 		}
 		blobs, err := recorder.NewFSBlobs(local)
-		return recordingStorage{Blobs: blobs}, err
+		return recordingStorage{Blobs: blobs, node: node}, err
 	}
 	if js == nil {
 		return recordingStorage{}, errors.New("--recordings-url jetstream: needs --nats-url")
@@ -108,7 +110,8 @@ func openRecordingStorage(ctx context.Context, flags recordingsFlags, dataDir, n
 		return recordingStorage{}, err
 	}
 	logger.Info("recordings are stored in the object store", zap.String("bucket", bucket))
-	return recordingStorage{Blobs: blobs, Shared: true, lease: recorder.NewLease(kv, "retention", node, retentionLeaseTTL)}, nil
+	return recordingStorage{Blobs: blobs, Shared: true, node: node,
+		lease: recorder.NewLease(kv, "retention", node, retentionLeaseTTL)}, nil
 }
 
 // retention is the retention job of this store, or nil for days 0.
@@ -130,4 +133,40 @@ func (s recordingStorage) erasure(store *storage.Store, node string, logger *zap
 		node = "" // every node's; deletions are idempotent
 	}
 	return &recorder.Erasure{Catalog: store, Blobs: s.Blobs, Node: node, Logger: logger.Named("erasure")}
+}
+
+// recoverRecordings finishes the recordings a dead node's in-process
+// recorder left under way, when they are in the shared store: each is put
+// together from the parts the node stored as its call went
+// (recorder.RecoverPartial), saved (partial, or missing if nothing
+// survived) and announced with recording.ready, as the node itself would
+// have at its restart (its event id is the recording's: done twice, it
+// counts once).
+func (s recordingStorage) recoverRecordings(ctx context.Context, store *storage.Store, sink recorder.EventSink, node string,
+	logger *zap.Logger) {
+	if !s.Shared {
+		return
+	}
+	recs, err := store.RecordingsUnderWay(ctx, node)
+	if err != nil {
+		logger.Error("recordings of a dead node not recovered", zap.String("node", node), zap.Error(err))
+		return
+	}
+	for _, rec := range recs {
+		log := logger.With(zap.String("node", node), zap.String("recording_id", rec.ID), zap.String("call_id", rec.CallID))
+		rec, err := recorder.RecoverPartial(s.Blobs, rec)
+		if err == nil {
+			err = store.SaveRecording(ctx, rec)
+		}
+		if err == nil && rec.Source == storage.SourceMaskPBX {
+			err = sink.Publish(ctx, events.Event{ID: rec.ID, Kind: events.RecordingReady, Time: time.Now(), CallID: rec.CallID,
+				Direction: rec.Direction, ClientID: rec.ClientID, ManagerID: rec.ManagerID, Recording: rec.Status})
+		}
+		if err != nil {
+			log.Error("recording of a dead node not recovered", zap.Error(err))
+			continue
+		}
+		log.Warn("recording of a dead node recovered from its parts", zap.String("status", rec.Status),
+			zap.Duration("duration", rec.Duration))
+	}
 }

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"math"
+	"net/http"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/maskpbx/maskpbx/internal/bus"
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/internal/testenv"
+	"github.com/maskpbx/maskpbx/recorder"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -110,11 +114,12 @@ func TestSurvivorClosesDeadNodesCalls(t *testing.T) {
 		"--nats-user", bus.UserPBX, "--sip-listen", cfgA.SIPListen, "--sip-tls-listen", "off",
 		"--sip-domain", cfgA.SIPDomain, "--rtp-ports", cfgA.RTPPorts, "--http-listen", httpA, "--trunk", cfgA.Trunk,
 		"--company-number", cfgA.CompanyNumber, "--region", cfgA.Region, "--digest-algorithms", cfgA.DigestAlgorithms,
-		"--node", cfgA.NodeID, "--log-format", "console")
+		"--node", cfgA.NodeID, "--recordings-url", "jetstream:RECORDINGS", "--log-format", "console")
 
 	cfgB := systemConfig(t)
 	cfgB.NodeID, cfgB.DatabaseURL = "node-b", cfgA.DatabaseURL
 	cfgB.NATSURL, cfgB.NATS = natsSrv.URL(), natsClient{User: bus.UserPBX, Password: users.PBX}
+	cfgB.Recordings = recordingsFlags{URL: "jetstream:RECORDINGS"}
 	nodeB := startSystemFrom(t, cfgB, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	store := nodeB.run.Store
 	a := &system{t: t, run: running{Store: store}, sipAddr: cfgA.SIPListen, api: "http://" + httpA}
@@ -125,14 +130,21 @@ func TestSurvivorClosesDeadNodesCalls(t *testing.T) {
 	phone(t, a, "anna", annaIP, 5070, 41612, false, 1)
 	trunkCall(t, a, acmeNumber, 41610, false, 60000)
 	var callID string
+	var answeredAt time.Time
 	testenv.Eventually(t, 15*time.Second, func() bool {
 		cdrs, err := store.CDRs(context.Background(), storage.CDRFilter{ClientID: acme.ID})
 		if err != nil || len(cdrs) == 0 || cdrs[0].AnsweredAt == nil {
 			return false
 		}
 		callID = cdrs[0].CallID
+		answeredAt = *cdrs[0].AnsweredAt
 		return true
 	}, "the call through node A answered in its CDR")
+	// Two parts of the recording (8 s) reach the bucket before A dies.
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		recs, err := store.Recordings(context.Background(), storage.RecordingFilter{CallID: callID})
+		return err == nil && len(recs) == 1 && time.Since(recs[0].StartedAt) > 9*time.Second
+	}, "the call recorded for 9 s")
 
 	nodeA.kill()
 	killed := time.Now()
@@ -151,4 +163,25 @@ func TestSurvivorClosesDeadNodesCalls(t *testing.T) {
 	if st := nodeB.call("GET", "/api/v1/calls/"+callID, adminTok, nil, &v); st != 200 || v.State != "ended" {
 		t.Fatalf("node B's calls API: %d %q, want 200 ended", st, v.State)
 	}
+	// Its recording, under way in the shared object store when A died, is
+	// put together by B from A's parts: partial, playable through B's API,
+	// and the CDR says so.
+	rec := recordingOf(t, store, callID, 30*time.Second)
+	t.Logf("node A's recording recovered: %s, %v", rec.Status, rec.Duration)
+	if rec.Status != storage.RecordingPartial || rec.Node != "node-a" || rec.Duration <= 0 || rec.Duration > killed.Sub(answeredAt) {
+		t.Fatalf("recording %+v: want partial, of node-a, at most %v", rec, killed.Sub(answeredAt))
+	}
+	req, _ := http.NewRequest("GET", nodeB.api+"/api/v1/recordings/"+rec.ID+"/audio", nil)
+	req.Header.Set("Authorization", "Bearer "+adminTok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if p, err := recorder.DecodeWAV(raw); resp.StatusCode != 200 || err != nil || int64(len(raw)) != rec.SizeBytes ||
+		math.Abs(p.Duration()-rec.Duration.Seconds()) > 0.001 {
+		t.Fatalf("node B serves A's recording: %d, %d bytes (row %d): %v", resp.StatusCode, len(raw), rec.SizeBytes, err)
+	}
+	nodeB.cdrRecording(callID, storage.RecordingPartial)
 }

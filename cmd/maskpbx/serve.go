@@ -240,7 +240,10 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	g.Go(func() error { return sip.Serve(gctx) })
 	g.Go(func() error { return cdrs.Run(gctx) })
 	watch := &nodeWatch{kv: cluster, self: cfg.NodeID, logger: logger.Named("nodes"), now: time.Now,
-		closer: func(ctx context.Context, node string) { closeOrphanedCalls(ctx, store, publisher, node, false, logger) }}
+		closer: func(ctx context.Context, node string) {
+			closeOrphanedCalls(ctx, store, publisher, node, false, logger)
+			recs.recoverRecordings(ctx, store, publisher, node, logger)
+		}}
 	g.Go(func() error { return watch.run(gctx) })
 	g.Go(func() error { return rec.run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)
