@@ -2,6 +2,7 @@ package recorder
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,8 @@ const (
 type ObjectBlobs struct {
 	local        *FSBlobs
 	obs          jetstream.ObjectStore
+	stream       jetstream.Stream // the bucket's, OBJ_<bucket>
+	bucket       string
 	PartInterval time.Duration
 	logger       *zap.Logger
 }
@@ -64,7 +67,12 @@ func OpenObjectBlobs(ctx context.Context, js jetstream.JetStream, bucket string,
 	if err != nil {
 		return nil, fmt.Errorf("recorder: object store %s: %w", bucket, err)
 	}
-	return &ObjectBlobs{local: local, obs: obs, PartInterval: DefaultPartInterval, logger: logger}, nil
+	stream, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, fmt.Errorf("recorder: object store %s: %w", bucket, err)
+	}
+	return &ObjectBlobs{local: local, obs: obs, stream: stream, bucket: bucket, PartInterval: DefaultPartInterval,
+		logger: logger}, nil
 }
 
 // partName is the name of a recording's n-th part.
@@ -228,7 +236,7 @@ func (b *ObjectBlobs) Delete(key string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), completeTimeout)
 	defer cancel()
-	if err := b.obs.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+	if err := b.remove(ctx, key); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fmt.Errorf("recorder: object store: %w", err)
 	}
 	return b.deleteParts(ctx, key)
@@ -237,7 +245,7 @@ func (b *ObjectBlobs) Delete(key string) error {
 // deleteParts removes the parts of key, from the first on.
 func (b *ObjectBlobs) deleteParts(ctx context.Context, key string) error {
 	for n := 0; ; n++ {
-		err := b.obs.Delete(ctx, partName(key, n))
+		err := b.remove(ctx, partName(key, n))
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			return nil
 		}
@@ -245,6 +253,17 @@ func (b *ObjectBlobs) deleteParts(ctx context.Context, key string) error {
 			return fmt.Errorf("recorder: object store: %w", err)
 		}
 	}
+}
+
+// remove deletes an object and then the delete marker the Object Store
+// leaves in its place (its meta subject), which would otherwise stay in
+// the stream for ever: a recording of an hour leaves some 900 parts.
+func (b *ObjectBlobs) remove(ctx context.Context, name string) error {
+	if err := b.obs.Delete(ctx, name); err != nil {
+		return err
+	}
+	meta := fmt.Sprintf("$O.%s.M.%s", b.bucket, base64.URLEncoding.EncodeToString([]byte(name)))
+	return b.stream.Purge(ctx, jetstream.WithPurgeSubject(meta))
 }
 
 // objFile is a recording being written (or repaired) into ObjectBlobs.

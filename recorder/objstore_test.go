@@ -136,6 +136,11 @@ func TestObjectBlobsParts(t *testing.T) {
 	if _, err := a.local.Open(rec2.BlobKey); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("local file after the upload: %v", err)
 	}
+	// Nothing of the removed parts stays in the stream: only the two
+	// complete recordings' chunk and meta messages.
+	if info, err := a.stream.Info(context.Background()); err != nil || info.State.Msgs != 4 {
+		t.Fatalf("the bucket's stream holds %d messages (%v), want 4: delete markers of parts left", info.State.Msgs, err)
+	}
 	if err := b.Delete(rec2.BlobKey); err != nil {
 		t.Fatal(err)
 	}
