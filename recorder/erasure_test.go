@@ -110,21 +110,7 @@ func TestErasureSharedStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	mk := func(client, node string) storage.Recording {
-		r := storage.Recording{ID: newID(), CallID: newID(), ClientID: client, ManagerID: db.anna, Direction: "inbound",
-			Source: storage.SourceMaskPBX, Node: node, Codec: "PCMU", Status: storage.RecordingComplete, StartedAt: time.Now()}
-		r.BlobKey = blobKey(r, "")
-		f, err := a.Create(r.BlobKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = f.Write(wavHeader(0))
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := db.store.SaveRecording(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return storedRecording(t, db, a, client, node, storage.RecordingComplete, time.Now())
 	}
 	on1, on2, kept := mk(db.client, "n1"), mk(db.client, "n2"), mk(other.ID, "n2")
 	if _, err := db.store.EraseClient(ctx, db.client, "admin:test", "erasure request 78"); err != nil {

@@ -90,21 +90,8 @@ func TestRetentionLeaseRace(t *testing.T) {
 	for round := range 3 {
 		var keys []string
 		for i := range 150 {
-			rec := storage.Recording{ID: newID(), CallID: newID(), ClientID: db.client, ManagerID: db.anna,
-				Direction: "inbound", Source: storage.SourceMaskPBX, Node: []string{"n1", "n2"}[i%2], Codec: "PCMU",
-				Status: storage.RecordingComplete, StartedAt: time.Now().Add(-48 * time.Hour)}
-			rec.BlobKey = blobKey(rec, "")
-			f, err := a.Create(rec.BlobKey)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, _ = f.Write(wavHeader(0))
-			if err := f.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.store.SaveRecording(ctx, rec); err != nil {
-				t.Fatal(err)
-			}
+			rec := storedRecording(t, db, a, db.client, []string{"n1", "n2"}[i%2], storage.RecordingComplete,
+				time.Now().Add(-48*time.Hour))
 			keys = append(keys, rec.BlobKey)
 		}
 		mu.Lock()

@@ -63,7 +63,9 @@ func storedRecording(t *testing.T, db testDB, blobs BlobStore, client, node, sta
 		t.Fatal(err)
 	}
 	_, _ = f.Write(wavHeader(0))
-	f.Close()
+	if err := f.Close(); err != nil { // ObjectBlobs stores it here
+		t.Fatal(err)
+	}
 	if err := db.store.SaveRecording(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}

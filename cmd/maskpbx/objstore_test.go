@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -136,15 +135,7 @@ func TestRecordingsInObjectStore(t *testing.T) {
 	})
 
 	t.Run("recorder killed mid-call, recovered by another node", func(t *testing.T) {
-		trunkRTP := newRTPPeer(t, trunkIP+":41820")
-		phoneRTP := newRTPPeer(t, annaIP+":41822")
-		ph := phone(t, s, "anna", annaIP, 5070, 41822, false, 1)
-		tr := trunkCall(t, s, acmeNumber, 41820, true, 11000)
-		toClientSide, toManagerSide := pbxPorts(t, tr, ph)
-		answered := time.Now()
-		var wg sync.WaitGroup
-		wg.Go(func() { trunkRTP.send(toClientSide, clientTone, 500, impairment{}) })
-		wg.Go(func() { phoneRTP.send(toManagerSide, managerTone, 500, impairment{}) })
+		call := startTonedCall(t, s, 41820, 500, 11000, impairment{})
 		var rec storage.Recording
 		testenv.Eventually(t, 15*time.Second, func() bool {
 			recs, err := s.run.Store.Recordings(ctx, storage.RecordingFilter{ClientID: acme.ID})
@@ -163,10 +154,8 @@ func TestRecordingsInObjectStore(t *testing.T) {
 			return err == nil
 		}, "two parts of the recording under way in the bucket")
 		rp.kill()
-		killedAfter := time.Since(answered)
-		wg.Wait()
-		tr.Wait()
-		ph.Wait()
+		killedAfter := time.Since(call.answered)
+		call.wait()
 
 		got, err := recorder.RecoverPartial(nodeB, rec)
 		if err != nil {

@@ -240,22 +240,46 @@ func within(d, of, tol time.Duration) bool { return d >= of-tol && d <= of+tol }
 
 func ms(frames int) time.Duration { return time.Duration(frames) * time.Second / 8000 }
 
+// tonedCall is a call under way: the trunk called, anna answered, and both
+// sides are sending their tones.
+type tonedCall struct {
+	trunkRTP, phoneRTP *rtpPeer
+	tr, ph             *testenv.SIPp
+	answered           time.Time
+	sending            sync.WaitGroup
+}
+
+// startTonedCall starts a call whose sides send n packets of their tones
+// at once (the client's impaired as imp) from port (client) and port+2
+// (manager); the client hangs up holdMS after the answer.
+func startTonedCall(t *testing.T, s *system, port, n, holdMS int, imp impairment) *tonedCall {
+	t.Helper()
+	c := &tonedCall{trunkRTP: newRTPPeer(t, fmt.Sprintf("%s:%d", trunkIP, port)),
+		phoneRTP: newRTPPeer(t, fmt.Sprintf("%s:%d", annaIP, port+2))}
+	c.ph = phone(t, s, "anna", annaIP, 5070, port+2, false, 1)
+	c.tr = trunkCall(t, s, acmeNumber, port, true, holdMS)
+	toClientSide, toManagerSide := pbxPorts(t, c.tr, c.ph)
+	c.answered = time.Now()
+	c.sending.Go(func() { c.trunkRTP.send(toClientSide, clientTone, n, imp) })
+	c.sending.Go(func() { c.phoneRTP.send(toManagerSide, managerTone, n, impairment{}) })
+	return c
+}
+
+// wait waits for the tones to be sent and the call to end.
+func (c *tonedCall) wait() {
+	c.sending.Wait()
+	c.tr.Wait()
+	c.ph.Wait()
+}
+
 // recordedCall runs one call: the trunk calls, anna answers, both sides
 // send n packets of their tones at once (the client's impaired as imp),
 // the client hangs up holdMS after the answer.
 func recordedCall(t *testing.T, s *system, clientID string, port int, n, holdMS int, imp impairment) (storage.CDR, storage.Recording) {
 	t.Helper()
-	trunkRTP := newRTPPeer(t, fmt.Sprintf("%s:%d", trunkIP, port))
-	phoneRTP := newRTPPeer(t, fmt.Sprintf("%s:%d", annaIP, port+2))
-	ph := phone(t, s, "anna", annaIP, 5070, port+2, false, 1)
-	tr := trunkCall(t, s, acmeNumber, port, true, holdMS)
-	toClientSide, toManagerSide := pbxPorts(t, tr, ph)
-	var wg sync.WaitGroup
-	wg.Go(func() { trunkRTP.send(toClientSide, clientTone, n, imp) })
-	wg.Go(func() { phoneRTP.send(toManagerSide, managerTone, n, impairment{}) })
-	wg.Wait()
-	tr.Wait()
-	ph.Wait()
+	c := startTonedCall(t, s, port, n, holdMS, imp)
+	c.wait()
+	trunkRTP, phoneRTP := c.trunkRTP, c.phoneRTP
 	if trunkRTP.received.Load() < int64(n)*9/10 || phoneRTP.received.Load() < int64(n)*9/10 {
 		t.Errorf("the relay carried %d and %d of %d packets", phoneRTP.received.Load(), trunkRTP.received.Load(), n)
 	}
@@ -522,27 +546,19 @@ func TestRecorderKilledMidCall(t *testing.T) {
 		"--sip-listen", recAddr, "--node", "recorder-1", "--log-format", "console"}
 	rp := startRecorderProcess(t, recAddr, args...)
 
-	trunkRTP := newRTPPeer(t, trunkIP+":41700")
-	phoneRTP := newRTPPeer(t, annaIP+":41702")
-	ph := phone(t, s, "anna", annaIP, 5070, 41702, false, 1)
-	tr := trunkCall(t, s, acmeNumber, 41700, true, 6000)
-	toClientSide, toManagerSide := pbxPorts(t, tr, ph)
-	answered := time.Now()
-	var wg sync.WaitGroup
-	wg.Go(func() { trunkRTP.send(toClientSide, clientTone, 275, impairment{}) })
-	wg.Go(func() { phoneRTP.send(toManagerSide, managerTone, 275, impairment{}) })
+	call := startTonedCall(t, s, 41700, 275, 6000, impairment{})
+	phoneRTP, answered := call.phoneRTP, call.answered
 
 	// Killed mid-call: once 3 s of the call's audio has reached the manager.
 	testenv.Eventually(t, 10*time.Second, func() bool { return phoneRTP.received.Load() >= 150 }, "3 s of audio at the manager")
 	rp.kill()
 	killedAfter := time.Since(answered)
 	relayed := phoneRTP.received.Load()
-	wg.Wait()
+	call.sending.Wait()
 	if after := phoneRTP.received.Load() - relayed; after < 100 {
 		t.Errorf("after the kill only %d packets reached the manager: the call suffered", after)
 	}
-	tr.Wait() // the client hung up at the end: the call stayed up
-	ph.Wait()
+	call.wait() // the client hung up at the end: the call stayed up
 	cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
 	if cdr.Disposition != "answered" || cdr.HangupSide != "client" || cdr.Duration < 5*time.Second {
 		t.Fatalf("CDR %+v: the call did not go on to its end", cdr)
