@@ -64,6 +64,7 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p Principa
 	if err != nil {
 		return err
 	}
+	s.clientChanged(c.ID)
 	writeJSON(w, http.StatusCreated, viewClient(c))
 	return nil
 }
@@ -149,6 +150,7 @@ func (s *Server) reassign(w http.ResponseWriter, r *http.Request, p Principal) e
 	if err != nil {
 		return err
 	}
+	s.clientChanged(c.ID)
 	writeJSON(w, http.StatusOK, viewClient(c))
 	return nil
 }

@@ -175,8 +175,17 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
+	// What routing needs, in memory, so calls route while Postgres is down.
+	routeCache := pbx.NewRouteCache(store, keys, nc, logger.Named("routing"))
+	loadStart := time.Now()
+	if err := routeCache.Load(ctx); err != nil {
+		return fmt.Errorf("routing cache: %w", err)
+	}
+	st := routeCache.Stats()
+	logger.Info("routing cache loaded", zap.Int("clients", st.Clients), zap.Int("managers", st.Managers),
+		zap.Duration("took", time.Since(loadStart)))
 	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs,
-		Cursor: pbx.NewCursor(cluster, logger.Named("routing"))}
+		Cursor: pbx.NewCursor(cluster, logger.Named("routing")), Cache: routeCache}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
 	callCfg.Node = cfg.NodeID
@@ -211,6 +220,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Store: store, Keys: keys, Numbers: numbers, Registrations: registered{regs}, Dialer: dialer{sip},
 		SIPDomain: cfg.SIPDomain, AdminToken: adminToken, Sessions: sessions,
 		Metrics: metrics, Logger: logger.Named("api"), Recordings: rec.Audio, Trunk: trunkStatus{sip},
+		Changes: routeCache,
 	})
 	web, err := console.New(console.Config{Store: store, Sessions: sessions, API: apiServer, SIPDomain: cfg.SIPDomain,
 		Logger: logger.Named("console")})
@@ -231,6 +241,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sip.Serve(gctx) })
 	g.Go(func() error { return cdrs.Run(gctx) })
+	g.Go(func() error { return routeCache.Run(gctx) })
 	g.Go(func() error { return rec.run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)
 	if ports.pprof != nil {
