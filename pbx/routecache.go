@@ -69,6 +69,9 @@ type RouteCache struct {
 	// pending are callers first seen while Postgres was down, by blind
 	// index: their client rows are written when it is back.
 	pending map[string]pendingCaller
+	// refill are the calls of callers written back, whose CDRs are given
+	// their client once more a moment later (see writePending).
+	refill []cdrRefill
 
 	down  atomic.Bool
 	since atomic.Int64 // unix nanoseconds Postgres has been down since
@@ -87,7 +90,22 @@ type cachedClient struct {
 type pendingCaller struct {
 	client storage.Client
 	phone  masking.SealedPhone
+	calls  []string // the ids of his calls so far
 }
+
+// cdrRefill is the calls of a caller written back, and when to name their
+// client in their CDRs again.
+type cdrRefill struct {
+	clientID string
+	calls    []string
+	at       time.Time
+}
+
+// refillDelay is how long after a caller is written back his calls' CDRs
+// are given their client a second time: the CDR writer may have checked
+// for the client just before the row was written and add the CDR just
+// after the first fill.
+const refillDelay = 2 * time.Second
 
 // NewRouteCache makes an empty cache; Load warms it, Run keeps it current.
 func NewRouteCache(store *storage.Store, keys *masking.Keyring, nc *nats.Conn, logger *zap.Logger) *RouteCache {
@@ -214,17 +232,30 @@ func (c *RouteCache) client(index []byte) (storage.Client, bool) {
 // addPending routes a caller nobody knows while Postgres is down: his
 // client lives in the cache (a second call of his sticks to the same
 // manager) until recover writes the row. A caller another call of his
-// added first is that one.
-func (c *RouteCache) addPending(index []byte, p pendingCaller) storage.Client {
+// added first is that one. callID is the call being routed, "" if unknown.
+func (c *RouteCache) addPending(index []byte, p pendingCaller, callID string) storage.Client {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if first, ok := c.pending[string(index)]; ok {
+		first.calls = appendCall(first.calls, callID)
+		c.pending[string(index)] = first
+		return first.client
+	}
 	if cc, ok := c.clients[c.byIndex[string(index)]]; ok {
 		return cc.client
 	}
+	p.calls = appendCall(nil, callID)
 	c.pending[string(index)] = p
 	c.byIndex[string(index)] = p.client.ID
 	c.clients[p.client.ID] = cachedClient{client: p.client, indexes: []string{string(index)}}
 	return p.client
+}
+
+func appendCall(calls []string, id string) []string {
+	if id == "" {
+		return calls
+	}
+	return append(calls, id)
 }
 
 // ClientChanged is told by the API that a client was created, reassigned,
@@ -275,6 +306,7 @@ func (c *RouteCache) Run(ctx context.Context) error {
 			return nil
 		case <-probe.C:
 		}
+		c.refillDue(ctx)
 		switch {
 		case c.down.Load():
 			if c.recover(ctx) {
@@ -400,7 +432,7 @@ func (c *RouteCache) writePending(ctx context.Context) {
 	}
 	c.mu.RUnlock()
 	for index, p := range pending {
-		err := c.writeCaller(ctx, p)
+		stored, err := c.writeCaller(ctx, p)
 		if err != nil && !errors.Is(err, storage.ErrUnknownManager) {
 			c.logger.Warn("new caller not written yet; retried", zap.String("client_id", p.client.ID), zap.Error(err))
 			continue
@@ -411,23 +443,36 @@ func (c *RouteCache) writePending(ctx context.Context) {
 			c.logger.Warn("new caller dropped: his manager is gone", zap.String("client_id", p.client.ID))
 		}
 		c.mu.Lock()
+		calls := c.pending[index].calls // with those routed since the copy
 		delete(c.pending, index)
+		if stored != "" && len(calls) > 0 {
+			c.refill = append(c.refill, cdrRefill{clientID: stored, calls: calls, at: time.Now().Add(refillDelay)})
+		}
 		c.mu.Unlock()
+		if stored != "" && len(calls) > 0 {
+			// The CDR writer may have written his calls already, without
+			// the client the database did not have then.
+			if err := c.store.FillCDRClient(ctx, stored, calls); err != nil {
+				c.logger.Warn("new caller's CDRs not given their client yet", zap.String("client_id", stored), zap.Error(err))
+			}
+		}
 		c.refreshClients(ctx, p.client.ID)
 		c.publish(changeClientsPrefix+p.client.ID, nil)
 	}
 }
 
-func (c *RouteCache) writeCaller(ctx context.Context, p pendingCaller) error {
-	_, err := c.store.ClientByBlindIndex(ctx, p.phone.IndexKeyID, p.phone.BlindIndex)
+// writeCaller writes a pending caller's client row unless his number has
+// one already, and returns the id of the client who owns it now.
+func (c *RouteCache) writeCaller(ctx context.Context, p pendingCaller) (string, error) {
+	owner, err := c.store.ClientByBlindIndex(ctx, p.phone.IndexKeyID, p.phone.BlindIndex)
 	if err == nil {
-		return nil
+		return owner.ID, nil
 	}
 	if !errors.Is(err, storage.ErrNotFound) {
-		return err
+		return "", err
 	}
 	first := true
-	_, err = c.store.CreateClient(ctx, storage.NewClient{
+	created, err := c.store.CreateClient(ctx, storage.NewClient{
 		ID: p.client.ID, Name: p.client.Name, Segment: p.client.Segment, ManagerID: p.client.ManagerID,
 		Phones: []masking.SealedPhone{p.phone},
 		NewCode: func() (string, error) {
@@ -439,10 +484,33 @@ func (c *RouteCache) writeCaller(ctx context.Context, p pendingCaller) error {
 			return string(code), err
 		},
 	}, "system:pbx")
-	if errors.Is(err, storage.ErrDuplicatePhone) {
-		return nil
+	if errors.Is(err, storage.ErrDuplicatePhone) { // another node wrote him just now
+		owner, err = c.store.ClientByBlindIndex(ctx, p.phone.IndexKeyID, p.phone.BlindIndex)
+		return owner.ID, err
 	}
-	return err
+	return created.ID, err
+}
+
+// refillDue names the client in the CDRs of written-back callers' calls a
+// second time, once refillDelay has passed.
+func (c *RouteCache) refillDue(ctx context.Context) {
+	c.mu.Lock()
+	var due []cdrRefill
+	keep := c.refill[:0]
+	for _, r := range c.refill {
+		if time.Now().After(r.at) {
+			due = append(due, r)
+		} else {
+			keep = append(keep, r)
+		}
+	}
+	c.refill = keep
+	c.mu.Unlock()
+	for _, r := range due {
+		if err := c.store.FillCDRClient(ctx, r.clientID, r.calls); err != nil {
+			c.logger.Warn("new caller's CDRs not given their client", zap.String("client_id", r.clientID), zap.Error(err))
+		}
+	}
 }
 
 // RoutingFromCache reports whether the cache is loaded, and whether calls

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -124,28 +125,60 @@ func TestRouteCacheOutage(t *testing.T) {
 		t.Errorf("an event saying %q brought the dismissed manager back: %+v", "active", route)
 	}
 
-	// A first-time caller: a client of the next manager in turn, the same
-	// one at his second call.
-	first, err := router.InboundRoute(ctx, "+79165550000")
+	// A first-time caller, at node C (whose loop the test runs by hand): a
+	// client of the next manager in turn, the same one at his second call.
+	nodeC := NewRouteCache(store, keys, js.Conn(), zaptest.NewLogger(t).Named("c"))
+	nodeC.mu.Lock()
+	nodeC.warm = true // as loaded before the outage: nothing but managers matter here
+	for _, m := range nodeA.managerList() {
+		nodeC.managers[m.ID] = m
+	}
+	nodeC.mu.Unlock()
+	routerC := &Router{Store: store, Keys: keys, Numbers: masking.NewNormalizer("RU"), Regs: regs, Cache: nodeC}
+	const newNumber = "+79165550000"
+	callIDs := []string{uuid.NewString(), uuid.NewString()}
+	first, err := routerC.InboundRoute(withRoutedCall(ctx, callIDs[0]), newNumber)
 	if err != nil || first.ClientID == "" || first.ClientCode == "" {
 		t.Fatalf("new caller with Postgres stopped: %+v %v", first, err)
 	}
-	again, err := router.InboundRoute(ctx, "+79165550000")
+	again, err := routerC.InboundRoute(withRoutedCall(ctx, callIDs[1]), newNumber)
 	if err != nil || again.ClientID != first.ClientID || !slices.Equal(again.Steps[0], first.Steps[0]) {
 		t.Fatalf("the new caller's second call %+v %v, want the client of his first %+v", again, err, first)
 	}
 
 	pg.Start()
 	testenv.Eventually(t, 30*time.Second, func() bool { return !nodeB.DatabaseDown() }, "node B reads Postgres again")
-	c, err := store.ClientByBlindIndex(ctx, keys.IndexKeyID(), keys.BlindIndex("+79165550000"))
+	// The CDR writer is quicker than node C: it writes the first call's CDR
+	// while the database does not know the client yet.
+	if _, err := store.ApplyCallEvents(ctx, []storage.CallEvent{{EventID: uuid.NewString(), Kind: storage.CallOffered,
+		At: time.Now(), CallID: callIDs[0], Direction: "inbound", ClientID: first.ClientID}}); err != nil {
+		t.Fatal(err)
+	}
+	if cdrs, err := store.CDRs(ctx, storage.CDRFilter{ClientID: first.ClientID}); err != nil || len(cdrs) != 0 {
+		t.Fatalf("CDRs of a client not written yet: %+v %v", cdrs, err)
+	}
+	if !nodeC.recover(ctx) {
+		t.Fatal("node C does not see Postgres back")
+	}
+	c, err := store.ClientByBlindIndex(ctx, keys.IndexKeyID(), keys.BlindIndex(newNumber))
 	if err != nil || c.ID != first.ClientID || c.Code != first.ClientCode || c.Name != newCallerName || c.ManagerID != anna.ID {
 		t.Fatalf("the new caller's row %+v %v, want id %s code %s, anna's", c, err, first.ClientID, first.ClientCode)
 	}
-	if st := nodeB.Stats(); st.PendingCallers != 0 {
-		t.Errorf("%d callers still pending", st.PendingCallers)
+	if cdrs, err := store.CDRs(ctx, storage.CDRFilter{ClientID: first.ClientID}); err != nil || len(cdrs) != 1 || cdrs[0].CallID != callIDs[0] {
+		t.Errorf("the new caller's CDRs %+v %v, want his first call's, given his client", cdrs, err)
 	}
-	// Written once: node B's retry finds the row and leaves it alone.
-	nodeB.writePending(ctx)
+	if st := nodeC.Stats(); st.PendingCallers != 0 || st.DatabaseDown {
+		t.Errorf("node C after recovering: %+v", st)
+	}
+	// Written once: another pending client of the same number (a second
+	// node's) finds the row and leaves it alone.
+	sealed, err := keys.Seal(newNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeC.pending[string(sealed.BlindIndex)] = pendingCaller{phone: sealed, client: storage.Client{ID: uuid.NewString(),
+		Code: "87654321", Name: newCallerName, ManagerID: anna.ID}}
+	nodeC.writePending(ctx)
 	if cs, _ := store.Clients(ctx, anna.ID); len(cs) != 2 {
 		t.Errorf("anna has %d clients, want Acme and the new caller", len(cs))
 	}

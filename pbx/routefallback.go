@@ -77,5 +77,19 @@ func (r *Router) cachedCaller(ctx context.Context, e164 string, newCallers []sto
 	}
 	return r.Cache.addPending(index, pendingCaller{phone: phone, client: storage.Client{
 		ID: uuid.NewString(), Code: string(code), Name: newCallerName, Segment: newCallerSegment, ManagerID: owner.ID,
-	}}), nil
+	}}, routedCallID(ctx)), nil
+}
+
+type routedCallKey struct{}
+
+// withRoutedCall names the call a routing lookup is for: a caller routed
+// while Postgres is down keeps his calls' ids, so their CDRs get his client
+// once his row is written.
+func withRoutedCall(ctx context.Context, callID string) context.Context {
+	return context.WithValue(ctx, routedCallKey{}, callID)
+}
+
+func routedCallID(ctx context.Context) string {
+	id, _ := ctx.Value(routedCallKey{}).(string)
+	return id
 }

@@ -46,3 +46,13 @@ func (s *Store) ClientIndexes(ctx context.Context, indexKeyID string, ids ...str
 		return ci, r.Scan(&ci.BlindIndex, &c.ID, &c.Code, &c.Name, &c.Segment, &c.CreatedAt, &c.ManagerID, &c.PartnerIDs)
 	})
 }
+
+// FillCDRClient names the client of calls whose CDRs were written without
+// one: calls of a first-time caller the PBX routed while Postgres was down,
+// whose events named a client the database did not have yet. A CDR that
+// names a client keeps him.
+func (s *Store) FillCDRClient(ctx context.Context, clientID string, callIDs []string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE cdrs SET client_id = $1, updated_at = now()
+		WHERE call_id = ANY($2::uuid[]) AND client_id IS NULL`, clientID, callIDs)
+	return err
+}
