@@ -51,6 +51,9 @@ const (
 	// before the cache answers instead: a Postgres that hangs rather than
 	// refuses must not eat the call's whole routeLookupTimeout.
 	storeLookupBudget = time.Second
+	// changeReadTimeout bounds reading a changed row again: a Postgres that
+	// hangs must not stall the API request or the event handler.
+	changeReadTimeout = 5 * time.Second
 )
 
 // RouteCache is the routing cache of one node. Its maps are read and
@@ -354,6 +357,8 @@ func (c *RouteCache) applyManager(ctx context.Context, id, status string) {
 		}
 	}
 	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, changeReadTimeout)
+	defer cancel()
 	m, err := c.store.Manager(ctx, id)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
@@ -374,6 +379,8 @@ func (c *RouteCache) applyManager(ctx context.Context, id, status string) {
 // refreshClients reads clients again from Postgres and replaces what the
 // cache holds of them; a client Postgres no longer has (erased) goes.
 func (c *RouteCache) refreshClients(ctx context.Context, ids ...string) {
+	ctx, cancel := context.WithTimeout(ctx, changeReadTimeout)
+	defer cancel()
 	rows, err := c.store.ClientIndexes(ctx, c.keys.IndexKeyID(), ids...)
 	if err != nil {
 		c.logger.Warn("routing cache: clients not read again; the next load will", zap.Int("clients", len(ids)), zap.Error(err))

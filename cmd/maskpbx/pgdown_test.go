@@ -75,10 +75,16 @@ func TestPostgresOutage(t *testing.T) {
 		code, h := s.health()
 		return code == 200 && h["status"] == "degraded" && h["database"] == "down" && h["routing"] == "cache"
 	}, `/healthz 200 {"status":"degraded","database":"down","routing":"cache"}`)
+	if m := s.metrics(); !strings.Contains(m, "maskpbx_routing_cache_clients 1\n") {
+		t.Errorf("/metrics does not show Acme in the routing cache")
+	}
 
 	// A known client: his own manager's phone rings, shows only his name
 	// and code, and the call carries audio both ways.
 	acmeCallsAnna(t, s, acme, 41300)
+	if m := s.metrics(); !strings.Contains(m, "maskpbx_routing_from_cache 1\n") {
+		t.Errorf("/metrics does not show calls routing from the cache")
+	}
 
 	// A first-time caller goes to the next manager in turn.
 	const newNumber = "+79167770011"
@@ -126,6 +132,9 @@ func TestPostgresOutage(t *testing.T) {
 		code, h := s.health()
 		return code == 200 && h["status"] == "ok" && h["routing"] == ""
 	}, "/healthz ok again")
+	if m := s.metrics(); !strings.Contains(m, "maskpbx_routing_from_cache 0\n") || !strings.Contains(m, "maskpbx_routing_pending_callers 0\n") {
+		t.Errorf("/metrics after the outage: routing from the cache or callers pending")
+	}
 
 	// Anna leaves; Acme goes to carl (no phone), bob stays his partner.
 	if st := s.call("POST", "/api/v1/managers/"+anna.ID+"/dismiss", adminTok,

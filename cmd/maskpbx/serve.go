@@ -198,6 +198,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		return err
 	}
 	metrics := newMetrics(sip, callCfg.Ports)
+	registerRouteCacheMetrics(metrics, routeCache)
 	if err := rec.registerMetrics(metrics); err != nil {
 		return err
 	}

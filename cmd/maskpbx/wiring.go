@@ -220,6 +220,26 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 	return reg
 }
 
+// registerRouteCacheMetrics shows the routing cache: its size, whether
+// calls route from it (Postgres down), and the new callers waiting for
+// their client row.
+func registerRouteCacheMetrics(reg *prometheus.Registry, c *pbx.RouteCache) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_routing_cache_clients",
+			Help: "Clients in the routing cache."}, func() float64 { return float64(c.Stats().Clients) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_routing_from_cache",
+			Help: "1 while calls in route from the routing cache because Postgres does not answer, else 0."}, func() float64 {
+			if c.Stats().DatabaseDown {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_routing_pending_callers",
+			Help: "First-time callers routed while Postgres was down whose client rows are not written yet."},
+			func() float64 { return float64(c.Stats().PendingCallers) }),
+	)
+}
+
 // dialer adapts the PBX to the API's click-to-call interface.
 type dialer struct{ sip *pbx.Server }
 
