@@ -75,6 +75,9 @@ type RouteCache struct {
 	// refill are the calls of callers written back, whose CDRs are given
 	// their client once more a moment later (see writePending).
 	refill []cdrRefill
+	// spool is the file the pending callers are kept in too; "" none
+	// (routespool.go).
+	spool string
 
 	down  atomic.Bool
 	since atomic.Int64 // unix nanoseconds Postgres has been down since
@@ -224,10 +227,16 @@ func (c *RouteCache) managerList() []storage.Manager {
 	return out
 }
 
-// client returns the cached client who owns a blind index.
-func (c *RouteCache) client(index []byte) (storage.Client, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+// caller returns the cached client who owns a blind index, and notes
+// callID (if not "") as a call of his if he is still pending.
+func (c *RouteCache) caller(index []byte, callID string) (storage.Client, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.pending[string(index)]; ok && callID != "" {
+		p.calls = appendCall(p.calls, callID)
+		c.pending[string(index)] = p
+		c.savePending()
+	}
 	cc, ok := c.clients[c.byIndex[string(index)]]
 	return cc.client, ok
 }
@@ -242,15 +251,17 @@ func (c *RouteCache) addPending(index []byte, p pendingCaller, callID string) st
 	if first, ok := c.pending[string(index)]; ok {
 		first.calls = appendCall(first.calls, callID)
 		c.pending[string(index)] = first
+		c.savePending()
 		return first.client
 	}
 	if cc, ok := c.clients[c.byIndex[string(index)]]; ok {
-		return cc.client
+		return cc.client // known after all: a change event came in meanwhile
 	}
 	p.calls = appendCall(nil, callID)
 	c.pending[string(index)] = p
 	c.byIndex[string(index)] = p.client.ID
 	c.clients[p.client.ID] = cachedClient{client: p.client, indexes: []string{string(index)}}
+	c.savePending()
 	return p.client
 }
 
@@ -452,6 +463,7 @@ func (c *RouteCache) writePending(ctx context.Context) {
 		c.mu.Lock()
 		calls := c.pending[index].calls // with those routed since the copy
 		delete(c.pending, index)
+		c.savePending()
 		if stored != "" && len(calls) > 0 {
 			c.refill = append(c.refill, cdrRefill{clientID: stored, calls: calls, at: time.Now().Add(refillDelay)})
 		}

@@ -2,6 +2,8 @@ package pbx
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"testing"
@@ -97,7 +99,7 @@ func TestRouteCacheOutage(t *testing.T) {
 	}
 	nodeA.ClientChanged(acme.ID)
 	testenv.Eventually(t, 10*time.Second, func() bool {
-		c, ok := nodeB.client(keys.BlindIndex(acmeNumber))
+		c, ok := nodeB.caller(keys.BlindIndex(acmeNumber), "")
 		return ok && c.ManagerID == bob.ID
 	}, "node B's cache follows the reassignment made through node A")
 
@@ -134,6 +136,10 @@ func TestRouteCacheOutage(t *testing.T) {
 		nodeC.managers[m.ID] = m
 	}
 	nodeC.mu.Unlock()
+	spool := filepath.Join(t.TempDir(), "pending-callers.json")
+	if err := nodeC.SpoolPending(spool); err != nil {
+		t.Fatal(err)
+	}
 	routerC := &Router{Store: store, Keys: keys, Numbers: masking.NewNormalizer("RU"), Regs: regs, Cache: nodeC}
 	const newNumber = "+79165550000"
 	callIDs := []string{uuid.NewString(), uuid.NewString()}
@@ -146,6 +152,17 @@ func TestRouteCacheOutage(t *testing.T) {
 		t.Fatalf("the new caller's second call %+v %v, want the client of his first %+v", again, err, first)
 	}
 
+	// Node C dies; node D starts on its data dir and takes its pending
+	// callers back from the spool.
+	nodeD := NewRouteCache(store, keys, js.Conn(), zaptest.NewLogger(t).Named("d"))
+	if err := nodeD.SpoolPending(spool); err != nil {
+		t.Fatal(err)
+	}
+	if p := nodeD.pending[string(keys.BlindIndex(newNumber))]; p.client.ID != first.ClientID || !slices.Equal(p.calls, callIDs) {
+		t.Fatalf("pending caller read back from the spool %+v, want client %s with calls %v", p, first.ClientID, callIDs)
+	}
+	nodeD.down.Store(true)
+
 	pg.Start()
 	testenv.Eventually(t, 30*time.Second, func() bool { return !nodeB.DatabaseDown() }, "node B reads Postgres again")
 	// The CDR writer is quicker than node C: it writes the first call's CDR
@@ -157,8 +174,8 @@ func TestRouteCacheOutage(t *testing.T) {
 	if cdrs, err := store.CDRs(ctx, storage.CDRFilter{ClientID: first.ClientID}); err != nil || len(cdrs) != 0 {
 		t.Fatalf("CDRs of a client not written yet: %+v %v", cdrs, err)
 	}
-	if !nodeC.recover(ctx) {
-		t.Fatal("node C does not see Postgres back")
+	if !nodeD.recover(ctx) {
+		t.Fatal("node D does not see Postgres back")
 	}
 	c, err := store.ClientByBlindIndex(ctx, keys.IndexKeyID(), keys.BlindIndex(newNumber))
 	if err != nil || c.ID != first.ClientID || c.Code != first.ClientCode || c.Name != newCallerName || c.ManagerID != anna.ID {
@@ -167,11 +184,16 @@ func TestRouteCacheOutage(t *testing.T) {
 	if cdrs, err := store.CDRs(ctx, storage.CDRFilter{ClientID: first.ClientID}); err != nil || len(cdrs) != 1 || cdrs[0].CallID != callIDs[0] {
 		t.Errorf("the new caller's CDRs %+v %v, want his first call's, given his client", cdrs, err)
 	}
-	if st := nodeC.Stats(); st.PendingCallers != 0 || st.DatabaseDown {
-		t.Errorf("node C after recovering: %+v", st)
+	if st := nodeD.Stats(); st.PendingCallers != 0 || st.DatabaseDown {
+		t.Errorf("node D after recovering: %+v", st)
 	}
-	// Written once: another pending client of the same number (a second
-	// node's) finds the row and leaves it alone.
+	if raw, err := os.ReadFile(spool); err != nil || string(raw) != "[]" {
+		t.Errorf("the spool after the callers were written: %q %v", raw, err)
+	}
+	// Written once: node C's copy of the same caller, and another pending
+	// client of the same number (a second node's), find the row and leave
+	// it alone.
+	nodeC.writePending(ctx)
 	sealed, err := keys.Seal(newNumber)
 	if err != nil {
 		t.Fatal(err)

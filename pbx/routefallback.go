@@ -60,7 +60,7 @@ func (r *Router) storeContext(ctx context.Context) (context.Context, context.Can
 // cachedCaller is callerClient from the cache.
 func (r *Router) cachedCaller(ctx context.Context, e164 string, newCallers []storage.Manager) (storage.Client, error) {
 	index := r.Keys.BlindIndex(e164)
-	if c, ok := r.Cache.client(index); ok {
+	if c, ok := r.Cache.caller(index, routedCallID(ctx)); ok {
 		return c, nil
 	}
 	owner, err := r.nextOwner(ctx, newCallers)

@@ -177,6 +177,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	}
 	// What routing needs, in memory, so calls route while Postgres is down.
 	routeCache := pbx.NewRouteCache(store, keys, nc, logger.Named("routing"))
+	if err := routeCache.SpoolPending(filepath.Join(cfg.DataDir, "pending-callers.json")); err != nil {
+		return err
+	}
 	loadStart := time.Now()
 	if err := routeCache.Load(ctx); err != nil {
 		return fmt.Errorf("routing cache: %w", err)
