@@ -62,9 +62,15 @@ func TestChangesForRouting(t *testing.T) {
 	if !log.has("manager " + anna.ID + " dismissed") {
 		t.Errorf("dismissal not told: %v", log.changes)
 	}
+	log.changes = nil
+	e.must(200, "DELETE", "/api/v1/clients/"+acme.ID, adminToken, map[string]any{"reason": "data subject request 42"}, nil)
+	if !log.has("client " + acme.ID) {
+		t.Errorf("erasure not told: %v", log.changes)
+	}
 	// A refused change tells nothing.
 	log.changes = nil
-	e.must(422, "PUT", "/api/v1/clients/"+acme.ID+"/assignment", adminToken, map[string]any{"manager_id": anna.ID}, nil)
+	e.must(409, "PUT", "/api/v1/clients/"+acme.ID+"/assignment", adminToken, map[string]any{"manager_id": bob.ID}, nil)
+	e.must(404, "DELETE", "/api/v1/clients/"+anna.ID, adminToken, map[string]any{"reason": "data subject request 42"}, nil)
 	if len(log.changes) != 0 {
 		t.Errorf("a refused reassignment told %v", log.changes)
 	}

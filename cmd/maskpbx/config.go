@@ -70,6 +70,9 @@ type Config struct {
 	// stay the same across restarts and differ between nodes sharing a
 	// database; default: the host name.
 	NodeID string
+	// PromptsDir is --prompts-dir: the company's own prompt clips laid
+	// over the built-in ones (pbx/ivr); empty uses the built-in ones.
+	PromptsDir string
 }
 
 func newFlagSet(name string, c *Config) *flag.FlagSet {
@@ -112,6 +115,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.Recorder, "recorder", "", `SIPREC recorder URI (sip:recorder@host:port;transport=tcp); empty runs one in this process, "off" records nothing`)
 	fs.StringVar(&c.RecorderSecret, "recorder-secret", "", "shared secret the PBX answers the recorder's digest challenge with (prefer MASKPBX_RECORDER_SECRET); default: <data-dir>/keys/siprec.secret, generated once")
 	fs.IntVar(&c.RecordingRetention, "recording-retention", 0, "days to keep recording audio (in-process recorder); 0 keeps it forever")
+	fs.StringVar(&c.PromptsDir, "prompts-dir", "", "directory of the company's own prompt clips (<lang>/<name>.wav, 8 kHz mono 16-bit PCM), laid over the built-in ones")
 	fs.StringVar(&c.PprofListen, "pprof-listen", "", "address serving Go profiles (/debug/pprof/); empty: none. Never expose it beyond the host")
 	return fs
 }
