@@ -224,7 +224,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Store: store, Keys: keys, Numbers: numbers, Registrations: registered{regs}, Dialer: dialer{sip},
 		SIPDomain: cfg.SIPDomain, AdminToken: adminToken, Sessions: sessions,
 		Metrics: metrics, Logger: logger.Named("api"), Recordings: rec.Audio, Trunk: trunkStatus{sip},
-		Changes: routeCache,
+		Changes:      routeCache,
 		AudioErasure: rec.audioErasure(),
 	})
 	web, err := console.New(console.Config{Store: store, Sessions: sessions, API: apiServer, SIPDomain: cfg.SIPDomain,
