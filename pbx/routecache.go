@@ -158,6 +158,16 @@ func (c *RouteCache) Load(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for id, m := range c.managers {
+		// A dismissal is final: one an event brought while the rows were
+		// read must not be undone by the older read.
+		if m.Status == storage.StatusDismissed {
+			if fresh, ok := managers[id]; ok {
+				fresh.Status = storage.StatusDismissed
+				managers[id] = fresh
+			}
+		}
+	}
 	for index, p := range c.pending {
 		byIndex[index] = p.client.ID
 		clients[p.client.ID] = cachedClient{client: p.client, indexes: []string{index}}
