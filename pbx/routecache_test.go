@@ -165,6 +165,14 @@ func TestRouteCacheOutage(t *testing.T) {
 
 	pg.Start()
 	testenv.Eventually(t, 30*time.Second, func() bool { return !nodeB.DatabaseDown() }, "node B reads Postgres again")
+	// A reload (Postgres never heard of bob's dismissal here) keeps it.
+	if err := nodeB.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(nodeB.managerList(), func(m storage.Manager) bool { return m.ID == bob.ID }); i < 0 ||
+		nodeB.managerList()[i].Status != storage.StatusDismissed {
+		t.Error("a reload undid the dismissal an event brought")
+	}
 	// The CDR writer is quicker than node C: it writes the first call's CDR
 	// while the database does not know the client yet.
 	if _, err := store.ApplyCallEvents(ctx, []storage.CallEvent{{EventID: uuid.NewString(), Kind: storage.CallOffered,
