@@ -54,6 +54,10 @@ type CallConfig struct {
 	// MaxSetups is how many calls in may be in setup (INVITE received, no
 	// phone ringing yet) before more are refused with 503; 0 means 1000.
 	MaxSetups int
+	// Language is the company's language (--default-language): the
+	// wording a manager's phone shows ("Calling …") unless he chose his
+	// own; empty is English.
+	Language string
 	// Node names this node in every call event (events.Event.Node), so a
 	// restarted node can close the calls it left open.
 	Node string

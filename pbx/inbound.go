@@ -201,7 +201,7 @@ func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, o
 	}
 	from, fromUser := route.ClientName, "anonymous"
 	if route.ClientCode != "" {
-		from, fromUser = clientDisplayName("", route.ClientName, route.ClientCode), route.ClientCode
+		from, fromUser = clientDisplayName(nil, route.ClientName, route.ClientCode), route.ClientCode
 	}
 	winner, answer, status := cc.ring(ctx, route.Steps, outInvite{
 		from:        sip.Uri{Scheme: "sip", User: fromUser, Host: cc.domain},
