@@ -30,21 +30,22 @@ const RecorderInboxPrefix = "_INBOX.recorder"
 
 // The subjects below spell the CALLS stream (events.StreamName, subjects
 // events.SubjectAll), the REGISTRATIONS bucket (pbx.RegistrationsBucket),
-// the CLUSTER bucket (pbx.ClusterBucket), the RECORDINGS object store
+// the CLUSTER bucket (pbx.ClusterBucket), the routing cache's change events
+// (pbx.ChangeSubjects), the RECORDINGS object store
 // (recorder.RecordingsBucket, stream OBJ_RECORDINGS) and the LEASES bucket
 // (recorder.LeasesBucket) out: bus cannot import those packages (their
 // tests import bus).
 
 // pbxPermissions: registrations, cluster and leases KV, recording audio,
-// call events, the JetStream API, acks and flow control of its consumers,
-// and replies.
+// call events, change events of the routing cache, the JetStream API, acks
+// and flow control of its consumers, and replies.
 var pbxPermissions = &server.Permissions{
 	Publish: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$O.RECORDINGS.>", "calls.>", "$JS.API.>", "$JS.ACK.>",
-		"$JS.FC.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$O.RECORDINGS.>", "calls.>", "changes.>", "$JS.API.>",
+		"$JS.ACK.>", "$JS.FC.>", "_INBOX.>",
 	}},
 	Subscribe: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "calls.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "calls.>", "changes.>", "_INBOX.>",
 	}},
 }
 
