@@ -26,7 +26,9 @@ const DefaultPartInterval = 4 * time.Second
 // Timeouts of object store operations: a part is small, a complete
 // recording may be hundreds of megabytes.
 const (
-	partTimeout     = 10 * time.Second
+	checkTimeout    = time.Second // a new recording's key, before it starts
+	partTimeout     = 3 * time.Second
+	partBackoff     = 30 * time.Second // after a part the bucket did not take
 	completeTimeout = 5 * time.Minute
 	readTimeout     = time.Hour // a whole replay
 )
@@ -44,6 +46,7 @@ type ObjectBlobs struct {
 	obs          jetstream.ObjectStore
 	stream       jetstream.Stream // the bucket's, OBJ_<bucket>
 	bucket       string
+	storeTimeout time.Duration // a try to store a complete recording, plus its size at 5 MB/s
 	PartInterval time.Duration
 	logger       *zap.Logger
 }
@@ -72,7 +75,7 @@ func OpenObjectBlobs(ctx context.Context, js jetstream.JetStream, bucket string,
 		return nil, fmt.Errorf("recorder: object store %s: %w", bucket, err)
 	}
 	return &ObjectBlobs{local: local, obs: obs, stream: stream, bucket: bucket, PartInterval: DefaultPartInterval,
-		logger: logger}, nil
+		storeTimeout: 10 * time.Second, logger: logger}, nil
 }
 
 // partName is the name of a recording's n-th part.
@@ -100,7 +103,7 @@ func (b *ObjectBlobs) Create(key string) (BlobFile, error) {
 	if _, err := b.local.path(key); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), partTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
 	for _, name := range []string{key, partName(key, 0)} {
 		// NATS away does not stop a recording: it is written locally and
@@ -207,20 +210,17 @@ func (b *ObjectBlobs) countParts(key string) (int, error) {
 	}
 }
 
-// Open opens a stored recording for reading; one not yet in the bucket is
-// read from this node's local file, if it has one.
+// Open opens a recording for reading: this node's local file if it still
+// has one (a recording the bucket did not take), else the stored object.
 func (b *ObjectBlobs) Open(key string) (Blob, error) {
-	if _, err := b.local.path(key); err != nil {
-		return nil, err
+	if f, err := b.local.Open(key); !errors.Is(err, fs.ErrNotExist) {
+		return f, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), partTimeout)
 	defer cancel()
 	info, err := b.obs.GetInfo(ctx, key)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return b.local.Open(key)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("recorder: object store: %w", err)
+		return nil, fmt.Errorf("recorder: object store: %w", notExist(err))
 	}
 	return &objBlob{obs: b.obs, info: info}, nil
 }
@@ -293,6 +293,9 @@ func (f *objFile) Sync() error {
 	}
 	f.lastPart = time.Now()
 	if err := f.storePart(); err != nil {
+		// The sync workers are shared: while NATS is away, one session's
+		// parts must not keep them from syncing the others' files.
+		f.lastPart = time.Now().Add(partBackoff)
 		f.b.logger.Warn("recording part not stored in the object store; retried with the next one",
 			zap.String("object", partName(f.key, f.part)), zap.Error(err))
 	}
@@ -332,21 +335,23 @@ func (f *objFile) Close() error {
 		return err
 	}
 	defer local.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), completeTimeout)
-	defer cancel()
-	// A few tries, for a NATS server that is failing over.
-	for wait := time.Second; ; wait *= 4 {
-		if _, err = b.obs.Put(ctx, jetstream.ObjectMeta{Name: f.key}, local); err == nil {
+	// Three tries, for a NATS server that is failing over, each given time
+	// for the size at a modest 5 MB/s.
+	size := local.Size()
+	for try, wait := 1, time.Second; ; try, wait = try+1, wait*4 {
+		ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout+time.Duration(size/5e6)*time.Second)
+		_, err = b.obs.Put(ctx, jetstream.ObjectMeta{Name: f.key}, local)
+		cancel()
+		if err == nil {
 			break
 		}
-		if _, serr := local.Seek(0, io.SeekStart); serr != nil || wait > 16*time.Second || ctx.Err() != nil {
+		if _, serr := local.Seek(0, io.SeekStart); serr != nil || try == 3 {
 			return fmt.Errorf("recorder: store %s in the object store: %w", f.key, err)
 		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-		}
+		time.Sleep(wait) // finish runs on a goroutine of its own
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), completeTimeout)
+	defer cancel()
 	if err := b.deleteParts(ctx, f.key); err != nil {
 		b.logger.Warn("parts of a stored recording not removed", zap.String("object", f.key), zap.Error(err))
 	}

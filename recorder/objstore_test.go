@@ -213,3 +213,48 @@ func TestObjectBlobsSeek(t *testing.T) {
 		}
 	}
 }
+
+// TestObjectBlobsNATSAway: with NATS gone a recording still starts and is
+// written locally; a part that can't be stored costs a sync at most the
+// part timeout and is not retried for a while; the final store fails
+// after its tries, the local file stays and this node serves it.
+func TestObjectBlobsNATSAway(t *testing.T) {
+	ctx := context.Background()
+	e, users := testenv.NATSServer(t)
+	nc, js, err := bus.Connect(ctx, e.URL(), "test", users.PBXAuth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, err := OpenObjectBlobs(ctx, js, RecordingsBucket, 1, t.TempDir(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.PartInterval, b.storeTimeout = 0, 500*time.Millisecond
+	e.Shutdown()
+	key := "c/2026/11/away.wav"
+	start := time.Now()
+	f, err := b.Create(key)
+	if err != nil {
+		t.Fatalf("a recording refused while NATS is away: %v", err)
+	}
+	want := append(wavHeader(SampleRate), audioBytes(SampleRate*bytesPerFrame)...)
+	if _, err := f.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("sync while NATS is away: %v", err)
+	}
+	again := time.Now()
+	_ = f.Sync() // backing off: no second wait
+	if d := time.Since(again); d > 500*time.Millisecond {
+		t.Errorf("a second sync waited %v for NATS", d)
+	}
+	if err := f.Close(); err == nil {
+		t.Fatal("the close claims the recording is stored")
+	}
+	t.Logf("create, syncs and close with NATS away took %v", time.Since(start))
+	if !bytes.Equal(readAll(t, b, key), want) {
+		t.Fatal("the local file is not served after the store failed")
+	}
+}
