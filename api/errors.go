@@ -43,6 +43,8 @@ func asAPIError(err error) *Error {
 		return errNotFound
 	case errors.Is(err, storage.ErrDuplicatePhone):
 		return &Error{http.StatusConflict, "duplicate_phone", "a phone number already belongs to another client"}
+	case errors.Is(err, storage.ErrDuplicateMobile):
+		return &Error{http.StatusConflict, "duplicate_mobile", "this mobile number belongs to another manager"}
 	case errors.Is(err, storage.ErrDuplicateUsername):
 		return &Error{http.StatusConflict, "duplicate_sip_username", "this SIP username is taken"}
 	case errors.Is(err, storage.ErrUnknownManager):
