@@ -16,6 +16,7 @@ import (
 
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/ivr"
 	"github.com/maskpbx/maskpbx/pbx/media"
 )
 
@@ -54,6 +55,11 @@ type CallConfig struct {
 	// MaxSetups is how many calls in may be in setup (INVITE received, no
 	// phone ringing yet) before more are refused with 503; 0 means 1000.
 	MaxSetups int
+	// Prompts are the clips the PBX plays to managers' mobiles (whisper,
+	// code entry); nil: mobiles are neither rung nor answered.
+	Prompts *ivr.Prompts
+	// PromptLanguage picks the prompts' language ("en" if empty).
+	PromptLanguage string
 
 	// Timings tests shorten or lengthen; zero means the default.
 	trunkPing    time.Duration // how often each trunk target is asked OPTIONS (defaultTrunkPing)
@@ -62,6 +68,7 @@ type CallConfig struct {
 	// minSessionExpires is our Min-SE (90 s, RFC 4028); tests lower it to
 	// see several session refreshes in seconds.
 	minSessionExpires time.Duration
+	mobileAccept      time.Duration // an answered mobile has this long after the whisper to press 1 (10 s)
 }
 
 // companyNumbers is every number calls in may be for.

@@ -1,6 +1,7 @@
 package pbx
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/netip"
@@ -84,7 +85,7 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 
-	winner, answer, disp := cc.ringManagers(ringCtx, c, route, offer, trunk, setup)
+	winner, answer, disp := cc.ringManagers(ringCtx, c, route, offer, trunk, setup, called.Number)
 	setup.leave()
 	if winner == nil {
 		if ringCtx.Err() != nil {
@@ -187,9 +188,11 @@ func (cc *callControl) routeInbound(ctx context.Context, c *call, callerNumber, 
 
 // ringManagers rings the route's managers step by step with the client's
 // name and code as the caller, offering exactly what the trunk offered that
-// we support (whatever a phone picks, the trunk has agreed to it). It
-// returns the phone that answered and its SDP, or nil and the disposition.
-func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, offer media.Offer, trunk *uasLeg, setup *setupSlot) (*outLeg, media.Offer, string) {
+// we support (whatever a phone picks, the trunk has agreed to it); their
+// mobiles ring through the trunk from the called company number. It
+// returns the phone (or mobile) that answered and its SDP, or nil and the
+// disposition.
+func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, offer media.Offer, trunk *uasLeg, setup *setupSlot, companyNumber string) (*outLeg, media.Offer, string) {
 	rang := false
 	onRinging := func() {
 		setup.leave() // ringing: the node's part of the setup is done
@@ -203,13 +206,18 @@ func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, o
 	if route.ClientCode != "" {
 		from, fromUser = clientDisplayName("", route.ClientName, route.ClientCode), route.ClientCode
 	}
+	mr := cc.newMobileRing(c, route.Mobiles, offer.Codecs, cmp.Or(companyNumber, cc.cfg.CompanyNumber), route.ClientCode)
 	winner, answer, status := cc.ring(ctx, route.Steps, outInvite{
 		from:        sip.Uri{Scheme: "sip", User: fromUser, Host: cc.domain},
 		displayName: from,
 		sdp:         c.localSDP(media.SideB, offer.Codecs, media.SendRecv),
 		secureSDP:   c.secureOfferSDP(media.SideB, offer.Codecs),
-	}, onRinging, c.logger)
+	}, onRinging, mr, c.logger)
+	mr.release(winner)
 	switch {
+	case winner != nil && winner.mobile:
+		mr.take(winner)
+		return winner, answer, ""
 	case winner != nil:
 		return winner, answer, ""
 	case status == 486 || status == 600:
