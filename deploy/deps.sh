@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages maskpbx's tests and tools need, if missing:
-# SIPp (sip-tester), sox, curl, jq, PostgreSQL's server, Chromium, tcpdump
+# SIPp (sip-tester), sox, espeak-ng, curl, jq, PostgreSQL's server, Chromium, tcpdump
 # and the softphones the phone tests drive (baresip, linphonec).
 set -euo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sox >/dev/null 2>&1 || need+=(sox)
+# The prompt clips (deploy/prompts.sh speaks them, sox resamples them).
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 # A real softphone, driven headless (ctrl_tcp, audio from files, srtp, TLS).
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 # The capture that shows a TLS+SRTP call carries nothing in clear.
