@@ -53,6 +53,8 @@ func asAPIError(err error) *Error {
 		return &Error{http.StatusConflict, "already_dismissed", "the manager is already dismissed"}
 	case errors.Is(err, ErrNotRegistered):
 		return errNotReg
+	case errors.Is(err, ErrNoMobile):
+		return errNoMobile
 	case errors.Is(err, ErrTooManyCalls):
 		return errTooMany
 	case errors.Is(err, ErrNoTrunk):

@@ -49,6 +49,16 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	respond(tx, req, 100, "Trying", nil)
 
+	// Every source that reaches here is a trusted trunk (onInvite).
+	caller := callerNumber(req, true, cc.cfg.Numbers)
+	lookup, stopLookup := context.WithTimeout(context.Background(), routeLookupTimeout)
+	manager, fromMobile := cc.mobileCaller(lookup, caller)
+	stopLookup()
+	if fromMobile {
+		cc.fromMobile(req, tx, offer, manager, setup)
+		return
+	}
+
 	c := cc.newCall(newCallID(), events.Inbound, nil)
 	defer c.release()
 	trunk := cc.newUASLeg(c, media.SideA, req, tx)
@@ -71,8 +81,6 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		stopRinging()
 	}
 
-	// Every source that reaches here is a trusted trunk (onInvite).
-	caller := callerNumber(req, cc.trunkAllowed(req.Source()), cc.cfg.Numbers)
 	route, disp := cc.routeInbound(ringCtx, c, caller, called.Team)
 	c.publish(events.Offered, nil)
 	if ringCtx.Err() != nil {

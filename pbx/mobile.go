@@ -185,7 +185,11 @@ func (cc *callControl) whisper(ctx context.Context, clips [][]int16, accept time
 		return
 	}
 	setPortRemote(port, ev.answer, leg.dlg.dest)
-	sess := ivr.Start(port, codec, dtmfPT, logger)
+	sess, err := ivr.Start(port, codec, dtmfPT, logger)
+	if err != nil {
+		logger.Warn("no whisper on the mobile's leg", zap.Error(err))
+		return
+	}
 	defer sess.Stop()
 	wait, stopWait := context.WithTimeout(ctx, clipsDuration(clips)+accept)
 	defer stopWait()

@@ -65,6 +65,9 @@ type Config struct {
 	// PprofListen is --pprof-listen: where net/http/pprof is served; empty
 	// serves it nowhere.
 	PprofListen string
+	// PromptsDir is --prompts-dir: the company's own prompt clips laid over
+	// the shipped ones; PromptsLanguage is --prompts-language.
+	PromptsDir, PromptsLanguage string
 }
 
 func newFlagSet(name string, c *Config) *flag.FlagSet {
@@ -92,6 +95,8 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.CompanyNumber, "company-number", "", "the public company number (E.164); several comma-separated, each may name the team its new callers ring: +74950000000=sales,+78120000000=support (the first is the caller ID of calls out)")
 	fs.StringVar(&c.Region, "region", "", "default country for numbers written without + (e.g. RU)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 20*time.Second, "how long one step of the ring order rings")
+	fs.StringVar(&c.PromptsDir, "prompts-dir", "", "a directory of <lang>/<prompt>.wav (8 kHz mono 16-bit) replacing the shipped prompts played to managers' mobiles")
+	fs.StringVar(&c.PromptsLanguage, "prompts-language", "", "language of the prompts (en, ru, or one --prompts-dir adds); default ru with --region RU, else en")
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
 	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")
 	fs.IntVar(&c.MaxSetups, "max-setups", 1000, "calls in setup (INVITE received, no phone ringing yet) beyond which new calls in are refused with 503 and Retry-After (slow setups shed earlier)")

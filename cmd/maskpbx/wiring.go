@@ -19,6 +19,7 @@ import (
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
+	"github.com/maskpbx/maskpbx/pbx/ivr"
 	"github.com/maskpbx/maskpbx/pbx/media"
 )
 
@@ -46,6 +47,13 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 	}
 	if cc.TrunkAllow, err = parsePrefixes(allow); err != nil {
 		return cc, fmt.Errorf("--trunk-allow: %w", err)
+	}
+	if cc.Prompts, err = ivr.LoadPrompts(c.PromptsDir); err != nil {
+		return cc, fmt.Errorf("--prompts-dir: %w", err)
+	}
+	cc.PromptLanguage = c.PromptsLanguage
+	if cc.PromptLanguage == "" && strings.EqualFold(c.Region, "RU") {
+		cc.PromptLanguage = "ru"
 	}
 	lo, hi, err := media.ParsePortRange(c.RTPPorts)
 	if err != nil {
@@ -217,10 +225,12 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 type dialer struct{ sip *pbx.Server }
 
 func (d dialer) Originate(ctx context.Context, c api.OriginateCall) error {
-	err := d.sip.Originate(ctx, pbx.Originate{CallID: c.CallID, ManagerID: c.ManagerID, ClientID: c.ClientID})
+	err := d.sip.Originate(ctx, pbx.Originate{CallID: c.CallID, ManagerID: c.ManagerID, ClientID: c.ClientID, Via: c.Via})
 	switch {
 	case errors.Is(err, pbx.ErrNotRegistered):
 		return api.ErrNotRegistered
+	case errors.Is(err, pbx.ErrNoMobile):
+		return api.ErrNoMobile
 	case errors.Is(err, pbx.ErrOutboundBusy), errors.Is(err, pbx.ErrRateLimited):
 		return fmt.Errorf("%w: %v", api.ErrTooManyCalls, err)
 	case errors.Is(err, pbx.ErrNoTrunk):
@@ -238,7 +248,8 @@ func (d dialer) Originate(ctx context.Context, c api.OriginateCall) error {
 func (d dialer) CallStatus(id string) (api.CallStatus, bool) {
 	st, ok := d.sip.CallStatus(id)
 	return api.CallStatus{State: st.State, Disposition: st.Disposition, Direction: st.Direction, ClientID: st.ClientID,
-		ManagerID: st.ManagerID, StartedAt: st.StartedAt, AnsweredAt: st.AnsweredAt, EndedAt: st.EndedAt}, ok
+		ManagerID: st.ManagerID, StartedAt: st.StartedAt, AnsweredAt: st.AnsweredAt, EndedAt: st.EndedAt,
+		Via: st.Via, Mobile: st.Mobile}, ok
 }
 
 // trunkStatus adapts the PBX's registration at the provider to /healthz.

@@ -15,5 +15,12 @@ CREATE TABLE manager_mobiles (
     UNIQUE (index_key_id, blind_index)
 );
 
+-- A call whose manager side was his mobile says so, and how the mobile that
+-- answered the ring ended its press-1 whisper.
+ALTER TABLE cdrs ADD COLUMN via text CHECK (via IN ('mobile'));
+ALTER TABLE cdrs ADD COLUMN mobile text CHECK (mobile IN ('accepted', 'declined', 'timed_out'));
+
 -- +goose Down
+ALTER TABLE cdrs DROP COLUMN mobile;
+ALTER TABLE cdrs DROP COLUMN via;
 DROP TABLE manager_mobiles;
