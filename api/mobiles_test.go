@@ -55,7 +55,7 @@ func TestManagerMobile(t *testing.T) {
 		assertNoNumber(t, "manager_mobiles row", []byte(dump), number)
 		keys := e.srv.Keys
 		m, err := e.store.ManagerByMobile(ctx, keys.IndexKeyID(), keys.BlindIndex(number))
-		if err != nil || m.ID != anna.ID {
+		if err != nil || m.ID != anna.ID || m.Status != "active" {
 			t.Fatalf("lookup by blind index: %+v %v", m, err)
 		}
 		if _, err := e.store.ManagerByMobile(ctx, keys.IndexKeyID(), keys.BlindIndex("+79035551235")); !errors.Is(err, storage.ErrNotFound) {
@@ -118,12 +118,13 @@ func TestManagerMobile(t *testing.T) {
 		}
 	})
 
-	t.Run("dismissal makes the mobile a stranger at once and frees the SIM", func(t *testing.T) {
+	t.Run("dismissal stops the mobile ringing at once and frees the SIM", func(t *testing.T) {
 		e.must(200, "PUT", path, adminToken, map[string]any{"number": number, "policy": "together"}, nil)
 		e.must(200, "POST", "/api/v1/managers/"+anna.ID+"/dismiss", adminToken, map[string]any{"successor_id": bob.ID}, nil)
 		keys := e.srv.Keys
-		if _, err := e.store.ManagerByMobile(ctx, keys.IndexKeyID(), keys.BlindIndex(number)); !errors.Is(err, storage.ErrNotFound) {
-			t.Fatalf("a dismissed manager's mobile is still known: %v", err)
+		// Still recognised (a call from it is refused and audited), as his.
+		if m, err := e.store.ManagerByMobile(ctx, keys.IndexKeyID(), keys.BlindIndex(number)); err != nil || m.Status != storage.StatusDismissed {
+			t.Fatalf("a dismissed manager's mobile: %+v %v", m, err)
 		}
 		if ms, err := e.store.RingableMobiles(ctx, []string{anna.ID, bob.ID}); err != nil || len(ms) != 0 {
 			t.Fatalf("ringable after dismissal: %v %v", ms, err)
@@ -132,6 +133,9 @@ func TestManagerMobile(t *testing.T) {
 		e.must(200, "PUT", "/api/v1/managers/"+bob.ID+"/mobile", adminToken, map[string]any{"number": number, "policy": "only"}, nil)
 		if ms, err := e.store.RingableMobiles(ctx, []string{anna.ID, bob.ID}); err != nil || len(ms) != 1 || ms[bob.ID].Policy != "only" {
 			t.Fatalf("successor's mobile: %v %v", ms, err)
+		}
+		if m, err := e.store.ManagerByMobile(ctx, keys.IndexKeyID(), keys.BlindIndex(number)); err != nil || m.ID != bob.ID {
+			t.Fatalf("the SIM handed over: %+v %v", m, err)
 		}
 	})
 }

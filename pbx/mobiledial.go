@@ -34,16 +34,27 @@ const maxCodeDigits = 16
 
 // mobileCaller finds the active manager whose corporate mobile is calling
 // (caller: the E.164 the trunk gave); ok is false for anyone else, and on a
-// node that can't answer mobiles (no prompts or no trunk).
+// node that can't answer mobiles (no prompts or no trunk). A dismissed
+// manager's mobile is refused and audited here, then routed as any
+// stranger calling the company: it reaches none of his former clients.
 func (cc *callControl) mobileCaller(ctx context.Context, caller string) (storage.Manager, bool) {
 	if caller == "" || cc.cfg.Prompts == nil || cc.trunk == nil {
 		return storage.Manager{}, false
 	}
 	keys := cc.cfg.Router.Keys
-	m, err := cc.cfg.Router.Store.ManagerByMobile(ctx, keys.IndexKeyID(), keys.BlindIndex(caller))
-	if err != nil {
-		if !errors.Is(err, storage.ErrNotFound) {
-			cc.logger.Error("mobile lookup failed; the caller is routed as a client", zap.Error(err))
+	store := cc.cfg.Router.Store
+	m, err := store.ManagerByMobile(ctx, keys.IndexKeyID(), keys.BlindIndex(caller))
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return storage.Manager{}, false
+	case err != nil:
+		cc.logger.Error("mobile lookup failed; the caller is routed as a client", zap.Error(err))
+		return storage.Manager{}, false
+	case m.Status != storage.StatusActive:
+		cc.logger.Warn("call from a dismissed manager's mobile: routed as a stranger", zap.String("manager_id", m.ID))
+		if err := store.Audit(ctx, storage.AuditEntry{Actor: "manager:" + m.ID, Action: "call.mobile_dial",
+			Object: "manager:" + m.ID, Reason: "refused: dismissed manager's mobile"}); err != nil {
+			cc.logger.Error("audit failed", zap.Error(err))
 		}
 		return storage.Manager{}, false
 	}

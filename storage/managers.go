@@ -120,7 +120,7 @@ type Dismissal struct {
 }
 
 // DismissManager cuts a manager off and hands his clients over, in one
-// transaction: status dismissed, tokens revoked, mobile removed, current assignments closed
+// transaction: status dismissed, tokens revoked, current assignments closed
 // (history keeps them), his primary clients moved to successorID, audited.
 func (s *Store) DismissManager(ctx context.Context, id, successorID, actor string) (Dismissal, error) {
 	var d Dismissal
@@ -145,11 +145,6 @@ func (s *Store) DismissManager(ctx context.Context, id, successorID, actor strin
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE api_tokens SET revoked_at = now() WHERE manager_id = $1 AND revoked_at IS NULL`, id); err != nil {
-			return err
-		}
-		// His corporate mobile is a stranger from now on (and the SIM can
-		// go to his successor).
-		if _, err := tx.Exec(ctx, `DELETE FROM manager_mobiles WHERE manager_id = $1`, id); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, `UPDATE assignments SET valid_until = now(), changed_by = $2

@@ -31,7 +31,9 @@ type Mobile struct {
 }
 
 // SetMobile stores (or replaces) an active manager's mobile and its policy,
-// audited in the same transaction.
+// audited in the same transaction. A dismissed manager's mobile stays
+// stored (a call from it is recognised, refused and audited) until the same
+// number is given to someone else.
 func (s *Store) SetMobile(ctx context.Context, m Mobile, actor string) error {
 	if !validUUID(m.ManagerID) {
 		return ErrNotFound
@@ -41,6 +43,11 @@ func (s *Store) SetMobile(ctx context.Context, m Mobile, actor string) error {
 			return ErrNotFound
 		}
 		p := m.Phone
+		if _, err := tx.Exec(ctx, `DELETE FROM manager_mobiles mm USING managers m
+			WHERE m.id = mm.manager_id AND m.status = 'dismissed' AND mm.index_key_id = $1 AND mm.blind_index = $2`,
+			p.IndexKeyID, p.BlindIndex); err != nil {
+			return err
+		}
 		_, err := tx.Exec(ctx, `INSERT INTO manager_mobiles (manager_id, ciphertext, enc_key_id, blind_index, index_key_id, policy, after_s)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)
 			ON CONFLICT (manager_id) DO UPDATE SET ciphertext = $2, enc_key_id = $3, blind_index = $4, index_key_id = $5,
@@ -135,12 +142,13 @@ func (s *Store) RingableMobiles(ctx context.Context, managerIDs []string) (map[s
 	return out, nil
 }
 
-// ManagerByMobile finds the active manager whose mobile has this blind
-// index; a dismissed manager's mobile, or any other number, is ErrNotFound.
+// ManagerByMobile finds the manager whose mobile has this blind index; any
+// other number is ErrNotFound. He may be dismissed: the caller checks
+// Status (a dismissed manager's mobile reaches nobody).
 func (s *Store) ManagerByMobile(ctx context.Context, indexKeyID string, index []byte) (Manager, error) {
 	return scanManager(s.pool.QueryRow(ctx, `SELECT `+prefixed("m.", managerColumns)+` FROM managers m
 		JOIN manager_mobiles mm ON mm.manager_id = m.id
-		WHERE mm.index_key_id = $1 AND mm.blind_index = $2 AND m.status = 'active'`, indexKeyID, index))
+		WHERE mm.index_key_id = $1 AND mm.blind_index = $2`, indexKeyID, index))
 }
 
 func validIDs(ids []string) []string {

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -128,6 +129,86 @@ func (e *RTPEndpoint) Send(dst netip.AddrPort, n int, freq float64) error {
 	for i := 0; i < n; i++ {
 		payload := make([]byte, 160)
 		audio.Tone(payload, audio.LinearToULaw, freq, i*160)
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i),
+			Timestamp: uint32(i * 160), SSRC: ssrc, Marker: i == 0}, Payload: payload}
+		raw, _ := p.Marshal()
+		if _, err := e.conn.WriteToUDP(raw, to); err != nil {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// dtmfEvent is the RFC 4733 event code of a key.
+func dtmfEvent(digit rune) uint8 {
+	switch {
+	case digit >= '0' && digit <= '9':
+		return uint8(digit - '0')
+	case digit == '*':
+		return 10
+	case digit == '#':
+		return 11
+	}
+	return 0
+}
+
+// SendDTMF sends a key as an RFC 4733 telephone-event (payload type pt) to
+// dst: 100 ms of event packets, the last three with the end bit, paced in
+// real time.
+func (e *RTPEndpoint) SendDTMF(dst netip.AddrPort, digit rune, pt uint8) error {
+	to := net.UDPAddrFromAddrPort(dst)
+	ssrc, ts := uint32(time.Now().UnixNano()), uint32(time.Now().UnixNano()>>10)
+	seq := uint16(ts)
+	for i := range 8 {
+		end := i >= 5
+		dur := uint16(min(i+1, 5) * 160)
+		flags := byte(10) // volume -10 dBm0
+		if end {
+			flags |= 0x80
+		}
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq + uint16(i),
+			Timestamp: ts, SSRC: ssrc, Marker: i == 0},
+			Payload: []byte{dtmfEvent(digit), flags, byte(dur >> 8), byte(dur)}}
+		raw, _ := p.Marshal()
+		if _, err := e.conn.WriteToUDP(raw, to); err != nil {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// dtmfFreqs are a key's row and column tones (Hz).
+func dtmfFreqs(digit rune) (low, high float64) {
+	const keys = "123A456B789C*0#D"
+	rows := [4]float64{697, 770, 852, 941}
+	cols := [4]float64{1209, 1336, 1477, 1633}
+	for i, k := range keys {
+		if k == digit {
+			return rows[i/4], cols[i%4]
+		}
+	}
+	return 0, 0
+}
+
+// SendDTMFTone sends a key in the audio, as a trunk that passes DTMF
+// in-band does: 120 ms of its two tones in PCMU, then 100 ms of silence,
+// paced in real time.
+func (e *RTPEndpoint) SendDTMFTone(dst netip.AddrPort, digit rune) error {
+	to := net.UDPAddrFromAddrPort(dst)
+	low, high := dtmfFreqs(digit)
+	ssrc := uint32(time.Now().UnixNano())
+	for i := range 11 {
+		payload := make([]byte, 160)
+		for k := range payload {
+			v := 0.0
+			if i < 6 {
+				t := float64(i*160+k) / audio.SampleRate
+				v = 7000 * (math.Sin(2*math.Pi*low*t) + math.Sin(2*math.Pi*high*t))
+			}
+			payload[k] = audio.LinearToULaw(int16(v))
+		}
 		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i),
 			Timestamp: uint32(i * 160), SSRC: ssrc, Marker: i == 0}, Payload: payload}
 		raw, _ := p.Marshal()

@@ -1,0 +1,298 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/maskpbx/maskpbx/internal/testenv"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Managers' corporate mobiles, with the trunk (SIPp) as the mobile's
+// network: its INVITE to the mobile reaches trunk_uas.xml on the trunk's
+// address, and the mobile's media is a test RTP endpoint there.
+
+const annaMobile = "+79035550101"
+
+func (s *system) setMobile(managerID, number, policy string, afterS int) {
+	s.t.Helper()
+	body := map[string]any{"number": number, "policy": policy}
+	if afterS > 0 {
+		body["after_s"] = afterS
+	}
+	if st := s.call("PUT", "/api/v1/managers/"+managerID+"/mobile", adminTok, body, nil); st != 200 {
+		s.t.Fatalf("set mobile: %d", st)
+	}
+}
+
+// assertMobileLegClean fails if a message the trunk received for a mobile
+// leg names the client: any 4-digit run of his number, his code or name.
+func assertMobileLegClean(t *testing.T, network *testenv.SIPp, client apiClient, number string) {
+	t.Helper()
+	msgs := network.Received()
+	if len(msgs) == 0 {
+		t.Fatal("the mobile's network received no messages to check")
+	}
+	digits := strings.TrimPrefix(number, "+")
+	for _, m := range msgs {
+		clean := ourRandomTokens.ReplaceAllString(m, "<ours>")
+		if strings.Contains(m, client.Code) || strings.Contains(m, client.Name) {
+			t.Fatalf("the mobile's leg carries the client's code or name:\n%s", m)
+		}
+		for i := 0; i+4 <= len(digits); i++ {
+			if strings.Contains(clean, digits[i:i+4]) {
+				t.Fatalf("the mobile's leg carries digit run %q of the client's number:\n%s", digits[i:i+4], m)
+			}
+		}
+	}
+}
+
+// pbxMediaAddr reads the PBX's RTP port a SIPp scenario logged.
+func pbxMediaAddr(t *testing.T, p *testenv.SIPp, within time.Duration) netip.AddrPort {
+	t.Helper()
+	v, err := p.LogValue("PBX_RTP", within)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addrPort(t, pbxIP, strings.Fields(v)[0])
+}
+
+// bothWays sends a tone each way and checks that most of it arrives.
+func bothWays(t *testing.T, a, b *testenv.RTPEndpoint, toA, toB netip.AddrPort) {
+	t.Helper()
+	a0, b0 := a.Received(), b.Received()
+	done := make(chan error, 1)
+	go func() { done <- a.Send(toA, 50, 400) }()
+	if err := b.Send(toB, 50, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 2*time.Second, func() bool { return a.Received()-a0 >= 48 && b.Received()-b0 >= 48 },
+		"audio both ways (got %d and %d of 50)", a.Received()-a0, b.Received()-b0)
+}
+
+// acceptOnMobile checks what the mobile leg got: the company number as
+// caller, the whisper (and the client nothing of it), then presses 1 with
+// press and returns the PBX's media address of the mobile's leg.
+func acceptOnMobile(t *testing.T, network *testenv.SIPp, mobRTP, clientRTP *testenv.RTPEndpoint, press func(netip.AddrPort) error) netip.AddrPort {
+	t.Helper()
+	if d, err := network.LogValue("DIALLED", 20*time.Second); err != nil || !strings.HasPrefix(d, annaMobile+" ") {
+		t.Fatalf("the trunk was asked for %q (%v), want the mobile %s", d, err, annaMobile)
+	}
+	if c, _ := network.LogValue("CALLER", time.Second); !strings.HasPrefix(c, company+" ") {
+		t.Errorf("the mobile was shown caller %q, want the company number", c)
+	}
+	toMobile := pbxMediaAddr(t, network, time.Second)
+	testenv.Eventually(t, 5*time.Second, func() bool { return mobRTP.Received() > 25 }, "the whisper reaching the mobile")
+	if n := clientRTP.Received(); n != 0 {
+		t.Errorf("the client heard %d packets of the whisper", n)
+	}
+	if err := press(toMobile); err != nil {
+		t.Fatal(err)
+	}
+	return toMobile
+}
+
+func TestMobileRing(t *testing.T) {
+	s := startSystemConfig(t, func(c *Config) { c.RingTimeout = 8 * time.Second; c.MediaTimeout = 30 * time.Second })
+	anna := s.manager("anna")
+	bob := s.manager("bob")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID, bob.ID)
+	s.register("anna", annaIP, 5070)
+	s.register("bob", bobIP, 5071)
+	s.setMobile(anna.ID, annaMobile, "after", 3)
+
+	accepted := func(t *testing.T, port int, press func(mob *testenv.RTPEndpoint) func(netip.AddrPort) error) {
+		clientRTP := testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", trunkIP, port))
+		mobRTP := testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", trunkIP, port+2))
+		annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
+		network := trunkUAS(t, "answer", false, port+2)
+		start := time.Now()
+		tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
+			Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": fmt.Sprint(port)},
+			Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "3000"},
+		})
+		toMobile := acceptOnMobile(t, network, mobRTP, clientRTP, press(mobRTP))
+		if d := time.Since(start); d < 3*time.Second {
+			t.Errorf("the mobile rang %v after the call came in, before its 3 s", d)
+		}
+		annaPh.Wait() // her phone got CANCEL once the mobile took the call
+		toClient := pbxMediaAddr(t, tr, 5*time.Second)
+		bothWays(t, clientRTP, mobRTP, toClient, toMobile)
+		tr.Wait()
+		network.Wait() // the client hung up: the PBX's BYE ended the mobile's leg
+		assertMobileLegClean(t, network, acme, acmeNumber)
+		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+		if cdr.Disposition != "answered" || cdr.ManagerID != anna.ID || cdr.Via != "mobile" || cdr.Mobile != "accepted" {
+			t.Errorf("CDR %+v, want answered by anna via mobile, accepted", cdr)
+		}
+	}
+
+	t.Run("policy after 3s: the mobile rings from the company number, whisper, RFC 4733 1, audio both ways", func(t *testing.T) {
+		accepted(t, 42000, func(mob *testenv.RTPEndpoint) func(netip.AddrPort) error {
+			return func(to netip.AddrPort) error { return mob.SendDTMF(to, '1', 101) }
+		})
+	})
+
+	t.Run("the same with the 1 pressed in-band", func(t *testing.T) {
+		accepted(t, 42010, func(mob *testenv.RTPEndpoint) func(netip.AddrPort) error {
+			return func(to netip.AddrPort) error { return mob.SendDTMFTone(to, '1') }
+		})
+	})
+
+	t.Run("a mobile that answers and presses nothing is dropped after 10 s; the partner rings", func(t *testing.T) {
+		clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42020")
+		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42022")
+		annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
+		network := trunkUAS(t, "answer", false, 42022)
+		bobPh := testenv.StartSIPp(t, "bob", testenv.SIPpOptions{
+			Scenario: "phone_answer.xml", LocalIP: bobIP, Port: 5071, Remote: s.sipAddr, Timeout: 60 * time.Second,
+			Keys: map[string]string{"rtp_ip": bobIP, "rtp_port": "42024"},
+			Sets: map[string]string{"hangup": "yes", "rings": "1"}, Args: []string{"-d", "1000"},
+		})
+		tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
+			Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "42020"},
+			Sets: map[string]string{"hangup": "no"},
+		})
+		// Answered, the whisper played, and nothing pressed.
+		acceptOnMobile(t, network, mobRTP, clientRTP, func(netip.AddrPort) error { return nil })
+		answered := time.Now()
+		network.Wait() // the PBX hung the silent mobile up
+		if d := time.Since(answered); d < 10*time.Second {
+			t.Errorf("the silent mobile was dropped %v after it answered, before 10 s", d)
+		}
+		annaPh.Wait()
+		bobPh.Wait()
+		tr.Wait()
+		assertMobileLegClean(t, network, acme, acmeNumber)
+		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+		if cdr.Disposition != "answered" || cdr.ManagerID != bob.ID || cdr.Via != "" || cdr.Mobile != "timed_out" {
+			t.Errorf("CDR %+v, want answered by bob, the mobile timed out", cdr)
+		}
+	})
+}
+
+// mobileCallsIn is anna's mobile calling the company number through the
+// trunk; with hangup no it waits for the PBX's BYE.
+func mobileCallsIn(t *testing.T, s *system, rtpPort int, hangup string, holdMS int) *testenv.SIPp {
+	return testenv.StartSIPp(t, "mobile", testenv.SIPpOptions{
+		Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
+		Keys: map[string]string{"company": "74950000000", "caller": annaMobile, "rtp_ip": trunkIP, "rtp_port": fmt.Sprint(rtpPort)},
+		Sets: map[string]string{"hangup": hangup}, Args: []string{"-d", fmt.Sprint(holdMS)},
+	})
+}
+
+// typeCodes sends each code and a hash as RFC 4733 events.
+func typeCodes(t *testing.T, mob *testenv.RTPEndpoint, to netip.AddrPort, codes ...string) {
+	t.Helper()
+	for _, code := range codes {
+		for _, d := range code + "#" {
+			if err := mob.SendDTMF(to, d, 101); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func (s *system) auditCount(action, object, reasonPrefix string) int {
+	log, _ := s.run.Store.AuditLog(context.Background(), 200)
+	n := 0
+	for _, e := range log {
+		if e.Action == action && e.Object == object && strings.HasPrefix(e.Reason, reasonPrefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestMobileDialsClient(t *testing.T) {
+	s := startSystemConfig(t, func(c *Config) { c.MediaTimeout = 30 * time.Second })
+	anna := s.manager("anna")
+	bob := s.manager("bob")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	bolt := s.client("Bolt", "+74957654321", bob.ID)
+	s.setMobile(anna.ID, annaMobile, "off", 0) // never rung, still known when it calls
+
+	t.Run("the mobile types the client code and is connected through the trunk", func(t *testing.T) {
+		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42100")
+		clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42102")
+		network := trunkUAS(t, "answer", false, 42102)
+		mob := mobileCallsIn(t, s, 42100, "yes", 9000)
+		toMobile := pbxMediaAddr(t, mob, 10*time.Second)
+		typeCodes(t, mobRTP, toMobile, acme.Code)
+		if d, err := network.LogValue("DIALLED", 15*time.Second); err != nil || !strings.HasPrefix(d, acmeNumber+" ") {
+			t.Fatalf("the trunk was asked for %q (%v), want the client", d, err)
+		}
+		if c, _ := network.LogValue("CALLER", time.Second); !strings.HasPrefix(c, company+" ") {
+			t.Errorf("the client was shown %q, want the company number", c)
+		}
+		bothWays(t, mobRTP, clientRTP, toMobile, pbxMediaAddr(t, network, time.Second))
+		mob.Wait()
+		network.Wait()
+		for _, m := range mob.Received() {
+			if strings.Contains(m, "9161234567") || strings.Contains(m, "Acme") {
+				t.Fatalf("the mobile was sent the client's number or name:\n%s", m)
+			}
+		}
+		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+		if cdr.Disposition != "answered" || cdr.ManagerID != anna.ID || cdr.Direction != "outbound" || cdr.Via != "mobile" {
+			t.Errorf("CDR %+v", cdr)
+		}
+		if !s.audited("call.mobile_dial", "client:"+acme.ID) {
+			t.Error("no call.mobile_dial audit row for the call")
+		}
+	})
+
+	t.Run("another manager's client, an unknown code: three wrong codes and goodbye; nothing reaches a client", func(t *testing.T) {
+		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42110")
+		network := trunkUAS(t, "answer", false, 42112)
+		before := s.auditCount("call.mobile_dial", "manager:"+anna.ID, "refused")
+		mob := mobileCallsIn(t, s, 42110, "no", 0)
+		toMobile := pbxMediaAddr(t, mob, 10*time.Second)
+		typeCodes(t, mobRTP, toMobile, bolt.Code, "99999999", "12")
+		mob.Wait() // the PBX said goodbye and hung up
+		if n := s.auditCount("call.mobile_dial", "manager:"+anna.ID, "refused") - before; n != 3 {
+			t.Errorf("%d refused attempts audited, want 3", n)
+		}
+		if s.audited("call.mobile_dial", "client:"+bolt.ID) {
+			t.Error("bob's client was dialled from anna's mobile")
+		}
+		network.Kill()
+		if got := network.Received(); len(got) != 0 {
+			t.Fatalf("the trunk was asked to call a client: %d messages", len(got))
+		}
+	})
+
+	t.Run("a dismissed manager's mobile reaches none of his clients", func(t *testing.T) {
+		if st := s.call("POST", "/api/v1/managers/"+anna.ID+"/dismiss", adminTok, map[string]string{"successor_id": bob.ID}, nil); st != 200 {
+			t.Fatalf("dismiss: %d", st)
+		}
+		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42120")
+		network := trunkUAS(t, "answer", false, 42122)
+		p := testenv.StartSIPp(t, "dismissed mobile", testenv.SIPpOptions{
+			Scenario: "trunk_rejected.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 15 * time.Second,
+			Keys: map[string]string{"company": "74950000000", "caller": annaMobile, "cline": "c=IN IP4 " + trunkIP, "mline": "m=audio 42120 RTP/AVP 0 101"},
+		})
+		p.Wait()
+		st, _ := p.LogValue("STATUS", time.Second)
+		if strings.HasPrefix(st, "200") {
+			t.Fatalf("a dismissed manager's mobile was answered: %s", st)
+		}
+		if s.auditCount("call.mobile_dial", "manager:"+anna.ID, "refused: dismissed") != 1 {
+			t.Error("the dismissed manager's call was not audited")
+		}
+		_ = mobRTP
+		network.Kill()
+		if got := network.Received(); len(got) != 0 {
+			t.Fatalf("the trunk was asked to call someone: %d messages", len(got))
+		}
+	})
+}
