@@ -296,3 +296,54 @@ func TestMobileDialsClient(t *testing.T) {
 		}
 	})
 }
+
+func TestMobileRecording(t *testing.T) {
+	s, cfg := startRecordedSystem(t)
+	anna := s.manager("anna")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	s.setMobile(anna.ID, annaMobile, "only", 0) // no phone registered: the mobile is all she has
+
+	clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42200")
+	mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42202")
+	network := trunkUAS(t, "answer", false, 42202)
+	tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+		Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
+		Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "42200"},
+		Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "3000"},
+	})
+	var pressed time.Time
+	toMobile := acceptOnMobile(t, network, mobRTP, clientRTP, func(to netip.AddrPort) error {
+		pressed = time.Now()
+		return mobRTP.SendDTMF(to, '1', 101)
+	})
+	toClient := pbxMediaAddr(t, tr, 5*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- clientRTP.Send(toClient, 100, clientTone) }()
+	if err := mobRTP.Send(toMobile, 100, managerTone); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	tr.Wait()
+	network.Wait()
+
+	cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+	cdr = s.cdrRecording(cdr.CallID, storage.RecordingComplete)
+	rec := recordingOf(t, s.run.Store, cdr.CallID, 20*time.Second)
+	if cdr.Via != "mobile" || cdr.Mobile != "accepted" || rec.ManagerID != anna.ID {
+		t.Fatalf("CDR %+v, recording %+v", cdr, rec)
+	}
+	// The whisper played before the bridge: the call was answered only
+	// once the mobile pressed 1, and the recording lasts as long as the
+	// connected call, no more.
+	if !cdr.AnsweredAt.After(pressed) {
+		t.Errorf("the client's call was answered at %v, before the mobile pressed 1 at %v", cdr.AnsweredAt, pressed)
+	}
+	t.Logf("connected %v, recorded %v", cdr.Duration, rec.Duration)
+	if !within(rec.Duration, cdr.Duration, 150*time.Millisecond) {
+		t.Errorf("recording lasts %v, the call was connected %v: it did not start at the bridge", rec.Duration, cdr.Duration)
+	}
+	p, _ := loadWAV(t, cfg.DataDir+"/recordings/"+rec.BlobKey)
+	checkChannels(t, p)
+}
