@@ -347,3 +347,46 @@ func TestMobileRecording(t *testing.T) {
 	p, _ := loadWAV(t, cfg.DataDir+"/recordings/"+rec.BlobKey)
 	checkChannels(t, p)
 }
+
+func TestClickToCallViaMobile(t *testing.T) {
+	s := startSystem(t, 2*time.Second)
+	anna := s.manager("anna")
+	bob := s.manager("bob")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+
+	t.Run("refused without a mobile or with a bad via", func(t *testing.T) {
+		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID, "via": "mobile"}, nil); st != 409 {
+			t.Errorf("via mobile without a mobile: %d, want 409", st)
+		}
+		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID, "via": "pigeon"}, nil); st != 400 {
+			t.Errorf("via pigeon: %d, want 400", st)
+		}
+		s.setMobile(bob.ID, "+79035550202", "together", 0)
+		if st := s.call("POST", "/api/v1/calls", bob.APIToken, map[string]string{"client_id": acme.ID, "via": "mobile"}, nil); st != 403 {
+			t.Errorf("bob via mobile to anna's client: %d, want 403", st)
+		}
+	})
+
+	t.Run("the mobile rings first, from the company number, with nothing of the client", func(t *testing.T) {
+		s.setMobile(anna.ID, annaMobile, "off", 0) // the policy is for calls in; via mobile rings it anyway
+		network := trunkUAS(t, "ring", false, 42302)
+		var c callResp
+		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID, "via": "mobile"}, &c); st != 202 {
+			t.Fatalf("POST /calls via mobile: %d", st)
+		}
+		if d, err := network.LogValue("DIALLED", 10*time.Second); err != nil || !strings.HasPrefix(d, annaMobile+" ") {
+			t.Fatalf("the trunk was asked for %q (%v), want anna's mobile first", d, err)
+		}
+		if cl, _ := network.LogValue("CALLER", time.Second); !strings.HasPrefix(cl, company+" ") {
+			t.Errorf("the mobile was shown %q, want the company number", cl)
+		}
+		network.Wait() // not answered: CANCEL after the ring timeout
+		assertMobileLegClean(t, network, acme, acmeNumber)
+		if _, final := s.watchCall(c.ID, anna.APIToken); final.Disposition != "no_answer" {
+			t.Errorf("final %+v, want no_answer", final)
+		}
+		if !s.audited("call.click_to_call", "client:"+acme.ID) {
+			t.Error("no audit row for the click-to-call")
+		}
+	})
+}
