@@ -60,6 +60,12 @@ type CallConfig struct {
 	Prompts *ivr.Prompts
 	// PromptLanguage picks the prompts' language ("en" if empty).
 	PromptLanguage string
+	// AliasNumbers is the pool of alias DIDs (E.164): each (manager,
+	// client) pair's mobile calls go from and to a sticky alias of it
+	// (alias.go); a call in to one from anyone else is a call to the
+	// company number. AliasQuarantine is how long a released alias rests.
+	AliasNumbers    []string
+	AliasQuarantine time.Duration
 
 	// Timings tests shorten or lengthen; zero means the default.
 	trunkPing    time.Duration // how often each trunk target is asked OPTIONS (defaultTrunkPing)
@@ -71,7 +77,8 @@ type CallConfig struct {
 	mobileAccept      time.Duration // an answered mobile has this long after the whisper to press 1 (10 s)
 }
 
-// companyNumbers is every number calls in may be for.
+// companyNumbers is every number calls in may be for (and the alias
+// numbers, isAlias).
 func (cc *callControl) companyNumbers() []CompanyNumber {
 	out := cc.cfg.CompanyNumbers
 	if cc.cfg.CompanyNumber == "" {
@@ -132,7 +139,8 @@ type callControl struct {
 	regs                            *Registrations
 	publicIP                        netip.Addr
 
-	trunk     *trunk // nil without --trunk
+	trunk     *trunk          // nil without --trunk
+	aliases   map[string]bool // CallConfig.AliasNumbers; read-only
 	limits    *outboundLimits
 	admission *admission
 	srv       *Server // for digest auth and failure limits of desk phones

@@ -55,7 +55,7 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	manager, fromMobile := cc.mobileCaller(lookup, caller)
 	stopLookup()
 	if fromMobile {
-		cc.fromMobile(req, tx, offer, manager, setup)
+		cc.fromMobile(req, tx, offer, manager, setup, called.Number)
 		return
 	}
 
@@ -137,8 +137,10 @@ func (cc *callControl) admitInbound(req *sip.Request, tx sip.ServerTransaction) 
 		return media.Offer{}, called, false
 	}
 	if called, ok = calledNumber(req, cc.cfg.Numbers, cc.companyNumbers()); !ok {
-		respond(tx, req, 403, "Forbidden", nil)
-		return media.Offer{}, called, false
+		if called, ok = cc.calledAlias(req); !ok {
+			respond(tx, req, 403, "Forbidden", nil)
+			return media.Offer{}, called, false
+		}
 	}
 	if !cc.admitSessionTimer(req, tx) {
 		return media.Offer{}, called, false

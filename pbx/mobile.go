@@ -42,8 +42,9 @@ const defaultMobileAccept = 10 * time.Second
 type mobileRing struct {
 	c       *call
 	mobiles map[string]storage.Mobile
-	codecs  []media.Codec // offered to the mobile: what the other side offered
-	caller  string        // the From user: the company number
+	codecs  []media.Codec   // offered to the mobile: what the other side offered
+	company string          // the From user, unless the pair has an alias
+	client  *storage.Client // the caller, if he is a client (for aliases)
 	whisper [][]int16
 	legs    map[*outLeg]*mobileLeg
 	// outcome is the last answered mobile's: accepted, declined, timed out.
@@ -68,7 +69,7 @@ type delayedMobile struct {
 // newMobileRing prepares ringing the mobiles of route for call c, whose
 // other side offered codecs; nil if mobiles can't ring on this node (no
 // trunk, no prompts) or none would.
-func (cc *callControl) newMobileRing(c *call, mobiles map[string]storage.Mobile, codecs []media.Codec, caller, clientCode string) *mobileRing {
+func (cc *callControl) newMobileRing(c *call, mobiles map[string]storage.Mobile, codecs []media.Codec, company, clientCode string) *mobileRing {
 	if len(mobiles) == 0 {
 		return nil
 	}
@@ -83,8 +84,17 @@ func (cc *callControl) newMobileRing(c *call, mobiles map[string]storage.Mobile,
 		whisper = append(whisper, cc.cfg.Prompts.Digits(lang, clientCode)...)
 	}
 	whisper = append(whisper, cc.cfg.Prompts.Clip(lang, ivr.PromptPress1))
-	return &mobileRing{c: c, mobiles: mobiles, codecs: g711AndEvents(codecs), caller: caller, whisper: whisper,
+	mr := &mobileRing{c: c, mobiles: mobiles, codecs: g711AndEvents(codecs), company: company, whisper: whisper,
 		legs: map[*outLeg]*mobileLeg{}}
+	if clientID, _ := c.parties(); clientID != "" && len(cc.aliases) > 0 {
+		client, err := cc.cfg.Router.Store.Client(c.ctx, clientID)
+		if err != nil {
+			c.logger.Warn("client unavailable; mobiles ring from the company number", zap.Error(err))
+		} else {
+			mr.client = &client
+		}
+	}
+	return mr
 }
 
 // promptLanguage is the language of the prompts the PBX plays.
@@ -133,11 +143,12 @@ func (cc *callControl) startMobileLeg(ctx context.Context, mr *mobileRing, manag
 		return nil
 	}
 	ml := &mobileLeg{port: port, sessionID: newSessionID()}
+	caller := cc.mobileCallerID(ctx, managerID, mr.client, mr.company, logger)
 	target, to := cc.trunk.requestURI(number), cc.trunk.choose()
 	leg, err := cc.startOutLeg(ctx, managerID, outInvite{
 		target:    target,
 		to:        target,
-		from:      sip.Uri{Scheme: "sip", User: mr.caller, Host: cc.publicIP.String()},
+		from:      sip.Uri{Scheme: "sip", User: caller, Host: cc.publicIP.String()},
 		dest:      to.addr,
 		transport: to.transport,
 		sdp:       media.BuildSDP(mr.c.localAddrOf(port), ml.sessionID, 1, mr.codecs, media.SendRecv),

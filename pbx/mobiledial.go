@@ -62,8 +62,9 @@ func (cc *callControl) mobileCaller(ctx context.Context, caller string) (storage
 }
 
 // fromMobile runs the call of a manager's mobile to the company number: it
-// is the call's owner goroutine.
-func (cc *callControl) fromMobile(req *sip.Request, tx sip.ServerTransaction, offer media.Offer, manager storage.Manager, setup *setupSlot) {
+// is the call's owner goroutine. called is the number he called: an alias
+// of one of his pairs connects straight to its client (alias.go).
+func (cc *callControl) fromMobile(req *sip.Request, tx sip.ServerTransaction, offer media.Offer, manager storage.Manager, setup *setupSlot, called string) {
 	logger := cc.logger.With(zap.String("manager_id", manager.ID), zap.String("direction", events.Outbound), zap.String("via", ViaMobile))
 	c := cc.newCall(newCallID(), events.Outbound, logger)
 	defer c.release()
@@ -104,7 +105,10 @@ func (cc *callControl) fromMobile(req *sip.Request, tx sip.ServerTransaction, of
 		c.end(DispFailed, sideSystem)
 		return
 	}
-	target, ok := cc.askClientCode(c, sess, manager.ID)
+	target, ok, byAlias := cc.aliasTarget(c, sess, manager.ID, called)
+	if !byAlias {
+		target, ok = cc.askClientCode(c, sess, manager.ID)
+	}
 	if ok {
 		if code, _ := cc.admitDialledCall(c.ctx, manager.ID, target.id, "call.mobile_dial", c.logger); code != 0 {
 			ok = false

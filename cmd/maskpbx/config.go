@@ -68,6 +68,10 @@ type Config struct {
 	// PromptsDir is --prompts-dir: the company's own prompt clips laid over
 	// the shipped ones; PromptsLanguage is --prompts-language.
 	PromptsDir, PromptsLanguage string
+	// AliasNumbers is --alias-numbers: the pool of alias DIDs (a list of
+	// numbers and ranges); AliasQuarantine how long a released alias rests.
+	AliasNumbers    string
+	AliasQuarantine time.Duration
 }
 
 func newFlagSet(name string, c *Config) *flag.FlagSet {
@@ -96,6 +100,8 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.Region, "region", "", "default country for numbers written without + (e.g. RU)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 20*time.Second, "how long one step of the ring order rings")
 	fs.StringVar(&c.PromptsDir, "prompts-dir", "", "a directory of <lang>/<prompt>.wav (8 kHz mono 16-bit) replacing the shipped prompts played to managers' mobiles")
+	fs.StringVar(&c.AliasNumbers, "alias-numbers", "", "a pool of alias numbers (DIDs on the trunk) for managers' mobiles, comma-separated numbers and ranges: +74950000100-+74950000199")
+	fs.DurationVar(&c.AliasQuarantine, "alias-quarantine", 2160*time.Hour, "how long an alias released from its (manager, client) pair rests before another pair gets it")
 	fs.StringVar(&c.PromptsLanguage, "prompts-language", "", "language of the prompts (en, ru, or one --prompts-dir adds); default ru with --region RU, else en")
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
 	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -77,16 +78,16 @@ func bothWays(t *testing.T, a, b *testenv.RTPEndpoint, toA, toB netip.AddrPort) 
 		"audio both ways (got %d and %d of 50)", a.Received()-a0, b.Received()-b0)
 }
 
-// acceptOnMobile checks what the mobile leg got: the company number as
-// caller, the whisper (and the client nothing of it), then presses 1 with
+// acceptOnMobile checks what the mobile leg got: caller as the caller ID
+// (the company number, or the pair's alias), the whisper (and the client nothing of it), then presses 1 with
 // press and returns the PBX's media address of the mobile's leg.
-func acceptOnMobile(t *testing.T, network *testenv.SIPp, mobRTP, clientRTP *testenv.RTPEndpoint, press func(netip.AddrPort) error) netip.AddrPort {
+func acceptOnMobile(t *testing.T, network *testenv.SIPp, caller string, mobRTP, clientRTP *testenv.RTPEndpoint, press func(netip.AddrPort) error) netip.AddrPort {
 	t.Helper()
 	if d, err := network.LogValue("DIALLED", 20*time.Second); err != nil || !strings.HasPrefix(d, annaMobile+" ") {
 		t.Fatalf("the trunk was asked for %q (%v), want the mobile %s", d, err, annaMobile)
 	}
-	if c, _ := network.LogValue("CALLER", time.Second); !strings.HasPrefix(c, company+" ") {
-		t.Errorf("the mobile was shown caller %q, want the company number", c)
+	if c, _ := network.LogValue("CALLER", time.Second); !strings.HasPrefix(c, caller+" ") {
+		t.Errorf("the mobile was shown caller %q, want %s", c, caller)
 	}
 	toMobile := pbxMediaAddr(t, network, time.Second)
 	testenv.Eventually(t, 5*time.Second, func() bool { return mobRTP.Received() > 25 }, "the whisper reaching the mobile")
@@ -119,7 +120,7 @@ func TestMobileRing(t *testing.T) {
 			Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": fmt.Sprint(port)},
 			Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "3000"},
 		})
-		toMobile := acceptOnMobile(t, network, mobRTP, clientRTP, press(mobRTP))
+		toMobile := acceptOnMobile(t, network, company, mobRTP, clientRTP, press(mobRTP))
 		if d := time.Since(start); d < 3*time.Second {
 			t.Errorf("the mobile rang %v after the call came in, before its 3 s", d)
 		}
@@ -163,7 +164,7 @@ func TestMobileRing(t *testing.T) {
 			Sets: map[string]string{"hangup": "no"},
 		})
 		// Answered, the whisper played, and nothing pressed.
-		acceptOnMobile(t, network, mobRTP, clientRTP, func(netip.AddrPort) error { return nil })
+		acceptOnMobile(t, network, company, mobRTP, clientRTP, func(netip.AddrPort) error { return nil })
 		answered := time.Now()
 		network.Wait() // the PBX hung the silent mobile up
 		if d := time.Since(answered); d < 10*time.Second {
@@ -312,7 +313,7 @@ func TestMobileRecording(t *testing.T) {
 		Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "3000"},
 	})
 	var pressed time.Time
-	toMobile := acceptOnMobile(t, network, mobRTP, clientRTP, func(to netip.AddrPort) error {
+	toMobile := acceptOnMobile(t, network, company, mobRTP, clientRTP, func(to netip.AddrPort) error {
 		pressed = time.Now()
 		return mobRTP.SendDTMF(to, '1', 101)
 	})
@@ -387,6 +388,108 @@ func TestClickToCallViaMobile(t *testing.T) {
 		}
 		if !s.audited("call.click_to_call", "client:"+acme.ID) {
 			t.Error("no audit row for the click-to-call")
+		}
+	})
+}
+
+func TestAliasNumbers(t *testing.T) {
+	const alias = "+74950000100"
+	s := startSystemConfig(t, func(c *Config) {
+		c.AliasNumbers = alias // a pool of one
+		c.AliasQuarantine = 5 * time.Second
+		c.MediaTimeout = 30 * time.Second
+	})
+	anna := s.manager("anna")
+	bob := s.manager("bob")
+	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	bolt := s.client("Bolt", "+74957654321", anna.ID)
+	s.setMobile(anna.ID, annaMobile, "only", 0)
+	ctx := context.Background()
+
+	t.Run("the mobile is rung from the pair's alias", func(t *testing.T) {
+		clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42400")
+		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42402")
+		network := trunkUAS(t, "answer", false, 42402)
+		tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
+			Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "42400"},
+			Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "1500"},
+		})
+		acceptOnMobile(t, network, alias, mobRTP, clientRTP, func(to netip.AddrPort) error { return mobRTP.SendDTMF(to, '1', 101) })
+		tr.Wait()
+		network.Wait()
+		assertMobileLegClean(t, network, acme, acmeNumber)
+		if a, err := s.run.Store.AliasByNumber(ctx, alias); err != nil || a.ManagerID != anna.ID || a.ClientID != acme.ID || a.ReleasedAt != nil {
+			t.Fatalf("alias row %+v %v", a, err)
+		}
+	})
+
+	t.Run("calling the alias from the mobile connects to the client, no code", func(t *testing.T) {
+		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42410")
+		clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42412")
+		network := trunkUAS(t, "answer", false, 42412)
+		mob := testenv.StartSIPp(t, "mobile", testenv.SIPpOptions{
+			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
+			Keys: map[string]string{"company": "74950000100", "caller": annaMobile, "rtp_ip": trunkIP, "rtp_port": "42410"},
+			Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "3000"},
+		})
+		toMobile := pbxMediaAddr(t, mob, 10*time.Second)
+		if d, err := network.LogValue("DIALLED", 10*time.Second); err != nil || !strings.HasPrefix(d, acmeNumber+" ") {
+			t.Fatalf("the trunk was asked for %q (%v), want the pair's client", d, err)
+		}
+		bothWays(t, mobRTP, clientRTP, toMobile, pbxMediaAddr(t, network, time.Second))
+		mob.Wait()
+		network.Wait()
+		if !s.audited("call.mobile_dial", "client:"+acme.ID) {
+			t.Error("no call.mobile_dial audit row")
+		}
+	})
+
+	t.Run("a stranger calling the alias calls the company", func(t *testing.T) {
+		// Nobody's phone is registered and the only mobile is anna's: the
+		// stranger rings her mobile like a call to the company number.
+		network := trunkUAS(t, "ring", false, 42422)
+		tr := trunkCall(t, s, "+79260000001", 42420, true, 500)
+		if d, err := network.LogValue("DIALLED", 10*time.Second); err != nil || !strings.HasPrefix(d, annaMobile+" ") {
+			t.Fatalf("the trunk was asked for %q (%v), want anna's mobile (the company's ring plan)", d, err)
+		}
+		tr.Kill()
+		network.Wait()
+	})
+
+	t.Run("after reassignment the alias no longer connects, and rests in quarantine", func(t *testing.T) {
+		if st := s.call("PUT", "/api/v1/clients/"+acme.ID+"/assignment", adminTok, map[string]any{"manager_id": bob.ID, "partner_ids": []string{}}, nil); st != 200 {
+			t.Fatalf("reassign: %d", st)
+		}
+		a, err := s.run.Store.AliasByNumber(ctx, alias)
+		if err != nil || a.ReleasedAt == nil || a.QuarantineUntil == nil || !within(a.QuarantineUntil.Sub(*a.ReleasedAt), 5*time.Second, time.Millisecond) {
+			t.Fatalf("alias row after reassignment %+v %v, want released with 5 s quarantine", a, err)
+		}
+		// Quarantined: another pair gets no alias until it is over.
+		pool := []string{alias}
+		if n, err := s.run.Store.PairAlias(ctx, anna.ID, bolt.ID, pool, 5*time.Second); !errors.Is(err, storage.ErrNoAlias) {
+			t.Fatalf("a quarantined alias was given out: %q %v", n, err)
+		}
+		network := trunkUAS(t, "answer", false, 42432)
+		mob := testenv.StartSIPp(t, "mobile", testenv.SIPpOptions{
+			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 30 * time.Second,
+			Keys: map[string]string{"company": "74950000100", "caller": annaMobile, "rtp_ip": trunkIP, "rtp_port": "42430"},
+			Sets: map[string]string{"hangup": "no"},
+		})
+		mob.Wait() // "no longer in service", then the PBX hangs up
+		if s.auditCount("call.mobile_dial", "manager:"+anna.ID, "refused: alias no longer in service") != 1 {
+			t.Error("the call to the ended pair's alias was not audited")
+		}
+		network.Kill()
+		if got := network.Received(); len(got) != 0 {
+			t.Fatalf("the trunk was asked to call the client: %d messages", len(got))
+		}
+		testenv.Eventually(t, 15*time.Second, func() bool {
+			n, err := s.run.Store.PairAlias(ctx, anna.ID, bolt.ID, pool, 5*time.Second)
+			return err == nil && n == alias
+		}, "the alias free again after its quarantine")
+		if time.Now().Before(*a.QuarantineUntil) {
+			t.Errorf("the alias was reused before its quarantine ended at %v", a.QuarantineUntil)
 		}
 	})
 }

@@ -163,6 +163,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		return err
 	}
 	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs}
+	if err := store.AddAliasNumbers(ctx, callCfg.AliasNumbers); err != nil {
+		return fmt.Errorf("--alias-numbers: %w", err)
+	}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
 	rec, err := setupRecording(cfg.Recorder, cfg.RecorderSecret, cfg.RecordingRetention, cfg.DataDir, sip, store, publisher, logger)

@@ -48,6 +48,10 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 	if cc.TrunkAllow, err = parsePrefixes(allow); err != nil {
 		return cc, fmt.Errorf("--trunk-allow: %w", err)
 	}
+	if cc.AliasNumbers, err = parseAliasNumbers(c.AliasNumbers, numbers); err != nil {
+		return cc, fmt.Errorf("--alias-numbers: %w", err)
+	}
+	cc.AliasQuarantine = c.AliasQuarantine
 	if cc.Prompts, err = ivr.LoadPrompts(c.PromptsDir); err != nil {
 		return cc, fmt.Errorf("--prompts-dir: %w", err)
 	}
@@ -64,6 +68,61 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		return cc, fmt.Errorf("--rtp-ports: %w", err)
 	}
 	return cc, nil
+}
+
+// maxAliasNumbers bounds the alias pool (a typo in a range must not make
+// millions of rows).
+const maxAliasNumbers = 100000
+
+// parseAliasNumbers reads --alias-numbers: comma-separated numbers and
+// ranges first-last of numbers of the same length (+74950000100-+74950000199).
+func parseAliasNumbers(list string, numbers masking.Normalizer) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	add := func(n string) error {
+		if seen[n] {
+			return fmt.Errorf("%q is listed twice", n)
+		}
+		if len(out) == maxAliasNumbers {
+			return fmt.Errorf("more than %d numbers", maxAliasNumbers)
+		}
+		seen[n] = true
+		out = append(out, n)
+		return nil
+	}
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		first, last, isRange := strings.Cut(item[1:], "-")
+		first = item[:1] + first
+		a, err := numbers.Normalize(strings.TrimSpace(first))
+		if err != nil {
+			return nil, fmt.Errorf("%q: not a valid phone number (E.164, e.g. +74950000100)", first)
+		}
+		if !isRange {
+			if err := add(a); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		b, err := numbers.Normalize(strings.TrimSpace(last))
+		if err != nil {
+			return nil, fmt.Errorf("%q: not a valid phone number (E.164, e.g. +74950000199)", last)
+		}
+		lo, err1 := strconv.ParseUint(a[1:], 10, 64)
+		hi, err2 := strconv.ParseUint(b[1:], 10, 64)
+		if err1 != nil || err2 != nil || len(a) != len(b) || hi < lo || hi-lo >= maxAliasNumbers {
+			return nil, fmt.Errorf("%q: a range is first-last, of equal length, first <= last, at most %d numbers", item, maxAliasNumbers)
+		}
+		for n := lo; n <= hi; n++ {
+			if err := add(fmt.Sprintf("+%0*d", len(a)-1, n)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
 }
 
 // parseCompanyNumbers reads --company-number: comma-separated numbers in
