@@ -98,7 +98,9 @@ type nonceUse struct {
 	expires time.Time
 }
 
-func newDigestAuth(realm string, algorithms []string, ttl time.Duration, creds CredentialSource, now func() time.Time) (*digestAuth, error) {
+// newDigestAuth makes the authenticator; key signs nonces (32 bytes), and a
+// nil key is a random one.
+func newDigestAuth(realm string, algorithms []string, ttl time.Duration, creds CredentialSource, now func() time.Time, key []byte) (*digestAuth, error) {
 	a := &digestAuth{realm: realm, ttl: ttl, creds: creds, now: now, counts: map[string]nonceUse{}}
 	for _, name := range algorithms {
 		alg, ok := lookupAlgorithm(name)
@@ -113,8 +115,13 @@ func newDigestAuth(realm string, algorithms []string, ttl time.Duration, creds C
 	if len(a.algs) == 0 {
 		return nil, errors.New("pbx: no digest algorithm to offer")
 	}
-	if _, err := rand.Read(a.key[:]); err != nil {
-		return nil, fmt.Errorf("pbx: nonce key: %w", err)
+	switch len(key) {
+	case 0:
+		_, _ = rand.Read(a.key[:]) // crypto/rand.Read never fails
+	case len(a.key):
+		copy(a.key[:], key)
+	default:
+		return nil, fmt.Errorf("pbx: nonce key of %d bytes, want %d", len(key), len(a.key))
 	}
 	var md5Dummy [md5.Size]byte
 	var shaDummy [sha256.Size]byte

@@ -18,11 +18,11 @@ func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 func TestNonce(t *testing.T) {
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
-	a, err := newDigestAuth(testDomain, []string{"SHA-256", "MD5"}, time.Minute, &memCredentials{}, clk.now)
+	a, err := newDigestAuth(testDomain, []string{"SHA-256", "MD5"}, time.Minute, &memCredentials{}, clk.now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := newDigestAuth(testDomain, []string{"MD5"}, time.Minute, &memCredentials{}, clk.now)
+	other, _ := newDigestAuth(testDomain, []string{"MD5"}, time.Minute, &memCredentials{}, clk.now, nil)
 
 	n := a.newNonce()
 	if _, ok := a.nonceFresh(n); !ok {
@@ -59,7 +59,7 @@ func TestNonce(t *testing.T) {
 
 func TestNonceCount(t *testing.T) {
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
-	a, _ := newDigestAuth(testDomain, []string{"MD5"}, time.Minute, &memCredentials{}, clk.now)
+	a, _ := newDigestAuth(testDomain, []string{"MD5"}, time.Minute, &memCredentials{}, clk.now, nil)
 	exp := clk.t.Add(time.Minute)
 	for i, step := range []struct {
 		nonce string
@@ -91,7 +91,7 @@ func TestDigestAlgorithmsConfig(t *testing.T) {
 		{[]string{"MD5", "md5"}, false},
 		{nil, false},
 	} {
-		_, err := newDigestAuth(testDomain, tc.algs, time.Minute, &memCredentials{}, time.Now)
+		_, err := newDigestAuth(testDomain, tc.algs, time.Minute, &memCredentials{}, time.Now, nil)
 		if (err == nil) != tc.ok {
 			t.Errorf("%v: err %v", tc.algs, err)
 		}

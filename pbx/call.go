@@ -117,7 +117,8 @@ func (c *call) release() {
 // publish sends a call event; the ended event also ends the call's status.
 func (c *call) publish(kind events.Kind, mutate func(*events.Event)) {
 	clientID, managerID := c.parties()
-	e := events.Event{Kind: kind, CallID: c.id, Direction: c.direction, ClientID: clientID, ManagerID: managerID}
+	e := events.Event{Kind: kind, CallID: c.id, Direction: c.direction, ClientID: clientID, ManagerID: managerID,
+		Node: c.cc.cfg.Node}
 	if mutate != nil {
 		mutate(&e)
 	}

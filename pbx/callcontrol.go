@@ -66,6 +66,9 @@ type CallConfig struct {
 	// company number. AliasQuarantine is how long a released alias rests.
 	AliasNumbers    []string
 	AliasQuarantine time.Duration
+	// Node names this node in every call event (events.Event.Node), so a
+	// restarted node can close the calls it left open.
+	Node string
 
 	// Timings tests shorten or lengthen; zero means the default.
 	trunkPing    time.Duration // how often each trunk target is asked OPTIONS (defaultTrunkPing)

@@ -31,8 +31,11 @@ type Router struct {
 	Keys    *masking.Keyring
 	Numbers masking.Normalizer
 	Regs    *Registrations
+	// Cursor is the round-robin cursor for new callers that every node
+	// shares; nil keeps one in this node.
+	Cursor *Cursor
 
-	next atomic.Uint64 // round-robin cursor for new callers
+	next atomic.Uint64 // this node's round-robin cursor, without Cursor
 
 	managers managerList
 }
@@ -184,7 +187,7 @@ func (r *Router) createCaller(ctx context.Context, e164 string, eligible []stora
 		return storage.Client{}, ErrNobodyToRing
 	}
 	sort.Slice(eligible, func(i, j int) bool { return eligible[i].ID < eligible[j].ID })
-	owner := eligible[int(r.next.Add(1)-1)%len(eligible)]
+	owner := eligible[r.turn(ctx)%uint64(len(eligible))]
 	phone, err := r.Keys.Seal(e164)
 	if err != nil {
 		return storage.Client{}, err
@@ -198,6 +201,14 @@ func (r *Router) createCaller(ctx context.Context, e164 string, eligible []stora
 		return r.Store.ClientByBlindIndex(ctx, r.Keys.IndexKeyID(), r.Keys.BlindIndex(e164))
 	}
 	return c, err
+}
+
+// turn is the round-robin cursor's next value.
+func (r *Router) turn(ctx context.Context) uint64 {
+	if r.Cursor != nil {
+		return r.Cursor.Next(ctx)
+	}
+	return r.next.Add(1) - 1
 }
 
 func ids(ms []storage.Manager) []string {

@@ -39,6 +39,10 @@ type Config struct {
 	RegisterDefaultExpires time.Duration // when the phone names none; default 3600s
 
 	NonceTTL time.Duration // how long a digest nonce is accepted; default 5m
+	// NonceKey signs digest nonces: the same 32 bytes on every node
+	// (NonceKey in the CLUSTER bucket) make a nonce issued by one node good
+	// at another. Empty: a random key of this process.
+	NonceKey []byte
 	// DigestAlgorithms are offered in this order, one WWW-Authenticate
 	// each; default MD5 alone. Many phones (baresip 1.0, SIPp 3.6, older
 	// desk phones) give up on a 401 with more than one challenge, so a
@@ -227,7 +231,7 @@ func NewServer(cfg Config, creds CredentialSource, regs *Registrations, logger *
 		ctx:     context.Background(),
 		allow:   []sip.RequestMethod{sip.REGISTER, sip.OPTIONS},
 	}
-	if s.auth, err = newDigestAuth(cfg.Domain, cfg.DigestAlgorithms, cfg.NonceTTL, creds, time.Now); err != nil {
+	if s.auth, err = newDigestAuth(cfg.Domain, cfg.DigestAlgorithms, cfg.NonceTTL, creds, time.Now, cfg.NonceKey); err != nil {
 		return nil, err
 	}
 	limits := cfg.sourceLimits()

@@ -336,6 +336,7 @@ func callEvent(e events.Event) storage.CallEvent {
 		Recording:   e.Recording,
 		Via:         e.Via,
 		Mobile:      e.Mobile,
+		Node:        e.Node,
 	}
 }
 

@@ -43,6 +43,7 @@ type CallEvent struct {
 	Recording   string // on ended and recording.ready
 	Via         string // on ended: "mobile" when the manager's side was his mobile
 	Mobile      string // on ended: accepted, declined or timed_out (the mobile's whisper)
+	Node        string // the pbx node that handles the call; may be empty
 }
 
 // CDR is the record of one call. Times are nil until the event that sets
@@ -76,7 +77,7 @@ var (
 	callDirections   = map[string]bool{"": true, "inbound": true, "outbound": true}
 	callDispositions = map[string]bool{"": true, "answered": true, "missed": true, "busy": true,
 		"rejected": true, "failed": true, "cancelled": true, "no_answer": true, "overload": true}
-	callHangupSides = map[string]bool{"": true, "client": true, "manager": true, "system": true}
+	callHangupSides = map[string]bool{"": true, "client": true, "manager": true, "system": true, "node_lost": true}
 	callVias        = map[string]bool{"": true, "mobile": true}
 	callMobileEnds  = map[string]bool{"": true, "accepted": true, "declined": true, "timed_out": true}
 	callKinds       = map[string]bool{CallOffered: true, CallRinging: true, CallAnswered: true,
@@ -150,6 +151,18 @@ func (s *Store) CDR(ctx context.Context, callID string) (CDR, error) {
 	return scanCDR(s.pool.QueryRow(ctx, `SELECT `+cdrColumns+` FROM cdrs WHERE call_id = $1`, callID))
 }
 
+// OpenCDRs returns the CDRs of calls that node (or no node: rows from
+// before nodes were recorded) left without an end: at a node's start, the
+// calls it was handling when it died.
+func (s *Store) OpenCDRs(ctx context.Context, node string) ([]CDR, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+cdrColumns+` FROM cdrs
+		WHERE ended_at IS NULL AND (node = $1 OR node IS NULL) ORDER BY offered_at LIMIT 10000`, node)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open cdrs: %w", err)
+	}
+	return collectCDRs(rows)
+}
+
 // CDRs lists call records, newest offer first; calls whose offered event
 // has not arrived yet are the newest of all and come first.
 func (s *Store) CDRs(ctx context.Context, f CDRFilter) ([]CDR, error) {
@@ -167,6 +180,10 @@ func (s *Store) CDRs(ctx context.Context, f CDRFilter) ([]CDR, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: list cdrs: %w", err)
 	}
+	return collectCDRs(rows)
+}
+
+func collectCDRs(rows pgx.Rows) ([]CDR, error) {
 	defer rows.Close()
 	out := []CDR{}
 	for rows.Next() {

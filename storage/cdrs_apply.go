@@ -85,7 +85,7 @@ func (s *Store) ApplyCallEvents(ctx context.Context, evs []CallEvent) (applied [
 		}
 		b := &pgx.Batch{}
 		b.Queue(upsertCDRs, up.callIDs, up.directions, up.clientIDs, up.managerIDs, up.offered, up.ringing,
-			up.answered, up.ended, up.dispositions, up.hangupSides, up.recordings, up.vias, up.mobiles)
+			up.answered, up.ended, up.dispositions, up.hangupSides, up.recordings, up.nodes, up.vias, up.mobiles)
 		if len(over.callIDs) > 0 {
 			b.Queue(overrideCDRs, over.callIDs, over.managerIDs, over.recordings)
 		}
@@ -135,14 +135,14 @@ FROM fresh JOIN ev USING (event_id)`
 //     row holds in overrideCDRs, after this statement.
 const upsertCDRs = `
 INSERT INTO cdrs AS c (call_id, direction, client_id, manager_id, offered_at, ringing_at, answered_at,
-                       ended_at, disposition, hangup_side, recording, via, mobile, updated_at)
+                       ended_at, disposition, hangup_side, recording, node, via, mobile, updated_at)
 SELECT call_id, nullif(direction, ''), nullif(client_id, '')::uuid, nullif(manager_id, '')::uuid,
        offered_at, ringing_at, answered_at, ended_at, nullif(disposition, ''), nullif(hangup_side, ''),
-       nullif(recording, ''), nullif(via, ''), nullif(mobile, ''), now()
+       nullif(recording, ''), nullif(node, ''), nullif(via, ''), nullif(mobile, ''), now()
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
-            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
      AS d(call_id, direction, client_id, manager_id, offered_at, ringing_at, answered_at, ended_at,
-          disposition, hangup_side, recording, via, mobile)
+          disposition, hangup_side, recording, node, via, mobile)
 ORDER BY call_id
 ON CONFLICT (call_id) DO UPDATE SET
     direction   = coalesce(c.direction, EXCLUDED.direction),
@@ -157,6 +157,7 @@ ON CONFLICT (call_id) DO UPDATE SET
     via         = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.via ELSE c.via END,
     mobile      = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.mobile ELSE c.mobile END,
     recording   = coalesce(c.recording, EXCLUDED.recording),
+    node        = coalesce(c.node, EXCLUDED.node),
     updated_at  = now()`
 
 // overrideCDRs sets what replaces rather than fills: the manager who
@@ -196,6 +197,7 @@ type cdrDelta struct {
 	mobile string
 	recordingGap string // the first recording state of an ended event: fills a gap
 	recordingSet string // the last recording state of a recording.ready event: replaces
+	node         string // the first node named: the one that handles the call
 }
 
 // foldCallEvents folds the new events (those in known, by index into evs)
@@ -228,6 +230,7 @@ func foldCallEvents(evs []CallEvent, known map[int]knownPeople) []*cdrDelta {
 			out = append(out, d)
 		}
 		fill(&d.direction, e.Direction)
+		fill(&d.node, e.Node)
 		if k.client {
 			fill(&d.clientID, e.ClientID)
 		}
@@ -278,8 +281,8 @@ func (c *callEventColumns) add(e CallEvent) {
 // cdrUpsertColumns is a batch of deltas as the columns of upsertCDRs; an
 // empty string is NULL.
 type cdrUpsertColumns struct {
-	callIDs, directions, clientIDs, managerIDs, dispositions, hangupSides, recordings, vias, mobiles []string
-	offered, ringing, answered, ended                                                                []*time.Time
+	callIDs, directions, clientIDs, managerIDs, dispositions, hangupSides, recordings, nodes, vias, mobiles []string
+	offered, ringing, answered, ended                                                                       []*time.Time
 }
 
 func (c *cdrUpsertColumns) add(d *cdrDelta) {
@@ -294,6 +297,7 @@ func (c *cdrUpsertColumns) add(d *cdrDelta) {
 	c.dispositions = append(c.dispositions, d.disposition)
 	c.hangupSides = append(c.hangupSides, d.hangupSide)
 	c.recordings = append(c.recordings, cmp.Or(d.recordingSet, d.recordingGap))
+	c.nodes = append(c.nodes, d.node)
 	c.vias = append(c.vias, d.via)
 	c.mobiles = append(c.mobiles, d.mobile)
 }

@@ -320,3 +320,45 @@ func TestCDROverload(t *testing.T) {
 		t.Fatalf("CDR %s", cdrCore(c))
 	}
 }
+
+// OpenCDRs finds the calls a node left without an end (and rows that name
+// no node), never another node's or an ended one; an ended event with hang-up
+// side node_lost closes one.
+func TestOpenCDRsByNode(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	t0 := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	offered := func(node string) storage.CallEvent {
+		return storage.CallEvent{EventID: cdrUUID(), Kind: storage.CallOffered, At: t0, CallID: cdrUUID(),
+			Direction: "inbound", Node: node}
+	}
+	mine, theirs, unnamed, done := offered("node-a"), offered("node-b"), offered(""), offered("node-a")
+	ended := done
+	ended.EventID, ended.Kind, ended.Disposition, ended.HangupSide = cdrUUID(), storage.CallEnded, "missed", "client"
+	// The node is the first one named, whatever later events say.
+	later := mine
+	later.EventID, later.Kind, later.Node = cdrUUID(), storage.CallRinging, "node-c"
+	applyAll(t, s, []storage.CallEvent{mine, theirs, unnamed, done, ended, later}, true)
+	open, err := s.OpenCDRs(ctx, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, c := range open {
+		got[c.CallID] = true
+	}
+	if len(open) != 2 || !got[mine.CallID] || !got[unnamed.CallID] {
+		t.Fatalf("open CDRs of node-a: %v, want %s and %s", got, mine.CallID, unnamed.CallID)
+	}
+	lost := mine
+	lost.EventID, lost.Kind, lost.Disposition, lost.HangupSide, lost.At = cdrUUID(), storage.CallEnded, "failed",
+		"node_lost", t0.Add(time.Minute)
+	applyAll(t, s, []storage.CallEvent{lost}, true)
+	c, err := s.CDR(ctx, mine.CallID)
+	if err != nil || c.HangupSide != "node_lost" || c.EndedAt == nil {
+		t.Fatalf("CDR %s, %v", cdrCore(c), err)
+	}
+	if open, _ := s.OpenCDRs(ctx, "node-c"); len(open) != 1 || open[0].CallID != unnamed.CallID {
+		t.Fatalf("node-c has open %v: the first node named must stay the call's", open)
+	}
+}

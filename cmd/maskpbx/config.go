@@ -65,9 +65,16 @@ type Config struct {
 	// PprofListen is --pprof-listen: where net/http/pprof is served; empty
 	// serves it nowhere.
 	PprofListen string
-	// PromptsDir is --prompts-dir: the company's own prompt clips laid over
-	// the shipped ones; PromptsLanguage is --prompts-language.
-	PromptsDir, PromptsLanguage string
+	// NodeID is --node: this pbx node's name in the CDRs and events it
+	// writes, so that on restart it closes the calls it left open. It must
+	// stay the same across restarts and differ between nodes sharing a
+	// database; default: the host name.
+	NodeID string
+	// PromptsDir is --prompts-dir: the company's own prompt clips laid
+	// over the built-in ones (pbx/ivr); empty uses the built-in ones.
+	PromptsDir string
+	// PromptsLanguage is --prompts-language.
+	PromptsLanguage string
 	// AliasNumbers is --alias-numbers: the pool of alias DIDs (a list of
 	// numbers and ranges); AliasQuarantine how long a released alias rests.
 	AliasNumbers    string
@@ -77,6 +84,7 @@ type Config struct {
 func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.StringVar(&c.DataDir, "data-dir", "./var", "where NATS, recordings and generated keys live")
+	fs.StringVar(&c.NodeID, "node", defaultNodeID(), "this node's name in CDRs and call events (stable across restarts, unique per node sharing the database); a restarted node closes the calls it left open")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL; empty runs an embedded server")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server (other nodes can join it)")
@@ -99,7 +107,6 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.CompanyNumber, "company-number", "", "the public company number (E.164); several comma-separated, each may name the team its new callers ring: +74950000000=sales,+78120000000=support (the first is the caller ID of calls out)")
 	fs.StringVar(&c.Region, "region", "", "default country for numbers written without + (e.g. RU)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 20*time.Second, "how long one step of the ring order rings")
-	fs.StringVar(&c.PromptsDir, "prompts-dir", "", "a directory of <lang>/<prompt>.wav (8 kHz mono 16-bit) replacing the shipped prompts played to managers' mobiles")
 	fs.StringVar(&c.AliasNumbers, "alias-numbers", "", "a pool of alias numbers (DIDs on the trunk) for managers' mobiles, comma-separated numbers and ranges: +74950000100-+74950000199")
 	fs.DurationVar(&c.AliasQuarantine, "alias-quarantine", 2160*time.Hour, "how long an alias released from its (manager, client) pair rests before another pair gets it")
 	fs.StringVar(&c.PromptsLanguage, "prompts-language", "", "language of the prompts (en, ru, or one --prompts-dir adds); default ru with --region RU, else en")
@@ -117,6 +124,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.Recorder, "recorder", "", `SIPREC recorder URI (sip:recorder@host:port;transport=tcp); empty runs one in this process, "off" records nothing`)
 	fs.StringVar(&c.RecorderSecret, "recorder-secret", "", "shared secret the PBX answers the recorder's digest challenge with (prefer MASKPBX_RECORDER_SECRET); default: <data-dir>/keys/siprec.secret, generated once")
 	fs.IntVar(&c.RecordingRetention, "recording-retention", 0, "days to keep recording audio (in-process recorder); 0 keeps it forever")
+	fs.StringVar(&c.PromptsDir, "prompts-dir", "", "directory of the company's own prompt clips (<lang>/<name>.wav, 8 kHz mono 16-bit PCM), laid over the built-in ones")
 	fs.StringVar(&c.PprofListen, "pprof-listen", "", "address serving Go profiles (/debug/pprof/); empty: none. Never expose it beyond the host")
 	return fs
 }
@@ -134,6 +142,9 @@ func parseConfig(name string, args []string) (Config, error) {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		return c, fmt.Errorf("--log-format must be json or console")
+	}
+	if c.NodeID == "" || len(c.NodeID) > 64 || strings.ContainsFunc(c.NodeID, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return c, fmt.Errorf("--node must be 1 to 64 printable ASCII characters without spaces")
 	}
 	return c, nil
 }

@@ -67,6 +67,17 @@ func startSystemConfig(t *testing.T, tune func(*Config)) *system {
 // startSystemLogged is startSystemConfig writing its log to logger.
 func startSystemLogged(t *testing.T, tune func(*Config), logger *zap.Logger) *system {
 	t.Helper()
+	cfg := systemConfig(t)
+	if tune != nil {
+		tune(&cfg)
+	}
+	return startSystemFrom(t, cfg, logger)
+}
+
+// systemConfig is the configuration of a test system: a fresh database and
+// data dir, the PBX on pbxIP with a free port.
+func systemConfig(t *testing.T) Config {
+	t.Helper()
 	sipPort := testenv.FreePort(t, pbxIP)
 	cfg := Config{
 		DataDir:          t.TempDir(),
@@ -83,10 +94,14 @@ func startSystemLogged(t *testing.T, tune func(*Config), logger *zap.Logger) *sy
 		MediaTimeout:     10 * time.Second,
 		CallsPerMinute:   10,
 		DigestAlgorithms: "MD5", // Debian's SIPp 3.6 has no SHA-256
+		NodeID:           "test-node",
 	}
-	if tune != nil {
-		tune(&cfg)
-	}
+	return cfg
+}
+
+// startSystemFrom runs serve in-process with cfg.
+func startSystemFrom(t *testing.T, cfg Config, logger *zap.Logger) *system {
+	t.Helper()
 	t.Setenv("MASKPBX_ADMIN_TOKEN", adminTok)
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan running, 1)

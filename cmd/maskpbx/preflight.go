@@ -16,6 +16,7 @@ import (
 	"github.com/maskpbx/maskpbx/internal/sipnet"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
+	"github.com/maskpbx/maskpbx/pbx/ivr"
 	"github.com/maskpbx/maskpbx/pbx/media"
 )
 
@@ -140,6 +141,9 @@ func (c Config) validate() error {
 	}
 	if c.SIPRateLimitBlock < 0 {
 		badf("sip-rate-limit-block", "must not be negative")
+	}
+	if _, err := ivr.LoadPrompts(c.PromptsDir); err != nil {
+		bad("prompts-dir", err)
 	}
 	if c.MaxSetups < 0 {
 		badf("max-setups", "must not be negative (0 means the default)")

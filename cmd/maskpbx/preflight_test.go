@@ -115,6 +115,7 @@ func TestBadFlagsFailAtOnce(t *testing.T) {
 		{"trunk register negative", func(c *Config) { c.TrunkUsername, c.TrunkRegister = "acct", -time.Second }, "--trunk-register"},
 		{"trunk password without username", func(c *Config) { c.TrunkPassword = "secret" }, "--trunk-username"},
 		{"trunk username with a quote", func(c *Config) { c.TrunkUsername = `a"b` }, "--trunk-username"},
+		{"prompts dir missing", func(c *Config) { c.PromptsDir = "/nonexistent/prompts" }, "--prompts-dir"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := preflightConfig(t)
@@ -128,6 +129,22 @@ func TestBadFlagsFailAtOnce(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("prompts dir with a bad clip", func(t *testing.T) {
+		cfg := preflightConfig(t)
+		cfg.PromptsDir = t.TempDir()
+		clip := filepath.Join(cfg.PromptsDir, "ru", "goodbye.wav")
+		if err := os.MkdirAll(filepath.Dir(clip), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(clip, []byte("ID3 an mp3, not a WAV"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := serveFails(t, cfg)
+		if !strings.Contains(err.Error(), "--prompts-dir") || !strings.Contains(err.Error(), clip) {
+			t.Fatalf("error %q does not name --prompts-dir and %s", err, clip)
+		}
+	})
 
 	t.Run("every bad flag at once", func(t *testing.T) {
 		cfg := preflightConfig(t)

@@ -149,7 +149,7 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 		defer nc.Close()
 		// The recorder's user may not change the PBX's stream: open it only.
 		publisher, stopPublisher, err := startPublisher(ctx, js, events.OpenStream, logger,
-			"recording events not flushed; the journal repeats them at the next start")
+			"recording events not flushed; the journal repeats them at the next start", "")
 		if err != nil {
 			return err
 		}

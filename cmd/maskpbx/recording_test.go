@@ -418,21 +418,24 @@ func grep(text, word string) string {
 	return strings.Join(out, "\n")
 }
 
-// recorderProcess runs `maskpbx recorder` as a process of its own: this
-// test binary, re-executed into TestRecorderProcess.
-type recorderProcess struct {
+// childProcess runs a maskpbx command as a process of its own: this test
+// binary, re-executed into the test that runs the command (TestRecorderProcess,
+// TestServeProcess), which reads its arguments from an environment variable.
+type childProcess struct {
 	t    *testing.T
-	args []string
+	name string
 	cmd  *exec.Cmd
-	out  bytes.Buffer
+	out  testenv.SyncBuffer
 	done chan error
 }
 
-func startRecorderProcess(t *testing.T, addr string, args ...string) *recorderProcess {
+// startChildProcess starts the command that test runs with args, and waits
+// until it listens on addr (TCP).
+func startChildProcess(t *testing.T, test, env, addr string, args ...string) *childProcess {
 	t.Helper()
-	p := &recorderProcess{t: t, args: args, done: make(chan error, 1)}
-	p.cmd = exec.Command(os.Args[0], "-test.run=^TestRecorderProcess$")
-	p.cmd.Env = append(os.Environ(), "MASKPBX_RECORDER_PROCESS="+strings.Join(args, "\x1f"))
+	p := &childProcess{t: t, name: test, done: make(chan error, 1)}
+	p.cmd = exec.Command(os.Args[0], "-test.run=^"+test+"$")
+	p.cmd.Env = append(os.Environ(), env+"="+strings.Join(args, "\x1f"))
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -446,42 +449,54 @@ func startRecorderProcess(t *testing.T, addr string, args ...string) *recorderPr
 			_ = p.cmd.Process.Kill()
 		}
 		if t.Failed() {
-			t.Logf("recorder process output:\n%s", p.out.String())
+			t.Logf("%s output:\n%s", p.name, p.out.String())
 		}
 	})
-	if !testenv.WaitFor(20*time.Second, func() bool { return listening(addr, p.done) }) {
-		t.Fatalf("recorder process does not listen on %s:\n%s", addr, p.out.String())
+	if !testenv.WaitFor(30*time.Second, func() bool { return listening(addr, p.done) }) {
+		t.Fatalf("%s does not listen on %s:\n%s", test, addr, p.out.String())
 	}
 	select {
 	case err := <-p.done:
 		p.done <- err
-		t.Fatalf("recorder process exited: %v\n%s", err, p.out.String())
+		t.Fatalf("%s exited: %v\n%s", test, err, p.out.String())
 	default:
 	}
 	return p
 }
 
+func startRecorderProcess(t *testing.T, addr string, args ...string) *childProcess {
+	t.Helper()
+	return startChildProcess(t, "TestRecorderProcess", "MASKPBX_RECORDER_PROCESS", addr, args...)
+}
+
 // kill ends the process the hard way: no deferred code, no flushing.
-func (p *recorderProcess) kill() {
+func (p *childProcess) kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.done
 	p.done <- nil
 }
 
-// TestRecorderProcess is the recorder process of TestRecorderKilledMidCall;
-// run on its own it does nothing.
-func TestRecorderProcess(t *testing.T) {
-	args := os.Getenv("MASKPBX_RECORDER_PROCESS")
+// runChildCommand is the body of a child process's test: it runs command
+// with the arguments in env (skipping when env is empty: run on its own, the
+// test does nothing) and exits.
+func runChildCommand(t *testing.T, env string, command func(context.Context, []string) error) {
+	args := os.Getenv(env)
 	if args == "" {
-		t.Skip("the recorder process of TestRecorderKilledMidCall")
+		t.Skip("a child process of another test")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	if err := recorderCommand(ctx, strings.Split(args, "\x1f")); err != nil {
-		fmt.Fprintln(os.Stderr, "recorder:", err)
+	if err := command(ctx, strings.Split(args, "\x1f")); err != nil {
+		fmt.Fprintln(os.Stderr, env, err)
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// TestRecorderProcess is the recorder process of TestRecorderKilledMidCall;
+// run on its own it does nothing.
+func TestRecorderProcess(t *testing.T) {
+	runChildCommand(t, "MASKPBX_RECORDER_PROCESS", recorderCommand)
 }
 
 // TestRecorderKilledMidCall: the recorder runs as its own process and is

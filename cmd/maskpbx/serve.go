@@ -46,6 +46,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err := cfg.validate(); err != nil {
 		return err
 	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = defaultNodeID()
+	}
 	// No line of any component carries a phone number, in any spelling.
 	logger = logging.Redacted(logger)
 	ports, err := bindPorts(cfg)
@@ -122,7 +125,8 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		}
 	}
 
-	publisher, stopPublisher, err := startPublisher(ctx, js, events.EnsureStream, logger, "call events not flushed")
+	publisher, stopPublisher, err := startPublisher(ctx, js, events.EnsureStream, logger,
+		"call events not flushed; they are sent at the next start", filepath.Join(cfg.DataDir, "events.spool"))
 	if err != nil {
 		return err
 	}
@@ -140,7 +144,16 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
+	cluster, err := pbx.OpenCluster(ctx, js)
+	if err != nil {
+		return err
+	}
+	nonceKey, err := pbx.NonceKey(ctx, cluster)
+	if err != nil {
+		return err
+	}
 	sip, err := pbx.NewServer(pbx.Config{
+		NonceKey:         nonceKey,
 		Listen:           cfg.SIPListen,
 		TLSListen:        tlsListen,
 		TLS:              tlsConfig,
@@ -162,12 +175,14 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
-	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs}
+	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs,
+		Cursor: pbx.NewCursor(cluster, logger.Named("routing"))}
 	if err := store.AddAliasNumbers(ctx, callCfg.AliasNumbers); err != nil {
 		return fmt.Errorf("--alias-numbers: %w", err)
 	}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
+	callCfg.Node = cfg.NodeID
 	rec, err := setupRecording(cfg.Recorder, cfg.RecorderSecret, cfg.RecordingRetention, cfg.DataDir, sip, store, publisher, logger)
 	if err != nil {
 		return err
@@ -212,6 +227,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	routes.Handle("/", web)
 	httpLn := ports.http
 	httpServer := &http.Server{Handler: routes, ReadHeaderTimeout: 10 * time.Second}
+
+	// Before the node takes a call: whatever it left open died with it.
+	closeOrphanedCalls(ctx, store, publisher, cfg.NodeID, logger)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sip.Serve(gctx) })

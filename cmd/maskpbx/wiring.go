@@ -158,14 +158,21 @@ const publisherFlushTimeout = 10 * time.Second
 // events.EnsureStream or, for a recorder, events.OpenStream) and starts the
 // process's event publisher. stop flushes what is still queued, waiting at
 // most publisherFlushTimeout, and logs unflushed (what a lost queue means for
-// this process) if that fails.
+// this process) if that fails. With a spool file the outbox is kept on disk
+// too (events.Publisher.Spool); "" keeps it in memory only.
 func startPublisher(ctx context.Context, js jetstream.JetStream,
 	stream func(context.Context, jetstream.JetStream) (jetstream.Stream, error),
-	logger *zap.Logger, unflushed string) (p *events.Publisher, stop func(), err error) {
+	logger *zap.Logger, unflushed, spool string) (p *events.Publisher, stop func(), err error) {
 	if _, err := stream(ctx, js); err != nil {
 		return nil, nil, err
 	}
 	p = events.NewPublisher(js, logger.Named("events"))
+	if spool != "" {
+		if err := p.Spool(spool); err != nil {
+			_ = p.Close(ctx)
+			return nil, nil, err
+		}
+	}
 	stop = func() {
 		flush, cancel := context.WithTimeout(context.Background(), publisherFlushTimeout)
 		defer cancel()

@@ -29,17 +29,17 @@ const (
 const RecorderInboxPrefix = "_INBOX.recorder"
 
 // The subjects below spell the CALLS stream (events.StreamName, subjects
-// events.SubjectAll) and the REGISTRATIONS bucket (pbx.RegistrationsBucket)
-// out: bus cannot import those packages (their tests import bus).
+// events.SubjectAll), the REGISTRATIONS bucket (pbx.RegistrationsBucket)
+// and the CLUSTER bucket (pbx.ClusterBucket) out: bus cannot import those packages (their tests import bus).
 
-// pbxPermissions: registrations KV, call events, the JetStream API, acks
+// pbxPermissions: registrations and cluster KV, call events, the JetStream API, acks
 // and flow control of its consumers, and replies.
 var pbxPermissions = &server.Permissions{
 	Publish: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "calls.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "calls.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>",
 	}},
 	Subscribe: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "calls.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "calls.>", "_INBOX.>",
 	}},
 }
 

@@ -114,6 +114,7 @@ func TestRecorderUserPermissions(t *testing.T) {
 	const madeUp = "22222222-2222-4222-8222-222222222222"
 	for _, subject := range []string{
 		"$KV.REGISTRATIONS.manager-1.attacker", // a contact pointing at the attacker
+		"$KV.CLUSTER.new-callers",              // steering new callers to one manager
 		"calls." + madeUp + ".offered",         // a call that never was
 		"calls." + madeUp + ".answered",
 		"calls." + madeUp + ".ended",

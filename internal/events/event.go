@@ -43,6 +43,9 @@ const (
 	HangupClient  = "client"
 	HangupManager = "manager"
 	HangupSystem  = "system"
+	// HangupNodeLost: the node handling the call died; a restarted node or
+	// a survivor closed its CDR.
+	HangupNodeLost = "node_lost"
 )
 
 // Event is one JSON message on the CALLS stream. It names people by id only:
@@ -63,6 +66,9 @@ type Event struct {
 	// its press-1 whisper (MobileAccepted, MobileDeclined, MobileTimedOut).
 	Via    string `json:"via,omitempty"`
 	Mobile string `json:"mobile,omitempty"`
+	// Node names the pbx node handling the call (--node), so a node that
+	// restarts, or a survivor, can close the calls a dead node left open.
+	Node string `json:"node,omitempty"`
 }
 
 // ViaMobile is Event.Via of a call the manager took on his corporate mobile.
@@ -84,7 +90,7 @@ var (
 		DispositionAnswered: true, DispositionMissed: true, DispositionBusy: true, DispositionRejected: true,
 		DispositionFailed: true, DispositionCancelled: true, DispositionNoAnswer: true, DispositionOverload: true,
 	}
-	hangupSides = map[string]bool{HangupClient: true, HangupManager: true, HangupSystem: true}
+	hangupSides = map[string]bool{HangupClient: true, HangupManager: true, HangupSystem: true, HangupNodeLost: true}
 	mobileEnds  = map[string]bool{"": true, MobileAccepted: true, MobileDeclined: true, MobileTimedOut: true}
 )
 

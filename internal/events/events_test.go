@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -222,5 +224,80 @@ func TestOutboxSurvivesNATSRestart(t *testing.T) {
 		if _, err := stream.GetLastMsgForSubject(ctx, "calls."+callID+"."+string(k)); err != nil {
 			t.Fatalf("%s: %v", k, err)
 		}
+	}
+}
+
+// TestSpoolSurvivesCrash: events queued while NATS is down are on disk; the
+// process dies (its retry loop stopped, nothing flushed, the last line half
+// written); the next start's publisher, on the same spool, sends them all
+// once NATS is back, and empties the file.
+func TestSpoolSurvivesCrash(t *testing.T) {
+	ctx := context.Background()
+	dir, port := t.TempDir(), testenv.FreePort(t, "127.0.0.1")
+	spool := filepath.Join(t.TempDir(), "outbox.jsonl")
+	users := bus.NewUsers()
+	srv, err := bus.StartEmbedded(dir, "127.0.0.1", port, users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := connect(t, testenv.WithCredentials(srv.URL(), bus.UserPBX, users.PBX))
+	if _, err := EnsureStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	dead := NewPublisher(js, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
+	if err := dead.Spool(spool); err != nil {
+		t.Fatal(err)
+	}
+	callID := newUUID()
+	offered := Event{Kind: Offered, CallID: callID, Direction: Inbound}
+	if err := dead.Publish(ctx, offered); err != nil { // NATS up: sent, not spooled
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	for _, e := range []Event{{Kind: Ringing, CallID: callID, Direction: Inbound},
+		{Kind: Ended, CallID: callID, Direction: Inbound, Disposition: DispositionMissed, HangupSide: HangupClient}} {
+		if err := dead.Publish(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The crash: the retry loop is gone, nothing was flushed; the write in
+	// flight was cut short.
+	dead.stopLoop()
+	<-dead.done
+	f, err := os.OpenFile(spool, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString(`{"event_id":"cut-sh`)
+	f.Close()
+
+	srv, err = bus.StartEmbedded(dir, "127.0.0.1", port, users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	next := NewPublisher(js, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
+	if err := next.Spool(spool); err != nil {
+		t.Fatal(err)
+	}
+	if n := next.Queued(); n != 2 {
+		t.Fatalf("the next start queued %d events from the spool, want 2", n)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := next.Close(cctx); err != nil {
+		t.Fatalf("close after NATS is back: %v", err)
+	}
+	stream, err := js.Stream(ctx, StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []Kind{Offered, Ringing, Ended} {
+		if _, err := stream.GetLastMsgForSubject(ctx, "calls."+callID+"."+string(k)); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+	}
+	if info, err := os.Stat(spool); err != nil || info.Size() != 0 {
+		t.Fatalf("spool after the flush: %v, %v: want empty", info, err)
 	}
 }

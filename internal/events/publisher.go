@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"time"
 
@@ -36,14 +37,16 @@ type pending struct {
 // them, oldest first, until they are stored; JetStream's duplicate window
 // drops any copy that got through twice. It is safe for concurrent use.
 //
-// The outbox lives in this process: a crash while NATS is down loses what it
-// holds. Close flushes it on an orderly shutdown.
+// The outbox lives in this process unless Spool gives it a file: then a
+// crash while NATS is down loses nothing, the next start sends what it held.
+// Close flushes it on an orderly shutdown.
 type Publisher struct {
 	js     jetstream.JetStream
 	logger *zap.Logger
 
 	mu      sync.Mutex
 	outbox  []pending
+	spool   *os.File      // the outbox on disk, one event's JSON per line; nil: memory only
 	emptied chan struct{} // closed when the outbox becomes empty; nil while it is
 	closed  bool
 
@@ -133,6 +136,10 @@ func (p *Publisher) enqueue(m pending) error {
 			zap.String("call_id", m.callID), zap.String("event", string(m.kind)))
 		return ErrOutboxFull
 	}
+	if err := p.spoolAppend(m); err != nil {
+		p.logger.Error("call event not spooled to disk: a crash before NATS is back loses it",
+			zap.String("event_id", m.id), zap.String("call_id", m.callID), zap.Error(err))
+	}
 	if len(p.outbox) == 0 {
 		p.emptied = make(chan struct{})
 	}
@@ -209,6 +216,7 @@ func (p *Publisher) pop() {
 		p.outbox = nil
 		close(p.emptied)
 		p.emptied = nil
+		p.spoolEmpty()
 	}
 }
 
@@ -246,7 +254,16 @@ func (p *Publisher) Close(ctx context.Context) error {
 	lost := p.outbox
 	p.outbox = nil
 	p.mu.Unlock()
+	spooled := p.spool != nil
+	if spooled {
+		_ = p.spool.Close()
+	}
 	for _, m := range lost {
+		if spooled {
+			p.logger.Warn("call event kept on disk for the next start", zap.String("event_id", m.id),
+				zap.String("call_id", m.callID), zap.String("event", string(m.kind)))
+			continue
+		}
 		p.logger.Error("call event lost at shutdown", zap.String("event_id", m.id),
 			zap.String("call_id", m.callID), zap.String("event", string(m.kind)))
 	}

@@ -17,11 +17,15 @@ const eventCodes = "0123456789*#ABCD"
 // retransmissions of their end packets.
 const recentEvents = 8
 
-// longEvent is the duration beyond which a sender that holds a key for
-// more than 0xFFFF samples (8 s) goes on with a new timestamp (RFC 4733
-// §2.5.1.3): a segment of that length with no end is continued, not
-// repeated.
-const longEvent = 0xFF00
+// A sender that holds a key for more than 0xFFFF samples (8 s) goes on
+// with a new event whose timestamp is the old one plus that duration (RFC
+// 4733 §2.5.1.3). A packet of the same key, no end seen, at least
+// longEvent into the old segment and starting where it stopped (within
+// segmentSlack), continues it: it is no new digit.
+const (
+	longEvent    = 0xFF00
+	segmentSlack = sampleRate / 10
+)
 
 type eventKey struct {
 	ts   uint32
@@ -54,7 +58,9 @@ func (r *eventReader) packet(ts uint32, payload []byte) (d rune, ok, valid bool)
 		}
 		return 0, false, true
 	}
-	continued := r.n > 0 && !r.ended && r.last.code == key.code && r.dur >= longEvent
+	delta := key.ts - r.last.ts
+	continued := r.n > 0 && !r.ended && r.last.code == key.code && r.dur >= longEvent &&
+		delta >= uint32(r.dur)-segmentSlack && delta <= 0xFFFF+segmentSlack
 	r.recent[r.n%recentEvents] = key
 	r.n++
 	r.last, r.ended, r.dur = key, end, dur

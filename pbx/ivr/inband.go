@@ -32,7 +32,7 @@ const (
 	normalTwist  = 6.31 // 8 dB, as a power ratio
 	reverseTwist = 2.51 // 4 dB
 	relativePeak = 6.31 // 8 dB
-	minToneShare = 0.7
+	minToneShare = 0.8
 )
 
 // minTonePower is the Goertzel power of a tone of minToneLevel over a block.

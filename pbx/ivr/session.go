@@ -47,6 +47,10 @@ const (
 	// maxReadErrors ends a session whose socket keeps failing.
 	maxReadErrors = 100
 
+	// sameKeyWindow is how long after tones gave a digit the first RFC
+	// 4733 event of the same digit is taken for the same key press.
+	sameKeyWindow = 500 * time.Millisecond
+
 	// readBuffer fits any datagram the port accepts.
 	readBuffer = 1500
 )
@@ -82,7 +86,10 @@ type Session struct {
 // sends and in-band detection listens to), dtmfPT the telephone-event
 // payload type negotiated (0: none, digits come in-band only). The port
 // must be plain RTP and not bridged; it stays the caller's to close, and
-// Stop gives it back for media.Bridge.
+// Stop gives it back for media.Bridge. A session has no media timeout of
+// its own: the flow bounds its waits with their contexts. Start fails with
+// ErrBadCodec, or media.ErrBadLeg for a port that is closed, bridged or in
+// another session.
 func Start(port *media.Port, codec media.Codec, dtmfPT uint8, logger *zap.Logger) (*Session, error) {
 	s := &Session{
 		codec:    codec,
@@ -254,7 +261,9 @@ func (s *Session) Stop() *media.Port {
 // read is the session's reader goroutine: it feeds telephone-event packets
 // to the RFC 4733 decoder and audio to the in-band detector. Once the peer
 // has sent an event, in-band detection stops: a gateway that sends both
-// would otherwise give each digit twice.
+// would otherwise give each digit twice. The first event is not a new
+// digit if the tones just gave the same one (its start packet was lost and
+// the tones were heard first).
 func (s *Session) read() {
 	defer close(s.readDone)
 	buf := make([]byte, readBuffer)
@@ -264,6 +273,8 @@ func (s *Session) read() {
 	var events eventReader
 	var tones toneDetector
 	inband := true
+	var lastTone rune
+	var lastToneAt time.Time
 	failures := 0
 	for {
 		err := s.ep.ReadRTP(buf, &pkt)
@@ -284,8 +295,9 @@ func (s *Session) read() {
 		switch {
 		case s.dtmfPT != 0 && pkt.PayloadType == s.dtmfPT:
 			if d, ok, valid := events.packet(pkt.Timestamp, pkt.Payload); valid {
+				heard := inband && d == lastTone && time.Since(lastToneAt) < sameKeyWindow
 				inband = false
-				if ok {
+				if ok && !heard {
 					s.emit(d, "rfc4733")
 				}
 			}
@@ -295,6 +307,7 @@ func (s *Session) read() {
 				samples[i] = s.decode[b]
 			}
 			for _, d := range tones.feed(samples[:n], found[:0]) {
+				lastTone, lastToneAt = d, time.Now()
 				s.emit(d, "inband")
 			}
 		}

@@ -12,14 +12,14 @@ const sampleRate = audio.SampleRate
 // Tone levels as 16-bit peak amplitudes. 0 dBm0 (G.711's reference level)
 // is a sine of peak 22,700 on this scale.
 const (
-	ringbackLevel = 2800 // about -18 dBm0, near ETSI's -19 dBm0 for ringing tone
+	ringbackLevel = 2800 // about -18 dBm0
 	beepLevel     = 5700 // about -12 dBm0
 	dtmfLevel     = 5100 // about -13 dBm0 per frequency, as phones send
 )
 
-// Ringback is d of ringing tone as a caller in Europe and Russia knows it
-// (ETSI ES 201 970, the CEPT tone): 425 Hz, 1 s on, 4 s off, starting with
-// the tone. A caller held while a manager's mobile takes the whisper hears
+// Ringback is d of ringing tone as callers across Europe know it (the CEPT
+// tone, not the North American 440 + 480 Hz): 425 Hz, 1 s on, 4 s off,
+// starting with the tone. A caller held while a manager's mobile takes the whisper hears
 // this; Play it in a loop for longer waits.
 func Ringback(d time.Duration) []int16 {
 	n := samplesOf(d)

@@ -2,7 +2,9 @@
 // --rtp-ports range, symmetric latching restricted to the IPs the signalling
 // named, RTP/RTCP forwarding between two legs under the relay's own SSRCs
 // with RTCP identity scrubbed, SRTP on secure legs (SDES keys from
-// a=crypto), media timeouts, and the PBX's own SDP. The payload formats it
+// a=crypto), media timeouts, the PBX's own SDP, and the PBX's own end of a
+// leg's media (Endpoint, for pbx/ivr's prompts and digits) under the same
+// latching rules. The payload formats it
 // negotiates (Codec, read from rtpmap/fmtp) are internal/audio's, shared
 // with the recorder.
 //

@@ -31,8 +31,9 @@ func monotime() int64 { return int64(time.Since(epoch)) + 1 }
 // RTCP on the next one. It learns where to send from SDP (SetRemote) and
 // then from the packets themselves (symmetric latching, for phones behind
 // NAT), taking packets only from the IPs the signalling named: the SDP's and
-// those of SetAllowedSources. A Bridge reads its sockets; Close returns it
-// to its pool.
+// those of SetAllowedSources. A Bridge reads its sockets (or, before one,
+// an Endpoint: the PBX itself as the peer's far end); Close returns it to
+// its pool.
 type Port struct {
 	pool      *PortPool
 	rtp, rtcp *net.UDPConn

@@ -19,6 +19,19 @@ func newTestPool(tb testing.TB, ip string, min, max int) *PortPool {
 	return pool
 }
 
+// allocatePair allocates two ports from pool, for the two legs of a call.
+func allocatePair(tb testing.TB, pool *PortPool) (a, b *Port) {
+	tb.Helper()
+	var err error
+	if a, err = pool.Allocate(); err != nil {
+		tb.Fatal(err)
+	}
+	if b, err = pool.Allocate(); err != nil {
+		tb.Fatal(err)
+	}
+	return a, b
+}
+
 func TestParsePortRange(t *testing.T) {
 	tests := []struct {
 		in       string

@@ -33,6 +33,8 @@ import (
 //     and unblocks the readers) and closes done.
 //     Stop, the timeout, and a reader whose socket failed all go through end.
 //   - The Relay owns both Ports from Bridge on: nobody else reads them.
+//     Bridge refuses a port an Endpoint holds (endpoint.go); Release
+//     leaves no reader behind and no read deadline set.
 //     Call control may still Close a Port (Close is idempotent); the relay
 //     then ends with ErrStopped.
 //   - A secure leg's SRTP contexts belong to the goroutines that use them;

@@ -114,18 +114,13 @@ type call struct {
 func newCall(tb testing.TB, min int, opts BridgeOptions) *call {
 	tb.Helper()
 	c := &call{pool: newTestPool(tb, "127.0.0.1", min, min+3)}
-	var err error
-	if c.a, err = c.pool.Allocate(); err != nil {
-		tb.Fatal(err)
-	}
-	if c.b, err = c.pool.Allocate(); err != nil {
-		tb.Fatal(err)
-	}
+	c.a, c.b = allocatePair(tb, c.pool)
 	c.alice, c.bob = newEndpoint(tb, "127.0.0.2"), newEndpoint(tb, "127.0.0.3")
 	c.a.SetRemote(addrOf(c.alice.rtp))
 	c.a.SetRemoteRTCP(addrOf(c.alice.rtcp))
 	c.b.SetRemote(addrOf(c.bob.rtp))
 	c.b.SetRemoteRTCP(addrOf(c.bob.rtcp))
+	var err error
 	if c.relay, err = Bridge(c.a, c.b, opts); err != nil {
 		tb.Fatal(err)
 	}
@@ -829,14 +824,7 @@ func measureBridgeMemory(tb testing.TB, n int, forked bool) bridgeCost {
 	g0 := runtime.NumGoroutine()
 	relays := make([]*Relay, 0, n)
 	for range n {
-		a, err := pool.Allocate()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		b, err := pool.Allocate()
-		if err != nil {
-			tb.Fatal(err)
-		}
+		a, b := allocatePair(tb, pool)
 		a.SetRemote(addrOf(alice.rtp))
 		b.SetRemote(addrOf(bob.rtp))
 		var opts BridgeOptions

@@ -320,14 +320,7 @@ func TestSRTPStrangerCannotHijack(t *testing.T) {
 func TestBridgeRejectsBadSRTPKeys(t *testing.T) {
 	t.Parallel()
 	pool := newTestPool(t, "127.0.0.1", 22340, 22343)
-	a, err := pool.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := pool.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := allocatePair(t, pool)
 	k := newMasterKey()
 	for name, keys := range map[string]*SRTPKeys{
 		"no suite":    {Local: newMasterKey(), Remote: newMasterKey()},
