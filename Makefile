@@ -5,7 +5,7 @@ BIN := bin/maskpbx
 PG_PORT ?= 55432
 VAR := $(CURDIR)/var
 
-.PHONY: all build run test readme-check deps vet bench clean pg-start pg-stop
+.PHONY: all build run test readme-check deps vet bench clean pg-start pg-stop image
 
 all: build
 
@@ -25,6 +25,12 @@ run:
 	@echo "make run: starting Postgres under $(VAR)/pg (127.0.0.1:$(PG_PORT))..." >&2
 	@./deploy/pg.sh start $(VAR)/pg $(PG_PORT)
 	@./deploy/run.sh $(BIN) $(PG_PORT)
+
+# make image: the container image as bin/maskpbx-image.tar (docker-archive,
+# no base image pulled, no daemon needed), loaded into podman or docker when
+# one runs here.
+image:
+	@GO=$(GO) ./deploy/image.sh
 
 pg-start:
 	@./deploy/pg.sh start $(VAR)/pg $(PG_PORT)
