@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -28,6 +29,23 @@ func (s *system) setMobile(managerID, number, policy string, afterS int) {
 	if st := s.call("PUT", "/api/v1/managers/"+managerID+"/mobile", adminTok, body, nil); st != 200 {
 		s.t.Fatalf("set mobile: %d", st)
 	}
+}
+
+// mobileNetwork starts the trunk's SIPp UAS (trunk_uas.xml) as the
+// mobile's network and waits until it holds the trunk's address: a SIPp
+// started without -p (the trunk calling in) takes 5060 if it is free.
+func mobileNetwork(t *testing.T, mode string, hangup bool, rtpPort int) *testenv.SIPp {
+	t.Helper()
+	p := trunkUAS(t, mode, hangup, rtpPort)
+	addr := &net.UDPAddr{IP: net.ParseIP(trunkIP), Port: 5060}
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		c, err := net.ListenUDP("udp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, "the trunk's SIPp listening")
+	return p
 }
 
 // assertMobileLegClean fails if a message the trunk received for a mobile
@@ -113,7 +131,7 @@ func TestMobileRing(t *testing.T) {
 		clientRTP := testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", trunkIP, port))
 		mobRTP := testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", trunkIP, port+2))
 		annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
-		network := trunkUAS(t, "answer", false, port+2)
+		network := mobileNetwork(t, "answer", false, port+2)
 		start := time.Now()
 		tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
 			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
@@ -152,7 +170,7 @@ func TestMobileRing(t *testing.T) {
 		clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42020")
 		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42022")
 		annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
-		network := trunkUAS(t, "answer", false, 42022)
+		network := mobileNetwork(t, "answer", false, 42022)
 		bobPh := testenv.StartSIPp(t, "bob", testenv.SIPpOptions{
 			Scenario: "phone_answer.xml", LocalIP: bobIP, Port: 5071, Remote: s.sipAddr, Timeout: 60 * time.Second,
 			Keys: map[string]string{"rtp_ip": bobIP, "rtp_port": "42024"},
@@ -225,7 +243,7 @@ func TestMobileDialsClient(t *testing.T) {
 	t.Run("the mobile types the client code and is connected through the trunk", func(t *testing.T) {
 		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42100")
 		clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42102")
-		network := trunkUAS(t, "answer", false, 42102)
+		network := mobileNetwork(t, "answer", false, 42102)
 		mob := mobileCallsIn(t, s, 42100, "yes", 9000)
 		toMobile := pbxMediaAddr(t, mob, 10*time.Second)
 		typeCodes(t, mobRTP, toMobile, acme.Code)
@@ -254,7 +272,7 @@ func TestMobileDialsClient(t *testing.T) {
 
 	t.Run("another manager's client, an unknown code: three wrong codes and goodbye; nothing reaches a client", func(t *testing.T) {
 		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42110")
-		network := trunkUAS(t, "answer", false, 42112)
+		network := mobileNetwork(t, "answer", false, 42112)
 		before := s.auditCount("call.mobile_dial", "manager:"+anna.ID, "refused")
 		mob := mobileCallsIn(t, s, 42110, "no", 0)
 		toMobile := pbxMediaAddr(t, mob, 10*time.Second)
@@ -277,7 +295,7 @@ func TestMobileDialsClient(t *testing.T) {
 			t.Fatalf("dismiss: %d", st)
 		}
 		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42120")
-		network := trunkUAS(t, "answer", false, 42122)
+		network := mobileNetwork(t, "answer", false, 42122)
 		p := testenv.StartSIPp(t, "dismissed mobile", testenv.SIPpOptions{
 			Scenario: "trunk_rejected.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 15 * time.Second,
 			Keys: map[string]string{"company": "74950000000", "caller": annaMobile, "cline": "c=IN IP4 " + trunkIP, "mline": "m=audio 42120 RTP/AVP 0 101"},
@@ -306,7 +324,7 @@ func TestMobileRecording(t *testing.T) {
 
 	clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42200")
 	mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42202")
-	network := trunkUAS(t, "answer", false, 42202)
+	network := mobileNetwork(t, "answer", false, 42202)
 	tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
 		Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
 		Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "42200"},
@@ -370,7 +388,7 @@ func TestClickToCallViaMobile(t *testing.T) {
 
 	t.Run("the mobile rings first, from the company number, with nothing of the client", func(t *testing.T) {
 		s.setMobile(anna.ID, annaMobile, "off", 0) // the policy is for calls in; via mobile rings it anyway
-		network := trunkUAS(t, "ring", false, 42302)
+		network := mobileNetwork(t, "ring", false, 42302)
 		var c callResp
 		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID, "via": "mobile"}, &c); st != 202 {
 			t.Fatalf("POST /calls via mobile: %d", st)
@@ -409,7 +427,7 @@ func TestAliasNumbers(t *testing.T) {
 	t.Run("the mobile is rung from the pair's alias", func(t *testing.T) {
 		clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42400")
 		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42402")
-		network := trunkUAS(t, "answer", false, 42402)
+		network := mobileNetwork(t, "answer", false, 42402)
 		tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
 			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
 			Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "42400"},
@@ -427,7 +445,7 @@ func TestAliasNumbers(t *testing.T) {
 	t.Run("calling the alias from the mobile connects to the client, no code", func(t *testing.T) {
 		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42410")
 		clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42412")
-		network := trunkUAS(t, "answer", false, 42412)
+		network := mobileNetwork(t, "answer", false, 42412)
 		mob := testenv.StartSIPp(t, "mobile", testenv.SIPpOptions{
 			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
 			Keys: map[string]string{"company": "74950000100", "caller": annaMobile, "rtp_ip": trunkIP, "rtp_port": "42410"},
@@ -448,7 +466,7 @@ func TestAliasNumbers(t *testing.T) {
 	t.Run("a stranger calling the alias calls the company", func(t *testing.T) {
 		// Nobody's phone is registered and the only mobile is anna's: the
 		// stranger rings her mobile like a call to the company number.
-		network := trunkUAS(t, "ring", false, 42422)
+		network := mobileNetwork(t, "ring", false, 42422)
 		tr := trunkCall(t, s, "+79260000001", 42420, true, 500)
 		if d, err := network.LogValue("DIALLED", 10*time.Second); err != nil || !strings.HasPrefix(d, annaMobile+" ") {
 			t.Fatalf("the trunk was asked for %q (%v), want anna's mobile (the company's ring plan)", d, err)
@@ -470,7 +488,7 @@ func TestAliasNumbers(t *testing.T) {
 		if n, err := s.run.Store.PairAlias(ctx, anna.ID, bolt.ID, pool, 5*time.Second); !errors.Is(err, storage.ErrNoAlias) {
 			t.Fatalf("a quarantined alias was given out: %q %v", n, err)
 		}
-		network := trunkUAS(t, "answer", false, 42432)
+		network := mobileNetwork(t, "answer", false, 42432)
 		mob := testenv.StartSIPp(t, "mobile", testenv.SIPpOptions{
 			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 30 * time.Second,
 			Keys: map[string]string{"company": "74950000100", "caller": annaMobile, "rtp_ip": trunkIP, "rtp_port": "42430"},
