@@ -69,11 +69,7 @@ func (s *Server) removeMobile(w http.ResponseWriter, r *http.Request, p Principa
 }
 
 func (s *Server) revealMobile(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var req revealRequest
-	if err := decode(r, &req); err != nil {
-		return err
-	}
-	reason, err := auditReason(req.Reason)
+	reason, err := decodeReason(r)
 	if err != nil {
 		return err
 	}

@@ -47,8 +47,6 @@ type mobileRing struct {
 	client  *storage.Client // the caller, if he is a client (for aliases)
 	whisper [][]int16
 	legs    map[*outLeg]*mobileLeg
-	// outcome is the last answered mobile's: accepted, declined, timed out.
-	outcome string
 }
 
 // mobileLeg is the media side of one INVITE to a mobile.

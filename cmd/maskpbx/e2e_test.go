@@ -237,12 +237,20 @@ func assertNoLeak(t *testing.T, phone *testenv.SIPp, callerE164 string, clientCo
 		if clientCode != "" {
 			clean = strings.ReplaceAll(clean, clientCode, "<code>")
 		}
-		for i := 0; i+4 <= len(digits); i++ {
-			if strings.Contains(clean, digits[i:i+4]) {
-				t.Fatalf("the phone received digit run %q of the caller's number:\n%s", digits[i:i+4], m)
-			}
+		if run := digitRun(clean, digits); run != "" {
+			t.Fatalf("the phone received digit run %q of the caller's number:\n%s", run, m)
 		}
 	}
+}
+
+// digitRun is the first 4-digit run of digits that s contains, or "".
+func digitRun(s, digits string) string {
+	for i := 0; i+4 <= len(digits); i++ {
+		if strings.Contains(s, digits[i:i+4]) {
+			return digits[i : i+4]
+		}
+	}
+	return ""
 }
 
 func addrPort(t *testing.T, ip, port string) netip.AddrPort {

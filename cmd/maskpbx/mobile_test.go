@@ -62,10 +62,8 @@ func assertMobileLegClean(t *testing.T, network *testenv.SIPp, client apiClient,
 		if strings.Contains(m, client.Code) || strings.Contains(m, client.Name) {
 			t.Fatalf("the mobile's leg carries the client's code or name:\n%s", m)
 		}
-		for i := 0; i+4 <= len(digits); i++ {
-			if strings.Contains(clean, digits[i:i+4]) {
-				t.Fatalf("the mobile's leg carries digit run %q of the client's number:\n%s", digits[i:i+4], m)
-			}
+		if run := digitRun(clean, digits); run != "" {
+			t.Fatalf("the mobile's leg carries digit run %q of the client's number:\n%s", run, m)
 		}
 	}
 }
@@ -133,11 +131,7 @@ func TestMobileRing(t *testing.T) {
 		annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
 		network := mobileNetwork(t, "answer", false, port+2)
 		start := time.Now()
-		tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
-			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
-			Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": fmt.Sprint(port)},
-			Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "3000"},
-		})
+		tr := trunkCalls(t, s, acmeNumber, company, port, "yes", 3000)
 		toMobile := acceptOnMobile(t, network, company, mobRTP, clientRTP, press(mobRTP))
 		if d := time.Since(start); d < 3*time.Second {
 			t.Errorf("the mobile rang %v after the call came in, before its 3 s", d)
@@ -176,11 +170,7 @@ func TestMobileRing(t *testing.T) {
 			Keys: map[string]string{"rtp_ip": bobIP, "rtp_port": "42024"},
 			Sets: map[string]string{"hangup": "yes", "rings": "1"}, Args: []string{"-d", "1000"},
 		})
-		tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
-			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
-			Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "42020"},
-			Sets: map[string]string{"hangup": "no"},
-		})
+		tr := trunkCalls(t, s, acmeNumber, company, 42020, "no", 0)
 		// Answered, the whisper played, and nothing pressed.
 		acceptOnMobile(t, network, company, mobRTP, clientRTP, func(netip.AddrPort) error { return nil })
 		answered := time.Now()
@@ -199,14 +189,20 @@ func TestMobileRing(t *testing.T) {
 	})
 }
 
-// mobileCallsIn is anna's mobile calling the company number through the
-// trunk; with hangup no it waits for the PBX's BYE.
-func mobileCallsIn(t *testing.T, s *system, rtpPort int, hangup string, holdMS int) *testenv.SIPp {
-	return testenv.StartSIPp(t, "mobile", testenv.SIPpOptions{
+// trunkCalls is the trunk bringing in a call from caller to called (the
+// company number, an alias) through trunk_call.xml; with hangup no it
+// waits for the PBX's BYE, else hangs up holdMS after the answer.
+func trunkCalls(t *testing.T, s *system, caller, called string, rtpPort int, hangup string, holdMS int) *testenv.SIPp {
+	return testenv.StartSIPp(t, "trunk call", testenv.SIPpOptions{
 		Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
-		Keys: map[string]string{"company": "74950000000", "caller": annaMobile, "rtp_ip": trunkIP, "rtp_port": fmt.Sprint(rtpPort)},
+		Keys: map[string]string{"company": strings.TrimPrefix(called, "+"), "caller": caller, "rtp_ip": trunkIP, "rtp_port": fmt.Sprint(rtpPort)},
 		Sets: map[string]string{"hangup": hangup}, Args: []string{"-d", fmt.Sprint(holdMS)},
 	})
+}
+
+// mobileCallsIn is anna's mobile calling the company number.
+func mobileCallsIn(t *testing.T, s *system, rtpPort int, hangup string, holdMS int) *testenv.SIPp {
+	return trunkCalls(t, s, annaMobile, company, rtpPort, hangup, holdMS)
 }
 
 // typeCodes sends each code and a hash as RFC 4733 events.
@@ -325,11 +321,7 @@ func TestMobileRecording(t *testing.T) {
 	clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42200")
 	mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42202")
 	network := mobileNetwork(t, "answer", false, 42202)
-	tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
-		Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
-		Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "42200"},
-		Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "3000"},
-	})
+	tr := trunkCalls(t, s, acmeNumber, company, 42200, "yes", 3000)
 	var pressed time.Time
 	toMobile := acceptOnMobile(t, network, company, mobRTP, clientRTP, func(to netip.AddrPort) error {
 		pressed = time.Now()
@@ -428,11 +420,7 @@ func TestAliasNumbers(t *testing.T) {
 		clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42400")
 		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42402")
 		network := mobileNetwork(t, "answer", false, 42402)
-		tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
-			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
-			Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "42400"},
-			Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "1500"},
-		})
+		tr := trunkCalls(t, s, acmeNumber, company, 42400, "yes", 1500)
 		acceptOnMobile(t, network, alias, mobRTP, clientRTP, func(to netip.AddrPort) error { return mobRTP.SendDTMF(to, '1', 101) })
 		tr.Wait()
 		network.Wait()
@@ -446,11 +434,7 @@ func TestAliasNumbers(t *testing.T) {
 		mobRTP := testenv.NewRTPEndpoint(t, trunkIP+":42410")
 		clientRTP := testenv.NewRTPEndpoint(t, trunkIP+":42412")
 		network := mobileNetwork(t, "answer", false, 42412)
-		mob := testenv.StartSIPp(t, "mobile", testenv.SIPpOptions{
-			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 60 * time.Second,
-			Keys: map[string]string{"company": "74950000100", "caller": annaMobile, "rtp_ip": trunkIP, "rtp_port": "42410"},
-			Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "3000"},
-		})
+		mob := trunkCalls(t, s, annaMobile, alias, 42410, "yes", 3000)
 		toMobile := pbxMediaAddr(t, mob, 10*time.Second)
 		if d, err := network.LogValue("DIALLED", 10*time.Second); err != nil || !strings.HasPrefix(d, acmeNumber+" ") {
 			t.Fatalf("the trunk was asked for %q (%v), want the pair's client", d, err)
@@ -489,11 +473,7 @@ func TestAliasNumbers(t *testing.T) {
 			t.Fatalf("a quarantined alias was given out: %q %v", n, err)
 		}
 		network := mobileNetwork(t, "answer", false, 42432)
-		mob := testenv.StartSIPp(t, "mobile", testenv.SIPpOptions{
-			Scenario: "trunk_call.xml", LocalIP: trunkIP, Remote: s.sipAddr, Timeout: 30 * time.Second,
-			Keys: map[string]string{"company": "74950000100", "caller": annaMobile, "rtp_ip": trunkIP, "rtp_port": "42430"},
-			Sets: map[string]string{"hangup": "no"},
-		})
+		mob := trunkCalls(t, s, annaMobile, alias, 42430, "no", 0)
 		mob.Wait() // "no longer in service", then the PBX hangs up
 		if s.auditCount("call.mobile_dial", "manager:"+anna.ID, "refused: alias no longer in service") != 1 {
 			t.Error("the call to the ended pair's alias was not audited")

@@ -124,11 +124,17 @@ func (e *RTPEndpoint) Payloads() [][]byte {
 // Send sends n 20 ms PCMU packets of a freq Hz tone to dst, paced in real
 // time.
 func (e *RTPEndpoint) Send(dst netip.AddrPort, n int, freq float64) error {
+	return e.sendPCMU(dst, n, func(i int, payload []byte) { audio.Tone(payload, audio.LinearToULaw, freq, i*160) })
+}
+
+// sendPCMU sends n 20 ms PCMU packets to dst, paced in real time; fill
+// writes the i-th packet's payload.
+func (e *RTPEndpoint) sendPCMU(dst netip.AddrPort, n int, fill func(i int, payload []byte)) error {
 	to := net.UDPAddrFromAddrPort(dst)
 	ssrc := uint32(time.Now().UnixNano())
 	for i := 0; i < n; i++ {
 		payload := make([]byte, 160)
-		audio.Tone(payload, audio.LinearToULaw, freq, i*160)
+		fill(i, payload)
 		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i),
 			Timestamp: uint32(i * 160), SSRC: ssrc, Marker: i == 0}, Payload: payload}
 		raw, _ := p.Marshal()
@@ -196,11 +202,8 @@ func dtmfFreqs(digit rune) (low, high float64) {
 // in-band does: 120 ms of its two tones in PCMU, then 100 ms of silence,
 // paced in real time.
 func (e *RTPEndpoint) SendDTMFTone(dst netip.AddrPort, digit rune) error {
-	to := net.UDPAddrFromAddrPort(dst)
 	low, high := dtmfFreqs(digit)
-	ssrc := uint32(time.Now().UnixNano())
-	for i := range 11 {
-		payload := make([]byte, 160)
+	return e.sendPCMU(dst, 11, func(i int, payload []byte) {
 		for k := range payload {
 			v := 0.0
 			if i < 6 {
@@ -209,13 +212,5 @@ func (e *RTPEndpoint) SendDTMFTone(dst netip.AddrPort, digit rune) error {
 			}
 			payload[k] = audio.LinearToULaw(int16(v))
 		}
-		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i),
-			Timestamp: uint32(i * 160), SSRC: ssrc, Marker: i == 0}, Payload: payload}
-		raw, _ := p.Marshal()
-		if _, err := e.conn.WriteToUDP(raw, to); err != nil {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil
+	})
 }
