@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -154,6 +155,64 @@ func (c *Console) dismiss(w http.ResponseWriter, r *http.Request, s *session) er
 	return c.redirect(w, r, "/console/managers", "ok", fmt.Sprintf(
 		"%s is dismissed: his phone, API tokens and console sessions are cut off; %s moved to %s.",
 		ppl.name(id), plural(out.MovedClients, "client", "clients"), ppl.name(successor)))
+}
+
+// setMobile sets a person's corporate mobile and when it rings, through the
+// API; the page never shows the number back.
+func (c *Console) setMobile(w http.ResponseWriter, r *http.Request, s *session) error {
+	m, err := c.activeManager(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	policy := r.PostFormValue("policy")
+	body := map[string]any{"number": r.PostFormValue("number"), "policy": policy}
+	if policy == storage.MobileAfter {
+		n, err := strconv.Atoi(r.PostFormValue("after_s"))
+		if err != nil {
+			return c.redirect(w, r, "/console/managers", "error", "Mobile of "+m.Name+": give the seconds to wait for his phones.")
+		}
+		body["after_s"] = n
+	}
+	return c.mobileCall(w, r, s, m, http.MethodPut, body, "Mobile of "+m.Name+" set; it rings: "+mobilePolicyLabel(policy)+".")
+}
+
+// removeMobile removes a person's corporate mobile through the API.
+func (c *Console) removeMobile(w http.ResponseWriter, r *http.Request, s *session) error {
+	m, err := c.activeManager(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return c.mobileCall(w, r, s, m, http.MethodDelete, nil, "Mobile of "+m.Name+" removed.")
+}
+
+// mobileCall sends a person's mobile change to the API and says how it went.
+func (c *Console) mobileCall(w http.ResponseWriter, r *http.Request, s *session, m storage.Manager, method string, body any, done string) error {
+	err := c.apiFor(r, s).do(r.Context(), method, "/api/v1/managers/"+url.PathEscape(m.ID)+"/mobile", body, nil)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status < 500 {
+		msg := ae.Message
+		if ae.Status == http.StatusNotFound {
+			msg = "he has no mobile"
+		}
+		return c.redirect(w, r, "/console/managers", "error", "Mobile of "+m.Name+": "+msg+".")
+	}
+	if err != nil {
+		return err
+	}
+	return c.redirect(w, r, "/console/managers", "ok", done)
+}
+
+// mobilePolicyLabel says when a mobile rings, as the page words it.
+func mobilePolicyLabel(policy string) string {
+	switch policy {
+	case storage.MobileTogether:
+		return "with his phones"
+	case storage.MobileAfter:
+		return "when his phones are not answered"
+	case storage.MobileOnly:
+		return "instead of his phones"
+	}
+	return "never (calls from it are still his)"
 }
 
 func plural(n int, one, many string) string {

@@ -137,6 +137,8 @@ func (c *Console) routes() {
 	c.handle("POST /console/managers/{id}/sip-password", c.setSIPPassword, admin)
 	c.handle("POST /console/managers/{id}/web-password", c.setWebPassword, admin)
 	c.handle("POST /console/managers/{id}/dismiss", c.dismiss, admin)
+	c.handle("POST /console/managers/{id}/mobile", c.setMobile, admin)
+	c.handle("POST /console/managers/{id}/mobile/remove", c.removeMobile, admin)
 	c.handle("GET /console/audit", c.auditPage, admin)
 
 	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
