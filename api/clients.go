@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/storage"
@@ -16,6 +17,12 @@ type clientView struct {
 	Segment    string   `json:"segment"`
 	ManagerID  string   `json:"manager_id"`
 	PartnerIDs []string `json:"partner_ids"`
+	// LegalHold keeps the client's recordings' audio through erasure and
+	// retention.
+	LegalHold bool `json:"legal_hold"`
+	// ErasedAt is set once the client was erased: his name is then a
+	// pseudonym and he has no numbers.
+	ErasedAt *time.Time `json:"erased_at,omitempty"`
 }
 
 func viewClient(c storage.Client) clientView {
@@ -23,7 +30,8 @@ func viewClient(c storage.Client) clientView {
 	if partners == nil {
 		partners = []string{}
 	}
-	return clientView{ID: c.ID, Code: c.Code, Name: c.Name, Segment: c.Segment, ManagerID: c.ManagerID, PartnerIDs: partners}
+	return clientView{ID: c.ID, Code: c.Code, Name: c.Name, Segment: c.Segment, ManagerID: c.ManagerID, PartnerIDs: partners,
+		LegalHold: c.LegalHold, ErasedAt: c.ErasedAt}
 }
 
 type createClientRequest struct {

@@ -30,6 +30,8 @@ var (
 	errInvalidToken = &Error{http.StatusUnauthorized, "unauthorized", "missing, invalid or revoked API token"}
 	errForbidden    = &Error{http.StatusForbidden, "forbidden", "your role may not do this"}
 	errNotFound     = &Error{http.StatusNotFound, "not_found", "no such object"}
+	// errMethodNotAllowed goes with an Allow header naming what the path takes.
+	errMethodNotAllowed = &Error{http.StatusMethodNotAllowed, "method_not_allowed", "this path does not take this method (see Allow)"}
 )
 
 // asAPIError maps domain errors to API errors; this is the one place that
@@ -49,6 +51,8 @@ func asAPIError(err error) *Error {
 		return &Error{http.StatusConflict, "duplicate_sip_username", "this SIP username is taken"}
 	case errors.Is(err, storage.ErrUnknownManager):
 		return &Error{http.StatusUnprocessableEntity, "unknown_manager", "a manager id does not name an active manager"}
+	case errors.Is(err, storage.ErrClientErased):
+		return &Error{http.StatusConflict, "client_erased", "the client was erased"}
 	case errors.Is(err, storage.ErrManagerDismissed):
 		return &Error{http.StatusConflict, "already_dismissed", "the manager is already dismissed"}
 	case errors.Is(err, ErrNotRegistered):

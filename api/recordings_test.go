@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/masking"
@@ -23,7 +25,8 @@ import (
 )
 
 // newRecordingEnv is newEnv with recording audio served from a real blob
-// store in a temporary directory.
+// store in a temporary directory: the blobs of node "n1", whose erased
+// clients' audio the API deletes.
 func newRecordingEnv(t *testing.T, withAudio bool) (*env, *recorder.FSBlobs) {
 	t.Helper()
 	dbURL := newEnv(t).dbURL // migrated database
@@ -42,6 +45,7 @@ func newRecordingEnv(t *testing.T, withAudio bool) (*env, *recorder.FSBlobs) {
 	cfg := api.Config{Store: st, Keys: keys, Numbers: masking.NewNormalizer("RU"), SIPDomain: "pbx.test", AdminToken: adminToken}
 	if withAudio {
 		cfg.Recordings = blobs
+		cfg.AudioErasure = &recorder.Erasure{Catalog: st, Blobs: blobs, Node: "n1", Logger: zap.NewNop()}
 	}
 	srv := api.New(cfg)
 	hs := httptest.NewServer(srv)
@@ -60,7 +64,20 @@ func newUUID() string {
 // get does a GET with extra headers and returns the response and body.
 func (e *env) get(path, token string, hdr map[string]string) (*http.Response, []byte) {
 	e.t.Helper()
-	req, _ := http.NewRequest("GET", e.url+path, nil)
+	return e.send("GET", path, token, nil, hdr)
+}
+
+// send does a request, with body (if not nil) as JSON and extra headers,
+// and returns the response and raw body (which may not be JSON: a WAV, a
+// ZIP).
+func (e *env) send(method, path, token string, body any, hdr map[string]string) (*http.Response, []byte) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		j, _ := json.Marshal(body)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, e.url+path, rd)
 	req.Header.Set("Authorization", "Bearer "+token)
 	for k, v := range hdr {
 		req.Header.Set(k, v)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/maskpbx/maskpbx/internal/allow"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/storage"
 )
@@ -51,6 +52,10 @@ type Config struct {
 	Recordings RecordingAudio
 	// Trunk, if set, adds the registration at the SIP provider to /healthz.
 	Trunk TrunkStatus
+	// AudioErasure, if set, deletes erased clients' recording audio held by
+	// this node right after an erasure commits; without it (or for audio
+	// on other nodes) the recorder nodes' own runs delete it.
+	AudioErasure AudioErasure
 }
 
 // TrunkStatus is what /healthz shows of the PBX's registration at the SIP
@@ -129,6 +134,9 @@ func New(cfg Config) *Server {
 	s.handle("GET /api/v1/clients/{id}", s.getClient, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("PUT /api/v1/clients/{id}/assignment", s.reassign, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("POST /api/v1/clients/{id}/reveal", s.reveal, storage.RoleAdmin)
+	s.handle("DELETE /api/v1/clients/{id}", s.eraseClient, storage.RoleAdmin)
+	s.handle("PUT /api/v1/clients/{id}/legal-hold", s.setLegalHold, storage.RoleAdmin)
+	s.handle("POST /api/v1/clients/{id}/export", s.exportClient, storage.RoleAdmin)
 	s.handle("GET /api/v1/recordings", s.listRecordings, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("GET /api/v1/recordings/{id}", s.getRecording, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("GET /api/v1/recordings/{id}/audio", s.recordingAudio, storage.RoleAdmin, storage.RoleSupervisor)
@@ -136,8 +144,23 @@ func New(cfg Config) *Server {
 	s.handle("POST /api/v1/calls", s.startCall, storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin)
 	s.handle("GET /api/v1/calls", s.listCalls, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
-	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
+	s.mux.HandleFunc(catchAll, s.noRoute)
 	return s
+}
+
+// catchAll is the pattern of noRoute: every request no route takes.
+const catchAll = "/"
+
+// noRoute answers a request no route takes: 405 with Allow when its path
+// is served for other methods, else 404; both with a JSON error body.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	methods := allow.Methods(s.mux, r, catchAll)
+	if len(methods) == 0 {
+		s.writeError(w, r, errNotFound)
+		return
+	}
+	w.Header().Set("Allow", allow.Header(methods))
+	s.writeError(w, r, errMethodNotAllowed)
 }
 
 // ServeHTTP implements http.Handler.

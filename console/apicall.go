@@ -42,6 +42,74 @@ func (c *Console) apiFor(r *http.Request, s *session) apiCaller {
 // do sends one request and decodes a 2xx answer into out (if not nil); any
 // other answer becomes an *apiError.
 func (a apiCaller) do(ctx context.Context, method, path string, body, out any) error {
+	rec, err := a.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	if rec.status >= 200 && rec.status < 300 {
+		if out == nil {
+			return nil
+		}
+		if err := json.Unmarshal(rec.body.Bytes(), out); err != nil {
+			return fmt.Errorf("console: %s %s: decoding the answer: %w", method, path, err)
+		}
+		return nil
+	}
+	return rec.apiError()
+}
+
+// download sends one request and streams a 2xx answer (a file: its type,
+// name and body) on to w as it comes, so a large export is never held in
+// memory; any other answer becomes an *apiError.
+func (a apiCaller) download(ctx context.Context, w http.ResponseWriter, method, path string, body any) error {
+	pass := &passThrough{w: w, recorder: recorder{header: http.Header{}, status: http.StatusOK}}
+	if err := a.serve(ctx, pass, method, path, body); err != nil {
+		return err
+	}
+	if !pass.ok() {
+		return pass.apiError()
+	}
+	return nil
+}
+
+// passThrough is the ResponseWriter of a download: a 2xx answer goes on
+// to w, anything else is kept, as by recorder, to become an error.
+type passThrough struct {
+	recorder
+	w http.ResponseWriter
+}
+
+func (p *passThrough) ok() bool { return p.status >= 200 && p.status < 300 }
+
+func (p *passThrough) WriteHeader(code int) {
+	if p.wrote {
+		return
+	}
+	p.recorder.WriteHeader(code)
+	if p.ok() {
+		for _, h := range []string{"Content-Type", "Content-Disposition"} {
+			p.w.Header().Set(h, p.header.Get(h))
+		}
+		p.w.WriteHeader(code)
+	}
+}
+
+func (p *passThrough) Write(b []byte) (int, error) {
+	p.WriteHeader(http.StatusOK)
+	if p.ok() {
+		return p.w.Write(b)
+	}
+	return p.recorder.Write(b)
+}
+
+// send sends one request to the API in-process and returns its answer.
+func (a apiCaller) send(ctx context.Context, method, path string, body any) (*recorder, error) {
+	rec := &recorder{header: http.Header{}, status: http.StatusOK}
+	return rec, a.serve(ctx, rec, method, path, body)
+}
+
+// serve sends one request to the API in-process, answered into w.
+func (a apiCaller) serve(ctx context.Context, w http.ResponseWriter, method, path string, body any) error {
 	var rd io.Reader
 	if body != nil {
 		j, err := json.Marshal(body)
@@ -59,17 +127,12 @@ func (a apiCaller) do(ctx context.Context, method, path string, body, out any) e
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set(csrfHeader, a.csrf)
 	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: a.cookie})
-	rec := &recorder{header: http.Header{}, status: http.StatusOK}
-	a.h.ServeHTTP(rec, req)
-	if rec.status >= 200 && rec.status < 300 {
-		if out == nil {
-			return nil
-		}
-		if err := json.Unmarshal(rec.body.Bytes(), out); err != nil {
-			return fmt.Errorf("console: %s %s: decoding the answer: %w", method, path, err)
-		}
-		return nil
-	}
+	a.h.ServeHTTP(w, req)
+	return nil
+}
+
+// apiError is the API's error answer in rec.
+func (rec *recorder) apiError() *apiError {
 	var e struct {
 		Error struct {
 			Code    string `json:"code"`

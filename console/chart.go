@@ -21,6 +21,8 @@ type barChart struct {
 	CenterX         int
 	CenterY         int
 	Empty           bool
+	// EmptyText is what an empty chart says instead of bars.
+	EmptyText string
 	// Table is the same data for screen readers and people who want numbers.
 	Table chartTable
 }
@@ -86,6 +88,7 @@ func newBarChart(id, title, desc string, days []time.Time, series []chartSeries)
 		top = max(top, t)
 	}
 	ch.Empty = top == 0
+	ch.EmptyText = "No calls in this period"
 	scaleMax := niceCeil(top)
 	plotH := float64(chartH - padTop - padB)
 	plotW := float64(chartW - padLeft - padRight)

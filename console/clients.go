@@ -152,10 +152,17 @@ type clientView struct {
 	Recordings     recordingsState
 	People         []storage.Manager // active, for reassignment
 	PartnerSet     map[string]bool
+	// Partners is who may be a partner: the active managers (admins and
+	// supervisors take no calls as partners); the page hides the primary's
+	// box.
+	Partners []storage.Manager
 	// Admins:
 	CanReveal bool
-	Revealed  []string
-	Reason    string
+	// CanErase: an admin, and a client not erased yet; CanHold: an admin,
+	// who may set or release the legal hold and export the client's data.
+	CanErase, CanHold bool
+	Revealed          []string
+	Reason            string
 	// A click-to-call started by the form (no script): its id.
 	LiveCall string
 }
@@ -206,7 +213,8 @@ func (c *Console) clientView(r *http.Request, s *session, id string) (*clientVie
 		return nil, err
 	}
 	v := &clientView{Client: cl, ManagerName: ppl.name(cl.ManagerID), CanCall: s.ManagerID != "" && mayReach(cl, s.ManagerID),
-		ShowRecordings: s.Role != manager, CanReveal: s.Role == admin, PartnerSet: map[string]bool{}}
+		ShowRecordings: s.Role != manager, CanReveal: s.Role == admin && cl.ErasedAt == nil, PartnerSet: map[string]bool{},
+		CanErase: s.Role == admin && cl.ErasedAt == nil, CanHold: s.Role == admin}
 	switch {
 	case cl.ManagerID == s.ManagerID && s.ManagerID != "":
 		v.Role = "primary"
@@ -226,6 +234,11 @@ func (c *Console) clientView(r *http.Request, s *session, id string) (*clientVie
 	}
 	if v.ShowRecordings {
 		v.People = ppl.active()
+		for _, m := range v.People {
+			if m.Role == manager {
+				v.Partners = append(v.Partners, m)
+			}
+		}
 		v.Recordings = c.recordingsFor(r, s, cl.ID)
 	}
 	for _, cdr := range cdrs {
@@ -364,4 +377,58 @@ func (c *Console) reveal(w http.ResponseWriter, r *http.Request, s *session) err
 	v.Revealed, v.Reason = out.Phones, reason
 	c.logger.Info("console: numbers revealed", zap.String("client_id", id), zap.String("actor", s.principal().Actor()))
 	return c.render(w, r, s, "client", v.Client.Name, "clients", v)
+}
+
+// erase erases a client for an admin who gave a reason and confirmed it,
+// through the API (one transaction there, audited).
+func (c *Console) erase(w http.ResponseWriter, r *http.Request, s *session) error {
+	id := r.PathValue("id")
+	back := "/console/clients/" + url.PathEscape(id)
+	if r.PostFormValue("confirm") != "yes" {
+		return c.redirect(w, r, back, "error", "Tick the confirmation: an erasure cannot be undone.")
+	}
+	err := c.apiFor(r, s).do(r.Context(), http.MethodDelete, "/api/v1/clients/"+url.PathEscape(id),
+		map[string]string{"reason": strings.TrimSpace(r.PostFormValue("reason"))}, nil)
+	return c.afterAdminAction(w, r, back, err, "Client erased: his numbers are deleted and his name replaced.")
+}
+
+// legalHold sets or releases a client's legal hold through the API.
+func (c *Console) legalHold(w http.ResponseWriter, r *http.Request, s *session) error {
+	id := r.PathValue("id")
+	hold := r.PostFormValue("hold") == "on"
+	err := c.apiFor(r, s).do(r.Context(), http.MethodPut, "/api/v1/clients/"+url.PathEscape(id)+"/legal-hold",
+		map[string]any{"hold": hold, "reason": strings.TrimSpace(r.PostFormValue("reason"))}, nil)
+	done := "Legal hold released."
+	if hold {
+		done = "Legal hold set: his recordings are kept."
+	}
+	return c.afterAdminAction(w, r, "/console/clients/"+url.PathEscape(id), err, done)
+}
+
+// exportData downloads everything held about a client (a data-subject
+// request) through the API: JSON, or a ZIP with his recordings' audio.
+func (c *Console) exportData(w http.ResponseWriter, r *http.Request, s *session) error {
+	id := r.PathValue("id")
+	body := map[string]any{"reason": strings.TrimSpace(r.PostFormValue("reason"))}
+	if r.PostFormValue("audio") == "yes" {
+		body["format"], body["audio"] = "zip", true
+	}
+	err := c.apiFor(r, s).download(r.Context(), w, http.MethodPost, "/api/v1/clients/"+url.PathEscape(id)+"/export", body)
+	if err == nil {
+		return nil
+	}
+	return c.afterAdminAction(w, r, "/console/clients/"+url.PathEscape(id), err, "")
+}
+
+// afterAdminAction goes back to the client page with the API's refusal or
+// with done.
+func (c *Console) afterAdminAction(w http.ResponseWriter, r *http.Request, back string, err error, done string) error {
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status < 500 {
+		return c.redirect(w, r, back, "error", ae.Message)
+	}
+	if err != nil {
+		return err
+	}
+	return c.redirect(w, r, back, "ok", done)
 }

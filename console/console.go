@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/api"
+	"github.com/maskpbx/maskpbx/internal/allow"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -124,6 +125,9 @@ func (c *Console) routes() {
 	c.handle("POST /console/clients/{id}/call", c.callClient, anyone)
 	c.handle("POST /console/clients/{id}/assignment", c.reassign, admin, supervisor)
 	c.handle("POST /console/clients/{id}/reveal", c.reveal, admin)
+	c.handle("POST /console/clients/{id}/erase", c.erase, admin)
+	c.handle("POST /console/clients/{id}/legal-hold", c.legalHold, admin)
+	c.handle("POST /console/clients/{id}/export", c.exportData, admin)
 	c.handle("GET /console/clients/export.csv", c.exportClients, admin)
 	c.handle("GET /console/clients/import", c.importPage, admin)
 	c.handle("POST /console/clients/import", c.startImport, admin)
@@ -141,9 +145,22 @@ func (c *Console) routes() {
 	c.handle("POST /console/managers/{id}/mobile/remove", c.removeMobile, admin)
 	c.handle("GET /console/audit", c.auditPage, admin)
 
-	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		c.renderError(w, r, nil, &pageError{Status: http.StatusNotFound, Message: "There is no such page."})
-	})
+	c.mux.HandleFunc(catchAll, c.noRoute)
+}
+
+// catchAll is the pattern of noRoute: every request no page takes.
+const catchAll = "/"
+
+// noRoute answers a request no page takes: 405 with Allow when its path is
+// a page for other methods (a form posted to a page that only shows), else
+// 404.
+func (c *Console) noRoute(w http.ResponseWriter, r *http.Request) {
+	if methods := allow.Methods(c.mux, r, catchAll); len(methods) > 0 {
+		w.Header().Set("Allow", allow.Header(methods))
+		c.renderError(w, r, nil, errMethodNotAllowed)
+		return
+	}
+	c.renderError(w, r, nil, &pageError{Status: http.StatusNotFound, Message: "There is no such page."})
 }
 
 // ServeHTTP implements http.Handler.
@@ -197,6 +214,8 @@ var (
 	errCSRF      = &pageError{http.StatusForbidden, "The form was stale or did not come from this console (CSRF check failed). Reload the page and try again."}
 	errForbidden = &pageError{http.StatusForbidden, "Your role does not give access to this page."}
 	errNotFound  = &pageError{http.StatusNotFound, "There is no such page, or it is not yours to see."}
+	// errMethodNotAllowed goes with an Allow header.
+	errMethodNotAllowed = &pageError{http.StatusMethodNotAllowed, "This page does not take this kind of request."}
 )
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, s *session) error

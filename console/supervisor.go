@@ -113,6 +113,10 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) e
 	v.MissedChart = newBarChart("missed-chart", "Missed calls per day",
 		"Inbound calls that no manager answered, per day, for the last 14 days.", days,
 		[]chartSeries{{Name: "Missed", Class: "s-missed", Values: missed}})
+	if !v.CallsChart.Empty {
+		// There were calls, none of them missed: say so, not "no calls".
+		v.MissedChart.EmptyText = "No missed calls in this period"
+	}
 
 	if v.CallsToday > 0 {
 		v.AnsweredShare = v.AnsweredToday * 100 / v.CallsToday

@@ -59,22 +59,32 @@ func (r *Retention) Run(ctx context.Context) error {
 func (r *Retention) RunOnce(ctx context.Context) (int, error) {
 	before := time.Now().Add(-r.MaxAge)
 	reason := fmt.Sprintf("retention: older than %s", r.MaxAge)
+	return deleteAudio(ctx, r.Blobs,
+		func() ([]storage.Recording, error) { return r.Catalog.ExpiredRecordings(ctx, r.Node, before, 100) },
+		func(id string) error { return r.Catalog.MarkAudioDeleted(ctx, id, retentionActor, reason) })
+}
+
+// deleteAudio deletes the audio of each recording next lists, in batches
+// until it lists none, marking each row with mark once its file is gone,
+// and reports how many it deleted.
+func deleteAudio(ctx context.Context, blobs BlobStore, next func() ([]storage.Recording, error),
+	mark func(id string) error) (int, error) {
 	deleted := 0
 	for {
-		batch, err := r.Catalog.ExpiredRecordings(ctx, r.Node, before, 100)
-		if err != nil {
+		batch, err := next()
+		if err != nil || len(batch) == 0 {
 			return deleted, err
 		}
-		if len(batch) == 0 {
-			return deleted, nil
-		}
 		for _, rec := range batch {
+			if ctx.Err() != nil {
+				return deleted, ctx.Err()
+			}
 			// The file goes first: a row marked deleted over a file that
 			// survived would hide audio that should be gone.
-			if err := r.Blobs.Delete(rec.BlobKey); err != nil {
+			if err := blobs.Delete(rec.BlobKey); err != nil {
 				return deleted, fmt.Errorf("delete audio of recording %s: %w", rec.ID, err)
 			}
-			if err := r.Catalog.MarkAudioDeleted(ctx, rec.ID, retentionActor, reason); err != nil {
+			if err := mark(rec.ID); err != nil {
 				return deleted, err
 			}
 			deleted++

@@ -18,20 +18,7 @@ func TestRetention(t *testing.T) {
 	db := newTestDB(t)
 	blobs, _ := NewFSBlobs(t.TempDir())
 	mk := func(node string, age time.Duration) storage.Recording {
-		r := storage.Recording{ID: newID(), CallID: newID(), ClientID: db.client, ManagerID: db.anna, Direction: "inbound",
-			Source: storage.SourceMaskPBX, Node: node, Codec: "PCMU", Status: storage.RecordingComplete,
-			StartedAt: time.Now().Add(-age)}
-		r.BlobKey = blobKey(r, "")
-		f, err := blobs.Create(r.BlobKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = f.Write(wavHeader(0))
-		f.Close()
-		if err := db.store.SaveRecording(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return storedRecording(t, db, blobs, db.client, node, storage.RecordingComplete, time.Now().Add(-age))
 	}
 	old1, old2 := mk("n1", 31*24*time.Hour), mk("n1", 40*24*time.Hour)
 	fresh := mk("n1", 29*24*time.Hour)
@@ -56,17 +43,45 @@ func TestRetention(t *testing.T) {
 			t.Errorf("audio that must stay is gone: %v", err)
 		}
 	}
-	log, _ := db.store.AuditLog(ctx, 10)
-	deletions := 0
-	for _, e := range log {
-		if e.Action == "recording.delete_audio" && e.Actor == "system:retention" {
-			deletions++
-		}
-	}
-	if deletions != 2 {
+	if deletions := audioDeletions(t, db, "system:retention"); deletions != 2 {
 		t.Errorf("%d deletions audited", deletions)
 	}
 	if n, err := r.RunOnce(ctx); err != nil || n != 0 {
 		t.Fatalf("second run deleted %d, %v", n, err)
 	}
+}
+
+// storedRecording saves a recording row of client on node, and an empty
+// WAV as its audio in blobs.
+func storedRecording(t *testing.T, db testDB, blobs BlobStore, client, node, status string, started time.Time) storage.Recording {
+	t.Helper()
+	r := storage.Recording{ID: newID(), CallID: newID(), ClientID: client, ManagerID: db.anna, Direction: "inbound",
+		Source: storage.SourceMaskPBX, Node: node, Codec: "PCMU", Status: status, StartedAt: started}
+	r.BlobKey = blobKey(r, "")
+	f, err := blobs.Create(r.BlobKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.Write(wavHeader(0))
+	f.Close()
+	if err := db.store.SaveRecording(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// audioDeletions counts the audio deletions actor audited.
+func audioDeletions(t *testing.T, db testDB, actor string) int {
+	t.Helper()
+	log, err := db.store.AuditLog(context.Background(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range log {
+		if e.Action == "recording.delete_audio" && e.Actor == actor {
+			n++
+		}
+	}
+	return n
 }

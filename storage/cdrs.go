@@ -151,12 +151,14 @@ func (s *Store) CDR(ctx context.Context, callID string) (CDR, error) {
 	return scanCDR(s.pool.QueryRow(ctx, `SELECT `+cdrColumns+` FROM cdrs WHERE call_id = $1`, callID))
 }
 
-// OpenCDRs returns the CDRs of calls that node (or no node: rows from
-// before nodes were recorded) left without an end: at a node's start, the
-// calls it was handling when it died.
-func (s *Store) OpenCDRs(ctx context.Context, node string) ([]CDR, error) {
+// OpenCDRs returns the CDRs of calls that node left without an end: at a
+// node's start, or when another node finds it dead, the calls it was
+// handling when it died. With unnamed, also the rows that name no node
+// (written before nodes were recorded): only the node restarting may claim
+// those.
+func (s *Store) OpenCDRs(ctx context.Context, node string, unnamed bool) ([]CDR, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+cdrColumns+` FROM cdrs
-		WHERE ended_at IS NULL AND (node = $1 OR node IS NULL) ORDER BY offered_at LIMIT 10000`, node)
+		WHERE ended_at IS NULL AND (node = $1 OR ($2 AND node IS NULL)) ORDER BY offered_at LIMIT 10000`, node, unnamed)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open cdrs: %w", err)
 	}

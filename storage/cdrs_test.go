@@ -339,7 +339,7 @@ func TestOpenCDRsByNode(t *testing.T) {
 	later := mine
 	later.EventID, later.Kind, later.Node = cdrUUID(), storage.CallRinging, "node-c"
 	applyAll(t, s, []storage.CallEvent{mine, theirs, unnamed, done, ended, later}, true)
-	open, err := s.OpenCDRs(ctx, "node-a")
+	open, err := s.OpenCDRs(ctx, "node-a", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +358,10 @@ func TestOpenCDRsByNode(t *testing.T) {
 	if err != nil || c.HangupSide != "node_lost" || c.EndedAt == nil {
 		t.Fatalf("CDR %s, %v", cdrCore(c), err)
 	}
-	if open, _ := s.OpenCDRs(ctx, "node-c"); len(open) != 1 || open[0].CallID != unnamed.CallID {
+	if open, _ := s.OpenCDRs(ctx, "node-c", true); len(open) != 1 || open[0].CallID != unnamed.CallID {
 		t.Fatalf("node-c has open %v: the first node named must stay the call's", open)
+	}
+	if open, _ := s.OpenCDRs(ctx, "node-b", false); len(open) != 1 || open[0].CallID != theirs.CallID {
+		t.Fatalf("node-b's open calls, without unnamed rows: %v", open)
 	}
 }

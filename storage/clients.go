@@ -20,6 +20,11 @@ type Client struct {
 	ManagerID  string
 	PartnerIDs []string
 	CreatedAt  time.Time
+	// ErasedAt is when the client was erased (his name is then a pseudonym
+	// and his numbers are gone); nil for a client who was not.
+	ErasedAt *time.Time
+	// LegalHold keeps his recordings' audio through erasure and retention.
+	LegalHold bool
 }
 
 // NewClient is what it takes to create a client. NewCode makes a fresh
@@ -32,7 +37,7 @@ type NewClient struct {
 	NewCode       func() (string, error)
 }
 
-const clientSelect = `SELECT c.id, c.code, c.name, c.segment, c.created_at,
+const clientSelect = `SELECT c.id, c.code, c.name, c.segment, c.created_at, c.erased_at, c.legal_hold,
 	coalesce((SELECT a.manager_id::text FROM assignments a
 		WHERE a.client_id = c.id AND a.valid_until IS NULL AND a.kind = 'primary'), ''),
 	coalesce((SELECT array_agg(a.manager_id::text ORDER BY a.valid_from, a.id) FROM assignments a
@@ -41,7 +46,7 @@ const clientSelect = `SELECT c.id, c.code, c.name, c.segment, c.created_at,
 
 func scanClient(r pgx.Row) (Client, error) {
 	var c Client
-	err := r.Scan(&c.ID, &c.Code, &c.Name, &c.Segment, &c.CreatedAt, &c.ManagerID, &c.PartnerIDs)
+	err := r.Scan(&c.ID, &c.Code, &c.Name, &c.Segment, &c.CreatedAt, &c.ErasedAt, &c.LegalHold, &c.ManagerID, &c.PartnerIDs)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, ErrNotFound
 	}
@@ -146,11 +151,7 @@ func (s *Store) Reassign(ctx context.Context, clientID, managerID string, partne
 		want[p] = "partner"
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var locked string
-		if err := tx.QueryRow(ctx, `SELECT id FROM clients WHERE id = $1 FOR UPDATE`, clientID).Scan(&locked); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return ErrNotFound
-			}
+		if err := lockLiveClient(ctx, tx, clientID); err != nil {
 			return err
 		}
 		if err := lockActiveManagers(ctx, tx, append([]string{managerID}, partners...)); err != nil {

@@ -26,3 +26,7 @@ var ErrAuditTampered = errors.New("storage: audit chain broken")
 // ErrNoAuditKey means the Store was opened without WithAudit, so it can
 // neither write nor verify audit rows.
 var ErrNoAuditKey = errors.New("storage: no audit key configured")
+
+// ErrClientErased means the client was erased: he has no numbers left and
+// can be neither erased again nor assigned.
+var ErrClientErased = errors.New("storage: client erased")

@@ -294,10 +294,12 @@ func (s *Store) OpenRecordingAudio(ctx context.Context, id, actor, reason string
 }
 
 // ExpiredRecordings lists finished recordings on node that started before
-// before and still have their audio, oldest first, at most limit.
+// before and still have their audio, oldest first, at most limit; a client's
+// legal hold keeps his.
 func (s *Store) ExpiredRecordings(ctx context.Context, node string, before time.Time, limit int) ([]Recording, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+recordingColumns+` FROM recordings
+	rows, err := s.pool.Query(ctx, `SELECT `+recordingColumns+` FROM recordings r
 		WHERE node = $1 AND started_at < $2 AND audio_deleted_at IS NULL AND status <> 'recording'
+		  AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.id = r.client_id AND c.legal_hold)
 		ORDER BY started_at LIMIT $3`, node, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("storage: expired recordings: %w", err)

@@ -410,7 +410,9 @@ func TestConsoleManagerClickToCall(t *testing.T) {
 	sever := s.clientIn("Severstal Trading", severNumber, "wholesale", bob.ID, anna.ID) // anna is a partner
 	bolt := s.clientIn("Bolt Logistics", boltNumber, "", bob.ID)
 	numbers := []string{acmeNumber, orionNumber, severNumber, boltNumber}
-	codes := []string{acme.Code, orion.Code, sever.Code, bolt.Code}
+	// The search below echoes the start of Acme's code: ours, random, not
+	// from a number (it may share a digit run with one by chance).
+	codes := []string{acme.Code, orion.Code, sever.Code, bolt.Code, acme.Code[:5]}
 	s.setWebPassword(anna.ID, "anna-console-pw")
 	s.register("anna", annaIP, 5070)
 
@@ -528,6 +530,47 @@ func TestConsoleManagerClickToCall(t *testing.T) {
 		}
 		if n := eval[int](p, `document.querySelectorAll('audio').length`); n != 0 {
 			t.Errorf("a manager's pages have %d audio players", n)
+		}
+	})
+
+	t.Run("Call from the list: columns stay put, Last call refreshes without a reload", func(t *testing.T) {
+		p := p.in(t)
+		tr := trunkUAS(t, "answer", false, 42020)
+		ph := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
+			Scenario: "phone_answer.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
+			Keys: map[string]string{"rtp_ip": annaIP, "rtp_port": "42022"},
+			Sets: map[string]string{"hangup": "yes", "rings": "2"}, Args: []string{"-d", "1500"},
+		})
+		p.open(s.api, "/console/clients")
+		row := `tr[data-client="` + orion.ID + `"]`
+		if got := p.text(row + ` td[data-label="Last call"]`); !strings.Contains(got, "No calls yet") {
+			t.Fatalf("orion's last call before: %q", got)
+		}
+		// Where each column starts, at every state the page shows; and a
+		// marker a reload would lose.
+		eval[bool](p, `(() => {
+			window.__noReload = true;
+			const cols = () => Array.from(document.querySelectorAll('#clients thead th')).map(th => Math.round(th.getBoundingClientRect().left)).join(',');
+			window.__cols = [cols()];
+			const out = document.getElementById('status-`+orion.ID+`');
+			new MutationObserver(() => window.__cols.push((out.dataset.state || '') + ':' + cols()))
+				.observe(out, {childList: true, characterData: true, subtree: true, attributes: true});
+			return true; })()`)
+		p.do("press Call in the list", chromedp.Click(chromedp.CSS(`form[data-call-client="`+orion.ID+`"] button`)))
+		p.waitFor("the call is connected", `window.__cols.some(c => c.startsWith('connected:'))`, 20*time.Second)
+		p.screenshot("manager-list-call-connected", false)
+		p.waitFor("the call has ended", `window.__cols.some(c => c.startsWith('ended:'))`, 30*time.Second)
+		ph.Wait()
+		tr.Wait()
+		cols := eval[[]string](p, `window.__cols`)
+		for _, c := range cols[1:] {
+			if _, at, _ := strings.Cut(c, ":"); at != cols[0] {
+				t.Errorf("the columns moved when the call status showed: %q, before %q", c, cols[0])
+			}
+		}
+		p.waitFor("the Last call cell shows the call", `document.querySelector('`+row+` td[data-label="Last call"]').textContent.includes('Answered')`, 20*time.Second)
+		if !eval[bool](p, `window.__noReload === true`) {
+			t.Error("the page reloaded")
 		}
 	})
 
@@ -912,8 +955,21 @@ func TestConsoleSupervisor(t *testing.T) {
 	t.Run("reassign a client's primary and partners", func(t *testing.T) {
 		p := p.in(t)
 		p.open(s.api, "/console/clients/"+acme.ID)
+		// Partners offered: the managers but the primary; never the
+		// supervisor, an admin, or the primary herself.
+		offered := func() []string {
+			return eval[[]string](p, `Array.from(document.querySelectorAll('#assign-form input[name="partner_ids"]'))
+				.filter(i => i.checkVisibility() && !i.disabled).map(i => i.value)`)
+		}
+		if got := offered(); len(got) != 1 || got[0] != bob.ID {
+			t.Errorf("with anna primary the partners offered are %v, want bob %s only (not anna %s nor sveta %s)", got, bob.ID, anna.ID, sveta.ID)
+		}
+		eval[bool](p, `(() => { const s = document.getElementById('primary'); s.value = '`+bob.ID+`';
+			s.dispatchEvent(new Event('change')); return true; })()`)
+		if got := offered(); len(got) != 1 || got[0] != anna.ID {
+			t.Errorf("with bob chosen as primary the partners offered are %v, want anna %s only", got, anna.ID)
+		}
 		p.do("reassign",
-			chromedp.SetValue(chromedp.ID("primary"), bob.ID),
 			chromedp.Click(chromedp.CSS(`#assign-form input[value="`+anna.ID+`"]`)),
 			chromedp.Click(chromedp.CSS("#assign-form button")),
 			chromedp.WaitVisible(chromedp.CSS(".flash.ok")))
@@ -946,8 +1002,9 @@ func TestConsoleSupervisor(t *testing.T) {
 			t.Errorf("the call's CDR carries no recording state: %+v", cdr)
 		}
 		var recs []struct {
-			ID     string `json:"id"`
-			Status string `json:"status"`
+			ID         string `json:"id"`
+			Status     string `json:"status"`
+			DurationMS int64  `json:"duration_ms"`
 		}
 		if !testenv.WaitFor(20*time.Second, func() bool {
 			recs = nil
@@ -964,10 +1021,28 @@ func TestConsoleSupervisor(t *testing.T) {
 		if got := p.text(".player .channels"); !strings.Contains(got, "Client") || !strings.Contains(got, "Manager") {
 			t.Errorf("the player's channels are labelled %q", got)
 		}
-		if !eval[bool](p, `(async () => { const a = `+audio+`; a.muted = true; await a.play(); return true; })()`) {
-			t.Fatal("the recording does not play")
+		// Before anything is played the player shows the recording's length,
+		// and no audio has been fetched (each fetch is audited).
+		player := `document.querySelector('[data-player]:has(audio[data-recording="` + recs[0].ID + `"])')`
+		secs := (recs[0].DurationMS + 500) / 1000
+		wantTime := fmt.Sprintf("0:00 / %d:%02d", secs/60, secs%60)
+		if got := eval[string](p, player+`.querySelector('[data-time]').textContent`); got != wantTime || secs == 0 {
+			t.Errorf("the player shows %q before play, want %q", got, wantTime)
 		}
+		if !eval[bool](p, player+`.querySelector('[data-controls]').checkVisibility()`) {
+			t.Error("the player's controls are not shown")
+		}
+		for _, r := range p.captured() {
+			if strings.Contains(r.URL, "/api/v1/recordings/"+recs[0].ID+"/audio") {
+				t.Errorf("audio fetched before play: %s %d", r.URL, r.Status)
+			}
+		}
+		eval[bool](p, `(() => { `+audio+`.muted = true; return true; })()`)
+		p.do("press Play", chromedp.Click(chromedp.CSS(`[data-player]:has(audio[data-recording="`+recs[0].ID+`"]) [data-play]`)))
 		p.waitFor("the recording plays", audio+`.currentTime > 0.2`, 10*time.Second)
+		if got := eval[string](p, player+`.querySelector('[data-play]').getAttribute('aria-label')`); got != "Pause" {
+			t.Errorf("the play button, playing, is labelled %q", got)
+		}
 		p.screenshot("supervisor-recording", false)
 		eval[bool](p, `(() => { const a = `+audio+`; a.pause(); a.currentTime = Math.min(2.0, a.duration - 0.2); return true; })()`)
 		p.waitFor("the seek lands", `(() => { const a = `+audio+`; return !a.seeking && a.currentTime >= Math.min(1.9, a.duration - 0.3); })()`, 10*time.Second)

@@ -23,15 +23,16 @@ func defaultNodeID() string {
 }
 
 // closeOrphanedCalls ends, with hang-up side node_lost, every call whose CDR
-// this node left open: run before the node takes calls, any such call died
-// with the previous process (a kill -9, a power cut). Each gets an ended
-// event like any other call's, so the CDR, the calls API and whoever follows
-// the events all see it end; the event's id is derived from the call's, so
-// a second start (or two at once) closes it only once.
-func closeOrphanedCalls(ctx context.Context, store *storage.Store, publisher *events.Publisher, node string, logger *zap.Logger) {
-	open, err := store.OpenCDRs(ctx, node)
+// node left open: at this node's start (before it takes calls: any such
+// call died with the previous process, a kill -9, a power cut; unnamed: rows
+// from before nodes were recorded too), or when another node found it dead.
+// Each gets an ended event like any other call's, so the CDR, the calls API
+// and whoever follows the events all see it end; the event's id is derived
+// from the call's, so two nodes closing it at once close it once.
+func closeOrphanedCalls(ctx context.Context, store *storage.Store, publisher *events.Publisher, node string, unnamed bool, logger *zap.Logger) {
+	open, err := store.OpenCDRs(ctx, node, unnamed)
 	if err != nil {
-		logger.Error("calls left open by this node's previous run not closed", zap.Error(err))
+		logger.Error("calls left open by a node not closed", zap.String("node", node), zap.Error(err))
 		return
 	}
 	now := time.Now().UTC()
@@ -45,8 +46,8 @@ func closeOrphanedCalls(ctx context.Context, store *storage.Store, publisher *ev
 		closed++
 	}
 	if closed > 0 {
-		logger.Warn("closed calls this node left open when it stopped", zap.Int("calls", closed),
-			zap.String("hangup_side", events.HangupNodeLost))
+		logger.Warn("closed the calls a node left open when it stopped", zap.String("node", node),
+			zap.Int("calls", closed), zap.String("hangup_side", events.HangupNodeLost))
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/internal/bus"
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/internal/logging"
@@ -190,6 +191,9 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 			MaxAge: time.Duration(cfg.Retention) * 24 * time.Hour, Logger: logger.Named("retention")}
 		g.Go(func() error { return r.Run(gctx) })
 	}
+	// Erased clients' audio on this node: deleted here, retried each minute.
+	erasure := &recorder.Erasure{Catalog: store, Blobs: blobs, Node: rs.Node(), Logger: logger.Named("erasure")}
+	g.Go(func() error { return erasure.Run(gctx) })
 	if cfg.HTTPListen != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -237,6 +241,7 @@ type recording struct {
 
 	server    *recorder.Server // nil when the recorder runs elsewhere
 	retention *recorder.Retention
+	erasure   *recorder.Erasure // with server: erased clients' audio here
 	logger    *zap.Logger
 }
 
@@ -281,6 +286,7 @@ func setupRecording(uri, secretFlag string, retentionDays int, dataDir string, s
 			r.retention = &recorder.Retention{Catalog: store, Blobs: blobs, Node: r.server.Node(),
 				MaxAge: time.Duration(retentionDays) * 24 * time.Hour, Logger: logger.Named("retention")}
 		}
+		r.erasure = &recorder.Erasure{Catalog: store, Blobs: blobs, Node: r.server.Node(), Logger: logger.Named("erasure")}
 	}
 	cfg := pbx.RecorderConfig{URI: uri, User: recorder.SRCUser, Secret: secret}
 	if r.server != nil {
@@ -293,6 +299,16 @@ func setupRecording(uri, secretFlag string, retentionDays int, dataDir string, s
 	}
 	logger.Info("calls are recorded", zap.String("recorder", uri), zap.Bool("in_process", r.server != nil))
 	return r, nil
+}
+
+// audioErasure is what the API deletes erased clients' audio with: the
+// in-process recorder's, or none when the audio lives on recorder nodes
+// (their own runs delete it).
+func (r *recording) audioErasure() api.AudioErasure {
+	if r.erasure == nil {
+		return nil
+	}
+	return r.erasure
 }
 
 // localRecorder gives the PBX the in-process recorder's direct path.
@@ -336,6 +352,9 @@ func (r *recording) run(ctx context.Context) error {
 	}
 	if r.retention != nil {
 		g.Go(func() error { return r.retention.Run(gctx) })
+	}
+	if r.erasure != nil {
+		g.Go(func() error { return r.erasure.Run(gctx) })
 	}
 	if err := g.Wait(); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/maskpbx/maskpbx/internal/bus"
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/storage"
@@ -83,5 +84,71 @@ func TestRestartClosesCallsLeftOpen(t *testing.T) {
 	}
 	if o, err := store.CDR(context.Background(), other); err != nil || o.EndedAt != nil {
 		t.Fatalf("another node's open call: %+v, %v: it must stay open", o, err)
+	}
+}
+
+// TestSurvivorClosesDeadNodesCalls: two nodes share one NATS and one
+// Postgres. Node A, a process of its own, is killed with SIGKILL while a
+// client talks to his manager through it; node B, which took no part in the
+// call, closes it (node_lost, answered) within 30 s, from A's stopped
+// heartbeat, while A stays dead.
+func TestSurvivorClosesDeadNodesCalls(t *testing.T) {
+	users := bus.NewUsers()
+	natsSrv, err := bus.StartEmbedded(t.TempDir(), "127.0.0.1", testenv.FreePort(t, "127.0.0.1"), users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(natsSrv.Shutdown)
+	t.Setenv("MASKPBX_NATS_PASSWORD", users.PBX)
+	t.Setenv("MASKPBX_ADMIN_TOKEN", adminTok)
+
+	cfgA := systemConfig(t)
+	cfgA.NodeID = "node-a"
+	httpA := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
+	nodeA := startChildProcess(t, "TestServeProcess", "MASKPBX_SERVE_PROCESS", httpA,
+		"--data-dir", cfgA.DataDir, "--database-url", cfgA.DatabaseURL, "--nats-url", natsSrv.URL(),
+		"--nats-user", bus.UserPBX, "--sip-listen", cfgA.SIPListen, "--sip-tls-listen", "off",
+		"--sip-domain", cfgA.SIPDomain, "--rtp-ports", cfgA.RTPPorts, "--http-listen", httpA, "--trunk", cfgA.Trunk,
+		"--company-number", cfgA.CompanyNumber, "--region", cfgA.Region, "--digest-algorithms", cfgA.DigestAlgorithms,
+		"--node", cfgA.NodeID, "--log-format", "console")
+
+	cfgB := systemConfig(t)
+	cfgB.NodeID, cfgB.DatabaseURL = "node-b", cfgA.DatabaseURL
+	cfgB.NATSURL, cfgB.NATS = natsSrv.URL(), natsClient{User: bus.UserPBX, Password: users.PBX}
+	nodeB := startSystemFrom(t, cfgB, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	store := nodeB.run.Store
+	a := &system{t: t, run: running{Store: store}, sipAddr: cfgA.SIPListen, api: "http://" + httpA}
+
+	anna := a.manager("anna")
+	acme := a.client("Acme Trading", acmeNumber, anna.ID)
+	a.register("anna", annaIP, 5070)
+	phone(t, a, "anna", annaIP, 5070, 41612, false, 1)
+	trunkCall(t, a, acmeNumber, 41610, false, 60000)
+	var callID string
+	testenv.Eventually(t, 15*time.Second, func() bool {
+		cdrs, err := store.CDRs(context.Background(), storage.CDRFilter{ClientID: acme.ID})
+		if err != nil || len(cdrs) == 0 || cdrs[0].AnsweredAt == nil {
+			return false
+		}
+		callID = cdrs[0].CallID
+		return true
+	}, "the call through node A answered in its CDR")
+
+	nodeA.kill()
+	killed := time.Now()
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		c, err := store.CDR(context.Background(), callID)
+		return err == nil && c.EndedAt != nil
+	}, "node B closing node A's call")
+	c, _ := store.CDR(context.Background(), callID)
+	t.Logf("node A's call closed %v after the kill", time.Since(killed).Round(100*time.Millisecond))
+	if c.HangupSide != events.HangupNodeLost || c.Disposition != events.DispositionAnswered {
+		t.Fatalf("CDR %+v: want answered, hang-up side node_lost", c)
+	}
+	var v struct {
+		State string `json:"state"`
+	}
+	if st := nodeB.call("GET", "/api/v1/calls/"+callID, adminTok, nil, &v); st != 200 || v.State != "ended" {
+		t.Fatalf("node B's calls API: %d %q, want 200 ended", st, v.State)
 	}
 }

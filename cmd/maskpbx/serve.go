@@ -214,6 +214,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Store: store, Keys: keys, Numbers: numbers, Registrations: registered{regs}, Dialer: dialer{sip},
 		SIPDomain: cfg.SIPDomain, AdminToken: adminToken, Sessions: sessions,
 		Metrics: metrics, Logger: logger.Named("api"), Recordings: rec.Audio, Trunk: trunkStatus{sip},
+		AudioErasure: rec.audioErasure(),
 	})
 	web, err := console.New(console.Config{Store: store, Sessions: sessions, API: apiServer, SIPDomain: cfg.SIPDomain,
 		Logger: logger.Named("console")})
@@ -229,11 +230,14 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	httpServer := &http.Server{Handler: routes, ReadHeaderTimeout: 10 * time.Second}
 
 	// Before the node takes a call: whatever it left open died with it.
-	closeOrphanedCalls(ctx, store, publisher, cfg.NodeID, logger)
+	closeOrphanedCalls(ctx, store, publisher, cfg.NodeID, true, logger)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sip.Serve(gctx) })
 	g.Go(func() error { return cdrs.Run(gctx) })
+	watch := &nodeWatch{kv: cluster, self: cfg.NodeID, logger: logger.Named("nodes"), now: time.Now,
+		closer: func(ctx context.Context, node string) { closeOrphanedCalls(ctx, store, publisher, node, false, logger) }}
+	g.Go(func() error { return watch.run(gctx) })
 	g.Go(func() error { return rec.run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)
 	if ports.pprof != nil {

@@ -84,6 +84,7 @@
           if (c.disposition) text += " · " + (outcomes[c.disposition] || c.disposition);
           if (c.duration_ms) text += " · " + clock(c.duration_ms);
           show(out, "ended", text);
+          refreshLastCall(form.dataset.callClient, callID);
           return;
         }
         let text = labels[c.state] || c.state;
@@ -99,6 +100,29 @@
   }
 
   function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+  // After a call from the clients list ends, its row's "Last call" cell is
+  // taken from the page as the server renders it now, once the call's
+  // record has been written (a moment after the end).
+  async function refreshLastCall(clientID, callID) {
+    const sel = 'tr[data-client="' + clientID + '"] td[data-last-call]';
+    const cell = document.querySelector(sel);
+    if (!cell) return;
+    for (let i = 0; i < 30; i++) {
+      await sleep(i < 10 ? 500 : 2000);
+      let fresh;
+      try {
+        const resp = await fetch(location.pathname + location.search, { credentials: "same-origin", cache: "no-store" });
+        if (!resp.ok || resp.redirected) return;
+        fresh = new DOMParser().parseFromString(await resp.text(), "text/html").querySelector(sel);
+      } catch (e) { continue; }
+      if (fresh && fresh.dataset.lastCall === callID) {
+        cell.innerHTML = fresh.innerHTML;
+        cell.dataset.lastCall = callID;
+        return;
+      }
+    }
+  }
 
   document.addEventListener("submit", async (ev) => {
     const form = ev.target.closest("form[data-call-client]");
@@ -120,6 +144,50 @@
   document.querySelectorAll("[data-live-call]").forEach((el) => {
     const form = document.querySelector('form[data-call-client="' + el.dataset.for + '"]');
     if (form) follow(form, el.dataset.liveCall);
+  });
+
+  // ---- assignment: the primary manager is not offered as his own partner ----
+  const primary = document.getElementById("primary");
+  if (primary) {
+    primary.addEventListener("change", () => {
+      document.querySelectorAll("#assign-form [data-partner]").forEach((label) => {
+        const isPrimary = label.dataset.partner === primary.value;
+        const box = label.querySelector("input");
+        label.hidden = isPrimary;
+        box.disabled = isPrimary;
+        if (isPrimary) box.checked = false;
+      });
+    });
+  }
+
+  // ---- recordings: our controls show the length before playing ----
+  // The native controls show 0:00 / 0:00 until the audio is fetched, and
+  // every fetch of audio is audited: ours take the length from the page.
+  document.querySelectorAll("[data-player]").forEach((player) => {
+    const audio = player.querySelector("audio");
+    const controls = player.querySelector("[data-controls]");
+    if (!audio || !controls) return;
+    const btn = controls.querySelector("[data-play]");
+    const seek = controls.querySelector("[data-seek]");
+    const time = controls.querySelector("[data-time]");
+    const total = () => (isFinite(audio.duration) && audio.duration > 0 ? audio.duration * 1000 : Number(player.dataset.durationMs) || 0);
+    function update() {
+      const now = audio.currentTime * 1000;
+      time.textContent = clock(now) + " / " + clock(total());
+      seek.max = String(Math.round(total()));
+      if (document.activeElement !== seek) seek.value = String(Math.round(now));
+      seek.setAttribute("aria-valuetext", time.textContent);
+      const playing = !audio.paused && !audio.ended;
+      btn.toggleAttribute("data-playing", playing);
+      btn.setAttribute("aria-label", playing ? btn.dataset.labelPause : btn.dataset.labelPlay);
+    }
+    btn.addEventListener("click", () => { if (audio.paused) audio.play(); else audio.pause(); });
+    seek.addEventListener("input", () => { audio.currentTime = Number(seek.value) / 1000; update(); });
+    for (const ev of ["timeupdate", "play", "pause", "ended", "durationchange", "seeked"]) audio.addEventListener(ev, update);
+    audio.controls = false;
+    audio.hidden = true;
+    controls.hidden = false;
+    update();
   });
 
   // ---- recordings: listen to one side ----

@@ -273,3 +273,16 @@ func FuzzEvents(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkInband is the detector's cost per 20 ms packet of one leg.
+func BenchmarkInband(b *testing.B) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	noise := g711(addNoise(rng, make([]float64, 50*samplesPerPkt), -20), "PCMU")
+	var d toneDetector
+	found := make([]rune, 0, 4)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		at := i % 50 * samplesPerPkt
+		d.feed(noise[at:at+samplesPerPkt], found[:0])
+	}
+}
