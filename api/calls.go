@@ -57,14 +57,14 @@ var (
 )
 
 var (
-	errNoPhone      = &Error{http.StatusConflict, "client_has_no_phone", "the client has no phone number to call"}
-	errNotReg       = &Error{http.StatusConflict, "no_registered_phone", "register your phone first: the PBX rings it before calling the client"}
-	errTooMany      = &Error{http.StatusTooManyRequests, "too_many_calls", "finish your current call or wait a minute before starting another"}
-	errNoTrunk      = &Error{http.StatusServiceUnavailable, "no_trunk", "calls out are not configured on this PBX"}
-	errNotAssigned  = &Error{http.StatusForbidden, "forbidden", "this client is not assigned to you"}
-	errShuttingDown = &Error{http.StatusServiceUnavailable, "shutting_down", "this node is shutting down; try again"}
-	errNoDialerHere = &Error{http.StatusServiceUnavailable, "no_pbx", "this node does not place calls"}
-	errNoMobile     = &Error{http.StatusConflict, "no_mobile", "no corporate mobile is set for you (an admin sets it)"}
+	errNoPhone      = newError(http.StatusConflict, "client_has_no_phone", "api.no_phone")
+	errNotReg       = newError(http.StatusConflict, "no_registered_phone", "api.not_registered")
+	errTooMany      = newError(http.StatusTooManyRequests, "too_many_calls", "api.too_many_calls")
+	errNoTrunk      = newError(http.StatusServiceUnavailable, "no_trunk", "api.no_trunk")
+	errNotAssigned  = newError(http.StatusForbidden, "forbidden", "api.not_assigned")
+	errShuttingDown = newError(http.StatusServiceUnavailable, "shutting_down", "api.shutting_down")
+	errNoDialerHere = newError(http.StatusServiceUnavailable, "no_pbx", "api.no_pbx")
+	errNoMobile     = newError(http.StatusConflict, "no_mobile", "api.no_mobile")
 )
 
 type callView struct {
@@ -103,10 +103,10 @@ func (s *Server) startCall(w http.ResponseWriter, r *http.Request, p Principal) 
 		return err
 	}
 	if req.ClientID == "" {
-		return badRequest("client_id is required")
+		return badRequest("api.client_id_required")
 	}
 	if req.Via != "" && req.Via != "phone" && req.Via != "mobile" {
-		return badRequest("via must be phone or mobile")
+		return badRequest("api.bad_via")
 	}
 	if req.Via == "phone" {
 		req.Via = ""

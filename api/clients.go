@@ -52,13 +52,13 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p Principa
 	req.Name = strings.TrimSpace(req.Name)
 	switch {
 	case req.Name == "":
-		return badRequest("name is required")
+		return badRequest("api.name_required")
 	case len(req.Phones) == 0:
-		return badRequest("phones must hold at least one number")
+		return badRequest("api.phones_required")
 	case len(req.Phones) > maxPhones:
-		return badRequest("at most 10 phones per client")
+		return badRequest("api.too_many_phones")
 	case req.ManagerID == "":
-		return badRequest("manager_id is required")
+		return badRequest("api.manager_id_required")
 	}
 	phones, err := s.sealPhones(req.Phones)
 	if err != nil {
@@ -151,7 +151,7 @@ func (s *Server) reassign(w http.ResponseWriter, r *http.Request, p Principal) e
 		return err
 	}
 	if req.ManagerID == "" {
-		return badRequest("manager_id is required")
+		return badRequest("api.manager_id_required")
 	}
 	c, err := s.Store.Reassign(r.Context(), r.PathValue("id"), req.ManagerID, req.PartnerIDs, p.Actor())
 	if err != nil {

@@ -83,7 +83,7 @@ func (s *Server) setLegalHold(w http.ResponseWriter, r *http.Request, p Principa
 		return err
 	}
 	if req.Hold == nil {
-		return badRequest("hold is required: true or false")
+		return badRequest("api.hold_required")
 	}
 	reason, err := auditReason(req.Reason)
 	if err != nil {
@@ -146,10 +146,10 @@ func (s *Server) exportClient(w http.ResponseWriter, r *http.Request, p Principa
 	case req.Format == "":
 		req.Format = "json"
 	case req.Format != "json" && req.Format != "zip":
-		return badRequest(`format must be "json" or "zip"`)
+		return badRequest("api.bad_export_format")
 	}
 	if req.Audio && req.Format != "zip" {
-		return badRequest(`audio comes only in a ZIP: set format to "zip"`)
+		return badRequest("api.audio_needs_zip")
 	}
 	if req.Audio && s.Recordings == nil {
 		return errAudioUnservable

@@ -7,31 +7,44 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
 // Error is an error meant for the API caller: its code and message say what
 // was wrong with the request. Anything else is logged and answered as a 500.
+// The code is stable; the message is the catalog's (internal/i18n) message
+// ID in the caller's language (Accept-Language, else the company's).
 type Error struct {
-	Status  int
-	Code    string
+	Status int
+	Code   string
+	// Message is the message in English (for logs and Go callers).
 	Message string
+	ID      string
+	Args    []any // name, value pairs for the message's fields
 }
 
 func (e *Error) Error() string { return e.Message }
 
-func badRequest(msg string) *Error { return &Error{http.StatusBadRequest, "bad_request", msg} }
+// newError is an API error whose message is the catalog's id.
+func newError(status int, code, id string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: i18n.Get("en").T(id, args...), ID: id, Args: args}
+}
+
+func badRequest(id string, args ...any) *Error {
+	return newError(http.StatusBadRequest, "bad_request", id, args...)
+}
 
 var (
-	errUnauthorized = &Error{http.StatusUnauthorized, "unauthorized", "missing, invalid or revoked API token"}
+	errUnauthorized = newError(http.StatusUnauthorized, "unauthorized", "api.unauthorized")
 	// errInvalidToken is errUnauthorized for a request that did carry a
 	// token: the same body, but its challenge says the token was refused.
-	errInvalidToken = &Error{http.StatusUnauthorized, "unauthorized", "missing, invalid or revoked API token"}
-	errForbidden    = &Error{http.StatusForbidden, "forbidden", "your role may not do this"}
-	errNotFound     = &Error{http.StatusNotFound, "not_found", "no such object"}
+	errInvalidToken = newError(http.StatusUnauthorized, "unauthorized", "api.unauthorized")
+	errForbidden    = newError(http.StatusForbidden, "forbidden", "api.forbidden")
+	errNotFound     = newError(http.StatusNotFound, "not_found", "api.not_found")
 	// errMethodNotAllowed goes with an Allow header naming what the path takes.
-	errMethodNotAllowed = &Error{http.StatusMethodNotAllowed, "method_not_allowed", "this path does not take this method (see Allow)"}
+	errMethodNotAllowed = newError(http.StatusMethodNotAllowed, "method_not_allowed", "api.method_not_allowed")
 )
 
 // asAPIError maps domain errors to API errors; this is the one place that
@@ -44,17 +57,17 @@ func asAPIError(err error) *Error {
 	case errors.Is(err, storage.ErrNotFound):
 		return errNotFound
 	case errors.Is(err, storage.ErrDuplicatePhone):
-		return &Error{http.StatusConflict, "duplicate_phone", "a phone number already belongs to another client"}
+		return newError(http.StatusConflict, "duplicate_phone", "api.duplicate_phone")
 	case errors.Is(err, storage.ErrDuplicateMobile):
-		return &Error{http.StatusConflict, "duplicate_mobile", "this mobile number belongs to another manager"}
+		return newError(http.StatusConflict, "duplicate_mobile", "api.duplicate_mobile")
 	case errors.Is(err, storage.ErrDuplicateUsername):
-		return &Error{http.StatusConflict, "duplicate_sip_username", "this SIP username is taken"}
+		return newError(http.StatusConflict, "duplicate_sip_username", "api.duplicate_username")
 	case errors.Is(err, storage.ErrUnknownManager):
-		return &Error{http.StatusUnprocessableEntity, "unknown_manager", "a manager id does not name an active manager"}
+		return newError(http.StatusUnprocessableEntity, "unknown_manager", "api.unknown_manager")
 	case errors.Is(err, storage.ErrClientErased):
-		return &Error{http.StatusConflict, "client_erased", "the client was erased"}
+		return newError(http.StatusConflict, "client_erased", "api.client_erased")
 	case errors.Is(err, storage.ErrManagerDismissed):
-		return &Error{http.StatusConflict, "already_dismissed", "the manager is already dismissed"}
+		return newError(http.StatusConflict, "already_dismissed", "api.already_dismissed")
 	case errors.Is(err, ErrNotRegistered):
 		return errNotReg
 	case errors.Is(err, ErrNoMobile):
@@ -71,7 +84,7 @@ func asAPIError(err error) *Error {
 		return errShuttingDown
 	case errors.Is(err, masking.ErrBadNumber):
 		// The message names no number: it may be echoed into logs or UIs.
-		return &Error{http.StatusUnprocessableEntity, "bad_phone", "a phone number is not a valid number"}
+		return newError(http.StatusUnprocessableEntity, "bad_phone", "api.bad_phone")
 	}
 	return nil
 }
@@ -87,7 +100,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := asAPIError(err)
 	if e == nil {
 		s.logger.Error("api: internal error", zap.String("path", r.URL.Path), zap.Error(err))
-		e = &Error{http.StatusInternalServerError, "internal", "internal error"}
+		e = newError(http.StatusInternalServerError, "internal", "api.internal")
 	}
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", challenge(e))
@@ -97,6 +110,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var body errorBody
 	body.Error.Code, body.Error.Message = e.Code, e.Message
+	if e.ID != "" {
+		lang := i18n.Match(r.Header.Get("Accept-Language"), s.DefaultLanguage)
+		body.Error.Message = lang.T(e.ID, e.Args...)
+		w.Header().Set("Content-Language", lang.Code())
+	}
 	writeJSON(w, e.Status, body)
 }
 

@@ -47,20 +47,20 @@ func (s *Server) createManager(w http.ResponseWriter, r *http.Request, p Princip
 	req.Name = strings.TrimSpace(req.Name)
 	switch {
 	case req.Name == "":
-		return badRequest("name is required")
+		return badRequest("api.name_required")
 	case !sipUsernameRE.MatchString(req.SIPUsername):
-		return badRequest("sip_username must be 1-64 letters, digits, '.', '_' or '-'")
+		return badRequest("api.bad_sip_username")
 	case masking.ValidClientCode(req.SIPUsername):
 		// A username that looks like a client code would be ambiguous when dialled.
-		return badRequest("sip_username must not be all digits")
+		return badRequest("api.sip_username_digits")
 	case len(req.SIPPassword) < minSIPPassword:
-		return badRequest("sip_password must be at least 8 characters")
+		return badRequest("api.sip_password_short")
 	}
 	if req.Role == "" {
 		req.Role = storage.RoleManager
 	}
 	if !hasRole(req.Role, []string{storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin}) {
-		return badRequest("role must be manager, supervisor or admin")
+		return badRequest("api.bad_role")
 	}
 	token, err := NewToken()
 	if err != nil {
@@ -116,7 +116,7 @@ func (s *Server) dismissManager(w http.ResponseWriter, r *http.Request, p Princi
 		return err
 	}
 	if req.SuccessorID == "" {
-		return badRequest("successor_id is required")
+		return badRequest("api.successor_required")
 	}
 	id := r.PathValue("id")
 	d, err := s.Store.DismissManager(r.Context(), id, req.SuccessorID, p.Actor())

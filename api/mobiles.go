@@ -36,13 +36,13 @@ func (s *Server) setMobile(w http.ResponseWriter, r *http.Request, p Principal) 
 	}
 	switch {
 	case req.Number == "":
-		return badRequest("number is required")
+		return badRequest("api.number_required")
 	case !slices.Contains([]string{storage.MobileOff, storage.MobileTogether, storage.MobileAfter, storage.MobileOnly}, req.Policy):
-		return badRequest("policy must be off, together, after or only")
+		return badRequest("api.bad_mobile_policy")
 	case req.Policy == storage.MobileAfter && (req.AfterS < 1 || req.AfterS > maxMobileAfter):
-		return badRequest("after_s must be 1-600 with policy after")
+		return badRequest("api.bad_after_s")
 	case req.Policy != storage.MobileAfter && req.AfterS != 0:
-		return badRequest("after_s goes with policy after only")
+		return badRequest("api.after_s_without_after")
 	}
 	e164, err := s.Numbers.Normalize(req.Number)
 	if err != nil {

@@ -19,20 +19,20 @@ const (
 func auditReason(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if !utf8.ValidString(s) {
-		return "", badRequest("reason must be UTF-8 text")
+		return "", badRequest("api.reason_utf8")
 	}
 	n := 0
 	for _, r := range s {
 		if !unicode.IsPrint(r) {
-			return "", badRequest("reason must be printable text (no control or invisible characters)")
+			return "", badRequest("api.reason_printable")
 		}
 		n++
 	}
 	switch {
 	case n < minReasonRunes:
-		return "", badRequest("reason is required: at least 10 characters saying why")
+		return "", badRequest("api.reason_required")
 	case n > maxAuditReason:
-		return "", badRequest("reason must be at most 200 characters")
+		return "", badRequest("api.reason_too_long")
 	}
 	return s, nil
 }

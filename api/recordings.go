@@ -55,9 +55,9 @@ func viewRecording(r storage.Recording) recordingView {
 var uuidParam = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 var (
-	errAudioGone       = &Error{http.StatusGone, "audio_deleted", "the recording's audio was deleted (retention) or never survived"}
-	errAudioInProgress = &Error{http.StatusConflict, "recording_in_progress", "the recording is still being written"}
-	errAudioUnservable = &Error{http.StatusServiceUnavailable, "audio_unavailable", "recording audio is not served by this node"}
+	errAudioGone       = newError(http.StatusGone, "audio_deleted", "api.audio_deleted")
+	errAudioInProgress = newError(http.StatusConflict, "recording_in_progress", "api.recording_in_progress")
+	errAudioUnservable = newError(http.StatusServiceUnavailable, "audio_unavailable", "api.audio_unavailable")
 )
 
 // recordingError maps the storage errors of recordings; the rest goes
@@ -77,13 +77,13 @@ func (s *Server) listRecordings(w http.ResponseWriter, r *http.Request, _ Princi
 	f := storage.RecordingFilter{ClientID: q.Get("client_id"), ManagerID: q.Get("manager_id"), CallID: q.Get("call_id")}
 	for name, v := range map[string]string{"client_id": f.ClientID, "manager_id": f.ManagerID, "call_id": f.CallID} {
 		if v != "" && !uuidParam.MatchString(v) {
-			return badRequest(name + " must be a uuid")
+			return badRequest("api.must_be_uuid", "Name", name)
 		}
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			return badRequest("limit must be a number from 1 to 1000")
+			return badRequest("api.bad_limit")
 		}
 		f.Limit = n
 	}
@@ -143,7 +143,7 @@ var rangeRE = regexp.MustCompile(`^bytes=[0-9, -]+$`)
 
 // errReasonInLink refuses a reason in the audio link: a GET can be made by
 // any page the listener visits.
-var errReasonInLink = badRequest("a reason is not taken from the audio link; POST it to /api/v1/recordings/{id}/listen")
+var errReasonInLink = badRequest("api.reason_in_link")
 
 // recordingAudio serves a recording's WAV, with Range requests so a player
 // can seek. Every access (each range a player asks for) writes an audit
@@ -159,7 +159,7 @@ func (s *Server) recordingAudio(w http.ResponseWriter, r *http.Request, p Princi
 	reason := ""
 	if rg := r.Header.Get("Range"); rg != "" {
 		if len(rg) > 100 || !rangeRE.MatchString(rg) {
-			return &Error{http.StatusRequestedRangeNotSatisfiable, "bad_range", "the Range header is malformed"}
+			return newError(http.StatusRequestedRangeNotSatisfiable, "bad_range", "api.bad_range")
 		}
 		reason = "[" + rg + "]"
 	}

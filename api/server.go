@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +53,9 @@ type Config struct {
 	Recordings RecordingAudio
 	// Trunk, if set, adds the registration at the SIP provider to /healthz.
 	Trunk TrunkStatus
+	// DefaultLanguage is the language of error messages for a request
+	// whose Accept-Language names none maskpbx speaks (empty: English).
+	DefaultLanguage string
 	// AudioErasure, if set, deletes erased clients' recording audio held by
 	// this node right after an erasure commits; without it (or for audio
 	// on other nodes) the recorder nodes' own runs delete it.
@@ -89,8 +93,8 @@ var (
 )
 
 var (
-	errCSRF         = &Error{http.StatusForbidden, "csrf", "missing or wrong CSRF token (X-CSRF-Token header)"}
-	errSessionEnded = &Error{http.StatusUnauthorized, "unauthorized", "sign in again: the console session has ended"}
+	errCSRF         = newError(http.StatusForbidden, "csrf", "api.csrf")
+	errSessionEnded = newError(http.StatusUnauthorized, "unauthorized", "api.session_ended")
 )
 
 // Server serves the REST API.
@@ -282,17 +286,17 @@ func decode(r *http.Request, v any) error {
 		var typeErr *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &typeErr):
-			return badRequest(fmt.Sprintf("field %q must be a %s", typeErr.Field, typeErr.Type))
+			return badRequest("api.field_type", "Field", strconv.Quote(typeErr.Field), "Type", typeErr.Type.String())
 		case strings.HasPrefix(err.Error(), "json: unknown field"):
-			return badRequest(strings.TrimPrefix(err.Error(), "json: "))
+			return badRequest("api.unknown_field", "Field", strings.TrimPrefix(err.Error(), "json: unknown field "))
 		case errors.Is(err, io.EOF):
-			return badRequest("request body is empty")
+			return badRequest("api.body_empty")
 		default:
-			return badRequest("request body is not valid JSON")
+			return badRequest("api.body_not_json")
 		}
 	}
 	if dec.More() {
-		return badRequest("request body has data after the JSON object")
+		return badRequest("api.body_trailing")
 	}
 	return nil
 }

@@ -25,8 +25,7 @@ const (
 	tokenSourcesMax = 65536
 )
 
-var errTooManyTokenFailures = &Error{http.StatusTooManyRequests, "too_many_auth_failures",
-	"too many refused tokens from this address; try again later"}
+var errTooManyTokenFailures = newError(http.StatusTooManyRequests, "too_many_auth_failures", "api.too_many_auth_failures")
 
 type tokenFailures struct {
 	mu        sync.Mutex

@@ -22,17 +22,18 @@ func (c *Console) createManager(w http.ResponseWriter, r *http.Request, s *sessi
 	f := managerForm{Name: strings.TrimSpace(r.PostFormValue("name")), Username: strings.TrimSpace(r.PostFormValue("sip_username")),
 		Team: strings.TrimSpace(r.PostFormValue("team")), Role: r.PostFormValue("role")}
 	webPassword := r.PostFormValue("web_password")
+	lc := c.localeFor(r, s)
 	fail := func(status int, msg string) error {
 		v, err := c.managersView(r, s)
 		if err != nil {
 			return err
 		}
 		f.Error, v.Form = msg, f
-		return c.renderStatus(w, r, s, status, "managers", navTitle(s), "managers", v)
+		return c.renderStatus(w, r, s, status, "managers", navTitle(lc, s), "managers", v)
 	}
 	if webPassword != "" {
-		if err := checkPassword(webPassword); err != nil {
-			return fail(http.StatusBadRequest, "Web password: "+err.Error()+".")
+		if id, args := passwordProblem(webPassword); id != "" {
+			return fail(http.StatusBadRequest, lc.t("managers.web_password_bad", "Problem", lc.t(id, args...)))
 		}
 	}
 	var created struct {
@@ -65,7 +66,7 @@ func (c *Console) createManager(w http.ResponseWriter, r *http.Request, s *sessi
 		return err
 	}
 	v.Created = done
-	return c.renderStatus(w, r, s, http.StatusCreated, "managers", navTitle(s), "managers", v)
+	return c.renderStatus(w, r, s, http.StatusCreated, "managers", navTitle(lc, s), "managers", v)
 }
 
 func (c *Console) activeManager(r *http.Request, id string) (storage.Manager, error) {
@@ -74,7 +75,7 @@ func (c *Console) activeManager(r *http.Request, id string) (storage.Manager, er
 		return m, errNotFound
 	}
 	if err == nil && m.Status != storage.StatusActive {
-		return m, &pageError{http.StatusConflict, m.Name + " is dismissed: his credentials can't be changed."}
+		return m, &pageError{Status: http.StatusConflict, ID: "managers.is_dismissed", Args: []any{"Name", m.Name}}
 	}
 	return m, err
 }
@@ -86,16 +87,17 @@ func (c *Console) setSIPPassword(w http.ResponseWriter, r *http.Request, s *sess
 	if err != nil {
 		return err
 	}
+	lc := c.localeFor(r, s)
 	pw := r.PostFormValue("sip_password")
 	if len(pw) < 8 || len(pw) > 128 {
-		return c.redirect(w, r, "/console/managers", "error", "The SIP password must be 8 to 128 characters.")
+		return c.redirect(w, r, "/console/managers", "error", lc.t("managers.sip_password_length"))
 	}
 	err = c.store.SetSIPPassword(r.Context(), m.ID, ha1.MD5(m.SIPUsername, c.cfg.SIPDomain, pw),
 		ha1.SHA256(m.SIPUsername, c.cfg.SIPDomain, pw), s.principal().Actor())
 	if err != nil {
 		return err
 	}
-	return c.redirect(w, r, "/console/managers", "ok", "SIP password of "+m.Name+" changed. His phone uses it from its next registration.")
+	return c.redirect(w, r, "/console/managers", "ok", lc.t("managers.sip_password_set", "Name", m.Name))
 }
 
 // setWebPassword sets a person's console password; his other sessions end.
@@ -104,9 +106,10 @@ func (c *Console) setWebPassword(w http.ResponseWriter, r *http.Request, s *sess
 	if err != nil {
 		return err
 	}
+	lc := c.localeFor(r, s)
 	pw := r.PostFormValue("web_password")
-	if err := checkPassword(pw); err != nil {
-		return c.redirect(w, r, "/console/managers", "error", "Web password of "+m.Name+": "+err.Error()+".")
+	if id, args := passwordProblem(pw); id != "" {
+		return c.redirect(w, r, "/console/managers", "error", lc.t("managers.web_password_of_bad", "Name", m.Name, "Problem", lc.t(id, args...)))
 	}
 	hash, err := HashPassword(pw)
 	if err != nil {
@@ -119,7 +122,7 @@ func (c *Console) setWebPassword(w http.ResponseWriter, r *http.Request, s *sess
 	if err := c.store.SetWebPassword(r.Context(), m.ID, hash, keep, s.principal().Actor()); err != nil {
 		return err
 	}
-	return c.redirect(w, r, "/console/managers", "ok", "Web password of "+m.Name+" set. His other console sessions have ended.")
+	return c.redirect(w, r, "/console/managers", "ok", lc.t("managers.web_password_set", "Name", m.Name))
 }
 
 // dismiss cuts a manager off through the API (status, tokens, phones,
@@ -140,7 +143,7 @@ func (c *Console) dismiss(w http.ResponseWriter, r *http.Request, s *session) er
 	if errors.As(err, &ae) && ae.Status < 500 {
 		msg := ae.Message
 		if ae.Code == "bad_request" {
-			msg = "Choose a successor: the dismissed manager's clients go to him."
+			msg = c.localeFor(r, s).t("managers.choose_successor")
 		}
 		return c.redirect(w, r, "/console/managers", "error", msg)
 	}
@@ -152,9 +155,9 @@ func (c *Console) dismiss(w http.ResponseWriter, r *http.Request, s *session) er
 		return err
 	}
 	c.logger.Info("console: manager dismissed", zap.String("manager_id", id), zap.Int("sessions_revoked", n))
-	return c.redirect(w, r, "/console/managers", "ok", fmt.Sprintf(
-		"%s is dismissed: his phone, API tokens and console sessions are cut off; %s moved to %s.",
-		ppl.name(id), plural(out.MovedClients, "client", "clients"), ppl.name(successor)))
+	lc := c.localeFor(r, s)
+	return c.redirect(w, r, "/console/managers", "ok", lc.t("managers.dismissed_done", "Name", ppl.name(id),
+		"Clients", lc.n("count.clients", out.MovedClients), "Successor", ppl.name(successor)))
 }
 
 // setMobile sets a person's corporate mobile and when it rings, through the
@@ -164,16 +167,29 @@ func (c *Console) setMobile(w http.ResponseWriter, r *http.Request, s *session) 
 	if err != nil {
 		return err
 	}
+	lc := c.localeFor(r, s)
 	policy := r.PostFormValue("policy")
 	body := map[string]any{"number": r.PostFormValue("number"), "policy": policy}
 	if policy == storage.MobileAfter {
 		n, err := strconv.Atoi(r.PostFormValue("after_s"))
 		if err != nil {
-			return c.redirect(w, r, "/console/managers", "error", "Mobile of "+m.Name+": give the seconds to wait for his phones.")
+			return c.redirect(w, r, "/console/managers", "error", lc.t("managers.mobile_bad", "Name", m.Name,
+				"Problem", lc.t("managers.mobile_after_needed")))
 		}
 		body["after_s"] = n
 	}
-	return c.mobileCall(w, r, s, m, http.MethodPut, body, "Mobile of "+m.Name+" set; it rings: "+mobilePolicyLabel(policy)+".")
+	var when string
+	switch policy {
+	case storage.MobileTogether:
+		when = lc.t("managers.mobile_rings_together")
+	case storage.MobileAfter:
+		when = lc.t("managers.mobile_rings_after")
+	case storage.MobileOnly:
+		when = lc.t("managers.mobile_rings_only")
+	default:
+		when = lc.t("managers.mobile_rings_off")
+	}
+	return c.mobileCall(w, r, s, m, http.MethodPut, body, lc.t("managers.mobile_set", "Name", m.Name, "When", when))
 }
 
 // removeMobile removes a person's corporate mobile through the API.
@@ -182,7 +198,7 @@ func (c *Console) removeMobile(w http.ResponseWriter, r *http.Request, s *sessio
 	if err != nil {
 		return err
 	}
-	return c.mobileCall(w, r, s, m, http.MethodDelete, nil, "Mobile of "+m.Name+" removed.")
+	return c.mobileCall(w, r, s, m, http.MethodDelete, nil, c.localeFor(r, s).t("managers.mobile_removed", "Name", m.Name))
 }
 
 // mobileCall sends a person's mobile change to the API and says how it went.
@@ -190,36 +206,17 @@ func (c *Console) mobileCall(w http.ResponseWriter, r *http.Request, s *session,
 	err := c.apiFor(r, s).do(r.Context(), method, "/api/v1/managers/"+url.PathEscape(m.ID)+"/mobile", body, nil)
 	var ae *apiError
 	if errors.As(err, &ae) && ae.Status < 500 {
+		lc := c.localeFor(r, s)
 		msg := ae.Message
 		if ae.Status == http.StatusNotFound {
-			msg = "he has no mobile"
+			msg = lc.t("managers.mobile_none")
 		}
-		return c.redirect(w, r, "/console/managers", "error", "Mobile of "+m.Name+": "+msg+".")
+		return c.redirect(w, r, "/console/managers", "error", lc.t("managers.mobile_bad", "Name", m.Name, "Problem", msg))
 	}
 	if err != nil {
 		return err
 	}
 	return c.redirect(w, r, "/console/managers", "ok", done)
-}
-
-// mobilePolicyLabel says when a mobile rings, as the page words it.
-func mobilePolicyLabel(policy string) string {
-	switch policy {
-	case storage.MobileTogether:
-		return "with his phones"
-	case storage.MobileAfter:
-		return "when his phones are not answered"
-	case storage.MobileOnly:
-		return "instead of his phones"
-	}
-	return "never (calls from it are still his)"
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return fmt.Sprintf("%d %s", n, one)
-	}
-	return fmt.Sprintf("%d %s", n, many)
 }
 
 type auditRow struct {
@@ -265,9 +262,9 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) 
 		row := auditRow{AuditEntry: e, ActorName: e.Actor, ObjectName: e.Object}
 		if role, id, ok := strings.Cut(e.Actor, ":"); ok {
 			if m, ok := ppl[id]; ok {
-				row.ActorName = m.Name + " (" + role + ")"
+				row.ActorName = m.Name + " (" + c.localeFor(r, s).t("role."+role) + ")"
 			} else if id == "bootstrap" {
-				row.ActorName = "Bootstrap admin token"
+				row.ActorName = c.localeFor(r, s).t("audit.bootstrap_token")
 			}
 		}
 		if kind, id, ok := strings.Cut(e.Object, ":"); ok {
@@ -284,7 +281,7 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) 
 		}
 		v.Rows = append(v.Rows, row)
 	}
-	return c.render(w, r, s, "audit", "Audit log", "audit", v)
+	return c.render(w, r, s, "audit", c.localeFor(r, s).t("nav.audit"), "audit", v)
 }
 
 // exportClients writes every client as CSV, without numbers, and audits
@@ -304,7 +301,7 @@ func (c *Console) exportClients(w http.ResponseWriter, r *http.Request, s *sessi
 		return err
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="clients-%s.csv"`, time.Now().In(c.loc).Format("20060102")))
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="clients-%s.csv"`, time.Now().UTC().Format("20060102")))
 	bw := bufio.NewWriter(w)
 	writeCSVRow(bw, []string{"id", "code", "name", "segment", "manager", "manager_name", "partners", "created_at"})
 	for _, cl := range clients {
@@ -313,7 +310,7 @@ func (c *Console) exportClients(w http.ResponseWriter, r *http.Request, s *sessi
 			partners = append(partners, ppl[p].SIPUsername)
 		}
 		writeCSVRow(bw, []string{cl.ID, cl.Code, cl.Name, cl.Segment, ppl[cl.ManagerID].SIPUsername,
-			ppl.name(cl.ManagerID), strings.Join(partners, ";"), cl.CreatedAt.In(c.loc).Format(time.RFC3339)})
+			ppl.name(cl.ManagerID), strings.Join(partners, ";"), cl.CreatedAt.UTC().Format(time.RFC3339)})
 	}
 	return bw.Flush()
 }

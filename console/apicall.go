@@ -27,12 +27,13 @@ type apiCaller struct {
 	cookie string // the session cookie's value
 	csrf   string
 	remote string
+	lang   string // the person's language: the API's messages come in it
 }
 
 // apiFor returns the API as the person behind r sees it.
 func (c *Console) apiFor(r *http.Request, s *session) apiCaller {
 	ck, _ := r.Cookie(sessionCookie)
-	a := apiCaller{h: c.cfg.API, csrf: s.csrf, remote: r.RemoteAddr}
+	a := apiCaller{h: c.cfg.API, csrf: s.csrf, remote: r.RemoteAddr, lang: c.localeFor(r, s).lang.Code()}
 	if ck != nil {
 		a.cookie = ck.Value
 	}
@@ -125,6 +126,7 @@ func (a apiCaller) serve(ctx context.Context, w http.ResponseWriter, method, pat
 	req.RemoteAddr = a.remote
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept-Language", a.lang)
 	req.Header.Set(csrfHeader, a.csrf)
 	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: a.cookie})
 	a.h.ServeHTTP(w, req)

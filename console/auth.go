@@ -3,7 +3,6 @@ package console
 import (
 	"crypto/subtle"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -45,11 +44,12 @@ func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
 	bootstrap := c.cfg.Sessions.bootstrapHash != nil
 	v := signinView{Next: localNext(r.URL.Query().Get("next")), Token: bootstrap && r.URL.Query().Has("token"),
 		Bootstrap: bootstrap}
+	lc := c.localeFor(r, nil)
 	switch {
 	case r.URL.Query().Has("ended"):
-		v.Notice = "Your session has ended. Sign in again to continue."
+		v.Notice = lc.t("signin.ended")
 	case r.URL.Query().Has("out"):
-		v.Notice = "You have signed out."
+		v.Notice = lc.t("signin.signed_out")
 	}
 	c.signinForm(w, r, http.StatusOK, v)
 }
@@ -58,10 +58,17 @@ func (c *Console) signinForm(w http.ResponseWriter, r *http.Request, status int,
 	if v.Next == "" {
 		v.Next = "/console/"
 	}
-	vw := view{Title: "Sign in", Data: v, CSRF: c.cfg.Sessions.signinCSRF(w, r)}
+	lc := c.localeFor(r, nil)
+	pages, err := c.pagesFor(lc)
+	if err != nil {
+		c.logger.Error("console: sign-in page", zap.Error(err))
+		http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+		return
+	}
+	vw := view{Lang: lc.lang.Code(), Title: lc.t("signin.title"), Data: v, CSRF: c.cfg.Sessions.signinCSRF(w, r)}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	if err := c.pages["signin"].t.ExecuteTemplate(w, "layout", vw); err != nil {
+	if err := pages["signin"].t.ExecuteTemplate(w, "layout", vw); err != nil {
 		c.logger.Error("console: sign-in page", zap.Error(err))
 	}
 }
@@ -78,15 +85,16 @@ func localNext(next string) string {
 func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	lc := c.localeFor(r, nil)
 	if err := r.ParseForm(); err != nil {
-		c.signinForm(w, r, http.StatusBadRequest, signinView{Error: "The form could not be read."})
+		c.signinForm(w, r, http.StatusBadRequest, signinView{Error: lc.t("error.bad_form")})
 		return
 	}
 	v := signinView{Username: strings.TrimSpace(r.PostFormValue("username")), Next: localNext(r.PostFormValue("next")),
 		Token: r.PostFormValue("mode") == "token", Bootstrap: c.cfg.Sessions.bootstrapHash != nil}
 	ck, err := r.Cookie(signinCookie)
 	if err != nil || !validCSRF(ck.Value, r.PostFormValue(csrfField)) {
-		v.Error = "The sign-in form had expired. Please try again."
+		v.Error = lc.t("signin.expired")
 		c.signinForm(w, r, http.StatusForbidden, v)
 		return
 	}
@@ -105,8 +113,7 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 			zap.String("limit", ticket.Limit))
 		wait := int(ticket.RetryAfter.Round(time.Second) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(wait))
-		v.Error = fmt.Sprintf("Too many failed sign-ins. Try again in %s, or ask an administrator to reset your password.",
-			ticket.RetryAfter.Round(time.Second))
+		v.Error = lc.n("signin.too_many", max(1, (wait+59)/60))
 		c.signinForm(w, r, http.StatusTooManyRequests, v)
 		return
 	}
@@ -132,9 +139,9 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 			c.signinError(w, r, v, err)
 			return
 		}
-		v.Error = "Wrong username or password."
+		v.Error = lc.t("signin.wrong")
 		if v.Token {
-			v.Error = "That is not the bootstrap admin token."
+			v.Error = lc.t("signin.wrong_token")
 		}
 		c.signinForm(w, r, http.StatusUnauthorized, v)
 		return
@@ -179,13 +186,14 @@ func (c *Console) checkPassword(r *http.Request, username, password string) (man
 }
 
 func (c *Console) signinError(w http.ResponseWriter, r *http.Request, v signinView, err error) {
+	lc := c.localeFor(r, nil)
 	if errors.Is(err, storage.ErrUnknownManager) {
-		v.Error = "Wrong username or password."
+		v.Error = lc.t("signin.wrong")
 		c.signinForm(w, r, http.StatusUnauthorized, v)
 		return
 	}
 	c.logger.Error("console: sign-in failed", zap.Error(err))
-	v.Error = "Signing in failed on our side. Try again in a moment."
+	v.Error = lc.t("error.internal")
 	c.signinForm(w, r, http.StatusInternalServerError, v)
 }
 

@@ -70,7 +70,7 @@ const (
 )
 
 // newBarChart lays out days × series as stacked bars.
-func newBarChart(id, title, desc string, days []time.Time, series []chartSeries) barChart {
+func newBarChart(lc *locale, id, title, desc string, days []time.Time, series []chartSeries) barChart {
 	ch := barChart{ID: id, Title: title, Desc: desc, Width: chartW, Height: chartH,
 		PlotLeft: padLeft, PlotRight: chartW - padRight, PlotBottom: chartH - padB,
 		CenterX: (padLeft + chartW - padRight) / 2, CenterY: (padTop + chartH - padB) / 2}
@@ -88,7 +88,7 @@ func newBarChart(id, title, desc string, days []time.Time, series []chartSeries)
 		top = max(top, t)
 	}
 	ch.Empty = top == 0
-	ch.EmptyText = "No calls in this period"
+	ch.EmptyText = lc.t("chart.empty")
 	scaleMax := niceCeil(top)
 	plotH := float64(chartH - padTop - padB)
 	plotW := float64(chartW - padLeft - padRight)
@@ -96,7 +96,7 @@ func newBarChart(id, title, desc string, days []time.Time, series []chartSeries)
 	barW := math.Min(slot*0.64, 36)
 	for g := 0; g <= 4; g++ {
 		v := scaleMax * g / 4
-		ch.Grid = append(ch.Grid, chartLine{Y: float64(padTop) + plotH - plotH*float64(v)/float64(scaleMax), Label: fmt.Sprint(v)})
+		ch.Grid = append(ch.Grid, chartLine{Y: float64(padTop) + plotH - plotH*float64(v)/float64(scaleMax), Label: lc.lang.Number(v)})
 	}
 	every := 1
 	if len(days) > 10 {
@@ -113,18 +113,18 @@ func newBarChart(id, title, desc string, days []time.Time, series []chartSeries)
 			h := plotH * float64(v) / float64(scaleMax)
 			y -= h
 			ch.Bars = append(ch.Bars, chartBar{X: round1(x), Y: round1(y), W: round1(barW), H: round1(h), Class: s.Class,
-				Title: fmt.Sprintf("%s, %s: %d", d.Format("Mon 2 Jan"), s.Name, v)})
+				Title: lc.t("chart.bar_title", "Day", lc.weekdayDate(d), "Series", s.Name, "Count", lc.lang.Number(v))})
 		}
 		if (len(days)-1-i)%every == 0 {
-			ch.Labels = append(ch.Labels, chartLabel{X: round1(x + barW/2), Label: d.Format("2 Jan")})
+			ch.Labels = append(ch.Labels, chartLabel{X: round1(x + barW/2), Label: lc.dayMonth(d)})
 		}
 	}
-	ch.Table.Columns = []string{"Day"}
+	ch.Table.Columns = []string{lc.t("chart.day")}
 	for _, s := range series {
 		ch.Table.Columns = append(ch.Table.Columns, s.Name)
 	}
 	for i, d := range days {
-		row := chartTableRow{Day: d.Format("Mon 2 Jan")}
+		row := chartTableRow{Day: lc.weekdayDate(d)}
 		for _, s := range series {
 			row.Values = append(row.Values, s.Values[i])
 		}

@@ -34,10 +34,7 @@ func (p people) name(id string) string {
 	if m, ok := p[id]; ok {
 		return m.Name
 	}
-	if id == "" {
-		return "—"
-	}
-	return "Unknown"
+	return "—"
 }
 
 // active lists the active people by name, for assignment and successor
@@ -116,9 +113,9 @@ func (c *Console) clientsPage(w http.ResponseWriter, r *http.Request, s *session
 		}
 		v.Clients = append(v.Clients, row)
 	}
-	title := "Clients"
+	title := c.localeFor(r, s).t("nav.clients")
 	if v.Mine {
-		title = "My clients"
+		title = c.localeFor(r, s).t("nav.my_clients")
 	}
 	return c.render(w, r, s, "clients", title, "clients", v)
 }
@@ -268,7 +265,7 @@ func (c *Console) callClient(w http.ResponseWriter, r *http.Request, s *session)
 	if err != nil {
 		return err
 	}
-	return c.redirect(w, r, back+"?call="+url.QueryEscape(started.ID), "ok", "Calling: your phone rings first, then the client's.")
+	return c.redirect(w, r, back+"?call="+url.QueryEscape(started.ID), "ok", c.localeFor(r, s).t("call.started"))
 }
 
 type createClientForm struct {
@@ -283,7 +280,7 @@ func (c *Console) newClientPage(w http.ResponseWriter, r *http.Request, s *sessi
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, s, "client_new", "New client", "clients", createClientForm{People: ppl.active(), PartnerIDs: map[string]bool{}})
+	return c.render(w, r, s, "client_new", c.localeFor(r, s).t("client_new.title"), "clients", createClientForm{People: ppl.active(), PartnerIDs: map[string]bool{}})
 }
 
 // createClient creates a client through the API; the number typed in goes
@@ -317,12 +314,12 @@ func (c *Console) createClient(w http.ResponseWriter, r *http.Request, s *sessio
 			return perr
 		}
 		f.People, f.Error = ppl.active(), ae.Message
-		return c.renderStatus(w, r, s, ae.Status, "client_new", "New client", "clients", f)
+		return c.renderStatus(w, r, s, ae.Status, "client_new", c.localeFor(r, s).t("client_new.title"), "clients", f)
 	}
 	if err != nil {
 		return err
 	}
-	return c.redirect(w, r, "/console/clients/"+created.ID, "ok", "Client "+f.Name+" created with code "+created.Code+".")
+	return c.redirect(w, r, "/console/clients/"+created.ID, "ok", c.localeFor(r, s).t("client_new.created", "Name", f.Name, "Code", created.Code))
 }
 
 // reassign sets a client's primary manager and partners through the API.
@@ -345,7 +342,7 @@ func (c *Console) reassign(w http.ResponseWriter, r *http.Request, s *session) e
 	if err != nil {
 		return err
 	}
-	return c.redirect(w, r, back, "ok", "Assignment saved. The client now rings his new manager first.")
+	return c.redirect(w, r, back, "ok", c.localeFor(r, s).t("client.assignment_saved"))
 }
 
 // reveal shows an admin a client's numbers for a stated reason; the API
@@ -363,7 +360,7 @@ func (c *Console) reveal(w http.ResponseWriter, r *http.Request, s *session) err
 	if errors.As(err, &ae) && ae.Status < 500 {
 		msg := ae.Message
 		if ae.Code == "bad_request" && strings.Contains(msg, "reason") {
-			msg = "Give a reason (at least 3 characters): it goes into the audit log."
+			msg = c.localeFor(r, s).t("client.reveal_reason_needed")
 		}
 		return c.redirect(w, r, "/console/clients/"+url.PathEscape(id), "error", msg)
 	}
@@ -385,11 +382,11 @@ func (c *Console) erase(w http.ResponseWriter, r *http.Request, s *session) erro
 	id := r.PathValue("id")
 	back := "/console/clients/" + url.PathEscape(id)
 	if r.PostFormValue("confirm") != "yes" {
-		return c.redirect(w, r, back, "error", "Tick the confirmation: an erasure cannot be undone.")
+		return c.redirect(w, r, back, "error", c.localeFor(r, s).t("erase.confirm_needed"))
 	}
 	err := c.apiFor(r, s).do(r.Context(), http.MethodDelete, "/api/v1/clients/"+url.PathEscape(id),
 		map[string]string{"reason": strings.TrimSpace(r.PostFormValue("reason"))}, nil)
-	return c.afterAdminAction(w, r, back, err, "Client erased: his numbers are deleted and his name replaced.")
+	return c.afterAdminAction(w, r, back, err, c.localeFor(r, s).t("erase.done"))
 }
 
 // legalHold sets or releases a client's legal hold through the API.
@@ -398,9 +395,9 @@ func (c *Console) legalHold(w http.ResponseWriter, r *http.Request, s *session) 
 	hold := r.PostFormValue("hold") == "on"
 	err := c.apiFor(r, s).do(r.Context(), http.MethodPut, "/api/v1/clients/"+url.PathEscape(id)+"/legal-hold",
 		map[string]any{"hold": hold, "reason": strings.TrimSpace(r.PostFormValue("reason"))}, nil)
-	done := "Legal hold released."
+	done := c.localeFor(r, s).t("hold.released")
 	if hold {
-		done = "Legal hold set: his recordings are kept."
+		done = c.localeFor(r, s).t("hold.set")
 	}
 	return c.afterAdminAction(w, r, "/console/clients/"+url.PathEscape(id), err, done)
 }

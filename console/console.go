@@ -5,6 +5,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/internal/allow"
+	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -34,22 +36,28 @@ type Config struct {
 	API http.Handler
 	// SIPDomain is the digest realm SIP passwords are hashed for.
 	SIPDomain string
-	// TimeZone is the IANA zone pages show times and count days in;
-	// empty: $TZ, else UTC.
+	// TimeZone is the company's IANA zone (--timezone): pages show times
+	// and count days in it unless a person set his own; empty: $TZ, else
+	// UTC.
 	TimeZone string
-	Logger   *zap.Logger
+	// DefaultLanguage is the company's language (--default-language): the
+	// console's language for a person who chose none and whose browser asks
+	// for none maskpbx speaks; empty: English.
+	DefaultLanguage string
+	Logger          *zap.Logger
 }
 
 // Console serves the web console's pages and assets.
 type Console struct {
-	cfg     Config
-	store   *storage.Store
-	logger  *zap.Logger
-	loc     *time.Location
-	mux     *http.ServeMux
-	pages   map[string]*pageTemplate
-	imports *importJobs
-	csrf    *http.CrossOriginProtection
+	cfg    Config
+	store  *storage.Store
+	logger *zap.Logger
+	loc    *time.Location
+	mux    *http.ServeMux
+	// pageSets are the pages per language and time zone.
+	pageSets pageSets
+	imports  *importJobs
+	csrf     *http.CrossOriginProtection
 	// assets maps a static file's name to a hash of its content, so that
 	// pages link each version under its own URL and browsers may cache
 	// them for good.
@@ -81,7 +89,11 @@ func New(cfg Config) (*Console, error) {
 	if c.assets, err = hashAssets(); err != nil {
 		return nil, err
 	}
-	if c.pages, err = loadPages(c.funcs()); err != nil {
+	if cfg.DefaultLanguage != "" && !i18n.Supported(cfg.DefaultLanguage) {
+		return nil, fmt.Errorf("console: default language %q is not one of %s", cfg.DefaultLanguage, strings.Join(i18n.Codes, ", "))
+	}
+	// Parse the company's pages now: a template error stops the start.
+	if _, err = c.pagesFor(&locale{lang: i18n.Get(cfg.DefaultLanguage), loc: loc}); err != nil {
 		return nil, err
 	}
 	c.routes()
@@ -141,9 +153,12 @@ func (c *Console) routes() {
 	c.handle("POST /console/managers/{id}/sip-password", c.setSIPPassword, admin)
 	c.handle("POST /console/managers/{id}/web-password", c.setWebPassword, admin)
 	c.handle("POST /console/managers/{id}/dismiss", c.dismiss, admin)
+	c.handle("POST /console/managers/{id}/settings", c.setPersonSettings, admin)
 	c.handle("POST /console/managers/{id}/mobile", c.setMobile, admin)
 	c.handle("POST /console/managers/{id}/mobile/remove", c.removeMobile, admin)
 	c.handle("GET /console/audit", c.auditPage, admin)
+	c.handle("GET /console/settings", c.settingsPage, anyone)
+	c.handle("POST /console/settings", c.saveSettings, anyone)
 
 	c.mux.HandleFunc(catchAll, c.noRoute)
 }
@@ -160,7 +175,7 @@ func (c *Console) noRoute(w http.ResponseWriter, r *http.Request) {
 		c.renderError(w, r, nil, errMethodNotAllowed)
 		return
 	}
-	c.renderError(w, r, nil, &pageError{Status: http.StatusNotFound, Message: "There is no such page."})
+	c.renderError(w, r, nil, &pageError{Status: http.StatusNotFound, ID: "error.no_page"})
 }
 
 // ServeHTTP implements http.Handler.
@@ -202,20 +217,30 @@ func hashAssets() (map[string]string, error) {
 	return out, err
 }
 
-// pageError is an error meant for the person at the browser.
+// pageError is an error meant for the person at the browser: a message of
+// the catalog (ID, with Args) shown in his language, or a Message already
+// written for him (the API's, in his language too).
 type pageError struct {
 	Status  int
+	ID      string
+	Args    []any
 	Message string
 }
 
-func (e *pageError) Error() string { return e.Message }
+// Error is the message in English (for logs and tests).
+func (e *pageError) Error() string {
+	if e.ID != "" {
+		return i18n.Get("en").T(e.ID, e.Args...)
+	}
+	return e.Message
+}
 
 var (
-	errCSRF      = &pageError{http.StatusForbidden, "The form was stale or did not come from this console (CSRF check failed). Reload the page and try again."}
-	errForbidden = &pageError{http.StatusForbidden, "Your role does not give access to this page."}
-	errNotFound  = &pageError{http.StatusNotFound, "There is no such page, or it is not yours to see."}
+	errCSRF      = &pageError{Status: http.StatusForbidden, ID: "error.csrf"}
+	errForbidden = &pageError{Status: http.StatusForbidden, ID: "error.forbidden"}
+	errNotFound  = &pageError{Status: http.StatusNotFound, ID: "error.not_found"}
 	// errMethodNotAllowed goes with an Allow header.
-	errMethodNotAllowed = &pageError{http.StatusMethodNotAllowed, "This page does not take this kind of request."}
+	errMethodNotAllowed = &pageError{Status: http.StatusMethodNotAllowed, ID: "error.method_not_allowed"}
 )
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, s *session) error
@@ -266,9 +291,9 @@ func csrfToken(r *http.Request) (string, error) {
 	if err := r.ParseMultipartForm(maxUpload); err != nil && !errors.Is(err, http.ErrNotMultipart) {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return "", &pageError{http.StatusRequestEntityTooLarge, "The upload is too large: at most 5 MiB."}
+			return "", &pageError{Status: http.StatusRequestEntityTooLarge, ID: "error.upload_too_large", Args: []any{"MiB", maxUpload >> 20}}
 		}
-		return "", &pageError{http.StatusBadRequest, "The form could not be read."}
+		return "", &pageError{Status: http.StatusBadRequest, ID: "error.bad_form"}
 	}
 	return r.PostFormValue(csrfField), nil
 }

@@ -92,7 +92,7 @@ func TestChart(t *testing.T) {
 		}
 	}
 	days := []time.Time{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}
-	ch := newBarChart("c", "T", "D", days, []chartSeries{{Name: "a", Class: "s0", Values: []int{2, 0}},
+	ch := newBarChart(testLocale, "c", "T", "D", days, []chartSeries{{Name: "a", Class: "s0", Values: []int{2, 0}},
 		{Name: "b", Class: "s1", Values: []int{2, 1}}})
 	if len(ch.Bars) != 3 || ch.Empty {
 		t.Fatalf("bars %+v", ch.Bars)
@@ -109,7 +109,7 @@ func TestChart(t *testing.T) {
 	if ch.Legend[1].Total != 3 || len(ch.Table.Rows) != 2 || ch.Table.Rows[0].Values[1] != 2 {
 		t.Errorf("legend %+v table %+v", ch.Legend, ch.Table)
 	}
-	if empty := newBarChart("e", "", "", days, nil); !empty.Empty || len(empty.Bars) != 0 {
+	if empty := newBarChart(testLocale, "e", "", "", days, nil); !empty.Empty || len(empty.Bars) != 0 {
 		t.Error("an empty chart has bars")
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -129,19 +128,20 @@ type importView struct {
 }
 
 func (c *Console) importPage(w http.ResponseWriter, r *http.Request, s *session) error {
-	return c.render(w, r, s, "import", "Import clients", "clients", importView{})
+	return c.render(w, r, s, "import", c.localeFor(r, s).t("import.title"), "clients", importView{})
 }
 
 // startImport reads an uploaded CSV, checks its header and starts a job
 // that creates the clients one by one through the API, under the admin's
 // session. The answer is the job's page, which shows progress.
 func (c *Console) startImport(w http.ResponseWriter, r *http.Request, s *session) error {
-	fail := func(msg string) error {
-		return c.renderStatus(w, r, s, http.StatusBadRequest, "import", "Import clients", "clients", importView{Error: msg})
+	lc := c.localeFor(r, s)
+	fail := func(id string, args ...any) error {
+		return c.renderStatus(w, r, s, http.StatusBadRequest, "import", lc.t("import.title"), "clients", importView{Error: lc.t(id, args...)})
 	}
 	file, hdr, err := r.FormFile("file")
 	if err != nil {
-		return fail("Choose a CSV file to import.")
+		return fail("import.choose_file")
 	}
 	defer file.Close()
 	raw, err := io.ReadAll(io.LimitReader(file, maxUpload+1))
@@ -149,11 +149,15 @@ func (c *Console) startImport(w http.ResponseWriter, r *http.Request, s *session
 		return err
 	}
 	if len(raw) > maxUpload {
-		return fail(fmt.Sprintf("The file is larger than %d MiB: split it.", maxUpload>>20))
+		return fail("import.too_large", "MiB", maxUpload>>20)
 	}
 	rows, err := parseImport(raw)
+	var pe *pageError
+	if errors.As(err, &pe) {
+		return fail(pe.ID, pe.Args...)
+	}
 	if err != nil {
-		return fail(err.Error())
+		return err
 	}
 	ppl, err := c.people(r.Context())
 	if err != nil {
@@ -167,7 +171,7 @@ func (c *Console) startImport(w http.ResponseWriter, r *http.Request, s *session
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Minute)
 	go func() {
 		defer cancel()
-		c.runImport(ctx, job, caller, rows, ppl, s.principal().Actor())
+		c.runImport(ctx, lc, job, caller, rows, ppl, s.principal().Actor())
 	}()
 	c.logger.Info("console: import started", zap.String("job", job.ID), zap.Int("rows", len(rows)))
 	http.Redirect(w, r, "/console/imports/"+job.ID, http.StatusSeeOther)
@@ -189,7 +193,7 @@ var importColumns = map[string][]string{
 // by ';' or '|'.
 func parseImport(raw []byte) ([]importRow, error) {
 	if !utf8.Valid(raw) {
-		return nil, errors.New("The file is not UTF-8 text: save it as \"CSV UTF-8\".")
+		return nil, importProblem("import.not_utf8")
 	}
 	text := strings.TrimPrefix(string(raw), "\ufeff")
 	sep := ','
@@ -200,10 +204,10 @@ func parseImport(raw []byte) ([]importRow, error) {
 	cr.Comma, cr.FieldsPerRecord, cr.TrimLeadingSpace = sep, -1, true
 	header, err := cr.Read()
 	if errors.Is(err, io.EOF) {
-		return nil, errors.New("The file is empty.")
+		return nil, importProblem("import.empty")
 	}
 	if err != nil {
-		return nil, errors.New("The header row is not valid CSV.")
+		return nil, importProblem("import.bad_header")
 	}
 	col := map[string]int{}
 	for i, h := range header {
@@ -225,8 +229,7 @@ func parseImport(raw []byte) ([]importRow, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("The header row must name the columns name, phone and manager (missing: %s). "+
-			"Optional: segment, partners.", strings.Join(missing, ", "))
+		return nil, importProblem("import.missing_columns", "Missing", strings.Join(missing, ", "))
 	}
 	cell := func(rec []string, field string) string {
 		i, ok := col[field]
@@ -244,24 +247,29 @@ func parseImport(raw []byte) ([]importRow, error) {
 		if err != nil {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
-				return nil, fmt.Errorf("Line %d is not valid CSV (%v). Nothing was imported.", pe.Line, pe.Err)
+				return nil, importProblem("import.bad_line", "Line", pe.Line, "Error", pe.Err.Error())
 			}
-			return nil, errors.New("The file is not valid CSV. Nothing was imported.")
+			return nil, importProblem("import.bad_csv")
 		}
 		line, _ := cr.FieldPos(0)
 		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
 			continue // blank line
 		}
 		if len(rows) == maxImportRows {
-			return nil, fmt.Errorf("The file has more than %d rows: split it.", maxImportRows)
+			return nil, importProblem("import.too_many_rows", "Max", maxImportRows)
 		}
 		rows = append(rows, importRow{Line: line, Name: cell(rec, "name"), Segment: cell(rec, "segment"),
 			Manager: cell(rec, "manager"), Phones: splitList(cell(rec, "phones")), Partners: splitList(cell(rec, "partners"))})
 	}
 	if len(rows) == 0 {
-		return nil, errors.New("The file has a header but no clients.")
+		return nil, importProblem("import.no_clients")
 	}
 	return rows, nil
+}
+
+// importProblem is why a file can't be imported at all.
+func importProblem(id string, args ...any) *pageError {
+	return &pageError{Status: http.StatusBadRequest, ID: id, Args: args}
 }
 
 func splitList(s string) []string {
@@ -276,7 +284,7 @@ func splitList(s string) []string {
 
 // runImport creates the rows' clients in order; a bad row is reported and
 // skipped, the others are imported.
-func (c *Console) runImport(ctx context.Context, job *importJob, caller apiCaller, rows []importRow, ppl people, actor string) {
+func (c *Console) runImport(ctx context.Context, lc *locale, job *importJob, caller apiCaller, rows []importRow, ppl people, actor string) {
 	byUsername := map[string]storage.Manager{}
 	for _, m := range ppl {
 		if m.Status == storage.StatusActive {
@@ -292,10 +300,10 @@ func (c *Console) runImport(ctx context.Context, job *importJob, caller apiCalle
 	}
 	for _, row := range rows {
 		if ctx.Err() != nil {
-			job.update(func(p *importProgress) { p.Fatal = "The import took too long and was stopped." })
+			job.update(func(p *importProgress) { p.Fatal = lc.t("import.timeout") })
 			break
 		}
-		created, msg := c.importOne(ctx, caller, row, resolve)
+		created, msg := c.importOne(ctx, lc, caller, row, resolve)
 		job.update(func(p *importProgress) {
 			p.Done++
 			if msg != "" {
@@ -314,26 +322,26 @@ func (c *Console) runImport(ctx context.Context, job *importJob, caller apiCalle
 }
 
 // importOne creates one row's client; msg says why not.
-func (c *Console) importOne(ctx context.Context, caller apiCaller, row importRow,
+func (c *Console) importOne(ctx context.Context, lc *locale, caller apiCaller, row importRow,
 	resolve func(string) (storage.Manager, bool)) (createdAt, string) {
 	switch {
 	case row.Name == "":
-		return createdAt{}, "the name is empty"
+		return createdAt{}, lc.t("import.row_no_name")
 	case len(row.Phones) == 0:
-		return createdAt{}, "no phone number"
+		return createdAt{}, lc.t("import.row_no_phone")
 	case row.Manager == "":
-		return createdAt{}, "no manager"
+		return createdAt{}, lc.t("import.row_no_manager")
 	}
 	m, ok := resolve(row.Manager)
 	if !ok {
-		return createdAt{}, fmt.Sprintf("no active manager %q", clipText(row.Manager, 40))
+		return createdAt{}, lc.t("import.row_unknown_manager", "Name", clipText(row.Manager, 40))
 	}
 	partners := []string{}
 	var partnerNames []string
 	for _, ref := range row.Partners {
 		p, ok := resolve(ref)
 		if !ok {
-			return createdAt{}, fmt.Sprintf("no active partner %q", clipText(ref, 40))
+			return createdAt{}, lc.t("import.row_unknown_partner", "Name", clipText(ref, 40))
 		}
 		partners = append(partners, p.ID)
 		partnerNames = append(partnerNames, p.Name)
@@ -350,7 +358,7 @@ func (c *Console) importOne(ctx context.Context, caller apiCaller, row importRow
 		return createdAt{}, ae.Message
 	case err != nil:
 		c.logger.Error("console: import row failed", zap.Int("line", row.Line), zap.Error(err))
-		return createdAt{}, "internal error"
+		return createdAt{}, lc.t("error.internal")
 	}
 	return createdAt{Line: row.Line, ID: out.ID, Code: out.Code, Name: row.Name, ManagerName: m.Name,
 		PartnerNames: strings.Join(partnerNames, ", "), SegmentOrNothing: row.Segment}, ""
@@ -373,15 +381,16 @@ func clipText(s string, n int) string {
 func (c *Console) importJobPage(w http.ResponseWriter, r *http.Request, s *session) error {
 	job, ok := c.imports.get(r.PathValue("id"))
 	if !ok {
-		return &pageError{http.StatusNotFound, "No such import here: reports are kept for an hour on the node that ran them."}
+		return &pageError{Status: http.StatusNotFound, ID: "import.no_job"}
 	}
-	return c.render(w, r, s, "import_job", "Import: "+job.FileName, "clients", importView{Job: job, P: job.progress()})
+	return c.render(w, r, s, "import_job", c.localeFor(r, s).t("import.job_title", "File", job.FileName), "clients",
+		importView{Job: job, P: job.progress()})
 }
 
 func (c *Console) importProgress(w http.ResponseWriter, r *http.Request, s *session) error {
 	job, ok := c.imports.get(r.PathValue("id"))
 	if !ok {
-		return &pageError{http.StatusNotFound, "No such import."}
+		return &pageError{Status: http.StatusNotFound, ID: "import.no_job"}
 	}
 	writeJSON(w, http.StatusOK, job.progress())
 	return nil

@@ -38,8 +38,8 @@ var (
 // HashPassword hashes a web password with argon2id into the PHC string
 // format ($argon2id$v=19$m=...,t=...,p=...$salt$key).
 func HashPassword(password string) (string, error) {
-	if err := checkPassword(password); err != nil {
-		return "", err
+	if id, _ := passwordProblem(password); id != "" {
+		return "", fmt.Errorf("console: password refused by the policy (%s)", id)
 	}
 	salt := make([]byte, argonSaltLen)
 	if _, err := rand.Read(salt); err != nil {
@@ -50,15 +50,16 @@ func HashPassword(password string) (string, error) {
 		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
 }
 
-// checkPassword is the policy for a new web password.
-func checkPassword(p string) error {
+// passwordProblem is the policy for a new web password: the catalog
+// message (with its arguments) that says what is wrong, or "" if nothing.
+func passwordProblem(p string) (id string, args []any) {
 	switch {
 	case len(p) < MinPasswordLen:
-		return fmt.Errorf("the password must be at least %d characters", MinPasswordLen)
+		return "password.too_short", []any{"Min", MinPasswordLen}
 	case len(p) > maxPasswordLen:
-		return fmt.Errorf("the password must be at most %d characters", maxPasswordLen)
+		return "password.too_long", []any{"Max", maxPasswordLen}
 	}
-	return nil
+	return "", nil
 }
 
 // VerifyPassword reports whether password matches a stored hash: argon2id

@@ -38,15 +38,15 @@ func (r recordingView) Playable() bool {
 	return r.Status == "" || r.Status == "complete" || r.Status == "partial"
 }
 
-// Note says why a recording can't be played.
-func (r recordingView) Note() string {
+// NoteID is the message that says why a recording can't be played.
+func (r recordingView) NoteID() string {
 	switch r.Status {
 	case "recording":
-		return "Recording in progress…"
+		return "recording.in_progress"
 	case "missing":
-		return "The recording was lost."
+		return "recording.lost"
 	}
-	return "The recording's audio was deleted (retention)."
+	return "recording.deleted"
 }
 
 // AudioURL is where the player streams it from (Range requests; audited).
@@ -73,7 +73,7 @@ func (c *Console) recordingsFor(r *http.Request, s *session, clientID string) re
 		return st // no recordings API on this node (yet)
 	case err != nil:
 		c.logger.Warn("console: listing recordings failed", zap.String("client_id", clientID), zap.Error(err))
-		st.Unavailable = "Recordings can't be listed right now."
+		st.Unavailable = c.localeFor(r, s).t("recording.unavailable")
 		return st
 	}
 	for _, rec := range list {

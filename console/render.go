@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -42,6 +43,7 @@ func loadPages(funcs template.FuncMap) (map[string]*pageTemplate, error) {
 
 // view is what every page's template gets.
 type view struct {
+	Lang  string // the page's language code, for <html lang>
 	Title string
 	Nav   string // which navigation entry is current
 	User  *userView
@@ -98,13 +100,18 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, s *session, nam
 }
 
 func (c *Console) renderStatus(w http.ResponseWriter, r *http.Request, s *session, status int, name, title, nav string, data any) error {
-	p, ok := c.pages[name]
+	lc := c.localeFor(r, s)
+	pages, err := c.pagesFor(lc)
+	if err != nil {
+		return err
+	}
+	p, ok := pages[name]
 	if !ok {
 		return fmt.Errorf("console: no page %q", name)
 	}
-	v := view{Title: title, Nav: nav, Data: data, Flash: c.takeFlash(w, r)}
+	v := view{Lang: lc.lang.Code(), Title: title, Nav: nav, Data: data, Flash: c.takeFlash(w, r)}
 	if s != nil {
-		v.User = &userView{Name: s.displayName(), Role: s.Role, ManagerID: s.ManagerID}
+		v.User = &userView{Name: s.Name, Role: s.Role, ManagerID: s.ManagerID}
 		v.CSRF = s.csrf
 	}
 	var buf bytes.Buffer
@@ -121,6 +128,7 @@ func (c *Console) renderStatus(w http.ResponseWriter, r *http.Request, s *sessio
 // API's error shape). Errors not meant for the user are logged and shown as
 // a generic failure.
 func (c *Console) renderError(w http.ResponseWriter, r *http.Request, s *session, err error) {
+	lc := c.localeFor(r, s)
 	var pe *pageError
 	var ae *apiError
 	switch {
@@ -129,13 +137,19 @@ func (c *Console) renderError(w http.ResponseWriter, r *http.Request, s *session
 		pe = &pageError{Status: ae.Status, Message: ae.Message}
 	default:
 		c.logger.Error("console: internal error", zap.String("path", r.URL.Path), zap.Error(err))
-		pe = &pageError{Status: http.StatusInternalServerError, Message: "Something went wrong on our side. Try again in a moment."}
+		pe = &pageError{Status: http.StatusInternalServerError, ID: "error.internal"}
+	}
+	if pe.ID != "" {
+		pe = &pageError{Status: pe.Status, Message: lc.t(pe.ID, pe.Args...)}
 	}
 	if strings.Contains(r.Header.Get("Accept"), "application/json") {
 		writeJSON(w, pe.Status, map[string]any{"error": map[string]string{"code": http.StatusText(pe.Status), "message": pe.Message}})
 		return
 	}
-	title := http.StatusText(pe.Status)
+	title := lc.t("status." + strconv.Itoa(pe.Status))
+	if strings.HasPrefix(title, "status.") {
+		title = http.StatusText(pe.Status) // a status the catalogs don't name
+	}
 	if rerr := c.renderStatus(w, r, s, pe.Status, "error", title, "", pe); rerr != nil {
 		c.logger.Error("console: error page failed", zap.Error(rerr))
 		http.Error(w, pe.Message, pe.Status)
@@ -148,22 +162,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// funcs are the helpers templates use.
-func (c *Console) funcs() template.FuncMap {
+// funcs are the helpers templates use, bound to one locale.
+func (c *Console) funcs(lc *locale) template.FuncMap {
 	return template.FuncMap{
-		"when": c.when,
+		"t":    lc.t,
+		"tn":   lc.n,
+		"num":  lc.lang.Number,
+		"when": lc.when,
 		"isodate": func(t any) string {
 			tt := asTime(t)
 			if tt.IsZero() {
 				return ""
 			}
-			return tt.In(c.loc).Format(time.RFC3339)
+			return tt.In(lc.loc).Format(time.RFC3339)
 		},
 		"dur":       duration,
-		"disp":      dispositionLabel,
+		"disp":      func(d string) string { return dispositionLabel(lc, d) },
 		"dispClass": dispositionClass,
-		"dir":       directionLabel,
-		"state":     stateLabel,
 		"initials":  initials,
 		"segClass": func(s string) string {
 			switch strings.ToLower(s) {
@@ -180,9 +195,9 @@ func (c *Console) funcs() template.FuncMap {
 			if r == "" {
 				return ""
 			}
-			return strings.ToUpper(r[:1]) + r[1:]
+			return lc.t("role." + r)
 		},
-		"tz":    func() string { return c.loc.String() },
+		"tz":    func() string { return lc.loc.String() },
 		"asset": func(name string) string { return "/console/static/" + name + "?v=" + c.assets[name] },
 		"deref": func(b *bool) bool { return b != nil && *b },
 		"percent": func(part, whole int) int {
@@ -191,9 +206,9 @@ func (c *Console) funcs() template.FuncMap {
 			}
 			return part * 100 / whole
 		},
-		"dispositions": func() []string {
-			return []string{"answered", "missed", "busy", "no_answer", "rejected", "cancelled", "failed", "overload"}
-		},
+		"dispositions": func() []string { return dispositions },
+		// jsText is the messages console.js shows, in this language.
+		"jsText": func() map[string]string { return jsText(lc) },
 		// dict builds a map for a sub-template: dict "ID" .ID "CSRF" $.CSRF.
 		"dict": func(kv ...any) (map[string]any, error) {
 			if len(kv)%2 != 0 {
@@ -208,12 +223,6 @@ func (c *Console) funcs() template.FuncMap {
 				m[k] = kv[i+1]
 			}
 			return m, nil
-		},
-		"plural": func(n int, one, many string) string {
-			if n == 1 {
-				return fmt.Sprintf("%d %s", n, one)
-			}
-			return fmt.Sprintf("%d %s", n, many)
 		},
 	}
 }
@@ -230,28 +239,6 @@ func asTime(t any) time.Time {
 	return time.Time{}
 }
 
-// when writes a time the way a person reads it: today's and yesterday's by
-// the clock, this year's without the year.
-func (c *Console) when(t any) string {
-	tt := asTime(t)
-	if tt.IsZero() {
-		return "—"
-	}
-	tt = tt.In(c.loc)
-	now := time.Now().In(c.loc)
-	y1, m1, d1 := tt.Date()
-	y2, m2, d2 := now.Date()
-	switch {
-	case y1 == y2 && m1 == m2 && d1 == d2:
-		return "Today " + tt.Format("15:04")
-	case tt.AddDate(0, 0, 1).Format(time.DateOnly) == now.Format(time.DateOnly):
-		return "Yesterday " + tt.Format("15:04")
-	case y1 == y2:
-		return tt.Format("2 Jan 15:04")
-	}
-	return tt.Format("2 Jan 2006 15:04")
-}
-
 func duration(d time.Duration) string {
 	if d <= 0 {
 		return "—"
@@ -263,12 +250,12 @@ func duration(d time.Duration) string {
 	return fmt.Sprintf("%d:%02d", s/60, s%60)
 }
 
-func dispositionLabel(d string) string {
+func dispositionLabel(lc *locale, d string) string {
 	if d == "" {
-		return "In progress"
+		return lc.t("disposition.in_progress")
 	}
-	if l, ok := dispositionNames[d]; ok {
-		return l
+	if dispositionKnown(d) {
+		return lc.t("disposition." + d)
 	}
 	return d
 }
@@ -283,33 +270,6 @@ func dispositionClass(d string) string {
 		return "live"
 	}
 	return "warn"
-}
-
-func directionLabel(d string) string {
-	switch d {
-	case "inbound":
-		return "Inbound"
-	case "outbound":
-		return "Outbound"
-	}
-	return "—"
-}
-
-// stateLabel names a live call state as the manager reads it.
-func stateLabel(s string) string {
-	switch s {
-	case "calling_manager":
-		return "Calling you…"
-	case "calling_client":
-		return "Calling the client…"
-	case "ringing":
-		return "Ringing…"
-	case "connected":
-		return "Connected"
-	case "ended":
-		return "Ended"
-	}
-	return s
 }
 
 func initials(name string) string {

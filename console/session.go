@@ -65,19 +65,12 @@ type session struct {
 	storage.WebSession
 	tokenHash []byte
 	csrf      string
+	lc        *locale // set on first use (localeFor)
 }
 
 // principal is who the session acts as, for the API and the audit log.
 func (s *session) principal() api.Principal {
 	return api.Principal{Role: s.Role, ManagerID: s.ManagerID}
-}
-
-// displayName is how the header names the person.
-func (s *session) displayName() string {
-	if s.Name == "" {
-		return "Administrator (bootstrap token)"
-	}
-	return s.Name
 }
 
 func sha(s string) []byte {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,11 +50,12 @@ type overviewView struct {
 // chart of calls per manager per day, missed calls per day, who is online.
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) error {
 	ctx := r.Context()
-	now := time.Now().In(c.loc)
-	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, c.loc)
+	lc := c.localeFor(r, s)
+	now := time.Now().In(lc.loc)
+	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, lc.loc)
 	start := today.AddDate(0, 0, -(chartDays - 1))
 	end := today.AddDate(0, 0, 1)
-	daily, err := c.store.CallsPerDay(ctx, start, end, c.loc.String())
+	daily, err := c.store.CallsPerDay(ctx, start, end, lc.loc.String())
 	if err != nil {
 		return err
 	}
@@ -104,18 +106,18 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) e
 	for n, id := range order {
 		name, class := ppl.name(id), seriesClass(n)
 		if id == "" {
-			name, class = "Nobody answered", "s-none"
+			name, class = lc.t("overview.nobody_answered"), "s-none"
 		}
 		series = append(series, chartSeries{Name: name, Class: class, Values: perManager[id]})
 	}
-	v.CallsChart = newBarChart("calls-chart", "Calls per manager per day",
-		"Stacked bars: one bar per day for the last 14 days, one colour per manager.", days, series)
-	v.MissedChart = newBarChart("missed-chart", "Missed calls per day",
-		"Inbound calls that no manager answered, per day, for the last 14 days.", days,
-		[]chartSeries{{Name: "Missed", Class: "s-missed", Values: missed}})
+	v.CallsChart = newBarChart(lc, "calls-chart", lc.t("overview.calls_chart"),
+		lc.n("overview.calls_chart_desc", chartDays), days, series)
+	v.MissedChart = newBarChart(lc, "missed-chart", lc.t("overview.missed_chart"),
+		lc.n("overview.missed_chart_desc", chartDays), days,
+		[]chartSeries{{Name: lc.t("disposition.missed"), Class: "s-missed", Values: missed}})
 	if !v.CallsChart.Empty {
 		// There were calls, none of them missed: say so, not "no calls".
-		v.MissedChart.EmptyText = "No missed calls in this period"
+		v.MissedChart.EmptyText = lc.t("chart.no_missed")
 	}
 
 	if v.CallsToday > 0 {
@@ -142,7 +144,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) e
 	for _, cdr := range recent {
 		v.RecentMissed = append(v.RecentMissed, viewCall(cdr, ppl, clients))
 	}
-	return c.render(w, r, s, "overview", "Overview", "overview", v)
+	return c.render(w, r, s, "overview", lc.t("nav.overview"), "overview", v)
 }
 
 func (c *Console) clientsByID(ctx context.Context) (map[string]storage.Client, error) {
@@ -184,6 +186,7 @@ const maxPlayerClients = 50
 // direction, disposition; calls with a recording get a player.
 func (c *Console) callsPage(w http.ResponseWriter, r *http.Request, s *session) error {
 	ctx := r.Context()
+	lc := c.localeFor(r, s)
 	q := r.URL.Query()
 	f := callsFilter{ManagerID: q.Get("manager"), ClientID: q.Get("client"), From: q.Get("from"), To: q.Get("to"),
 		Direction: q.Get("direction"), Disposition: q.Get("disposition")}
@@ -196,29 +199,29 @@ func (c *Console) callsPage(w http.ResponseWriter, r *http.Request, s *session) 
 		Disposition: f.Disposition, Limit: callsPerPage + 1, Offset: (v.Page - 1) * callsPerPage}
 	var bad []string
 	if f.From != "" {
-		t, err := time.ParseInLocation(time.DateOnly, f.From, c.loc)
+		t, err := time.ParseInLocation(time.DateOnly, f.From, lc.loc)
 		if err != nil {
-			bad = append(bad, "the start date")
+			bad = append(bad, lc.t("calls.bad_from"))
 		}
 		search.From = t
 	}
 	if f.To != "" {
-		t, err := time.ParseInLocation(time.DateOnly, f.To, c.loc)
+		t, err := time.ParseInLocation(time.DateOnly, f.To, lc.loc)
 		if err != nil {
-			bad = append(bad, "the end date")
+			bad = append(bad, lc.t("calls.bad_to"))
 		}
 		search.To = t.AddDate(0, 0, 1) // the end date is included
 	}
 	switch f.Direction {
 	case "", "inbound", "outbound":
 	default:
-		bad = append(bad, "the direction")
+		bad = append(bad, lc.t("calls.bad_direction"))
 	}
-	if _, ok := dispositionNames[f.Disposition]; !ok && f.Disposition != "" {
-		bad = append(bad, "the outcome")
+	if !dispositionKnown(f.Disposition) && f.Disposition != "" {
+		bad = append(bad, lc.t("calls.bad_outcome"))
 	}
 	if len(bad) > 0 {
-		v.Error = "Check " + strings.Join(bad, ", ") + ": not a valid choice."
+		v.Error = lc.t("calls.bad_filter", "Fields", strings.Join(bad, ", "))
 	}
 	v.Filtered = f != callsFilter{}
 	ppl, err := c.people(ctx)
@@ -263,7 +266,7 @@ func (c *Console) callsPage(w http.ResponseWriter, r *http.Request, s *session) 
 			v.Calls = append(v.Calls, row)
 		}
 	}
-	return c.render(w, r, s, "calls", "Calls", "calls", v)
+	return c.render(w, r, s, "calls", lc.t("nav.calls"), "calls", v)
 }
 
 // pageURL is the calls list with the same filters on another page.
@@ -283,15 +286,17 @@ func pageURL(q url.Values, page int) string {
 	return "/console/calls?" + q2.Encode()
 }
 
-// dispositionNames are the outcomes a call list can be filtered by.
-var dispositionNames = map[string]string{"answered": "Answered", "missed": "Missed", "busy": "Busy",
-	"no_answer": "No answer", "rejected": "Rejected", "cancelled": "Cancelled", "failed": "Failed",
-	"overload": "Refused: overload"}
+// dispositions are the outcomes a call list can be filtered by (each has
+// its label in the catalogs as disposition.<name>).
+var dispositions = []string{"answered", "missed", "busy", "no_answer", "rejected", "cancelled", "failed", "overload"}
+
+func dispositionKnown(d string) bool { return slices.Contains(dispositions, d) }
 
 type managerRow struct {
 	apiManager
 	WebAccount bool
 	Clients    int
+	Settings   settingsView // for the admin's form
 }
 
 type createdManager struct {
@@ -320,14 +325,14 @@ func (c *Console) managersPage(w http.ResponseWriter, r *http.Request, s *sessio
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, s, "managers", navTitle(s), "managers", v)
+	return c.render(w, r, s, "managers", navTitle(c.localeFor(r, s), s), "managers", v)
 }
 
-func navTitle(s *session) string {
+func navTitle(lc *locale, s *session) string {
 	if s.Role == admin {
-		return "Managers"
+		return lc.t("nav.managers")
 	}
-	return "Team"
+	return lc.t("nav.team")
 }
 
 func (c *Console) managersView(r *http.Request, s *session) (*managersView, error) {
@@ -352,9 +357,14 @@ func (c *Console) managersView(r *http.Request, s *session) (*managersView, erro
 	if err != nil {
 		return nil, err
 	}
+	settings, err := c.store.AllSettings(ctx)
+	if err != nil {
+		return nil, err
+	}
 	v := &managersView{Admin: s.Role == admin, Active: ppl.active(), Form: managerForm{Role: manager}}
 	for _, m := range ms {
-		v.Rows = append(v.Rows, managerRow{apiManager: m, WebAccount: web[m.ID], Clients: count[m.ID]})
+		v.Rows = append(v.Rows, managerRow{apiManager: m, WebAccount: web[m.ID], Clients: count[m.ID],
+			Settings: settingsView{Settings: settings[m.ID], Languages: languageChoices(), CompanyZone: c.loc.String(), Suffix: "-" + m.ID}})
 		if m.Registered != nil && *m.Registered {
 			v.Online++
 		}

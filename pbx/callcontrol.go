@@ -66,6 +66,10 @@ type CallConfig struct {
 	// company number. AliasQuarantine is how long a released alias rests.
 	AliasNumbers    []string
 	AliasQuarantine time.Duration
+	// Language is the company's language (--default-language): the
+	// wording a manager's phone shows ("Calling …") unless he chose his
+	// own; empty is English.
+	Language string
 	// Node names this node in every call event (events.Event.Node), so a
 	// restarted node can close the calls it left open.
 	Node string

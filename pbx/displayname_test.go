@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/maskpbx/maskpbx/internal/i18n"
 )
 
 // The display name a manager's phone shows: bidi overrides and line
@@ -11,29 +13,46 @@ import (
 // before the #code, never the code.
 func TestClientDisplayName(t *testing.T) {
 	long := strings.Repeat("Очень длинное название компании ", 5)
+	calling := func(client string) string { return "Calling " + client }
 	for _, tc := range []struct {
-		name, prefix, client, code, want string
+		name               string
+		wording            func(string) string
+		client, code, want string
 	}{
-		{"plain", "", "Acme", "12345678", "Acme #12345678"},
-		{"outbound prefix", "Calling ", "Acme", "12345678", "Calling Acme #12345678"},
-		{"bidi override", "", "Acme\u202e87654321# evil", "12345678", "Acme87654321# evil #12345678"},
-		{"line separator", "", "Acme\u2028Line two\u2029", "12345678", "AcmeLine two #12345678"},
-		{"zero-width and quotes", "", "A\u200bc\"m\\e\u2066", "12345678", "Acme #12345678"},
-		{"tabs and newlines", "", "Acme\t\r\n  Ltd", "12345678", "Acme Ltd #12345678"},
-		{"no name", "", "", "12345678", "#12345678"},
+		{"plain", nil, "Acme", "12345678", "Acme #12345678"},
+		{"outbound wording", calling, "Acme", "12345678", "Calling Acme #12345678"},
+		{"bidi override", nil, "Acme\u202e87654321# evil", "12345678", "Acme87654321# evil #12345678"},
+		{"line separator", nil, "Acme\u2028Line two\u2029", "12345678", "AcmeLine two #12345678"},
+		{"zero-width and quotes", nil, "A\u200bc\"m\\e\u2066", "12345678", "Acme #12345678"},
+		{"tabs and newlines", nil, "Acme\t\r\n  Ltd", "12345678", "Acme Ltd #12345678"},
+		{"no name", nil, "", "12345678", "#12345678"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := clientDisplayName(tc.prefix, tc.client, tc.code); got != tc.want {
+			if got := clientDisplayName(tc.wording, tc.client, tc.code); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
 	}
-	for _, prefix := range []string{"", "Calling "} {
-		got := sanitizeDisplayName(clientDisplayName(prefix, long+"\u202e", "12345678"))
-		if !strings.HasSuffix(got, "… #12345678") || !strings.HasPrefix(got, prefix+"Очень") ||
-			utf8.RuneCountInString(got) > maxDisplayName || strings.ContainsRune(got, '\u202e') {
-			t.Errorf("a long name with prefix %q became %q (%d runes)", prefix, got, utf8.RuneCountInString(got))
+	// Each language's "Calling …" wording, and none: a long name is cut
+	// before the code, never the code.
+	wordings := map[string]func(string) string{"none": nil}
+	for _, code := range i18n.Codes {
+		l := i18n.Get(code)
+		wordings[code] = func(client string) string { return l.T("phone.calling", "Client", client) }
+	}
+	for lang, wording := range wordings {
+		got := sanitizeDisplayName(clientDisplayName(wording, long+"\u202e", "12345678"))
+		prefix := "Очень"
+		if wording != nil {
+			prefix = strings.TrimSpace(wording(""))
 		}
+		if !strings.HasSuffix(got, "… #12345678") || !strings.Contains(got, prefix) || !strings.Contains(got, "Очень") ||
+			utf8.RuneCountInString(got) > maxDisplayName || strings.ContainsRune(got, '\u202e') {
+			t.Errorf("a long name with the %s wording became %q (%d runes)", lang, got, utf8.RuneCountInString(got))
+		}
+	}
+	if got := clientDisplayName(wordings["ru"], "Acme", "12345678"); got != "Вызов: Acme #12345678" {
+		t.Errorf("the Russian wording: %q", got)
 	}
 }
 
@@ -43,7 +62,7 @@ func FuzzClientDisplayName(f *testing.F) {
 		if !utf8.ValidString(code) || code == "" || len(code) > 12 || strings.ContainsFunc(code, func(r rune) bool { return r < '0' || r > '9' }) {
 			return
 		}
-		got := sanitizeDisplayName(clientDisplayName("Calling ", name, code))
+		got := sanitizeDisplayName(clientDisplayName(func(c string) string { return "Calling " + c }, name, code))
 		if !strings.HasSuffix(got, "#"+code) || utf8.RuneCountInString(got) > maxDisplayName {
 			t.Fatalf("%q -> %q", name, got)
 		}

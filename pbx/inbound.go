@@ -214,7 +214,7 @@ func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, o
 	}
 	from, fromUser := route.ClientName, "anonymous"
 	if route.ClientCode != "" {
-		from, fromUser = clientDisplayName("", route.ClientName, route.ClientCode), route.ClientCode
+		from, fromUser = clientDisplayName(nil, route.ClientName, route.ClientCode), route.ClientCode
 	}
 	mr := cc.newMobileRing(c, route.Mobiles, offer.Codecs, cmp.Or(companyNumber, cc.cfg.CompanyNumber), route.ClientCode)
 	winner, answer, status := cc.ring(ctx, route.Steps, outInvite{

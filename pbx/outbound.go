@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/pbx/media"
 	"github.com/maskpbx/maskpbx/storage"
 )
@@ -198,7 +199,7 @@ func (cc *callControl) ringManager(c *call, target clientTarget, mobile *storage
 	rang := false
 	winner, answer, status := cc.ring(ringCtx, [][]string{{managerID}}, outInvite{
 		from:        sip.Uri{Scheme: "sip", User: target.code, Host: cc.domain},
-		displayName: clientDisplayName("Calling ", target.name, target.code),
+		displayName: clientDisplayName(cc.callingWording(ringCtx, managerID), target.name, target.code),
 		sdp:         c.localSDP(media.SideB, media.DefaultCodecs(), media.SendRecv),
 		secureSDP:   c.secureOfferSDP(media.SideB, media.DefaultCodecs()),
 	}, func() {
@@ -228,4 +229,16 @@ func (cc *callControl) ringManager(c *call, target clientTarget, mobile *storage
 		func() { c.hangup(sideManager) },
 		func(o media.Offer) { c.setRemote(media.SideB, o, winner.dlg.dest) })
 	return winner, answer.Codecs, ""
+}
+
+// callingWording is how a click-to-call's manager's phone words the
+// client it is about to call: "Calling <name>" in his language (his own
+// setting, else the company's).
+func (cc *callControl) callingWording(ctx context.Context, managerID string) func(string) string {
+	lang := cc.cfg.Language
+	if ps, err := cc.cfg.Router.Store.Settings(ctx, managerID); err == nil && i18n.Supported(ps.Language) {
+		lang = ps.Language
+	}
+	l := i18n.Get(lang)
+	return func(client string) string { return l.T("phone.calling", "Client", client) }
 }

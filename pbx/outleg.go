@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -123,17 +124,22 @@ func sanitizeDisplayName(s string) string {
 	return s
 }
 
-// clientDisplayName is what a manager's phone shows for a client:
-// "<prefix><name> #<code>". A long name is cut, never the code: the code is
-// how the manager knows whom he talks to.
-func clientDisplayName(prefix, name, code string) string {
+// clientDisplayName is what a manager's phone shows for a client: the
+// client's name in its wording (nil: the name alone; else e.g. "Calling
+// <name>" in the manager's language), then " #<code>", in UTF-8 (RFC 3261
+// quoted-strings carry it). A long name is cut, never the code: the code
+// is how the manager knows whom he talks to.
+func clientDisplayName(wording func(client string) string, name, code string) string {
+	if wording == nil {
+		wording = func(client string) string { return client }
+	}
 	tail := " #" + sanitizeDisplayName(code)
-	room := maxDisplayName - len([]rune(prefix)) - len([]rune(tail))
+	room := maxDisplayName - utf8.RuneCountInString(wording("")) - utf8.RuneCountInString(tail)
 	n := []rune(sanitizeDisplayName(name))
 	if len(n) > room {
 		n = []rune(strings.TrimSpace(string(n[:max(room-1, 0)])) + "…")
 	}
-	return strings.Join(strings.Fields(prefix+string(n)+tail), " ")
+	return strings.Join(strings.Fields(wording(string(n))+tail), " ")
 }
 
 // startOutLeg sends the INVITE and reports its progress on events until a

@@ -107,6 +107,9 @@ type WebSession struct {
 	// Role and Name are the manager's, now (an admin session of the
 	// bootstrap token is RoleAdmin with no name).
 	Role, Name string
+	// Settings are the manager's language and time zone (empty for the
+	// bootstrap admin).
+	Settings PersonSettings
 	// BootstrapHash is the SHA-256 of the admin token a bootstrap session
 	// was opened with; nil for a manager's session.
 	BootstrapHash []byte
@@ -161,13 +164,13 @@ const touchEvery = time.Minute
 // idle, or its manager is no longer active.
 func (s *Store) WebSession(ctx context.Context, tokenHash []byte, idle time.Duration) (WebSession, error) {
 	var ws WebSession
-	var managerID, role, name *string
-	err := s.pool.QueryRow(ctx, `SELECT s.manager_id::text, m.role, m.name, s.bootstrap_hash, s.created_at, s.last_seen_at, s.expires_at
+	var managerID, role, name, lang, zone *string
+	err := s.pool.QueryRow(ctx, `SELECT s.manager_id::text, m.role, m.name, m.language, m.time_zone, s.bootstrap_hash, s.created_at, s.last_seen_at, s.expires_at
 		FROM web_sessions s LEFT JOIN managers m ON m.id = s.manager_id
 		WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
 		  AND s.last_seen_at > now() - make_interval(secs => $2)
 		  AND (s.manager_id IS NULL OR m.status = 'active')`, tokenHash, idle.Seconds()).
-		Scan(&managerID, &role, &name, &ws.BootstrapHash, &ws.CreatedAt, &ws.LastSeenAt, &ws.ExpiresAt)
+		Scan(&managerID, &role, &name, &lang, &zone, &ws.BootstrapHash, &ws.CreatedAt, &ws.LastSeenAt, &ws.ExpiresAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ws, ErrNotFound
 	}
@@ -176,6 +179,7 @@ func (s *Store) WebSession(ctx context.Context, tokenHash []byte, idle time.Dura
 	}
 	if managerID != nil {
 		ws.ManagerID, ws.Role, ws.Name = *managerID, *role, *name
+		ws.Settings = PersonSettings{Language: *lang, TimeZone: *zone}
 	} else {
 		ws.Role = RoleAdmin
 	}

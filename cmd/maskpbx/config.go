@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/pbx"
 )
 
@@ -65,6 +66,13 @@ type Config struct {
 	// PprofListen is --pprof-listen: where net/http/pprof is served; empty
 	// serves it nowhere.
 	PprofListen string
+	// TimeZone is --timezone: the company's IANA time zone for the console
+	// (empty: $TZ, else UTC).
+	TimeZone string
+	// DefaultLanguage is --default-language: the console's and the phones'
+	// language for a person who chose none and whose browser asks for none
+	// maskpbx speaks.
+	DefaultLanguage string
 	// NodeID is --node: this pbx node's name in the CDRs and events it
 	// writes, so that on restart it closes the calls it left open. It must
 	// stay the same across restarts and differ between nodes sharing a
@@ -109,7 +117,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 20*time.Second, "how long one step of the ring order rings")
 	fs.StringVar(&c.AliasNumbers, "alias-numbers", "", "a pool of alias numbers (DIDs on the trunk) for managers' mobiles, comma-separated numbers and ranges: +74950000100-+74950000199")
 	fs.DurationVar(&c.AliasQuarantine, "alias-quarantine", 2160*time.Hour, "how long an alias released from its (manager, client) pair rests before another pair gets it")
-	fs.StringVar(&c.PromptsLanguage, "prompts-language", "", "language of the prompts (en, ru, or one --prompts-dir adds); default ru with --region RU, else en")
+	fs.StringVar(&c.PromptsLanguage, "prompts-language", "", "language of the prompts (en, ru, or one --prompts-dir adds); default --default-language, else ru with --region RU, else en")
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
 	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")
 	fs.IntVar(&c.MaxSetups, "max-setups", 1000, "calls in setup (INVITE received, no phone ringing yet) beyond which new calls in are refused with 503 and Retry-After (slow setups shed earlier)")
@@ -124,6 +132,8 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.Recorder, "recorder", "", `SIPREC recorder URI (sip:recorder@host:port;transport=tcp); empty runs one in this process, "off" records nothing`)
 	fs.StringVar(&c.RecorderSecret, "recorder-secret", "", "shared secret the PBX answers the recorder's digest challenge with (prefer MASKPBX_RECORDER_SECRET); default: <data-dir>/keys/siprec.secret, generated once")
 	fs.IntVar(&c.RecordingRetention, "recording-retention", 0, "days to keep recording audio (in-process recorder); 0 keeps it forever")
+	fs.StringVar(&c.TimeZone, "timezone", "", "the company's IANA time zone (e.g. Europe/Moscow): times the console shows and the days its charts count; a person may choose his own (default: $TZ, else UTC)")
+	fs.StringVar(&c.DefaultLanguage, "default-language", i18n.Default, "the company's language ("+strings.Join(i18n.Codes, ", ")+"): the console's and the phones' language for a person who chose none and whose browser asks for none of these")
 	fs.StringVar(&c.PromptsDir, "prompts-dir", "", "directory of the company's own prompt clips (<lang>/<name>.wav, 8 kHz mono 16-bit PCM), laid over the built-in ones")
 	fs.StringVar(&c.PprofListen, "pprof-listen", "", "address serving Go profiles (/debug/pprof/); empty: none. Never expose it beyond the host")
 	return fs

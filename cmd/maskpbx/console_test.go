@@ -272,9 +272,14 @@ func (s *system) setWebPassword(managerID, password string) {
 // person creates someone of a role through the API.
 func (s *system) person(user, name, role string) apiManager {
 	s.t.Helper()
+	return s.personInTeam(user, name, role, "sales")
+}
+
+func (s *system) personInTeam(user, name, role, team string) apiManager {
+	s.t.Helper()
 	var m apiManager
 	if st := s.call("POST", "/api/v1/managers", adminTok, map[string]string{
-		"name": name, "sip_username": user, "sip_password": user + "-secret", "team": "sales", "role": role}, &m); st != 201 {
+		"name": name, "sip_username": user, "sip_password": user + "-secret", "team": team, "role": role}, &m); st != 201 {
 		s.t.Fatalf("create %s %s: %d", role, user, st)
 	}
 	return m

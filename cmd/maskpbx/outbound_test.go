@@ -37,6 +37,29 @@ func annaHangsUp(t *testing.T, s *system, rtpPort, holdMS int) *testenv.SIPp {
 	})
 }
 
+// answeredClickToCall is a click-to-call of anna's whose phone and trunk
+// both answer (the trunk on rtpPort, her phone on rtpPort+2, hanging up
+// after holdMS).
+type answeredClickToCall struct {
+	tr, ph             *testenv.SIPp
+	trunkRTP, phoneRTP *testenv.RTPEndpoint
+	started            callResp
+}
+
+func startAnsweredClickToCall(t *testing.T, s *system, token, clientID string, rtpPort, holdMS int) answeredClickToCall {
+	t.Helper()
+	c := answeredClickToCall{
+		trunkRTP: testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", trunkIP, rtpPort)),
+		phoneRTP: testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", annaIP, rtpPort+2)),
+		tr:       trunkUAS(t, "answer", false, rtpPort),
+		ph:       annaHangsUp(t, s, rtpPort+2, holdMS),
+	}
+	if st := s.call("POST", "/api/v1/calls", token, map[string]string{"client_id": clientID}, &c.started); st != 202 {
+		t.Fatalf("POST /calls: %d", st)
+	}
+	return c
+}
+
 type callResp struct {
 	ID          string `json:"id"`
 	State       string `json:"state"`
@@ -101,7 +124,7 @@ func (s *system) audited(action, object string) bool {
 }
 
 func TestClickToCall(t *testing.T) {
-	s := startSystemConfig(t, func(c *Config) { c.CallsPerMinute = 4 })
+	s := startSystemConfig(t, func(c *Config) { c.CallsPerMinute = 5 })
 	anna := s.manager("anna")
 	bob := s.manager("bob")
 	acme := s.client("Acme Trading", acmeNumber, anna.ID)
@@ -109,14 +132,8 @@ func TestClickToCall(t *testing.T) {
 	s.register("anna", annaIP, 5070)
 
 	t.Run("manager first, then the client; audio both ways; nothing leaks", func(t *testing.T) {
-		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41400")
-		phoneRTP := testenv.NewRTPEndpoint(t, annaIP+":41402")
-		tr := trunkUAS(t, "answer", false, 41400)
-		ph := annaHangsUp(t, s, 41402, 2500)
-		var started callResp
-		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, &started); st != 202 {
-			t.Fatalf("POST /calls: %d", st)
-		}
+		c := startAnsweredClickToCall(t, s, anna.APIToken, acme.ID, 41400, 2500)
+		tr, ph, started := c.tr, c.ph, c.started
 		if started.ID == "" || started.State != "calling_manager" {
 			t.Fatalf("202 body %+v", started)
 		}
@@ -127,7 +144,7 @@ func TestClickToCall(t *testing.T) {
 		}
 		watch := make(chan watched, 1)
 		go func() { st, f, err := s.pollCall(started.ID, anna.APIToken); watch <- watched{st, f, err} }()
-		talk(t, tr, ph, trunkRTP, phoneRTP, annaIP)
+		talk(t, tr, ph, c.trunkRTP, c.phoneRTP, annaIP)
 		w := <-watch
 		if w.err != nil {
 			t.Fatal(w.err)
@@ -159,6 +176,23 @@ func TestClickToCall(t *testing.T) {
 		if !s.audited("call.click_to_call", "client:"+acme.ID) {
 			t.Error("no audit row for the click-to-call")
 		}
+	})
+
+	t.Run("a Russian manager's phone shows the Russian wording and the whole code", func(t *testing.T) {
+		if err := s.run.Store.SetSettings(context.Background(), anna.ID, storage.PersonSettings{Language: "ru"}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = s.run.Store.SetSettings(context.Background(), anna.ID, storage.PersonSettings{}, "test") }()
+		long := s.client("Торговый дом «Северное сияние» — оптовые поставки промышленного оборудования", "+74957654329", anna.ID)
+		c := startAnsweredClickToCall(t, s, anna.APIToken, long.ID, 41450, 1500)
+		talk(t, c.tr, c.ph, c.trunkRTP, c.phoneRTP, annaIP)
+		c.ph.Wait()
+		c.tr.Wait()
+		shown, _ := c.ph.LogValue("SHOWN_FROM", time.Second)
+		if !strings.Contains(shown, `"Вызов: Торговый дом «Северное сияние»`) || !strings.Contains(shown, "… #"+long.Code+`"`) {
+			t.Errorf("the Russian manager's phone was shown %q, want the Russian wording, the name cut and the whole code #%s", shown, long.Code)
+		}
+		assertNoLeak(t, c.ph, "+74957654329", long.Code)
 	})
 
 	t.Run("refused click-to-calls ring nothing", func(t *testing.T) {
@@ -223,7 +257,7 @@ func TestClickToCall(t *testing.T) {
 		ph.Wait()
 		tr.Wait()
 		s.watchCall(c.ID, anna.APIToken)
-		// This test's system allows 4 starts a minute; 4 have been made.
+		// This test's system allows 5 starts a minute; 5 have been made.
 		if st := s.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, nil); st != 429 {
 			t.Errorf("a call over the per-minute limit: %d, want 429", st)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/internal/sipnet"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
@@ -108,6 +109,14 @@ func (c Config) validate() error {
 	}
 	if _, err := parsePrefixes(c.TrunkAllow); err != nil {
 		bad("trunk-allow", err)
+	}
+	if c.TimeZone != "" {
+		if _, err := time.LoadLocation(c.TimeZone); err != nil {
+			badf("timezone", "%q is not an IANA time zone name (e.g. Europe/Moscow, UTC)", c.TimeZone)
+		}
+	}
+	if c.DefaultLanguage != "" && !i18n.Supported(c.DefaultLanguage) {
+		badf("default-language", "%q is not one of %s", c.DefaultLanguage, strings.Join(i18n.Codes, ", "))
 	}
 	if !masking.ValidRegion(c.Region) {
 		badf("region", "%q is not a country code the number rules know (e.g. RU, DE, US)", c.Region)

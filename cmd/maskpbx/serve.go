@@ -182,6 +182,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
+	callCfg.Language = cfg.DefaultLanguage
 	callCfg.Node = cfg.NodeID
 	rec, err := setupRecording(cfg.Recorder, cfg.RecorderSecret, cfg.RecordingRetention, cfg.DataDir, sip, store, publisher, logger)
 	if err != nil {
@@ -214,10 +215,11 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Store: store, Keys: keys, Numbers: numbers, Registrations: registered{regs}, Dialer: dialer{sip},
 		SIPDomain: cfg.SIPDomain, AdminToken: adminToken, Sessions: sessions,
 		Metrics: metrics, Logger: logger.Named("api"), Recordings: rec.Audio, Trunk: trunkStatus{sip},
-		AudioErasure: rec.audioErasure(),
+		DefaultLanguage: cfg.DefaultLanguage,
+		AudioErasure:    rec.audioErasure(),
 	})
 	web, err := console.New(console.Config{Store: store, Sessions: sessions, API: apiServer, SIPDomain: cfg.SIPDomain,
-		Logger: logger.Named("console")})
+		TimeZone: cfg.TimeZone, DefaultLanguage: cfg.DefaultLanguage, Logger: logger.Named("console")})
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
 	"github.com/maskpbx/maskpbx/pbx/ivr"
@@ -55,8 +56,14 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 	if cc.Prompts, err = ivr.LoadPrompts(c.PromptsDir); err != nil {
 		return cc, fmt.Errorf("--prompts-dir: %w", err)
 	}
+	// The prompts speak the company's language; English while it is the
+	// default and the numbers are Russian speaks Russian.
 	cc.PromptLanguage = c.PromptsLanguage
-	if cc.PromptLanguage == "" && strings.EqualFold(c.Region, "RU") {
+	switch {
+	case cc.PromptLanguage != "":
+	case c.DefaultLanguage != "" && c.DefaultLanguage != i18n.Default:
+		cc.PromptLanguage = c.DefaultLanguage
+	case strings.EqualFold(c.Region, "RU"):
 		cc.PromptLanguage = "ru"
 	}
 	lo, hi, err := media.ParsePortRange(c.RTPPorts)

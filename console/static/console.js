@@ -6,6 +6,14 @@
 
 (function () {
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  // The page's language: its messages come with it (the catalogs' js.* ids).
+  let text = {};
+  try { text = JSON.parse((document.getElementById("console-text") || {}).textContent || "{}"); } catch (e) { /* none */ }
+  function tr(key, args) {
+    let s = text[key] || key;
+    for (const k in args || {}) s = s.split("{{." + k + "}}").join(String(args[k]));
+    return s;
+  }
 
   // A console session that ended (sign-out elsewhere, dismissal) sends the
   // person to the sign-in page with a note.
@@ -14,7 +22,7 @@
   }
 
   async function api(method, path, body) {
-    const opts = { method, headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store" };
+    const opts = { method, headers: { "Accept": "application/json", "Accept-Language": document.documentElement.lang || "en" }, credentials: "same-origin", cache: "no-store" };
     if (method !== "GET") {
       opts.headers["X-CSRF-Token"] = csrf;
       opts.headers["Content-Type"] = "application/json";
@@ -25,10 +33,10 @@
     try { data = await resp.json(); } catch (e) { /* not JSON */ }
     if (resp.status === 401) {
       sessionEnded();
-      throw new Error("Your session has ended.");
+      throw new Error(tr("session_ended"));
     }
     if (!resp.ok) {
-      const msg = data && data.error && data.error.message ? data.error.message : "The request failed (" + resp.status + ").";
+      const msg = data && data.error && data.error.message ? data.error.message : tr("request_failed", { Status: resp.status });
       const err = new Error(msg);
       err.status = resp.status;
       throw err;
@@ -38,14 +46,14 @@
 
   // ---- click-to-call ----
   const labels = {
-    calling_manager: "Calling you…",
-    calling_client: "Calling the client…",
-    connected: "Connected",
-    ended: "Ended",
+    calling_manager: tr("state_calling_manager"),
+    calling_client: tr("state_calling_client"),
+    connected: tr("state_connected"),
+    ended: tr("state_ended"),
   };
   const outcomes = {
-    answered: "answered", missed: "missed", busy: "client busy", no_answer: "no answer",
-    rejected: "rejected", cancelled: "cancelled", failed: "failed",
+    answered: tr("outcome_answered"), missed: tr("outcome_missed"), busy: tr("outcome_busy"), no_answer: tr("outcome_no_answer"),
+    rejected: tr("outcome_rejected"), cancelled: tr("outcome_cancelled"), failed: tr("outcome_failed"),
   };
 
   function clock(ms) {
@@ -80,16 +88,16 @@
         }
         if (c.state === "connected" && !connectedAt) connectedAt = Date.now();
         if (c.state === "ended") {
-          let text = "Ended";
-          if (c.disposition) text += " · " + (outcomes[c.disposition] || c.disposition);
-          if (c.duration_ms) text += " · " + clock(c.duration_ms);
-          show(out, "ended", text);
+          let line = labels.ended;
+          if (c.disposition) line += " · " + (outcomes[c.disposition] || c.disposition);
+          if (c.duration_ms) line += " · " + clock(c.duration_ms);
+          show(out, "ended", line);
           refreshLastCall(form.dataset.callClient, callID);
           return;
         }
-        let text = labels[c.state] || c.state;
-        if (c.state === "connected" && connectedAt) text += " " + clock(Date.now() - connectedAt);
-        show(out, c.state, text);
+        let line = labels[c.state] || c.state;
+        if (c.state === "connected" && connectedAt) line += " " + clock(Date.now() - connectedAt);
+        show(out, c.state, line);
         await sleep(400);
       }
     } finally {
@@ -129,11 +137,11 @@
     if (!form) return;
     ev.preventDefault();
     const out = form.querySelector(".call-status");
-    if (active) { show(out, "error", "Finish your current call first."); return; }
-    show(out, "calling_manager", "Starting…");
+    if (active) { show(out, "error", tr("finish_current")); return; }
+    show(out, "calling_manager", tr("starting"));
     try {
       const c = await api("POST", "/api/v1/calls", { client_id: form.dataset.callClient });
-      show(out, c.state || "calling_manager", labels[c.state] || "Calling you…");
+      show(out, c.state || "calling_manager", labels[c.state] || labels.calling_manager);
       follow(form, c.id);
     } catch (e) {
       show(out, "error", e.message);
@@ -240,7 +248,7 @@
         // Not accepted (e.g. a bad header row): let the server's page say why.
         importForm.submit();
       });
-      xhr.addEventListener("error", () => { btn.disabled = false; bar.hidden = true; alert("The upload failed. Check the connection and try again."); });
+      xhr.addEventListener("error", () => { btn.disabled = false; bar.hidden = true; alert(tr("upload_failed")); });
       btn.disabled = true;
       xhr.send(new FormData(importForm));
     });
