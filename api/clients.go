@@ -72,6 +72,7 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p Principa
 	if err != nil {
 		return err
 	}
+	s.clientChanged(c.ID)
 	writeJSON(w, http.StatusCreated, viewClient(c))
 	return nil
 }
@@ -157,6 +158,7 @@ func (s *Server) reassign(w http.ResponseWriter, r *http.Request, p Principal) e
 	if err != nil {
 		return err
 	}
+	s.clientChanged(c.ID)
 	writeJSON(w, http.StatusOK, viewClient(c))
 	return nil
 }

@@ -54,6 +54,8 @@ func (s *Server) eraseClient(w http.ResponseWriter, r *http.Request, p Principal
 	if err != nil {
 		return err
 	}
+	// His numbers are gone: every node's routing cache drops them at once.
+	s.clientChanged(e.Client.ID)
 	if s.AudioErasure != nil {
 		// Logged and retried by the erasure itself; the answer says what
 		// is still pending.

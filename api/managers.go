@@ -78,6 +78,7 @@ func (s *Server) createManager(w http.ResponseWriter, r *http.Request, p Princip
 	if err != nil {
 		return err
 	}
+	s.managerChanged(m.ID, m.Status)
 	v := viewManager(m)
 	v.APIToken = token
 	writeJSON(w, http.StatusCreated, v)
@@ -123,6 +124,9 @@ func (s *Server) dismissManager(w http.ResponseWriter, r *http.Request, p Princi
 	if err != nil {
 		return err
 	}
+	// Every node's routing cache cuts him off at once, and reads his
+	// clients' new assignment.
+	s.managerChanged(id, storage.StatusDismissed)
 	// The database already refuses his tokens and SIP credentials; now drop
 	// his live registrations so nothing rings him any more.
 	if s.Registrations != nil {

@@ -53,6 +53,9 @@ type Config struct {
 	Recordings RecordingAudio
 	// Trunk, if set, adds the registration at the SIP provider to /healthz.
 	Trunk TrunkStatus
+	// Changes, if set, hears of every change routing depends on (the PBX's
+	// routing cache); nil on a node without a PBX.
+	Changes Changes
 	// DefaultLanguage is the language of error messages for a request
 	// whose Accept-Language names none maskpbx speaks (empty: English).
 	DefaultLanguage string
@@ -60,6 +63,18 @@ type Config struct {
 	// this node right after an erasure commits; without it (or for audio
 	// on other nodes) the recorder nodes' own runs delete it.
 	AudioErasure AudioErasure
+}
+
+// Changes is told what the API changed that routing depends on: ids and a
+// manager's status, never a number or a name.
+type Changes interface {
+	// ClientChanged: created, reassigned, partners changed, erased.
+	ClientChanged(id string)
+	// ManagerChanged: created, changed, dismissed; status is his now.
+	ManagerChanged(id, status string)
+	// RoutingFromCache reports whether calls route from the cache because
+	// Postgres does not answer, and whether the cache could (it is loaded).
+	RoutingFromCache() (warm, fromCache bool)
 }
 
 // TrunkStatus is what /healthz shows of the PBX's registration at the SIP
@@ -304,11 +319,25 @@ func decode(r *http.Request, v any) error {
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.Store.Ping(ctx); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "database": "down"})
-		return
-	}
 	body := map[string]string{"status": "ok"}
+	if err := s.Store.Ping(ctx); err != nil {
+		warm := false
+		if s.Changes != nil {
+			warm, _ = s.Changes.RoutingFromCache()
+		}
+		if !warm {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "database": "down"})
+			return
+		}
+		// Calls still route and connect from the cache: the trunk must
+		// keep sending them here, so the node is degraded, not down.
+		body = map[string]string{"status": "degraded", "database": "down", "routing": "cache"}
+	} else if s.Changes != nil {
+		if _, fromCache := s.Changes.RoutingFromCache(); fromCache {
+			// Postgres answers again; routing follows within a moment.
+			body["routing"] = "cache"
+		}
+	}
 	if s.Trunk != nil {
 		// The node lives without its provider: the field alarms, the
 		// status stays ok.
@@ -330,4 +359,16 @@ type statusRecorder struct {
 func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) clientChanged(id string) {
+	if s.Changes != nil {
+		s.Changes.ClientChanged(id)
+	}
+}
+
+func (s *Server) managerChanged(id, status string) {
+	if s.Changes != nil {
+		s.Changes.ManagerChanged(id, status)
+	}
 }

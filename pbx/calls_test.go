@@ -65,15 +65,7 @@ func startCallEnv(t *testing.T, tweak func(*CallConfig)) *callEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	url := testenv.Database(t)
-	if _, err := storage.Migrate(ctx, url); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	store, err := storage.Open(ctx, url, storage.WithAudit(testenv.AuditKey(), nil))
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	t.Cleanup(store.Close)
+	store := openStore(t, ctx, testenv.Database(t))
 	keys, err := masking.NewKeyring(randomKey(t), randomKey(t))
 	if err != nil {
 		t.Fatal(err)

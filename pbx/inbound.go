@@ -174,7 +174,7 @@ const routeLookupTimeout = 2 * time.Second
 // disposition means the call can't be routed (nobody registered: missed;
 // the lookup too slow: overload; it broke: failed).
 func (cc *callControl) routeInbound(ctx context.Context, c *call, callerNumber, team string) (Route, string) {
-	lookupCtx, cancel := context.WithTimeout(ctx, routeLookupTimeout)
+	lookupCtx, cancel := context.WithTimeout(withRoutedCall(ctx, c.id), routeLookupTimeout)
 	defer cancel()
 	start := time.Now()
 	route, err := cc.cfg.Router.InboundRouteForTeam(lookupCtx, callerNumber, team)

@@ -34,6 +34,9 @@ type Router struct {
 	// Cursor is the round-robin cursor for new callers that every node
 	// shares; nil keeps one in this node.
 	Cursor *Cursor
+	// Cache answers routing while Postgres does not (routecache.go); nil:
+	// Postgres only.
+	Cache *RouteCache
 
 	next atomic.Uint64 // this node's round-robin cursor, without Cursor
 
@@ -106,13 +109,11 @@ func (r *Router) InboundRoute(ctx context.Context, callerNumber string) (Route, 
 // then that team. team "" is InboundRoute: a client's fallback is his
 // manager's team.
 func (r *Router) InboundRouteForTeam(ctx context.Context, callerNumber, team string) (Route, error) {
-	managers, err := r.managers.get(ctx, r.Store)
+	managers, err := r.routeManagers(ctx)
 	if err != nil {
 		return Route{}, err
 	}
-	// Read fresh for every call: a dismissed manager's mobile is gone at
-	// once, and the managers' list may be a second old.
-	mobiles, err := r.Store.RingableMobiles(ctx, ids(managers))
+	mobiles, err := r.routeMobiles(ctx, managers)
 	if err != nil {
 		return Route{}, err
 	}
@@ -152,10 +153,7 @@ func (r *Router) InboundRouteForTeam(ctx context.Context, callerNumber, team str
 		// Anonymous, withheld or garbage: nobody owns this caller.
 		return Route{ClientName: unknownCaller, Steps: masking.RingOrder(masking.Assignment{}, ids(newCallers), isEligible), Mobiles: mobiles}, nil
 	}
-	client, err := r.Store.ClientByBlindIndex(ctx, r.Keys.IndexKeyID(), r.Keys.BlindIndex(e164))
-	if errors.Is(err, storage.ErrNotFound) {
-		client, err = r.createCaller(ctx, e164, newCallers)
-	}
+	client, err := r.callerClient(ctx, e164, newCallers)
 	if err != nil {
 		return Route{}, err
 	}
@@ -179,21 +177,26 @@ func (r *Router) InboundRouteForTeam(ctx context.Context, callerNumber, team str
 	}, nil
 }
 
+// A first-time caller's client, until someone names him.
+const (
+	newCallerName    = "New client"
+	newCallerSegment = "new"
+)
+
 // createCaller makes a client of a first-time caller and gives him to the
 // next registered manager in turn. Two calls from one new number at once
 // race on the blind index; the loser finds the winner's client.
 func (r *Router) createCaller(ctx context.Context, e164 string, eligible []storage.Manager) (storage.Client, error) {
-	if len(eligible) == 0 {
-		return storage.Client{}, ErrNobodyToRing
+	owner, err := r.nextOwner(ctx, eligible)
+	if err != nil {
+		return storage.Client{}, err
 	}
-	sort.Slice(eligible, func(i, j int) bool { return eligible[i].ID < eligible[j].ID })
-	owner := eligible[r.turn(ctx)%uint64(len(eligible))]
 	phone, err := r.Keys.Seal(e164)
 	if err != nil {
 		return storage.Client{}, err
 	}
 	c, err := r.Store.CreateClient(ctx, storage.NewClient{
-		Name: "New client", Segment: "new", ManagerID: owner.ID,
+		Name: newCallerName, Segment: newCallerSegment, ManagerID: owner.ID,
 		Phones:  []masking.SealedPhone{phone},
 		NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err },
 	}, "system:pbx")
@@ -201,6 +204,16 @@ func (r *Router) createCaller(ctx context.Context, e164 string, eligible []stora
 		return r.Store.ClientByBlindIndex(ctx, r.Keys.IndexKeyID(), r.Keys.BlindIndex(e164))
 	}
 	return c, err
+}
+
+// nextOwner is the manager a new caller goes to: the next of eligible in
+// turn (the shared cursor).
+func (r *Router) nextOwner(ctx context.Context, eligible []storage.Manager) (storage.Manager, error) {
+	if len(eligible) == 0 {
+		return storage.Manager{}, ErrNobodyToRing
+	}
+	sort.Slice(eligible, func(i, j int) bool { return eligible[i].ID < eligible[j].ID })
+	return eligible[r.turn(ctx)%uint64(len(eligible))], nil
 }
 
 // turn is the round-robin cursor's next value.

@@ -28,8 +28,11 @@ type Client struct {
 }
 
 // NewClient is what it takes to create a client. NewCode makes a fresh
-// random client code; it is called again if a code is already taken.
+// random client code; it is called again if a code is already taken. ID, if
+// set, is the new client's id (a caller the PBX routed while Postgres was
+// down already has one in his call's events); empty makes one.
 type NewClient struct {
+	ID            string
 	Name, Segment string
 	Phones        []masking.SealedPhone
 	ManagerID     string
@@ -57,6 +60,9 @@ func scanClient(r pgx.Row) (Client, error) {
 // audits it; either all of it is written or none.
 func (s *Store) CreateClient(ctx context.Context, nc NewClient, actor string) (Client, error) {
 	partners := withoutID(uniq(nc.PartnerIDs), nc.ManagerID)
+	if nc.ID != "" && !validUUID(nc.ID) {
+		return Client{}, fmt.Errorf("storage: client id %q is not a UUID", nc.ID)
+	}
 	var id string
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if err := lockActiveManagers(ctx, tx, append([]string{nc.ManagerID}, partners...)); err != nil {
@@ -70,8 +76,9 @@ func (s *Store) CreateClient(ctx context.Context, nc NewClient, actor string) (C
 			if err != nil {
 				return err
 			}
-			err = tx.QueryRow(ctx, `INSERT INTO clients (code, name, segment) VALUES ($1, $2, $3)
-				ON CONFLICT (code) DO NOTHING RETURNING id`, code, nc.Name, nc.Segment).Scan(&id)
+			err = tx.QueryRow(ctx, `INSERT INTO clients (id, code, name, segment)
+				VALUES (coalesce(nullif($4, '')::uuid, gen_random_uuid()), $1, $2, $3)
+				ON CONFLICT (code) DO NOTHING RETURNING id`, code, nc.Name, nc.Segment, nc.ID).Scan(&id)
 			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("storage: insert client: %w", err)
 			}

@@ -86,6 +86,28 @@ func talk(t *testing.T, trunk, ph *testenv.SIPp, trunkRTP, phoneRTP *testenv.RTP
 	}
 }
 
+// acmeCallsAnna brings a call from Acme (his number spelt 8916...) to
+// anna's phone on annaIP:5070, which answers; tones cross both ways (RTP
+// on rtpBase for the trunk, rtpBase+2 for the phone) and the caller hangs
+// up after 2.5 s. The phone must have been shown Acme's name and code and
+// nothing of his number. It returns the trunk's SIPp.
+func acmeCallsAnna(t *testing.T, s *system, acme apiClient, rtpBase int) *testenv.SIPp {
+	t.Helper()
+	trunkRTP := testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", trunkIP, rtpBase))
+	phoneRTP := testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", annaIP, rtpBase+2))
+	ph := phone(t, s, "anna", annaIP, 5070, rtpBase+2, false, 1)
+	tr := trunkCall(t, s, "89161234567", rtpBase, true, 2500)
+	talk(t, tr, ph, trunkRTP, phoneRTP, annaIP)
+	tr.Wait()
+	ph.Wait()
+	shown, _ := ph.LogValue("SHOWN_FROM", time.Second)
+	if !strings.Contains(shown, "Acme Trading #"+acme.Code) || !strings.Contains(shown, "sip:"+acme.Code+"@"+domain) {
+		t.Errorf("the phone was shown %q, want the client's name and code", shown)
+	}
+	assertNoLeak(t, ph, acmeNumber, acme.Code)
+	return tr
+}
+
 func TestInboundCall(t *testing.T) {
 	s := startSystem(t, 2*time.Second)
 	anna := s.manager("anna")
@@ -95,18 +117,7 @@ func TestInboundCall(t *testing.T) {
 	s.register("bob", bobIP, 5071)
 
 	t.Run("client hangs up; the manager's phone sees no number", func(t *testing.T) {
-		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41000")
-		phoneRTP := testenv.NewRTPEndpoint(t, annaIP+":41002")
-		ph := phone(t, s, "anna", annaIP, 5070, 41002, false, 1)
-		tr := trunkCall(t, s, "89161234567", 41000, true, 2500)
-		talk(t, tr, ph, trunkRTP, phoneRTP, annaIP)
-		tr.Wait()
-		ph.Wait()
-		shown, _ := ph.LogValue("SHOWN_FROM", time.Second)
-		if !strings.Contains(shown, "Acme Trading #"+acme.Code) || !strings.Contains(shown, "sip:"+acme.Code+"@"+domain) {
-			t.Errorf("the phone was shown %q, want the client's name and code", shown)
-		}
-		assertNoLeak(t, ph, acmeNumber, acme.Code)
+		tr := acmeCallsAnna(t, s, acme, 41000)
 		for _, m := range tr.Received() {
 			if strings.Contains(m, annaIP) || strings.Contains(strings.ToLower(m), "anna") {
 				t.Fatalf("the client's side learned the manager's identity:\n%s", m)

@@ -175,8 +175,20 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
+	// What routing needs, in memory, so calls route while Postgres is down.
+	routeCache := pbx.NewRouteCache(store, keys, nc, logger.Named("routing"))
+	if err := routeCache.SpoolPending(filepath.Join(cfg.DataDir, "pending-callers.json")); err != nil {
+		return err
+	}
+	loadStart := time.Now()
+	if err := routeCache.Load(ctx); err != nil {
+		return fmt.Errorf("routing cache: %w", err)
+	}
+	st := routeCache.Stats()
+	logger.Info("routing cache loaded", zap.Int("clients", st.Clients), zap.Int("managers", st.Managers),
+		zap.Duration("took", time.Since(loadStart)))
 	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs,
-		Cursor: pbx.NewCursor(cluster, logger.Named("routing"))}
+		Cursor: pbx.NewCursor(cluster, logger.Named("routing")), Cache: routeCache}
 	if err := store.AddAliasNumbers(ctx, callCfg.AliasNumbers); err != nil {
 		return fmt.Errorf("--alias-numbers: %w", err)
 	}
@@ -193,6 +205,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		return err
 	}
 	metrics := newMetrics(sip, callCfg.Ports)
+	registerRouteCacheMetrics(metrics, routeCache)
 	if err := rec.registerMetrics(metrics); err != nil {
 		return err
 	}
@@ -215,6 +228,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Store: store, Keys: keys, Numbers: numbers, Registrations: registered{regs}, Dialer: dialer{sip},
 		SIPDomain: cfg.SIPDomain, AdminToken: adminToken, Sessions: sessions,
 		Metrics: metrics, Logger: logger.Named("api"), Recordings: rec.Audio, Trunk: trunkStatus{sip},
+		Changes:         routeCache,
 		DefaultLanguage: cfg.DefaultLanguage,
 		AudioErasure:    rec.audioErasure(),
 	})
@@ -237,6 +251,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sip.Serve(gctx) })
 	g.Go(func() error { return cdrs.Run(gctx) })
+	g.Go(func() error { return routeCache.Run(gctx) })
 	watch := &nodeWatch{kv: cluster, self: cfg.NodeID, logger: logger.Named("nodes"), now: time.Now,
 		closer: func(ctx context.Context, node string) { closeOrphanedCalls(ctx, store, publisher, node, false, logger) }}
 	g.Go(func() error { return watch.run(gctx) })

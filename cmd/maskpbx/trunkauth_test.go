@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/md5"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,15 +39,7 @@ func logIs(t *testing.T, p *testenv.SIPp, key, want string) {
 
 func (s *system) healthz() map[string]string {
 	s.t.Helper()
-	resp, err := http.Get(s.api + "/healthz")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body map[string]string
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		s.t.Fatal(err)
-	}
+	_, body := s.health()
 	return body
 }
 

@@ -265,13 +265,9 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 		// Only a node that registers has these: an alert on
 		// maskpbx_trunk_registered == 0 must not fire where nothing registers.
 		reg.MustRegister(
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_trunk_registered",
-				Help: "1 while the PBX is registered at the SIP provider (--trunk-register), else 0."}, func() float64 {
-				if sip.TrunkRegistration().Registered {
-					return 1
-				}
-				return 0
-			}),
+			boolGauge(prometheus.GaugeOpts{Name: "maskpbx_trunk_registered",
+				Help: "1 while the PBX is registered at the SIP provider (--trunk-register), else 0."},
+				func() bool { return sip.TrunkRegistration().Registered }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "maskpbx_trunk_register_failures_total",
 				Help: "Registrations at the SIP provider that failed (refused, wrong credentials, no answer)."},
 				func() float64 { return float64(sip.TrunkRegistration().Failures) }),
@@ -281,17 +277,38 @@ func newMetrics(sip *pbx.Server, ports *media.PortPool) *prometheus.Registry {
 	// public, and the trunk's address is not for everyone (the log names
 	// it, for the operator).
 	for i, target := range sip.TrunkTargets() {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_trunk_target_up",
+		reg.MustRegister(boolGauge(prometheus.GaugeOpts{Name: "maskpbx_trunk_target_up",
 			Help:        "1 while the trunk target (by rank: 1 is preferred) answers OPTIONS pings; calls out go to the first that does.",
 			ConstLabels: prometheus.Labels{"target": strconv.Itoa(i + 1), "transport": target.Transport}},
-			func() float64 {
-				if sip.TrunkTargetUp(i) {
-					return 1
-				}
-				return 0
-			}))
+			func() bool { return sip.TrunkTargetUp(i) }))
 	}
 	return reg
+}
+
+// boolGauge is a gauge of 1 while f says true, else 0.
+func boolGauge(opts prometheus.GaugeOpts, f func() bool) prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(opts, func() float64 {
+		if f() {
+			return 1
+		}
+		return 0
+	})
+}
+
+// registerRouteCacheMetrics shows the routing cache: its size, whether
+// calls route from it (Postgres down), and the new callers waiting for
+// their client row.
+func registerRouteCacheMetrics(reg *prometheus.Registry, c *pbx.RouteCache) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_routing_cache_clients",
+			Help: "Clients in the routing cache."}, func() float64 { return float64(c.Stats().Clients) }),
+		boolGauge(prometheus.GaugeOpts{Name: "maskpbx_routing_from_cache",
+			Help: "1 while calls in route from the routing cache because Postgres does not answer, else 0."},
+			func() bool { return c.Stats().DatabaseDown }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "maskpbx_routing_pending_callers",
+			Help: "First-time callers routed while Postgres was down whose client rows are not written yet."},
+			func() float64 { return float64(c.Stats().PendingCallers) }),
+	)
 }
 
 // dialer adapts the PBX to the API's click-to-call interface.

@@ -30,16 +30,19 @@ const RecorderInboxPrefix = "_INBOX.recorder"
 
 // The subjects below spell the CALLS stream (events.StreamName, subjects
 // events.SubjectAll), the REGISTRATIONS bucket (pbx.RegistrationsBucket)
-// and the CLUSTER bucket (pbx.ClusterBucket) out: bus cannot import those packages (their tests import bus).
+// the CLUSTER bucket (pbx.ClusterBucket) and the routing cache's change
+// events (pbx.ChangeSubjects) out: bus cannot import those packages (their
+// tests import bus).
 
-// pbxPermissions: registrations and cluster KV, call events, the JetStream API, acks
-// and flow control of its consumers, and replies.
+// pbxPermissions: registrations and cluster KV, call events, change events
+// of the routing cache, the JetStream API, acks and flow control of its
+// consumers, and replies.
 var pbxPermissions = &server.Permissions{
 	Publish: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "calls.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "calls.>", "changes.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>",
 	}},
 	Subscribe: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "calls.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "calls.>", "changes.>", "_INBOX.>",
 	}},
 }
 

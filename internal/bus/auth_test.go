@@ -163,7 +163,7 @@ func TestRecorderUserPermissions(t *testing.T) {
 	// Nor can it listen in on the bus: the PBX's replies, or call events
 	// other than through its consumer.
 	nc := recJS.Conn()
-	for _, subject := range []string{"_INBOX.>", "calls.>", "$KV.>"} {
+	for _, subject := range []string{"_INBOX.>", "calls.>", "$KV.>", "changes.>"} {
 		if _, err := nc.SubscribeSync(subject); err != nil {
 			t.Fatal(err)
 		}
@@ -178,6 +178,34 @@ func TestRecorderUserPermissions(t *testing.T) {
 		case <-time.After(2 * time.Second):
 			t.Errorf("the recorder subscribed to %s", subject)
 		}
+	}
+	// The PBX's routing caches hear of changes on changes.>; the recorder
+	// can't send one (a dismissed manager "active" again), the PBX can.
+	pbxNC := pbxJS.Conn()
+	changes, err := pbxNC.SubscribeSync("changes.>")
+	if err != nil || pbxNC.Flush() != nil {
+		t.Fatalf("the PBX cannot follow change events: %v", err)
+	}
+	if err := nc.Publish("changes.managers."+madeUp, []byte(`{"status":"active"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	select {
+	case err := <-violations:
+		if !strings.Contains(err.Error(), "Permissions Violation") {
+			t.Errorf("publishing a change: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("the recorder published a change event")
+	}
+	if m, err := changes.NextMsg(300 * time.Millisecond); err == nil {
+		t.Errorf("the PBX heard a change from the recorder: %s", m.Subject)
+	}
+	if err := pbxNC.Publish("changes.clients."+realCall, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := changes.NextMsg(2 * time.Second); err != nil {
+		t.Errorf("the PBX's own change event: %v", err)
 	}
 }
 
