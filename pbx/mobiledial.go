@@ -38,8 +38,8 @@ const maxCodeDigits = 16
 // manager's mobile is refused and audited here, then routed as any
 // stranger calling the company: it reaches none of his former clients.
 func (cc *callControl) mobileCaller(ctx context.Context, caller string) (storage.Manager, bool) {
-	if caller == "" || cc.cfg.Prompts == nil || cc.trunk == nil {
-		return storage.Manager{}, false
+	if caller == "" || cc.cfg.Prompts == nil || cc.trunk == nil || cc.cfg.Router.Cache.DatabaseDown() {
+		return storage.Manager{}, false // while Postgres is down, calls in route from the cache
 	}
 	keys := cc.cfg.Router.Keys
 	store := cc.cfg.Router.Store
