@@ -24,12 +24,18 @@ type Dialer interface {
 // by id only; the PBX opens his number itself, at dial time.
 type OriginateCall struct {
 	CallID, ManagerID, ClientID string
+	// Via is "mobile" to ring the manager's corporate mobile first (with
+	// the press-1 whisper) instead of his phones.
+	Via string
 }
 
 // CallStatus is a call's state as the API shows it.
 type CallStatus struct {
 	State, Disposition, Direction, ClientID, ManagerID string
 	StartedAt, AnsweredAt, EndedAt                     time.Time
+	// Via is "mobile" when the manager's side is his corporate mobile;
+	// Mobile how that mobile ended the whisper (accepted, declined, timed_out).
+	Via, Mobile string
 }
 
 // Dialer errors, mapped to HTTP statuses by asAPIError.
@@ -46,6 +52,8 @@ var (
 	ErrNotAssigned = errors.New("api: client not assigned to the manager")
 	// ErrShuttingDown means the node is stopping and starts no new call.
 	ErrShuttingDown = errors.New("api: node shutting down")
+	// ErrNoMobile means a call via the mobile for a manager without one.
+	ErrNoMobile = errors.New("api: manager has no mobile")
 )
 
 var (
@@ -56,6 +64,7 @@ var (
 	errNotAssigned  = newError(http.StatusForbidden, "forbidden", "api.not_assigned")
 	errShuttingDown = newError(http.StatusServiceUnavailable, "shutting_down", "api.shutting_down")
 	errNoDialerHere = newError(http.StatusServiceUnavailable, "no_pbx", "api.no_pbx")
+	errNoMobile     = newError(http.StatusConflict, "no_mobile", "api.no_mobile")
 )
 
 type callView struct {
@@ -71,6 +80,8 @@ type callView struct {
 	DurationMS  *int64     `json:"duration_ms,omitempty"`
 	HangupSide  string     `json:"hangup_side,omitempty"`
 	Recording   string     `json:"recording,omitempty"`
+	Via         string     `json:"via,omitempty"`
+	Mobile      string     `json:"mobile,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -82,6 +93,7 @@ func timePtr(t time.Time) *time.Time {
 
 type startCallRequest struct {
 	ClientID string `json:"client_id"`
+	Via      string `json:"via"`
 }
 
 // startCall is click-to-call: POST /api/v1/calls {client_id}.
@@ -92,6 +104,12 @@ func (s *Server) startCall(w http.ResponseWriter, r *http.Request, p Principal) 
 	}
 	if req.ClientID == "" {
 		return badRequest("api.client_id_required")
+	}
+	if req.Via != "" && req.Via != "phone" && req.Via != "mobile" {
+		return badRequest("api.bad_via")
+	}
+	if req.Via == "phone" {
+		req.Via = ""
 	}
 	if s.Dialer == nil {
 		return errNoDialerHere
@@ -107,7 +125,7 @@ func (s *Server) startCall(w http.ResponseWriter, r *http.Request, p Principal) 
 		return errNotAssigned
 	}
 	id := uuid.NewString()
-	err = s.Dialer.Originate(r.Context(), OriginateCall{CallID: id, ManagerID: p.ManagerID, ClientID: c.ID})
+	err = s.Dialer.Originate(r.Context(), OriginateCall{CallID: id, ManagerID: p.ManagerID, ClientID: c.ID, Via: req.Via})
 	if errors.Is(err, ErrTooManyCalls) {
 		if aerr := s.Store.Audit(r.Context(), storage.AuditEntry{Actor: p.Actor(), Action: "call.limited",
 			Object: "client:" + c.ID}); aerr != nil {
@@ -134,7 +152,7 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request, p Principal) er
 		if st, ok := s.Dialer.CallStatus(id); ok {
 			v = callView{ID: id, State: st.State, Direction: st.Direction, Disposition: st.Disposition,
 				ClientID: st.ClientID, ManagerID: st.ManagerID, StartedAt: timePtr(st.StartedAt),
-				AnsweredAt: timePtr(st.AnsweredAt), EndedAt: timePtr(st.EndedAt)}
+				AnsweredAt: timePtr(st.AnsweredAt), EndedAt: timePtr(st.EndedAt), Via: st.Via, Mobile: st.Mobile}
 		}
 	}
 	if v.ID == "" || v.State == "ended" {
@@ -156,7 +174,7 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request, p Principal) er
 func viewCDR(c storage.CDR) callView {
 	v := callView{ID: c.CallID, Direction: c.Direction, Disposition: c.Disposition, ClientID: c.ClientID,
 		ManagerID: c.ManagerID, StartedAt: c.OfferedAt, AnsweredAt: c.AnsweredAt, EndedAt: c.EndedAt,
-		HangupSide: c.HangupSide, Recording: c.Recording}
+		HangupSide: c.HangupSide, Recording: c.Recording, Via: c.Via, Mobile: c.Mobile}
 	switch {
 	case c.EndedAt != nil:
 		v.State = "ended"

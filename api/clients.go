@@ -167,12 +167,17 @@ type revealRequest struct {
 	Reason string `json:"reason"`
 }
 
-func (s *Server) reveal(w http.ResponseWriter, r *http.Request, p Principal) error {
+// decodeReason reads a {"reason"} body and checks the reason (auditReason).
+func decodeReason(r *http.Request) (string, error) {
 	var req revealRequest
 	if err := decode(r, &req); err != nil {
-		return err
+		return "", err
 	}
-	reason, err := auditReason(req.Reason)
+	return auditReason(req.Reason)
+}
+
+func (s *Server) reveal(w http.ResponseWriter, r *http.Request, p Principal) error {
+	reason, err := decodeReason(r)
 	if err != nil {
 		return err
 	}

@@ -58,6 +58,8 @@ func asAPIError(err error) *Error {
 		return errNotFound
 	case errors.Is(err, storage.ErrDuplicatePhone):
 		return newError(http.StatusConflict, "duplicate_phone", "api.duplicate_phone")
+	case errors.Is(err, storage.ErrDuplicateMobile):
+		return newError(http.StatusConflict, "duplicate_mobile", "api.duplicate_mobile")
 	case errors.Is(err, storage.ErrDuplicateUsername):
 		return newError(http.StatusConflict, "duplicate_sip_username", "api.duplicate_username")
 	case errors.Is(err, storage.ErrUnknownManager):
@@ -68,6 +70,8 @@ func asAPIError(err error) *Error {
 		return newError(http.StatusConflict, "already_dismissed", "api.already_dismissed")
 	case errors.Is(err, ErrNotRegistered):
 		return errNotReg
+	case errors.Is(err, ErrNoMobile):
+		return errNoMobile
 	case errors.Is(err, ErrTooManyCalls):
 		return errTooMany
 	case errors.Is(err, ErrNoTrunk):

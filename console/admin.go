@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -157,6 +158,65 @@ func (c *Console) dismiss(w http.ResponseWriter, r *http.Request, s *session) er
 	lc := c.localeFor(r, s)
 	return c.redirect(w, r, "/console/managers", "ok", lc.t("managers.dismissed_done", "Name", ppl.name(id),
 		"Clients", lc.n("count.clients", out.MovedClients), "Successor", ppl.name(successor)))
+}
+
+// setMobile sets a person's corporate mobile and when it rings, through the
+// API; the page never shows the number back.
+func (c *Console) setMobile(w http.ResponseWriter, r *http.Request, s *session) error {
+	m, err := c.activeManager(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	lc := c.localeFor(r, s)
+	policy := r.PostFormValue("policy")
+	body := map[string]any{"number": r.PostFormValue("number"), "policy": policy}
+	if policy == storage.MobileAfter {
+		n, err := strconv.Atoi(r.PostFormValue("after_s"))
+		if err != nil {
+			return c.redirect(w, r, "/console/managers", "error", lc.t("managers.mobile_bad", "Name", m.Name,
+				"Problem", lc.t("managers.mobile_after_needed")))
+		}
+		body["after_s"] = n
+	}
+	var when string
+	switch policy {
+	case storage.MobileTogether:
+		when = lc.t("managers.mobile_rings_together")
+	case storage.MobileAfter:
+		when = lc.t("managers.mobile_rings_after")
+	case storage.MobileOnly:
+		when = lc.t("managers.mobile_rings_only")
+	default:
+		when = lc.t("managers.mobile_rings_off")
+	}
+	return c.mobileCall(w, r, s, m, http.MethodPut, body, lc.t("managers.mobile_set", "Name", m.Name, "When", when))
+}
+
+// removeMobile removes a person's corporate mobile through the API.
+func (c *Console) removeMobile(w http.ResponseWriter, r *http.Request, s *session) error {
+	m, err := c.activeManager(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return c.mobileCall(w, r, s, m, http.MethodDelete, nil, c.localeFor(r, s).t("managers.mobile_removed", "Name", m.Name))
+}
+
+// mobileCall sends a person's mobile change to the API and says how it went.
+func (c *Console) mobileCall(w http.ResponseWriter, r *http.Request, s *session, m storage.Manager, method string, body any, done string) error {
+	err := c.apiFor(r, s).do(r.Context(), method, "/api/v1/managers/"+url.PathEscape(m.ID)+"/mobile", body, nil)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status < 500 {
+		lc := c.localeFor(r, s)
+		msg := ae.Message
+		if ae.Status == http.StatusNotFound {
+			msg = lc.t("managers.mobile_none")
+		}
+		return c.redirect(w, r, "/console/managers", "error", lc.t("managers.mobile_bad", "Name", m.Name, "Problem", msg))
+	}
+	if err != nil {
+		return err
+	}
+	return c.redirect(w, r, "/console/managers", "ok", done)
 }
 
 type auditRow struct {

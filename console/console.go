@@ -154,6 +154,8 @@ func (c *Console) routes() {
 	c.handle("POST /console/managers/{id}/web-password", c.setWebPassword, admin)
 	c.handle("POST /console/managers/{id}/dismiss", c.dismiss, admin)
 	c.handle("POST /console/managers/{id}/settings", c.setPersonSettings, admin)
+	c.handle("POST /console/managers/{id}/mobile", c.setMobile, admin)
+	c.handle("POST /console/managers/{id}/mobile/remove", c.removeMobile, admin)
 	c.handle("GET /console/audit", c.auditPage, admin)
 	c.handle("GET /console/settings", c.settingsPage, anyone)
 	c.handle("POST /console/settings", c.saveSettings, anyone)

@@ -127,6 +127,8 @@ func (c *call) publish(kind events.Kind, mutate func(*events.Event)) {
 		c.setState(StateConnected)
 	case events.Ended:
 		c.finish(e.Disposition)
+		st := c.snapshot()
+		e.Via, e.Mobile = st.Via, st.Mobile
 		if e.Recording == "" {
 			e.Recording = c.recording
 		}
@@ -163,7 +165,11 @@ func (c *call) bridge(ptAB, ptBA map[uint8]uint8) error {
 // registration source, i.e. its NAT, or the trunk's address. Nobody else
 // can take the leg over while it is silent (hold, before its first packet).
 func (c *call) setRemote(side media.Side, sdp media.Offer, dest string) {
-	p := c.ports[side]
+	setPortRemote(c.ports[side], sdp, dest)
+}
+
+// setPortRemote is setRemote on a port of its own (a mobile's whisper).
+func setPortRemote(p *media.Port, sdp media.Offer, dest string) {
 	p.SetRemote(sdp.Remote)
 	if sdp.RemoteRTCP.IsValid() {
 		p.SetRemoteRTCP(sdp.RemoteRTCP)

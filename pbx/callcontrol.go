@@ -16,6 +16,7 @@ import (
 
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/pbx/ivr"
 	"github.com/maskpbx/maskpbx/pbx/media"
 )
 
@@ -54,6 +55,17 @@ type CallConfig struct {
 	// MaxSetups is how many calls in may be in setup (INVITE received, no
 	// phone ringing yet) before more are refused with 503; 0 means 1000.
 	MaxSetups int
+	// Prompts are the clips the PBX plays to managers' mobiles (whisper,
+	// code entry); nil: mobiles are neither rung nor answered.
+	Prompts *ivr.Prompts
+	// PromptLanguage picks the prompts' language ("en" if empty).
+	PromptLanguage string
+	// AliasNumbers is the pool of alias DIDs (E.164): each (manager,
+	// client) pair's mobile calls go from and to a sticky alias of it
+	// (alias.go); a call in to one from anyone else is a call to the
+	// company number. AliasQuarantine is how long a released alias rests.
+	AliasNumbers    []string
+	AliasQuarantine time.Duration
 	// Language is the company's language (--default-language): the
 	// wording a manager's phone shows ("Calling …") unless he chose his
 	// own; empty is English.
@@ -69,9 +81,11 @@ type CallConfig struct {
 	// minSessionExpires is our Min-SE (90 s, RFC 4028); tests lower it to
 	// see several session refreshes in seconds.
 	minSessionExpires time.Duration
+	mobileAccept      time.Duration // an answered mobile has this long after the whisper to press 1 (10 s)
 }
 
-// companyNumbers is every number calls in may be for.
+// companyNumbers is every number calls in may be for (and the alias
+// numbers, isAlias).
 func (cc *callControl) companyNumbers() []CompanyNumber {
 	out := cc.cfg.CompanyNumbers
 	if cc.cfg.CompanyNumber == "" {
@@ -132,7 +146,8 @@ type callControl struct {
 	regs                            *Registrations
 	publicIP                        netip.Addr
 
-	trunk     *trunk // nil without --trunk
+	trunk     *trunk          // nil without --trunk
+	aliases   map[string]bool // CallConfig.AliasNumbers; read-only
 	limits    *outboundLimits
 	admission *admission
 	srv       *Server // for digest auth and failure limits of desk phones

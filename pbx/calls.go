@@ -58,6 +58,10 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 		srv:       s,
 		limits:    newOutboundLimits(cmp.Or(cfg.CallsPerMinute, 10)),
 		admission: newAdmission(cmp.Or(cfg.MaxSetups, 1000)),
+		aliases:   map[string]bool{},
+	}
+	for _, a := range cfg.AliasNumbers {
+		s.calls.aliases[a] = true
 	}
 	if cfg.TrunkRegister > 0 {
 		if cfg.Trunk == "" || !cfg.TrunkAuth.Enabled() {

@@ -66,7 +66,7 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 		respond(tx, req, 488, "Not Acceptable Here", nil)
 		return
 	}
-	if code, reason := cc.admitDialledCall(ctx, creds.ManagerID, target.id, logger); code != 0 {
+	if code, reason := cc.admitDialledCall(ctx, creds.ManagerID, target.id, "call.dial_code", logger); code != 0 {
 		respond(tx, req, code, reason, nil)
 		return
 	}
@@ -155,17 +155,18 @@ func (cc *callControl) resolveDialledCode(ctx context.Context, managerID, code s
 	return cc.reachClient(ctx, managerID, client)
 }
 
-// admitDialledCall applies the manager's limits and audits the call; a
-// non-zero code is the refusal to send (the limit is released by the
-// caller when the call ends).
-func (cc *callControl) admitDialledCall(ctx context.Context, managerID, clientID string, logger *zap.Logger) (int, string) {
+// admitDialledCall applies the manager's limits and audits the call as
+// action (call.dial_code from a desk phone, call.mobile_dial from his
+// mobile); a non-zero code is the refusal to send (the limit is released
+// by the caller when the call ends).
+func (cc *callControl) admitDialledCall(ctx context.Context, managerID, clientID, action string, logger *zap.Logger) (int, string) {
 	store := cc.cfg.Router.Store
 	if err := cc.limits.begin(managerID, time.Now()); err != nil {
 		_ = store.Audit(ctx, storage.AuditEntry{Actor: "manager:" + managerID, Action: "call.limited",
 			Object: "client:" + clientID, Reason: err.Error()})
 		return 486, "Busy Here"
 	}
-	if err := store.Audit(ctx, storage.AuditEntry{Actor: "manager:" + managerID, Action: "call.dial_code",
+	if err := store.Audit(ctx, storage.AuditEntry{Actor: "manager:" + managerID, Action: action,
 		Object: "client:" + clientID}); err != nil {
 		cc.limits.end(managerID)
 		logger.Error("audit failed; call refused", zap.Error(err))

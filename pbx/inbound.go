@@ -1,6 +1,7 @@
 package pbx
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/netip"
@@ -48,6 +49,16 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	respond(tx, req, 100, "Trying", nil)
 
+	// Every source that reaches here is a trusted trunk (onInvite).
+	caller := callerNumber(req, true, cc.cfg.Numbers)
+	lookup, stopLookup := context.WithTimeout(context.Background(), routeLookupTimeout)
+	manager, fromMobile := cc.mobileCaller(lookup, caller)
+	stopLookup()
+	if fromMobile {
+		cc.fromMobile(req, tx, offer, manager, setup, called.Number)
+		return
+	}
+
 	c := cc.newCall(newCallID(), events.Inbound, nil)
 	defer c.release()
 	trunk := cc.newUASLeg(c, media.SideA, req, tx)
@@ -70,8 +81,6 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		stopRinging()
 	}
 
-	// Every source that reaches here is a trusted trunk (onInvite).
-	caller := callerNumber(req, cc.trunkAllowed(req.Source()), cc.cfg.Numbers)
 	route, disp := cc.routeInbound(ringCtx, c, caller, called.Team)
 	c.publish(events.Offered, nil)
 	if ringCtx.Err() != nil {
@@ -84,7 +93,7 @@ func (cc *callControl) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 
-	winner, answer, disp := cc.ringManagers(ringCtx, c, route, offer, trunk, setup)
+	winner, answer, disp := cc.ringManagers(ringCtx, c, route, offer, trunk, setup, called.Number)
 	setup.leave()
 	if winner == nil {
 		if ringCtx.Err() != nil {
@@ -128,8 +137,10 @@ func (cc *callControl) admitInbound(req *sip.Request, tx sip.ServerTransaction) 
 		return media.Offer{}, called, false
 	}
 	if called, ok = calledNumber(req, cc.cfg.Numbers, cc.companyNumbers()); !ok {
-		respond(tx, req, 403, "Forbidden", nil)
-		return media.Offer{}, called, false
+		if called, ok = cc.calledAlias(req); !ok {
+			respond(tx, req, 403, "Forbidden", nil)
+			return media.Offer{}, called, false
+		}
 	}
 	if !cc.admitSessionTimer(req, tx) {
 		return media.Offer{}, called, false
@@ -187,9 +198,11 @@ func (cc *callControl) routeInbound(ctx context.Context, c *call, callerNumber, 
 
 // ringManagers rings the route's managers step by step with the client's
 // name and code as the caller, offering exactly what the trunk offered that
-// we support (whatever a phone picks, the trunk has agreed to it). It
-// returns the phone that answered and its SDP, or nil and the disposition.
-func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, offer media.Offer, trunk *uasLeg, setup *setupSlot) (*outLeg, media.Offer, string) {
+// we support (whatever a phone picks, the trunk has agreed to it); their
+// mobiles ring through the trunk from the called company number. It
+// returns the phone (or mobile) that answered and its SDP, or nil and the
+// disposition.
+func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, offer media.Offer, trunk *uasLeg, setup *setupSlot, companyNumber string) (*outLeg, media.Offer, string) {
 	rang := false
 	onRinging := func() {
 		setup.leave() // ringing: the node's part of the setup is done
@@ -203,13 +216,18 @@ func (cc *callControl) ringManagers(ctx context.Context, c *call, route Route, o
 	if route.ClientCode != "" {
 		from, fromUser = clientDisplayName(nil, route.ClientName, route.ClientCode), route.ClientCode
 	}
+	mr := cc.newMobileRing(c, route.Mobiles, offer.Codecs, cmp.Or(companyNumber, cc.cfg.CompanyNumber), route.ClientCode)
 	winner, answer, status := cc.ring(ctx, route.Steps, outInvite{
 		from:        sip.Uri{Scheme: "sip", User: fromUser, Host: cc.domain},
 		displayName: from,
 		sdp:         c.localSDP(media.SideB, offer.Codecs, media.SendRecv),
 		secureSDP:   c.secureOfferSDP(media.SideB, offer.Codecs),
-	}, onRinging, c.logger)
+	}, onRinging, mr, c.logger)
+	mr.release(winner)
 	switch {
+	case winner != nil && winner.mobile:
+		mr.take(winner)
+		return winner, answer, ""
 	case winner != nil:
 		return winner, answer, ""
 	case status == 486 || status == 600:

@@ -13,6 +13,7 @@ import (
 	"github.com/maskpbx/maskpbx/internal/events"
 	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/pbx/media"
+	"github.com/maskpbx/maskpbx/storage"
 )
 
 // Errors of Originate, each a reason nothing rang.
@@ -27,6 +28,9 @@ var (
 	ErrNoTrunk = errors.New("pbx: no trunk configured for calls out")
 	// ErrShuttingDown means the node is shutting down and takes no call.
 	ErrShuttingDown = errors.New("pbx: shutting down")
+	// ErrNoMobile means a call via the mobile was asked of a manager who has
+	// none, or of a node that can't ring one (no prompts).
+	ErrNoMobile = errors.New("pbx: the manager has no mobile to ring")
 )
 
 // Originate asks the PBX to connect a manager with a client: the manager's
@@ -36,6 +40,9 @@ type Originate struct {
 	CallID    string // the call's id, chosen by the caller
 	ManagerID string
 	ClientID  string
+	// Via is ViaMobile to ring the manager's corporate mobile (with the
+	// press-1 whisper) instead of his phones; "" rings his phones.
+	Via string
 }
 
 // outboundLimits enforces "one outgoing call at a time" and "at most N
@@ -95,12 +102,24 @@ func (s *Server) Originate(ctx context.Context, o Originate) error {
 	if err != nil {
 		return err
 	}
-	regs, err := cc.regs.Contacts(ctx, o.ManagerID)
-	if err != nil {
-		return err
-	}
-	if len(regs) == 0 {
-		return ErrNotRegistered
+	var mobile *storage.Mobile
+	if o.Via == ViaMobile {
+		m, err := cc.cfg.Router.Store.MobilePolicy(ctx, o.ManagerID)
+		if err != nil {
+			return err
+		}
+		if m.Phone.Ciphertext == nil || cc.cfg.Prompts == nil {
+			return ErrNoMobile
+		}
+		mobile = &m
+	} else {
+		regs, err := cc.regs.Contacts(ctx, o.ManagerID)
+		if err != nil {
+			return err
+		}
+		if len(regs) == 0 {
+			return ErrNotRegistered
+		}
 	}
 	if err := cc.limits.begin(o.ManagerID, time.Now()); err != nil {
 		return err
@@ -119,14 +138,14 @@ func (s *Server) Originate(ctx context.Context, o Originate) error {
 	go func() {
 		defer cc.wg.Done()
 		defer cc.limits.end(o.ManagerID)
-		cc.clickToCall(c, target)
+		cc.clickToCall(c, target, mobile)
 	}()
 	return nil
 }
 
-// clickToCall rings the manager, then dials the client and bridges them.
-// It is the call's owner goroutine.
-func (cc *callControl) clickToCall(c *call, target clientTarget) {
+// clickToCall rings the manager (his phones, or his mobile if set), then
+// dials the client and bridges them. It is the call's owner goroutine.
+func (cc *callControl) clickToCall(c *call, target clientTarget, mobile *storage.Mobile) {
 	defer c.release()
 	c.publish(events.Offered, nil)
 	if err := c.allocatePorts(); err != nil {
@@ -135,7 +154,7 @@ func (cc *callControl) clickToCall(c *call, target clientTarget) {
 		return
 	}
 
-	manager, codecs, disp := cc.ringManager(c, target)
+	manager, codecs, disp := cc.ringManager(c, target, mobile)
 	if manager == nil {
 		c.end(disp, sideManager)
 		return
@@ -162,12 +181,21 @@ func (cc *callControl) clickToCall(c *call, target clientTarget) {
 }
 
 // ringManager rings every registered phone of the click-to-call's manager
-// with the client's name and code as the caller; it returns the phone that
-// answered and the codecs it chose, or nil and the disposition.
-func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []media.Codec, string) {
+// with the client's name and code as the caller, or, with mobile, his
+// mobile through the trunk with the press-1 whisper; it returns the leg
+// that answered and the codecs it chose, or nil and the disposition.
+func (cc *callControl) ringManager(c *call, target clientTarget, mobile *storage.Mobile) (*outLeg, []media.Codec, string) {
 	ringCtx, stopRinging := context.WithCancel(context.Background())
 	defer stopRinging()
 	_, managerID := c.parties()
+	var mr *mobileRing
+	if mobile != nil {
+		m := *mobile
+		m.Policy = storage.MobileOnly
+		if mr = cc.newMobileRing(c, map[string]storage.Mobile{managerID: m}, media.DefaultCodecs(), cc.cfg.CompanyNumber, target.code); mr == nil {
+			return nil, nil, DispFailed
+		}
+	}
 	rang := false
 	winner, answer, status := cc.ring(ringCtx, [][]string{{managerID}}, outInvite{
 		from:        sip.Uri{Scheme: "sip", User: target.code, Host: cc.domain},
@@ -179,7 +207,11 @@ func (cc *callControl) ringManager(c *call, target clientTarget) (*outLeg, []med
 			rang = true
 			c.publish(events.Ringing, nil)
 		}
-	}, c.logger)
+	}, mr, c.logger)
+	mr.release(winner)
+	if winner != nil && winner.mobile {
+		mr.take(winner)
+	}
 	if winner == nil {
 		if status == 486 {
 			return nil, nil, DispBusy

@@ -22,6 +22,11 @@ type legEvent struct {
 	status int         // 180/183 ringing, 200 answered, >= 300 failed
 	answer media.Offer // the peer's SDP: with 200, and with a 18x that has one (early media)
 	early  bool        // a 18x carried SDP
+	// whispered: the final event of a mobile leg's whisper (mobile.go),
+	// with outcome; 200 means the mobile pressed 1.
+	whispered bool
+	outcome   string
+	port      *media.Port // with whispered: the mobile leg's port
 }
 
 // outLeg is one INVITE we send: to one registered contact of a manager, or
@@ -30,6 +35,7 @@ type legEvent struct {
 type outLeg struct {
 	cc          *callControl
 	managerID   string
+	mobile      bool // an INVITE to a manager's mobile through the trunk (mobile.go)
 	secureOffer bool // we offered it SRTP (srtp.go)
 	// plain is the same INVITE without SRTP, tried once if the phone
 	// refuses the SRTP offer (srtp.go, refusesSRTP); nil if not secure.
@@ -53,7 +59,7 @@ type outLeg struct {
 	answered  bool
 	cancelled bool
 	ended     bool
-	byeEarly  bool   // the peer hung up before the leg joined its call
+	byePeer   bool   // the peer hung up (before we did)
 	onBye     func() // set when the leg joins a call (join)
 	// localSDP builds our SDP for re-INVITE and UPDATE answers once the
 	// leg has joined its call.
@@ -354,8 +360,9 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 		l.ended = true
 		onBye := l.onBye
 		// A peer that answers and hangs up at once may do so before the
-		// call has taken the leg: join tells the call then.
-		l.byeEarly = !already && onBye == nil
+		// call has taken the leg (or between a mobile's whisper and its
+		// bridge): join tells the call then.
+		l.byePeer = l.byePeer || !already
 		l.mu.Unlock()
 		l.cc.dialogs.remove(l.dlg.callID)
 		if !already && onBye != nil {
@@ -379,15 +386,15 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 
 // join attaches an answered leg to its call: localSDP builds our SDP for
 // the peer's re-INVITEs and UPDATEs, onBye is told when the peer hangs up,
-// also if he did so before the leg joined, and moved follows his media
-// when a re-INVITE or UPDATE moves it.
+// also if he did so before this join, and moved follows his media when a
+// re-INVITE or UPDATE moves it. A mobile's leg joins twice: its whisper,
+// then its call.
 func (l *outLeg) join(localSDP func(dir media.Direction) []byte, onBye func(), moved func(media.Offer)) {
 	l.mu.Lock()
 	l.localSDP, l.onBye, l.moved = localSDP, onBye, moved
-	early := l.byeEarly
-	l.byeEarly = false
+	gone := l.byePeer
 	l.mu.Unlock()
-	if early {
+	if gone {
 		onBye()
 	}
 }

@@ -9,13 +9,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/pbx/media"
+	"github.com/maskpbx/maskpbx/storage"
 )
 
 // ring runs the ring plan: each step rings every registered contact of its
 // managers in parallel for RingTimeout; the first to answer wins and the
-// rest get CANCEL. It returns the winner and his SDP, or nil and the most
-// telling failure status (486 if everyone was busy).
-func (cc *callControl) ring(ctx context.Context, steps [][]string, in outInvite, onRinging func(), logger *zap.Logger) (*outLeg, media.Offer, int) {
+// rest get CANCEL. A manager's mobile (mr, nil for none) rings through the
+// trunk with his phones, after them or instead of them, by his policy, and
+// wins only once it pressed 1 (mobile.go). It returns the winner and his
+// SDP, or nil and the most telling failure status (486 if everyone was
+// busy).
+func (cc *callControl) ring(ctx context.Context, steps [][]string, in outInvite, onRinging func(), mr *mobileRing, logger *zap.Logger) (*outLeg, media.Offer, int) {
 	status := 480
 	for _, step := range steps {
 		if ctx.Err() != nil {
@@ -23,35 +27,27 @@ func (cc *callControl) ring(ctx context.Context, steps [][]string, in outInvite,
 		}
 		events := make(chan legEvent, 64)
 		var legs []*outLeg
+		var delayed []delayedMobile
 		for _, managerID := range step {
-			regs, err := cc.regs.Contacts(ctx, managerID)
-			if err != nil {
-				logger.Warn("registrations unavailable", zap.Error(err))
-				continue
+			mob, hasMobile := mr.mobile(managerID)
+			phones := 0
+			if !hasMobile || mob.Policy != storage.MobileOnly {
+				phones = cc.ringPhones(ctx, managerID, in, events, &legs, logger)
 			}
-			username := ""
-			for _, r := range regs {
-				username = r.Username
-				target, err := parseContactURI(r.Contact)
-				if err != nil {
-					continue
+			switch {
+			case !hasMobile:
+			case mob.Policy == storage.MobileAfter && phones > 0:
+				delayed = append(delayed, delayedMobile{managerID, time.Duration(mob.AfterS) * time.Second})
+			default: // together, only, or after with no phone to wait for
+				if leg := cc.startMobileLeg(ctx, mr, managerID, events); leg != nil {
+					legs = append(legs, leg)
 				}
-				inv := in
-				inv.target, inv.to = target, sip.Uri{Scheme: "sip", User: username, Host: cc.domain}
-				inv.dest, inv.transport = r.Source, transportOf(r.Transport)
-				inv = inv.forTransport(r.Transport)
-				leg, err := cc.startOutLeg(ctx, managerID, inv, events)
-				if err != nil {
-					logger.Warn("INVITE to a phone failed", zap.String("manager_id", managerID), zap.Error(err))
-					continue
-				}
-				legs = append(legs, leg)
 			}
 		}
 		if len(legs) == 0 {
 			continue
 		}
-		winner, answer, st := cc.waitStep(ctx, legs, events, onRinging)
+		winner, answer, st := cc.waitStep(ctx, legs, events, onRinging, mr, delayed)
 		if winner != nil {
 			return winner, answer, 200
 		}
@@ -64,29 +60,122 @@ func (cc *callControl) ring(ctx context.Context, steps [][]string, in outInvite,
 	return nil, media.Offer{}, status
 }
 
-func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events chan legEvent, onRinging func()) (*outLeg, media.Offer, int) {
+// ringPhones starts a leg to every registered contact of a manager and
+// says how many it started.
+func (cc *callControl) ringPhones(ctx context.Context, managerID string, in outInvite, events chan legEvent, legs *[]*outLeg, logger *zap.Logger) int {
+	regs, err := cc.regs.Contacts(ctx, managerID)
+	if err != nil {
+		logger.Warn("registrations unavailable", zap.Error(err))
+		return 0
+	}
+	n := 0
+	for _, r := range regs {
+		target, err := parseContactURI(r.Contact)
+		if err != nil {
+			continue
+		}
+		inv := in
+		inv.target, inv.to = target, sip.Uri{Scheme: "sip", User: r.Username, Host: cc.domain}
+		inv.dest, inv.transport = r.Source, transportOf(r.Transport)
+		inv = inv.forTransport(r.Transport)
+		leg, err := cc.startOutLeg(ctx, managerID, inv, events)
+		if err != nil {
+			logger.Warn("INVITE to a phone failed", zap.String("manager_id", managerID), zap.Error(err))
+			continue
+		}
+		*legs = append(*legs, leg)
+		n++
+	}
+	return n
+}
+
+// waitStep waits for the first phone to answer, or mobile to accept, among
+// one step's legs, starting the delayed mobiles when they are due. When the
+// step's time is up, legs still ringing are cancelled, but a mobile already
+// hearing its whisper may still accept.
+func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events chan legEvent, onRinging func(), mr *mobileRing, delayed []delayedMobile) (*outLeg, media.Offer, int) {
+	// stepCtx ends the whispers of mobiles that lost.
+	stepCtx, stopStep := context.WithCancel(ctx)
+	defer stopStep()
 	timer := time.NewTimer(cc.cfg.RingTimeout)
 	defer timer.Stop()
+	timeUp := timer.C
+	stepStart := time.Now()
+	var due <-chan time.Time
+	armDelayed := func() {
+		due = nil
+		if len(delayed) > 0 {
+			next := delayed[0].after
+			for _, d := range delayed[1:] {
+				next = min(next, d.after)
+			}
+			due = time.After(max(time.Until(stepStart.Add(next)), 0))
+		}
+	}
+	armDelayed()
 	pending := len(legs)
 	busy := 0
+	over := false // the step's time is up: nothing ringing may win now
+	whispering := map[*outLeg]bool{}
 	cancelAll := func(except *outLeg) {
+		stopStep()
 		for _, l := range legs {
 			if l != except {
 				cc.wg.Go(l.cancel)
 			}
 		}
 	}
-	for pending > 0 {
+	won := func(ev legEvent) (*outLeg, media.Offer, int) {
+		cancelAll(ev.leg)
+		// Late answers from the others are hung up by cancel().
+		cc.wg.Go(func() { drain(events, pending-1) })
+		return ev.leg, ev.answer, 200
+	}
+	// startDue starts the delayed mobiles due by now (all of them: every
+	// phone already failed).
+	startDue := func(all bool) {
+		elapsed := time.Since(stepStart)
+		rest := delayed[:0]
+		for _, d := range delayed {
+			if !all && d.after > elapsed {
+				rest = append(rest, d)
+			} else if leg := cc.startMobileLeg(ctx, mr, d.managerID, events); leg != nil {
+				legs = append(legs, leg)
+				pending++
+			}
+		}
+		delayed = rest
+		armDelayed()
+	}
+	for {
+		if pending == 0 {
+			if over || len(delayed) == 0 {
+				break
+			}
+			startDue(true)
+			continue
+		}
 		select {
 		case ev := <-events:
 			switch {
+			case ev.whispered:
+				delete(whispering, ev.leg)
+				mr.c.setMobileOutcome(ev.outcome)
+				if ev.status == 200 {
+					return won(ev)
+				}
+				pending--
 			case ev.status < 200:
 				onRinging()
+			case ev.status == 200 && over:
+				ev.leg.hangup()
+				pending--
+			case ev.status == 200 && ev.leg.mobile:
+				// Answered: the whisper decides (its event is the leg's last).
+				whispering[ev.leg] = true
+				cc.startWhisper(stepCtx, mr, ev, events)
 			case ev.status == 200:
-				cancelAll(ev.leg)
-				// Late answers from the others are hung up by cancel().
-				cc.wg.Go(func() { drain(events, pending-1) })
-				return ev.leg, ev.answer, 200
+				return won(ev)
 			case refusesSRTP(ev):
 				// A phone on TLS that can't do SRTP: ring it again with
 				// plain RTP. One leg ended, one began: pending stays.
@@ -102,10 +191,20 @@ func (cc *callControl) waitStep(ctx context.Context, legs []*outLeg, events chan
 					busy++
 				}
 			}
-		case <-timer.C:
-			cancelAll(nil)
-			cc.wg.Go(func() { drain(events, pending) })
-			return nil, media.Offer{}, 480
+		case <-due:
+			startDue(false)
+		case <-timeUp:
+			if len(whispering) == 0 {
+				cancelAll(nil)
+				cc.wg.Go(func() { drain(events, pending) })
+				return nil, media.Offer{}, 480
+			}
+			over, timeUp, due, delayed = true, nil, nil, nil
+			for _, l := range legs {
+				if !whispering[l] {
+					cc.wg.Go(l.cancel)
+				}
+			}
 		case <-ctx.Done():
 			cancelAll(nil)
 			cc.wg.Go(func() { drain(events, pending) })
@@ -129,6 +228,9 @@ func drain(events <-chan legEvent, n int) {
 			n--
 			if ev.status == 200 {
 				ev.leg.hangup()
+				if ev.whispered {
+					_ = ev.port.Close() // a mobile that accepted too late
+				}
 			}
 		}
 	}

@@ -28,6 +28,23 @@ func (r *Router) routeManagers(ctx context.Context) ([]storage.Manager, error) {
 	return ms, err
 }
 
+// routeMobiles returns the managers' mobiles the ring plan rings, read
+// fresh for every call (a dismissed manager's mobile is gone at once; the
+// managers' list may be a second old). While Postgres is down no mobile
+// rings: the cache does not hold them, and phones still do.
+func (r *Router) routeMobiles(ctx context.Context, managers []storage.Manager) (map[string]storage.Mobile, error) {
+	if r.Cache.DatabaseDown() {
+		return nil, nil
+	}
+	storeCtx, cancel := r.storeContext(ctx)
+	defer cancel()
+	mobiles, err := r.Store.RingableMobiles(storeCtx, ids(managers))
+	if err != nil && r.Cache.fallback(ctx, err) {
+		return nil, nil
+	}
+	return mobiles, err
+}
+
 // callerClient returns the client who owns the caller's number, making a
 // client of a caller never seen before (given to the next of newCallers in
 // turn). While Postgres is down the cache answers, and a new caller's

@@ -19,6 +19,9 @@ type Route struct {
 	ClientCode string
 	ClientName string
 	Steps      [][]string // manager ids, rung step by step
+	// Mobiles are the corporate mobiles of the managers in Steps that the
+	// ring plan rings (policy other than off), by manager id.
+	Mobiles map[string]storage.Mobile
 }
 
 // Router decides who rings for a call: masking knows the rule, storage the
@@ -110,6 +113,10 @@ func (r *Router) InboundRouteForTeam(ctx context.Context, callerNumber, team str
 	if err != nil {
 		return Route{}, err
 	}
+	mobiles, err := r.routeMobiles(ctx, managers)
+	if err != nil {
+		return Route{}, err
+	}
 	registered := map[string]bool{}
 	var eligible []storage.Manager
 	for _, m := range managers {
@@ -120,7 +127,9 @@ func (r *Router) InboundRouteForTeam(ctx context.Context, callerNumber, team str
 		if err != nil {
 			return Route{}, err
 		}
-		if len(contacts) > 0 {
+		// A manager rings if a phone of his is registered or his mobile
+		// rings (with policy "only" it is all he has).
+		if _, mobile := mobiles[m.ID]; len(contacts) > 0 || mobile {
 			registered[m.ID] = true
 			eligible = append(eligible, m)
 		}
@@ -142,7 +151,7 @@ func (r *Router) InboundRouteForTeam(ctx context.Context, callerNumber, team str
 	e164, err := r.Numbers.Normalize(callerNumber)
 	if err != nil {
 		// Anonymous, withheld or garbage: nobody owns this caller.
-		return Route{ClientName: unknownCaller, Steps: masking.RingOrder(masking.Assignment{}, ids(newCallers), isEligible)}, nil
+		return Route{ClientName: unknownCaller, Steps: masking.RingOrder(masking.Assignment{}, ids(newCallers), isEligible), Mobiles: mobiles}, nil
 	}
 	client, err := r.callerClient(ctx, e164, newCallers)
 	if err != nil {
@@ -164,7 +173,7 @@ func (r *Router) InboundRouteForTeam(ctx context.Context, callerNumber, team str
 	a := masking.Assignment{Primary: client.ManagerID, Partners: client.PartnerIDs}
 	return Route{
 		ClientID: client.ID, ClientCode: client.Code, ClientName: client.Name,
-		Steps: masking.RingOrder(a, fallback, isEligible),
+		Steps: masking.RingOrder(a, fallback, isEligible), Mobiles: mobiles,
 	}, nil
 }
 

@@ -49,6 +49,28 @@ type CallStatus struct {
 	StartedAt   time.Time
 	AnsweredAt  time.Time
 	EndedAt     time.Time
+	// Via is ViaMobile for a call whose manager side is his corporate
+	// mobile; Mobile is how the last mobile that answered the call's ring
+	// ended its whisper (MobileAccepted, MobileDeclined, MobileTimedOut).
+	Via    string
+	Mobile string
+}
+
+// ViaMobile: the manager's side of the call is his corporate mobile.
+const ViaMobile = events.ViaMobile
+
+// setVia records the way the manager takes part in the call.
+func (c *call) setVia(via string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	c.status.Via = via
+}
+
+// setMobileOutcome records how a mobile's whisper ended.
+func (c *call) setMobileOutcome(outcome string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	c.status.Mobile = outcome
 }
 
 // retryAfter is what a call refused for overload tells the trunk to wait.

@@ -334,6 +334,8 @@ func callEvent(e events.Event) storage.CallEvent {
 		Disposition: e.Disposition,
 		HangupSide:  e.HangupSide,
 		Recording:   e.Recording,
+		Via:         e.Via,
+		Mobile:      e.Mobile,
 		Node:        e.Node,
 	}
 }

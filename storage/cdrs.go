@@ -41,6 +41,8 @@ type CallEvent struct {
 	Disposition string // on ended
 	HangupSide  string // on ended
 	Recording   string // on ended and recording.ready
+	Via         string // on ended: "mobile" when the manager's side was his mobile
+	Mobile      string // on ended: accepted, declined or timed_out (the mobile's whisper)
 	Node        string // the pbx node that handles the call; may be empty
 }
 
@@ -59,6 +61,8 @@ type CDR struct {
 	Disposition string
 	HangupSide  string
 	Recording   string
+	Via         string // "mobile": the manager took the call on his corporate mobile
+	Mobile      string // how the mobile that answered ended the whisper
 	UpdatedAt   time.Time
 }
 
@@ -74,6 +78,8 @@ var (
 	callDispositions = map[string]bool{"": true, "answered": true, "missed": true, "busy": true,
 		"rejected": true, "failed": true, "cancelled": true, "no_answer": true, "overload": true}
 	callHangupSides = map[string]bool{"": true, "client": true, "manager": true, "system": true, "node_lost": true}
+	callVias        = map[string]bool{"": true, "mobile": true}
+	callMobileEnds  = map[string]bool{"": true, "accepted": true, "declined": true, "timed_out": true}
 	callKinds       = map[string]bool{CallOffered: true, CallRinging: true, CallAnswered: true,
 		CallEnded: true, CallRecordingReady: true}
 )
@@ -98,6 +104,10 @@ func (e CallEvent) Validate() error {
 		return fmt.Errorf("%w: disposition %q", ErrInvalidCallEvent, e.Disposition)
 	case !callHangupSides[e.HangupSide]:
 		return fmt.Errorf("%w: hang-up side %q", ErrInvalidCallEvent, e.HangupSide)
+	case !callVias[e.Via]:
+		return fmt.Errorf("%w: via %q", ErrInvalidCallEvent, e.Via)
+	case !callMobileEnds[e.Mobile]:
+		return fmt.Errorf("%w: mobile %q", ErrInvalidCallEvent, e.Mobile)
 	}
 	return nil
 }
@@ -118,13 +128,14 @@ func nullUUID(s string) any {
 
 const cdrColumns = `call_id, coalesce(direction, ''), coalesce(client_id::text, ''), coalesce(manager_id::text, ''),
 	offered_at, ringing_at, answered_at, ended_at, coalesce(duration_ms, 0),
-	coalesce(disposition, ''), coalesce(hangup_side, ''), coalesce(recording, ''), updated_at`
+	coalesce(disposition, ''), coalesce(hangup_side, ''), coalesce(recording, ''),
+	coalesce(via, ''), coalesce(mobile, ''), updated_at`
 
 func scanCDR(r pgx.Row) (CDR, error) {
 	var c CDR
 	var ms int64
 	err := r.Scan(&c.CallID, &c.Direction, &c.ClientID, &c.ManagerID, &c.OfferedAt, &c.RingingAt, &c.AnsweredAt,
-		&c.EndedAt, &ms, &c.Disposition, &c.HangupSide, &c.Recording, &c.UpdatedAt)
+		&c.EndedAt, &ms, &c.Disposition, &c.HangupSide, &c.Recording, &c.Via, &c.Mobile, &c.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, ErrNotFound
 	}

@@ -85,7 +85,7 @@ func (s *Store) ApplyCallEvents(ctx context.Context, evs []CallEvent) (applied [
 		}
 		b := &pgx.Batch{}
 		b.Queue(upsertCDRs, up.callIDs, up.directions, up.clientIDs, up.managerIDs, up.offered, up.ringing,
-			up.answered, up.ended, up.dispositions, up.hangupSides, up.recordings, up.nodes)
+			up.answered, up.ended, up.dispositions, up.hangupSides, up.recordings, up.nodes, up.vias, up.mobiles)
 		if len(over.callIDs) > 0 {
 			b.Queue(overrideCDRs, over.callIDs, over.managerIDs, over.recordings)
 		}
@@ -128,21 +128,21 @@ FROM fresh JOIN ev USING (event_id)`
 // upsertCDRs merges each call's folded delta into its row, in call id order
 // (the lock order of every writer). Every rule commutes with the fold:
 //   - each timestamp column keeps the earliest value (LEAST ignores NULL);
-//   - the first ended keeps its disposition and hang-up side with its
-//     ended_at;
+//   - the first ended keeps its disposition, hang-up side, via and mobile
+//     outcome with its ended_at;
 //   - direction, client and manager only fill a gap here; the manager who
 //     answered and the recording state of recording.ready replace what the
 //     row holds in overrideCDRs, after this statement.
 const upsertCDRs = `
 INSERT INTO cdrs AS c (call_id, direction, client_id, manager_id, offered_at, ringing_at, answered_at,
-                       ended_at, disposition, hangup_side, recording, node, updated_at)
+                       ended_at, disposition, hangup_side, recording, node, via, mobile, updated_at)
 SELECT call_id, nullif(direction, ''), nullif(client_id, '')::uuid, nullif(manager_id, '')::uuid,
        offered_at, ringing_at, answered_at, ended_at, nullif(disposition, ''), nullif(hangup_side, ''),
-       nullif(recording, ''), nullif(node, ''), now()
+       nullif(recording, ''), nullif(node, ''), nullif(via, ''), nullif(mobile, ''), now()
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
-            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
+            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
      AS d(call_id, direction, client_id, manager_id, offered_at, ringing_at, answered_at, ended_at,
-          disposition, hangup_side, recording, node)
+          disposition, hangup_side, recording, node, via, mobile)
 ORDER BY call_id
 ON CONFLICT (call_id) DO UPDATE SET
     direction   = coalesce(c.direction, EXCLUDED.direction),
@@ -154,6 +154,8 @@ ON CONFLICT (call_id) DO UPDATE SET
     ended_at    = coalesce(c.ended_at, EXCLUDED.ended_at),
     disposition = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.disposition ELSE c.disposition END,
     hangup_side = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.hangup_side ELSE c.hangup_side END,
+    via         = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.via ELSE c.via END,
+    mobile      = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.mobile ELSE c.mobile END,
     recording   = coalesce(c.recording, EXCLUDED.recording),
     node        = coalesce(c.node, EXCLUDED.node),
     updated_at  = now()`
@@ -190,7 +192,9 @@ type cdrDelta struct {
 	answered   *time.Time
 	ended      *time.Time // the first ended event's, with its disposition and hang-up side
 	disposition,
-	hangupSide string
+	hangupSide,
+	via,
+	mobile string
 	recordingGap string // the first recording state of an ended event: fills a gap
 	recordingSet string // the last recording state of a recording.ready event: replaces
 	node         string // the first node named: the one that handles the call
@@ -247,7 +251,7 @@ func foldCallEvents(evs []CallEvent, known map[int]knownPeople) []*cdrDelta {
 		case CallEnded:
 			if d.ended == nil {
 				at := e.At
-				d.ended, d.disposition, d.hangupSide = &at, e.Disposition, e.HangupSide
+				d.ended, d.disposition, d.hangupSide, d.via, d.mobile = &at, e.Disposition, e.HangupSide, e.Via, e.Mobile
 			}
 			fill(&d.recordingGap, e.Recording)
 		case CallRecordingReady:
@@ -277,8 +281,8 @@ func (c *callEventColumns) add(e CallEvent) {
 // cdrUpsertColumns is a batch of deltas as the columns of upsertCDRs; an
 // empty string is NULL.
 type cdrUpsertColumns struct {
-	callIDs, directions, clientIDs, managerIDs, dispositions, hangupSides, recordings, nodes []string
-	offered, ringing, answered, ended                                                        []*time.Time
+	callIDs, directions, clientIDs, managerIDs, dispositions, hangupSides, recordings, nodes, vias, mobiles []string
+	offered, ringing, answered, ended                                                                       []*time.Time
 }
 
 func (c *cdrUpsertColumns) add(d *cdrDelta) {
@@ -294,6 +298,8 @@ func (c *cdrUpsertColumns) add(d *cdrDelta) {
 	c.hangupSides = append(c.hangupSides, d.hangupSide)
 	c.recordings = append(c.recordings, cmp.Or(d.recordingSet, d.recordingGap))
 	c.nodes = append(c.nodes, d.node)
+	c.vias = append(c.vias, d.via)
+	c.mobiles = append(c.mobiles, d.mobile)
 }
 
 // cdrOverrideColumns holds the deltas that replace a manager or a recording

@@ -196,6 +196,9 @@ func (s *Store) Reassign(ctx context.Context, clientID, managerID string, partne
 				return fmt.Errorf("storage: reassign: %w", err)
 			}
 		}
+		if err := releaseAliases(ctx, tx); err != nil {
+			return err
+		}
 		return appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "client.reassign", Object: "client:" + clientID,
 			Reason: "primary manager:" + managerID})
 	})

@@ -173,6 +173,9 @@ func (s *Store) DismissManager(ctx context.Context, id, successorID, actor strin
 		}
 		m.Status = StatusDismissed
 		d = Dismissal{Manager: m, MovedClients: len(clients)}
+		if err := releaseAliases(ctx, tx); err != nil {
+			return err
+		}
 		return appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "manager.dismiss", Object: "manager:" + id,
 			Reason: fmt.Sprintf("successor manager:%s, %d clients moved", successorID, len(clients))})
 	})

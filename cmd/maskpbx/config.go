@@ -83,6 +83,12 @@ type Config struct {
 	// PromptsDir is --prompts-dir: the company's own prompt clips laid
 	// over the built-in ones (pbx/ivr); empty uses the built-in ones.
 	PromptsDir string
+	// PromptsLanguage is --prompts-language.
+	PromptsLanguage string
+	// AliasNumbers is --alias-numbers: the pool of alias DIDs (a list of
+	// numbers and ranges); AliasQuarantine how long a released alias rests.
+	AliasNumbers    string
+	AliasQuarantine time.Duration
 }
 
 func newFlagSet(name string, c *Config) *flag.FlagSet {
@@ -111,6 +117,9 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.CompanyNumber, "company-number", "", "the public company number (E.164); several comma-separated, each may name the team its new callers ring: +74950000000=sales,+78120000000=support (the first is the caller ID of calls out)")
 	fs.StringVar(&c.Region, "region", "", "default country for numbers written without + (e.g. RU)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 20*time.Second, "how long one step of the ring order rings")
+	fs.StringVar(&c.AliasNumbers, "alias-numbers", "", "a pool of alias numbers (DIDs on the trunk) for managers' mobiles, comma-separated numbers and ranges: +74950000100-+74950000199")
+	fs.DurationVar(&c.AliasQuarantine, "alias-quarantine", 2160*time.Hour, "how long an alias released from its (manager, client) pair rests before another pair gets it")
+	fs.StringVar(&c.PromptsLanguage, "prompts-language", "", "language of the prompts (en, ru, or one --prompts-dir adds); default --default-language, else ru with --region RU, else en")
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
 	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")
 	fs.IntVar(&c.MaxSetups, "max-setups", 1000, "calls in setup (INVITE received, no phone ringing yet) beyond which new calls in are refused with 503 and Retry-After (slow setups shed earlier)")

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/maskpbx/maskpbx/masking"
 )
 
 func TestParsePrefixes(t *testing.T) {
@@ -61,5 +63,32 @@ func TestTrunkRegisterFlag(t *testing.T) {
 	t.Setenv("MASKPBX_TRUNK_PASSWORD", "from-env")
 	if c, err := parseConfig("serve", []string{"--database-url", "postgres://x"}); err != nil || c.TrunkPassword != "from-env" {
 		t.Errorf("MASKPBX_TRUNK_PASSWORD: %q, %v", c.TrunkPassword, err)
+	}
+}
+
+func TestAliasNumbersFlag(t *testing.T) {
+	numbers := masking.NewNormalizer("RU")
+	got, err := parseAliasNumbers(" +74950000100, 84950000198-+74950000200 ,", numbers)
+	want := []string{"+74950000100", "+74950000198", "+74950000199", "+74950000200"}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("parseAliasNumbers = %v %v, want %v", got, err, want)
+	}
+	if got, err := parseAliasNumbers("", numbers); err != nil || len(got) != 0 {
+		t.Fatalf("empty: %v %v", got, err)
+	}
+	for _, bad := range []string{
+		"+7495000010x",                           // not a number
+		"+74950000199-+74950000100",              // reversed
+		"+74950000100-+7495000010",               // lengths differ
+		"+74950000100,+74950000100",              // twice
+		"+74950000100-+74950000150,+74950000120", // twice, by a range
+		"+74950000000-+74959999999",              // too many
+	} {
+		if _, err := parseAliasNumbers(bad, numbers); err == nil {
+			t.Errorf("parseAliasNumbers(%q) took it", bad)
+		}
+	}
+	if cfg, err := parseConfig("serve", []string{"--database-url", "postgres://x"}); err != nil || cfg.AliasQuarantine != 2160*time.Hour {
+		t.Errorf("--alias-quarantine default %v (%v), want 90 days", cfg.AliasQuarantine, err)
 	}
 }

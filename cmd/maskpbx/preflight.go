@@ -124,6 +124,12 @@ func (c Config) validate() error {
 	if _, err := parseCompanyNumbers(c.CompanyNumber, masking.NewNormalizer(c.Region)); err != nil {
 		bad("company-number", err)
 	}
+	if _, err := parseAliasNumbers(c.AliasNumbers, masking.NewNormalizer(c.Region)); err != nil {
+		bad("alias-numbers", err)
+	}
+	if c.AliasQuarantine < 0 {
+		badf("alias-quarantine", "must not be negative")
+	}
 	if c.RingTimeout <= 0 {
 		badf("ring-timeout", "must be positive (e.g. 20s)")
 	}

@@ -119,6 +119,8 @@ func TestBadFlagsFailAtOnce(t *testing.T) {
 		{"trunk password without username", func(c *Config) { c.TrunkPassword = "secret" }, "--trunk-username"},
 		{"trunk username with a quote", func(c *Config) { c.TrunkUsername = `a"b` }, "--trunk-username"},
 		{"prompts dir missing", func(c *Config) { c.PromptsDir = "/nonexistent/prompts" }, "--prompts-dir"},
+		{"alias range reversed", func(c *Config) { c.AliasNumbers = "+74950000199-+74950000100" }, "--alias-numbers"},
+		{"alias quarantine negative", func(c *Config) { c.AliasQuarantine = -time.Hour }, "--alias-quarantine"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := preflightConfig(t)

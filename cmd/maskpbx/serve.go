@@ -189,6 +189,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		zap.Duration("took", time.Since(loadStart)))
 	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs,
 		Cursor: pbx.NewCursor(cluster, logger.Named("routing")), Cache: routeCache}
+	if err := store.AddAliasNumbers(ctx, callCfg.AliasNumbers); err != nil {
+		return fmt.Errorf("--alias-numbers: %w", err)
+	}
 	callCfg.Events = publisher
 	callCfg.Numbers = numbers
 	callCfg.Language = cfg.DefaultLanguage

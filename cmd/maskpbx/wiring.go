@@ -17,8 +17,10 @@ import (
 
 	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/masking"
 	"github.com/maskpbx/maskpbx/pbx"
+	"github.com/maskpbx/maskpbx/pbx/ivr"
 	"github.com/maskpbx/maskpbx/pbx/media"
 )
 
@@ -47,6 +49,23 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 	if cc.TrunkAllow, err = parsePrefixes(allow); err != nil {
 		return cc, fmt.Errorf("--trunk-allow: %w", err)
 	}
+	if cc.AliasNumbers, err = parseAliasNumbers(c.AliasNumbers, numbers); err != nil {
+		return cc, fmt.Errorf("--alias-numbers: %w", err)
+	}
+	cc.AliasQuarantine = c.AliasQuarantine
+	if cc.Prompts, err = ivr.LoadPrompts(c.PromptsDir); err != nil {
+		return cc, fmt.Errorf("--prompts-dir: %w", err)
+	}
+	// The prompts speak the company's language; English while it is the
+	// default and the numbers are Russian speaks Russian.
+	cc.PromptLanguage = c.PromptsLanguage
+	switch {
+	case cc.PromptLanguage != "":
+	case c.DefaultLanguage != "" && c.DefaultLanguage != i18n.Default:
+		cc.PromptLanguage = c.DefaultLanguage
+	case strings.EqualFold(c.Region, "RU"):
+		cc.PromptLanguage = "ru"
+	}
 	lo, hi, err := media.ParsePortRange(c.RTPPorts)
 	if err != nil {
 		return cc, fmt.Errorf("--rtp-ports: %w", err)
@@ -56,6 +75,61 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		return cc, fmt.Errorf("--rtp-ports: %w", err)
 	}
 	return cc, nil
+}
+
+// maxAliasNumbers bounds the alias pool (a typo in a range must not make
+// millions of rows).
+const maxAliasNumbers = 100000
+
+// parseAliasNumbers reads --alias-numbers: comma-separated numbers and
+// ranges first-last of numbers of the same length (+74950000100-+74950000199).
+func parseAliasNumbers(list string, numbers masking.Normalizer) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	add := func(n string) error {
+		if seen[n] {
+			return fmt.Errorf("%q is listed twice", n)
+		}
+		if len(out) == maxAliasNumbers {
+			return fmt.Errorf("more than %d numbers", maxAliasNumbers)
+		}
+		seen[n] = true
+		out = append(out, n)
+		return nil
+	}
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		first, last, isRange := strings.Cut(item[1:], "-")
+		first = item[:1] + first
+		a, err := numbers.Normalize(strings.TrimSpace(first))
+		if err != nil {
+			return nil, fmt.Errorf("%q: not a valid phone number (E.164, e.g. +74950000100)", first)
+		}
+		if !isRange {
+			if err := add(a); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		b, err := numbers.Normalize(strings.TrimSpace(last))
+		if err != nil {
+			return nil, fmt.Errorf("%q: not a valid phone number (E.164, e.g. +74950000199)", last)
+		}
+		lo, err1 := strconv.ParseUint(a[1:], 10, 64)
+		hi, err2 := strconv.ParseUint(b[1:], 10, 64)
+		if err1 != nil || err2 != nil || len(a) != len(b) || hi < lo || hi-lo >= maxAliasNumbers {
+			return nil, fmt.Errorf("%q: a range is first-last, of equal length, first <= last, at most %d numbers", item, maxAliasNumbers)
+		}
+		for n := lo; n <= hi; n++ {
+			if err := add(fmt.Sprintf("+%0*d", len(a)-1, n)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
 }
 
 // parseCompanyNumbers reads --company-number: comma-separated numbers in
@@ -241,10 +315,12 @@ func registerRouteCacheMetrics(reg *prometheus.Registry, c *pbx.RouteCache) {
 type dialer struct{ sip *pbx.Server }
 
 func (d dialer) Originate(ctx context.Context, c api.OriginateCall) error {
-	err := d.sip.Originate(ctx, pbx.Originate{CallID: c.CallID, ManagerID: c.ManagerID, ClientID: c.ClientID})
+	err := d.sip.Originate(ctx, pbx.Originate{CallID: c.CallID, ManagerID: c.ManagerID, ClientID: c.ClientID, Via: c.Via})
 	switch {
 	case errors.Is(err, pbx.ErrNotRegistered):
 		return api.ErrNotRegistered
+	case errors.Is(err, pbx.ErrNoMobile):
+		return api.ErrNoMobile
 	case errors.Is(err, pbx.ErrOutboundBusy), errors.Is(err, pbx.ErrRateLimited):
 		return fmt.Errorf("%w: %v", api.ErrTooManyCalls, err)
 	case errors.Is(err, pbx.ErrNoTrunk):
@@ -262,7 +338,8 @@ func (d dialer) Originate(ctx context.Context, c api.OriginateCall) error {
 func (d dialer) CallStatus(id string) (api.CallStatus, bool) {
 	st, ok := d.sip.CallStatus(id)
 	return api.CallStatus{State: st.State, Disposition: st.Disposition, Direction: st.Direction, ClientID: st.ClientID,
-		ManagerID: st.ManagerID, StartedAt: st.StartedAt, AnsweredAt: st.AnsweredAt, EndedAt: st.EndedAt}, ok
+		ManagerID: st.ManagerID, StartedAt: st.StartedAt, AnsweredAt: st.AnsweredAt, EndedAt: st.EndedAt,
+		Via: st.Via, Mobile: st.Mobile}, ok
 }
 
 // trunkStatus adapts the PBX's registration at the provider to /healthz.

@@ -61,10 +61,25 @@ type Event struct {
 	Disposition string    `json:"disposition,omitempty"` // on Ended
 	HangupSide  string    `json:"hangup_side,omitempty"` // on Ended
 	Recording   string    `json:"recording,omitempty"`   // on Ended and RecordingReady: "ok", "missing", ...
+	// Via is ViaMobile on Ended when the manager took part from his
+	// corporate mobile; Mobile is how a mobile that answered the ring ended
+	// its press-1 whisper (MobileAccepted, MobileDeclined, MobileTimedOut).
+	Via    string `json:"via,omitempty"`
+	Mobile string `json:"mobile,omitempty"`
 	// Node names the pbx node handling the call (--node), so a node that
 	// restarts, or a survivor, can close the calls a dead node left open.
 	Node string `json:"node,omitempty"`
 }
+
+// ViaMobile is Event.Via of a call the manager took on his corporate mobile.
+const ViaMobile = "mobile"
+
+// How a manager's mobile ended the press-1 whisper (Event.Mobile).
+const (
+	MobileAccepted = "accepted"
+	MobileDeclined = "declined"
+	MobileTimedOut = "timed_out"
+)
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
@@ -76,6 +91,7 @@ var (
 		DispositionFailed: true, DispositionCancelled: true, DispositionNoAnswer: true, DispositionOverload: true,
 	}
 	hangupSides = map[string]bool{HangupClient: true, HangupManager: true, HangupSystem: true, HangupNodeLost: true}
+	mobileEnds  = map[string]bool{"": true, MobileAccepted: true, MobileDeclined: true, MobileTimedOut: true}
 )
 
 // Validate reports whether e fits the schema. The call id must be a uuid: it
@@ -102,6 +118,10 @@ func (e Event) Validate() error {
 		return fmt.Errorf("%w: disposition on %s", ErrInvalidEvent, e.Kind)
 	case e.HangupSide != "" && (e.Kind != Ended || !hangupSides[e.HangupSide]):
 		return fmt.Errorf("%w: hang-up side %q on %s", ErrInvalidEvent, e.HangupSide, e.Kind)
+	case e.Via != "" && e.Via != ViaMobile:
+		return fmt.Errorf("%w: via %q", ErrInvalidEvent, e.Via)
+	case !mobileEnds[e.Mobile]:
+		return fmt.Errorf("%w: mobile %q", ErrInvalidEvent, e.Mobile)
 	}
 	return nil
 }
