@@ -444,7 +444,7 @@ func (c *RouteCache) recover(ctx context.Context) bool {
 	}
 	c.down.Store(false)
 	c.logger.Info("Postgres is back; routing reads it again",
-		zap.Duration("outage", time.Since(time.Unix(0, c.since.Load()))))
+		zap.Duration("outage", time.Since(time.Unix(0, c.since.Load())).Round(time.Millisecond)))
 	return true
 }
 

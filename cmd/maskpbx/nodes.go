@@ -116,7 +116,7 @@ func (w *nodeWatch) sweep(ctx context.Context) {
 		delete(w.seen, key)
 		node := string(e.Value())
 		w.logger.Warn("a node stopped beating: closing its calls", zap.String("node", node),
-			zap.Duration("silent", now.Sub(last.since)))
+			zap.Duration("silent", now.Sub(last.since).Round(time.Millisecond)))
 		w.closer(ctx, node)
 	}
 	for key := range w.seen {

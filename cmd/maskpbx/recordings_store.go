@@ -167,6 +167,6 @@ func (s recordingStorage) recoverRecordings(ctx context.Context, store *storage.
 			continue
 		}
 		log.Warn("recording of a dead node recovered from its parts", zap.String("status", rec.Status),
-			zap.Duration("duration", rec.Duration))
+			zap.Duration("duration", rec.Duration.Round(time.Millisecond)))
 	}
 }

@@ -186,7 +186,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	}
 	st := routeCache.Stats()
 	logger.Info("routing cache loaded", zap.Int("clients", st.Clients), zap.Int("managers", st.Managers),
-		zap.Duration("took", time.Since(loadStart)))
+		zap.Duration("took", time.Since(loadStart).Round(time.Millisecond)))
 	callCfg.Router = &pbx.Router{Store: store, Keys: keys, Numbers: numbers, Regs: regs,
 		Cursor: pbx.NewCursor(cluster, logger.Named("routing")), Cache: routeCache}
 	if err := store.AddAliasNumbers(ctx, callCfg.AliasNumbers); err != nil {
