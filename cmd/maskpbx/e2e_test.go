@@ -79,13 +79,18 @@ func startSystemLogged(t *testing.T, tune func(*Config), logger *zap.Logger) *sy
 func systemConfig(t *testing.T) Config {
 	t.Helper()
 	sipPort := testenv.FreePort(t, pbxIP)
+	// Twenty RTP ports of the system's own, never holding its SIP port.
+	rtpBase := 30000 + sipPort%1000*20
+	if sipPort >= rtpBase && sipPort < rtpBase+20 {
+		rtpBase += 20
+	}
 	cfg := Config{
 		DataDir:          t.TempDir(),
 		DatabaseURL:      testenv.Database(t),
 		NATSListen:       "127.0.0.1:0",
 		SIPListen:        fmt.Sprintf("%s:%d", pbxIP, sipPort),
 		SIPDomain:        domain,
-		RTPPorts:         fmt.Sprintf("%d-%d", 30000+sipPort%1000*20, 30000+sipPort%1000*20+19),
+		RTPPorts:         fmt.Sprintf("%d-%d", rtpBase, rtpBase+19),
 		HTTPListen:       "127.0.0.1:0",
 		Trunk:            trunkIP + ":5060",
 		CompanyNumber:    company,
@@ -123,6 +128,7 @@ func startSystemFrom(t *testing.T, cfg Config, logger *zap.Logger) *system {
 	case r := <-started:
 		return &system{t: t, run: r, sipAddr: cfg.SIPListen, api: "http://" + r.HTTPAddr, stop: stop}
 	case err := <-errc:
+		errc <- nil // stop has nothing more to wait for
 		t.Fatalf("serve: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatal("serve did not start")

@@ -53,15 +53,7 @@ func TestRestartClosesCallsLeftOpen(t *testing.T) {
 	first.register("anna", annaIP, 5070)
 	phone(t, first, "anna", annaIP, 5070, 41602, false, 1)
 	trunkCall(t, first, acmeNumber, 41600, false, 60000)
-	var callID string
-	testenv.Eventually(t, 15*time.Second, func() bool {
-		cdrs, err := store.CDRs(context.Background(), storage.CDRFilter{ClientID: acme.ID})
-		if err != nil || len(cdrs) == 0 || cdrs[0].AnsweredAt == nil {
-			return false
-		}
-		callID = cdrs[0].CallID
-		return true
-	}, "the call answered in its CDR")
+	callID := answeredCall(t, store, acme.ID).CallID
 
 	// A call another node handles, open in the same database.
 	other := "6f1c1d6e-4a55-4d4b-9a8e-2b1f3c4d5e6f"
@@ -129,17 +121,8 @@ func TestSurvivorClosesDeadNodesCalls(t *testing.T) {
 	a.register("anna", annaIP, 5070)
 	phone(t, a, "anna", annaIP, 5070, 41612, false, 1)
 	trunkCall(t, a, acmeNumber, 41610, false, 60000)
-	var callID string
-	var answeredAt time.Time
-	testenv.Eventually(t, 15*time.Second, func() bool {
-		cdrs, err := store.CDRs(context.Background(), storage.CDRFilter{ClientID: acme.ID})
-		if err != nil || len(cdrs) == 0 || cdrs[0].AnsweredAt == nil {
-			return false
-		}
-		callID = cdrs[0].CallID
-		answeredAt = *cdrs[0].AnsweredAt
-		return true
-	}, "the call through node A answered in its CDR")
+	answered := answeredCall(t, store, acme.ID)
+	callID, answeredAt := answered.CallID, *answered.AnsweredAt
 	// Two parts of the recording (8 s) reach the bucket before A dies.
 	testenv.Eventually(t, 20*time.Second, func() bool {
 		recs, err := store.Recordings(context.Background(), storage.RecordingFilter{CallID: callID})
@@ -184,4 +167,20 @@ func TestSurvivorClosesDeadNodesCalls(t *testing.T) {
 		t.Fatalf("node B serves A's recording: %d, %d bytes (row %d): %v", resp.StatusCode, len(raw), rec.SizeBytes, err)
 	}
 	nodeB.cdrRecording(callID, storage.RecordingPartial)
+}
+
+// answeredCall waits for the client's call to be answered in its CDR and
+// returns that CDR.
+func answeredCall(t *testing.T, store *storage.Store, clientID string) storage.CDR {
+	t.Helper()
+	var cdr storage.CDR
+	testenv.Eventually(t, 15*time.Second, func() bool {
+		cdrs, err := store.CDRs(context.Background(), storage.CDRFilter{ClientID: clientID})
+		if err != nil || len(cdrs) == 0 || cdrs[0].AnsweredAt == nil {
+			return false
+		}
+		cdr = cdrs[0]
+		return true
+	}, "the call answered in its CDR")
+	return cdr
 }

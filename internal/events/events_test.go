@@ -150,16 +150,8 @@ func TestPublish(t *testing.T) {
 // once after NATS is back.
 func TestOutboxSurvivesNATSRestart(t *testing.T) {
 	ctx := context.Background()
-	dir, port := t.TempDir(), testenv.FreePort(t, "127.0.0.1")
-	users := bus.NewUsers()
-	srv, err := bus.StartEmbedded(dir, "127.0.0.1", port, users)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := connect(t, testenv.WithCredentials(srv.URL(), bus.UserPBX, users.PBX))
-	if _, err := EnsureStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	n := startRestartable(t)
+	js := n.js
 	p := NewPublisher(js, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
 
 	callID := newUUID()
@@ -173,7 +165,7 @@ func TestOutboxSurvivesNATSRestart(t *testing.T) {
 	if err := p.Publish(ctx, ev(Offered)); err != nil {
 		t.Fatal(err)
 	}
-	srv.Shutdown()
+	n.srv.Shutdown()
 	for _, k := range []Kind{Ringing, Ended} {
 		start := time.Now()
 		if err := p.Publish(ctx, ev(k)); err != nil {
@@ -199,11 +191,7 @@ func TestOutboxSurvivesNATSRestart(t *testing.T) {
 		}
 	})
 
-	srv, err = bus.StartEmbedded(dir, "127.0.0.1", port, users)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	n.start(t)
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	if err := p.Close(cctx); err != nil {
@@ -233,17 +221,9 @@ func TestOutboxSurvivesNATSRestart(t *testing.T) {
 // once NATS is back, and empties the file.
 func TestSpoolSurvivesCrash(t *testing.T) {
 	ctx := context.Background()
-	dir, port := t.TempDir(), testenv.FreePort(t, "127.0.0.1")
 	spool := filepath.Join(t.TempDir(), "outbox.jsonl")
-	users := bus.NewUsers()
-	srv, err := bus.StartEmbedded(dir, "127.0.0.1", port, users)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := connect(t, testenv.WithCredentials(srv.URL(), bus.UserPBX, users.PBX))
-	if _, err := EnsureStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	n := startRestartable(t)
+	js := n.js
 	dead := NewPublisher(js, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
 	if err := dead.Spool(spool); err != nil {
 		t.Fatal(err)
@@ -253,7 +233,7 @@ func TestSpoolSurvivesCrash(t *testing.T) {
 	if err := dead.Publish(ctx, offered); err != nil { // NATS up: sent, not spooled
 		t.Fatal(err)
 	}
-	srv.Shutdown()
+	n.srv.Shutdown()
 	for _, e := range []Event{{Kind: Ringing, CallID: callID, Direction: Inbound},
 		{Kind: Ended, CallID: callID, Direction: Inbound, Disposition: DispositionMissed, HangupSide: HangupClient}} {
 		if err := dead.Publish(ctx, e); err != nil {
@@ -271,11 +251,7 @@ func TestSpoolSurvivesCrash(t *testing.T) {
 	_, _ = f.WriteString(`{"event_id":"cut-sh`)
 	f.Close()
 
-	srv, err = bus.StartEmbedded(dir, "127.0.0.1", port, users)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	n.start(t)
 	next := NewPublisher(js, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
 	if err := next.Spool(spool); err != nil {
 		t.Fatal(err)
@@ -300,4 +276,37 @@ func TestSpoolSurvivesCrash(t *testing.T) {
 	if info, err := os.Stat(spool); err != nil || info.Size() != 0 {
 		t.Fatalf("spool after the flush: %v, %v: want empty", info, err)
 	}
+}
+
+// restartable is an embedded NATS server with the CALLS stream that a test
+// stops and starts again on the same port and store, and a connection to
+// it that reconnects.
+type restartable struct {
+	dir   string
+	port  int
+	users bus.Users
+	srv   *bus.Embedded
+	js    jetstream.JetStream
+}
+
+func startRestartable(t *testing.T) *restartable {
+	t.Helper()
+	n := &restartable{dir: t.TempDir(), port: testenv.FreePort(t, "127.0.0.1"), users: bus.NewUsers()}
+	n.start(t)
+	n.js = connect(t, testenv.WithCredentials(n.srv.URL(), bus.UserPBX, n.users.PBX))
+	if _, err := EnsureStream(context.Background(), n.js); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// start starts the server (again); it is shut down at the test's end.
+func (n *restartable) start(t *testing.T) {
+	t.Helper()
+	srv, err := bus.StartEmbedded(n.dir, "127.0.0.1", n.port, n.users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.srv = srv
+	t.Cleanup(srv.Shutdown)
 }
