@@ -73,9 +73,12 @@ type CallConfig struct {
 	// Node names this node in every call event (events.Event.Node), so a
 	// restarted node can close the calls it left open.
 	Node string
+	// TrunkPing is how often each trunk target is asked OPTIONS; 0 means
+	// every 30 s. (Tests whose SIPp trunk answers one call and nothing
+	// else set it beyond their length.)
+	TrunkPing time.Duration
 
 	// Timings tests shorten or lengthen; zero means the default.
-	trunkPing    time.Duration // how often each trunk target is asked OPTIONS (defaultTrunkPing)
 	failurePause time.Duration // the manager hears a click-to-call fail this long before our BYE (1 s)
 	cancelGiveUp time.Duration // an INVITE we CANCELled ends this long after without a final response (64*T1)
 	// minSessionExpires is our Min-SE (90 s, RFC 4028); tests lower it to

@@ -108,7 +108,7 @@ func (cc *callControl) bind(ua *sipgo.UserAgent, listen, tlsListen string) error
 	}
 	cc.client, cc.streamClient = client, stream
 	if cc.trunk != nil {
-		go cc.pingTrunk(cc.ctx, cc.trunk, cmp.Or(cc.cfg.trunkPing, defaultTrunkPing))
+		go cc.pingTrunk(cc.ctx, cc.trunk, cmp.Or(cc.cfg.TrunkPing, defaultTrunkPing))
 	}
 	cc.contact = sip.Uri{Scheme: "sip", User: "maskpbx", Host: host, Port: port}
 	cc.tcpContact = cc.contact

@@ -107,7 +107,7 @@ func TestTrunkSRVFailover(t *testing.T) {
 	}, map[string][4]byte{"sip1.provider.test.": {127, 0, 0, 4}, "sip2.provider.test.": {127, 0, 0, 5}})
 
 	env := startCallEnv(t, func(c *CallConfig) {
-		c.Trunk, c.Resolver, c.trunkPing = "provider.test", resolver, 200*time.Millisecond
+		c.Trunk, c.Resolver, c.TrunkPing = "provider.test", resolver, 200*time.Millisecond
 		c.failurePause = time.Millisecond
 	})
 	targets := env.srv.TrunkTargets()

@@ -89,6 +89,11 @@ type Config struct {
 	// numbers and ranges); AliasQuarantine how long a released alias rests.
 	AliasNumbers    string
 	AliasQuarantine time.Duration
+
+	// trunkPing is how often the trunk's targets are asked OPTIONS (0: the
+	// PBX's default). No flag: the tests whose SIPp trunk takes one call and
+	// nothing else set it beyond their length.
+	trunkPing time.Duration
 }
 
 func newFlagSet(name string, c *Config) *flag.FlagSet {

@@ -100,6 +100,9 @@ func systemConfig(t *testing.T) Config {
 		CallsPerMinute:   10,
 		DigestAlgorithms: "MD5", // Debian's SIPp 3.6 has no SHA-256
 		NodeID:           "test-node",
+		// The SIPp trunks answer one call and nothing else: an OPTIONS ping
+		// would be that call.
+		trunkPing: time.Hour,
 	}
 	return cfg
 }

@@ -36,6 +36,7 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		TrunkAuth: pbx.TrunkAuth{Username: c.TrunkUsername, AuthUser: c.TrunkAuthUser, Password: c.TrunkPassword,
 			Realm: c.TrunkRealm},
 		TrunkRegister: c.TrunkRegister.Truncate(time.Second),
+		TrunkPing:     c.trunkPing,
 	}
 	allow := c.TrunkAllow
 	// Without --trunk-allow, the trunk's own addresses (resolved by pbx).
