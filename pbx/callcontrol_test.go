@@ -206,19 +206,7 @@ func TestDeskPhoneDialsClientCode(t *testing.T) {
 	pollStatuses(t, env.srv)
 
 	desk := env.dial(t, client.Code)
-	select {
-	case err := <-desk.err:
-		if err != nil {
-			t.Fatalf("desk call: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("the desk call got no answer")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := desk.dlg.Ack(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ackAnswer(t, "the desk call", desk.dlg, desk.err, 15*time.Second)
 	if got := trunk.numbers(); len(got) != 1 || got[0] != number {
 		t.Fatalf("the trunk was asked for %v, want [%s]", got, number)
 	}
@@ -226,6 +214,8 @@ func TestDeskPhoneDialsClientCode(t *testing.T) {
 	if st.State != StateConnected || st.ClientID != client.ID || st.ManagerID != env.manager.ID {
 		t.Fatalf("status of the desk call %+v, want connected, client %s, manager %s", st, client.ID, env.manager.ID)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	if err := desk.dlg.Bye(ctx); err != nil {
 		t.Fatalf("BYE: %v", err)
 	}
@@ -542,19 +532,7 @@ func TestClickToCallFailurePauseEndsAtShutdown(t *testing.T) {
 func (e *callEnv) connectInbound(t *testing.T, caller string) *trunkCall {
 	t.Helper()
 	call := e.call(t, newTrunk(t), caller)
-	select {
-	case err := <-call.err:
-		if err != nil {
-			t.Fatalf("call in: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the call in got no answer")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := call.dlg.Ack(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ackAnswer(t, "the call in", call.dlg, call.err, 10*time.Second)
 	testenv.Eventually(t, 5*time.Second, func() bool {
 		ids := liveCallIDs(e.srv)
 		if len(ids) != 1 {

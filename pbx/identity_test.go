@@ -134,17 +134,24 @@ func (e *callEnv) callTo(t *testing.T, dc *sipgo.DialogClientCache, ruriUser, fr
 // answered waits for a call in to be answered and ACKs it.
 func (tc *trunkCall) answered(t *testing.T) {
 	t.Helper()
+	ackAnswer(t, "the call in", tc.dlg, tc.err, 15*time.Second)
+}
+
+// ackAnswer waits up to wait for a call a test placed to be answered (err
+// is the outcome of its WaitAnswer) and ACKs it; what names the call.
+func ackAnswer(t *testing.T, what string, dlg *sipgo.DialogClientSession, err <-chan error, wait time.Duration) {
+	t.Helper()
 	select {
-	case err := <-tc.err:
+	case err := <-err:
 		if err != nil {
-			t.Fatalf("call in: %v", err)
+			t.Fatalf("%s: %v", what, err)
 		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("the call in got no answer")
+	case <-time.After(wait):
+		t.Fatalf("%s got no answer", what)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := tc.dlg.Ack(ctx); err != nil {
+	if err := dlg.Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
 }

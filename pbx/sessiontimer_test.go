@@ -279,16 +279,7 @@ func TestClickToCallSessionTimer(t *testing.T) {
 			}
 		}
 	}, nil)
-	env := startCallEnv(t, func(c *CallConfig) {
-		c.minSessionExpires = testMinSE
-		c.Trunk = trunkAddr
-	})
-	client := env.createClient(t, "Acme", number)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if err := env.srv.Originate(ctx, Originate{CallID: "c-timer", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
-		t.Fatalf("Originate: %v", err)
-	}
+	env := originateTimed(t, trunkAddr, number, "c-timer", nil)
 	var leg answeredInvite
 	select {
 	case leg = <-answered:
@@ -352,17 +343,9 @@ func TestSessionRefreshAnswersChallenge(t *testing.T) {
 			answered <- answeredInvite{req, res}
 		}
 	}, nil)
-	env := startCallEnv(t, func(c *CallConfig) {
-		c.minSessionExpires = testMinSE
-		c.Trunk = trunkAddr
+	env := originateTimed(t, trunkAddr, number, "c-auth-timer", func(c *CallConfig) {
 		c.TrunkAuth = TrunkAuth{Username: "acct", Password: "secret", Realm: "carrier.test"}
 	})
-	client := env.createClient(t, "Acme", number)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if err := env.srv.Originate(ctx, Originate{CallID: "c-auth-timer", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
-		t.Fatalf("Originate: %v", err)
-	}
 	select {
 	case <-answered:
 	case <-time.After(15 * time.Second):
@@ -404,16 +387,7 @@ func TestRefusedRefreshBacksOff(t *testing.T) {
 			answered <- struct{}{}
 		}
 	}, nil)
-	env := startCallEnv(t, func(c *CallConfig) {
-		c.minSessionExpires = testMinSE
-		c.Trunk = trunkAddr
-	})
-	client := env.createClient(t, "Acme", number)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if err := env.srv.Originate(ctx, Originate{CallID: "c-491", ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
-		t.Fatalf("Originate: %v", err)
-	}
+	env := originateTimed(t, trunkAddr, number, "c-491", nil)
 	select {
 	case <-answered:
 	case <-time.After(15 * time.Second):
@@ -427,4 +401,25 @@ func TestRefusedRefreshBacksOff(t *testing.T) {
 	if n := refreshes.Load(); n < 1 || n > 6 {
 		t.Fatalf("%d refresh attempts in the session's last half; want a few, spaced out", n)
 	}
+}
+
+// originateTimed starts a click-to-call (callID) to a client (number) through the
+// trunk at trunkAddr, with session timers at the test's Min-SE and tune's
+// changes to the configuration.
+func originateTimed(t *testing.T, trunkAddr, number, callID string, tune func(*CallConfig)) *callEnv {
+	t.Helper()
+	env := startCallEnv(t, func(c *CallConfig) {
+		c.minSessionExpires = testMinSE
+		c.Trunk = trunkAddr
+		if tune != nil {
+			tune(c)
+		}
+	})
+	client := env.createClient(t, "Acme", number)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := env.srv.Originate(ctx, Originate{CallID: callID, ManagerID: env.manager.ID, ClientID: client.ID}); err != nil {
+		t.Fatalf("Originate: %v", err)
+	}
+	return env
 }
