@@ -63,6 +63,9 @@ type Config struct {
 	// this node right after an erasure commits; without it (or for audio
 	// on other nodes) the recorder nodes' own runs delete it.
 	AudioErasure AudioErasure
+	// Monitors, if set, lets supervisors listen in on live calls of this
+	// node (monitor.go); nil on a node without a PBX.
+	Monitors Monitors
 }
 
 // Changes is told what the API changed that routing depends on: ids and a
@@ -163,6 +166,8 @@ func New(cfg Config) *Server {
 	s.handle("POST /api/v1/calls", s.startCall, storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin)
 	s.handle("GET /api/v1/calls", s.listCalls, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
+	// Live listen, whisper, barge (monitor.go).
+	s.handle("POST /api/v1/calls/{id}/monitor", s.monitorCall, storage.RoleAdmin, storage.RoleSupervisor)
 	s.mux.HandleFunc(catchAll, s.noRoute)
 	return s
 }
