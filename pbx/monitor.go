@@ -194,7 +194,7 @@ func (cc *callControl) runMonitor(ms *monitorSession, mode media.MonitorMode) {
 		from:        sip.Uri{Scheme: "sip", User: "monitor", Host: cc.domain},
 		displayName: clientDisplayName(cc.monitorWording(ringCtx, ms.supervisorID), "", c.clientCode),
 		sdp:         sdp(media.SendRecv),
-	}, nil, nil, logger)
+	}, func() {}, nil, logger)
 	if winner == nil {
 		logger.Info("the supervisor did not answer the monitor call")
 		return
