@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/maskpbx/maskpbx/internal/audio"
 	"github.com/maskpbx/maskpbx/internal/testenv"
 	"github.com/maskpbx/maskpbx/storage"
@@ -308,4 +310,85 @@ func TestMonitorLiveCall(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestConsoleMonitor: a supervisor presses Listen, then Whisper, on a live
+// call of the calls page in Chromium; his SIPp phone rings and answers.
+func TestConsoleMonitor(t *testing.T) {
+	s := startSystemConfig(t, nil)
+	b := newBrowser(t)
+	sveta := s.person("sveta", "Svetlana Orlova", storage.RoleSupervisor)
+	anna := s.manager("anna")
+	acme := s.clientIn("Acme Trading", acmeNumber, "vip", anna.ID)
+	s.setWebPassword(sveta.ID, "sveta-console-pw")
+	s.register("anna", annaIP, 5070)
+	s.register("sveta", sueIP, 5070)
+
+	client := newHearingPeer(t, fmt.Sprintf("%s:%d", trunkIP, monitorBase+10))
+	manager := newHearingPeer(t, fmt.Sprintf("%s:%d", annaIP, monitorBase+12))
+	supervisor := newHearingPeer(t, fmt.Sprintf("%s:%d", sueIP, monitorBase+14))
+	ph := phone(t, s, "anna", annaIP, 5070, monitorBase+12, false, 1)
+	tr := trunkCall(t, s, acmeNumber, monitorBase+10, true, 10000)
+	toClientSide, toManagerSide := pbxPorts(t, tr, ph)
+	stop := make(chan struct{})
+	var sending sync.WaitGroup
+	defer func() { close(stop); sending.Wait() }()
+	sending.Go(func() { client.send(toClientSide, clientTone, stop) })
+	sending.Go(func() { manager.send(toManagerSide, managerTone, stop) })
+	var callID string
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		cdrs, err := s.run.Store.CDRs(context.Background(), storage.CDRFilter{ClientID: acme.ID})
+		if err != nil || len(cdrs) == 0 || cdrs[0].AnsweredAt == nil {
+			return false
+		}
+		callID = cdrs[0].CallID
+		return true
+	}, "the call's answered CDR")
+	suePhone := testenv.StartSIPp(t, "sveta's phone", testenv.SIPpOptions{
+		Scenario: "phone_answer.xml", LocalIP: sueIP, Port: 5070, Remote: s.sipAddr,
+		Keys: map[string]string{"rtp_ip": sueIP, "rtp_port": fmt.Sprint(monitorBase + 14)},
+		Sets: map[string]string{"hangup": "no", "rings": "1"},
+	})
+
+	p := b.person("sveta")
+	p.signIn(s.api, "sveta", "sveta-console-pw")
+	p.open(s.api, "/console/calls")
+	row := `#call-` + callID
+	if got := p.text(row); !strings.Contains(got, "Live") || !strings.Contains(got, "Acme Trading") {
+		t.Fatalf("the live call's row says %q", got)
+	}
+	for _, mode := range []string{"listen", "whisper", "barge"} {
+		if n := eval[int](p, `document.querySelectorAll('`+row+` button[name=mode][value=`+mode+`]').length`); n != 1 {
+			t.Fatalf("the live call has %d %s buttons", n, mode)
+		}
+	}
+	p.screenshot("supervisor-live-call", false)
+	p.do("press Listen", chromedp.Click(chromedp.CSS(row+` button[value=listen]`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := p.text(".flash"); !strings.Contains(got, "Your phone rings") {
+		t.Fatalf("after Listen the page says %q", got)
+	}
+	sp, err := suePhone.LogValue("PBX_RTP", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toSueSide := addrPort(t, pbxIP, strings.Fields(sp)[0])
+	sending.Go(func() { supervisor.send(toSueSide, sueTone, stop) })
+	testenv.Eventually(t, 10*time.Second, func() bool { return supervisor.heard() > 10 }, "sveta's phone to get audio")
+	hears(t, supervisor, "sveta", clientTone, supervisor.heard(), 0.2)
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		e, ok := s.monitorAudit("call.monitor", callID)
+		return ok && e.Actor == "supervisor:"+sveta.ID
+	}, "the listen audited")
+
+	mFrom := manager.heard()
+	p.open(s.api, "/console/calls")
+	p.do("press Whisper", chromedp.Click(chromedp.CSS(row+` button[value=whisper]`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := p.text(".flash"); !strings.Contains(got, "new mode") {
+		t.Fatalf("after Whisper the page says %q", got)
+	}
+	hears(t, manager, "anna", sueTone, mFrom, 0.1)
+	p.screenshot("supervisor-whisper", false)
+	p.assertNothingLeaked([]string{acmeNumber}, []string{acme.Code})
+	tr.Wait()
+	suePhone.Wait()
 }
