@@ -53,8 +53,8 @@ type MonitorRequest struct {
 	Mode  string // MonitorListen, MonitorWhisper or MonitorBarge
 }
 
-// MonitorResult says what Monitor did: "ringing" (his phones ring) or
-// "active" (he was on the call already; his mode changed).
+// MonitorResult says where the supervisor is: "ringing" (his phones
+// ring) or "active" (he was on the call already; his mode changed).
 type MonitorResult struct {
 	State string
 }
@@ -99,43 +99,70 @@ func (s *Server) Monitor(ctx context.Context, req MonitorRequest) (MonitorResult
 	if c == nil || c.liveRelay() == nil {
 		return MonitorResult{}, ErrCallNotLive
 	}
-	cc.monitors.mu.Lock()
-	if ms := cc.monitors.sessions[c.id]; ms != nil {
-		cc.monitors.mu.Unlock()
-		if ms.supervisorID != req.SupervisorID {
-			return MonitorResult{}, ErrMonitored
+	if ms, err := cc.monitors.existing(c.id, req.SupervisorID); ms != nil || err != nil {
+		if err != nil {
+			return MonitorResult{}, err
 		}
-		return MonitorResult{State: "active"}, ms.setMode(ctx, cc, req.Mode, mode)
+		state, err := ms.setMode(ctx, cc, req.Mode, mode)
+		return MonitorResult{State: state}, err
 	}
 	regs, err := cc.regs.Contacts(ctx, req.SupervisorID)
 	if err != nil {
-		cc.monitors.mu.Unlock()
 		return MonitorResult{}, err
 	}
 	if len(regs) == 0 {
-		cc.monitors.mu.Unlock()
 		return MonitorResult{}, ErrNotRegistered
 	}
+	ms := &monitorSession{call: c, supervisorID: req.SupervisorID, actor: req.Actor, mode: req.Mode}
+	if err := cc.monitors.add(ms); err != nil {
+		return MonitorResult{}, err
+	}
 	if !cc.begin() {
-		cc.monitors.mu.Unlock()
+		cc.monitors.remove(c.id)
 		return MonitorResult{}, ErrShuttingDown
 	}
-	ms := &monitorSession{call: c, supervisorID: req.SupervisorID, actor: req.Actor, mode: req.Mode}
-	if cc.monitors.sessions == nil {
-		cc.monitors.sessions = map[string]*monitorSession{}
-	}
-	cc.monitors.sessions[c.id] = ms
-	cc.monitors.mu.Unlock()
 	go func() {
 		defer cc.wg.Done()
-		defer func() {
-			cc.monitors.mu.Lock()
-			delete(cc.monitors.sessions, c.id)
-			cc.monitors.mu.Unlock()
-		}()
-		cc.runMonitor(ms, mode)
+		defer cc.monitors.remove(c.id)
+		cc.runMonitor(ms)
 	}()
 	return MonitorResult{State: "ringing"}, nil
+}
+
+// existing is the call's session if it is this supervisor's, or
+// ErrMonitored if it is someone else's; nil, nil if there is none.
+func (m *monitors) existing(callID, supervisorID string) (*monitorSession, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ms := m.sessions[callID]
+	switch {
+	case ms == nil:
+		return nil, nil
+	case ms.supervisorID != supervisorID:
+		return nil, ErrMonitored
+	}
+	return ms, nil
+}
+
+// add takes the call for a new session, unless another (or the same
+// supervisor's, asked twice at once) took it meanwhile.
+func (m *monitors) add(ms *monitorSession) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sessions[ms.call.id] != nil {
+		return ErrMonitored
+	}
+	if m.sessions == nil {
+		m.sessions = map[string]*monitorSession{}
+	}
+	m.sessions[ms.call.id] = ms
+	return nil
+}
+
+func (m *monitors) remove(callID string) {
+	m.mu.Lock()
+	delete(m.sessions, callID)
+	m.mu.Unlock()
 }
 
 // liveRelay is the call's relay while it is connected, else nil. The owner
@@ -150,28 +177,32 @@ func (c *call) liveRelay() *media.Relay {
 	return c.relay
 }
 
-// setMode changes a running session's mode, audited; a session whose
-// phone still rings takes the mode when it answers.
-func (ms *monitorSession) setMode(ctx context.Context, cc *callControl, name string, mode media.MonitorMode) error {
+// setMode changes a session's mode, audited once his leg runs; a session
+// whose phone still rings takes the mode when it answers. It returns the
+// session's state: "ringing" or "active".
+func (ms *monitorSession) setMode(ctx context.Context, cc *callControl, name string, mode media.MonitorMode) (string, error) {
 	ms.mu.Lock()
 	old := ms.mode
 	ms.mode = name
-	if ms.media != nil {
+	running := ms.media != nil
+	if running {
 		ms.media.SetMode(mode)
 	}
-	running := ms.media != nil
 	ms.mu.Unlock()
-	if !running || old == name {
-		return nil
+	if !running {
+		return "ringing", nil
 	}
-	return cc.cfg.Router.Store.Audit(ctx, storage.AuditEntry{Actor: ms.actor, Action: "call.monitor_mode",
+	if old == name {
+		return "active", nil
+	}
+	return "active", cc.cfg.Router.Store.Audit(ctx, storage.AuditEntry{Actor: ms.actor, Action: "call.monitor_mode",
 		Object: "call:" + ms.call.id, Reason: "mode=" + name})
 }
 
 // runMonitor rings the supervisor, joins his leg to the call's media and
 // keeps it until the call ends, he hangs up or the node stops. Audited at
 // the start (when he answers) and the end, with how long he was on.
-func (cc *callControl) runMonitor(ms *monitorSession, mode media.MonitorMode) {
+func (cc *callControl) runMonitor(ms *monitorSession) {
 	c := ms.call
 	logger := c.logger.With(zap.String("supervisor_id", ms.supervisorID))
 	port, err := cc.cfg.Ports.Allocate()
@@ -207,8 +238,8 @@ func (cc *callControl) runMonitor(ms *monitorSession, mode media.MonitorMode) {
 		return
 	}
 	ms.mu.Lock()
-	mode = monitorModes[ms.mode] // changed while his phone rang
-	mon, err := relay.Monitor(port, codec, media.MonitorOptions{Mode: mode, Notice: cc.cfg.MonitorNotice, Logger: logger})
+	// The mode asked last: it may have changed while his phone rang.
+	mon, err := relay.Monitor(port, codec, media.MonitorOptions{Mode: monitorModes[ms.mode], Notice: cc.cfg.MonitorNotice, Logger: logger})
 	if err != nil {
 		ms.mu.Unlock()
 		logger.Info("the call's media can't be monitored", zap.Error(err))

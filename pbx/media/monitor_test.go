@@ -11,7 +11,8 @@ import (
 
 	"github.com/pion/rtp"
 
-	"github.com/maskpbx/maskpbx/internal/audio")
+	"github.com/maskpbx/maskpbx/internal/audio"
+)
 
 // A supervisor ("sue", 127.0.0.4) monitors the call between alice (A, the
 // client) and bob (B, the manager): real sockets, tones found by Goertzel.
