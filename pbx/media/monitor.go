@@ -324,14 +324,23 @@ type pcmQueue struct {
 func (q *pcmQueue) push(dec *[256]int16, payload []byte) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for _, c := range payload {
-		if q.n == len(q.buf) {
-			q.head = (q.head + 1) % len(q.buf)
-			q.n--
-		}
-		q.buf[(q.head+q.n)%len(q.buf)] = dec[c]
-		q.n++
+	// Indices wrap by comparison, not %: this runs for every sample of
+	// every packet a monitored relay forwards.
+	if drop := q.n + len(payload) - len(q.buf); drop > 0 {
+		drop = min(drop, q.n)
+		q.head, q.n = wrap(q.head+drop), q.n-drop
 	}
+	if len(payload) > len(q.buf) {
+		payload = payload[len(payload)-len(q.buf):]
+	}
+	tail := wrap(q.head + q.n)
+	for _, c := range payload {
+		q.buf[tail] = dec[c]
+		if tail++; tail == len(q.buf) {
+			tail = 0
+		}
+	}
+	q.n += len(payload)
 }
 
 // next pops the oldest sample, 0 when empty; the caller holds mu.
@@ -340,9 +349,19 @@ func (q *pcmQueue) next() int16 {
 		return 0
 	}
 	s := q.buf[q.head]
-	q.head = (q.head + 1) % len(q.buf)
+	if q.head++; q.head == len(q.buf) {
+		q.head = 0
+	}
 	q.n--
 	return s
+}
+
+// wrap brings an index below 2*queueSamples back into the ring.
+func wrap(i int) int {
+	if i >= queueSamples {
+		return i - queueSamples
+	}
+	return i
 }
 
 // take fills dst with the oldest samples, silence where there are none.

@@ -323,7 +323,7 @@ func BenchmarkBridgeMonitored(b *testing.B) {
 		name := map[MonitorMode]string{MonitorListen: "listen", MonitorBarge: "barge"}[mode]
 		b.Run(name, func(b *testing.B) {
 			c := newCall(b, 22760+int(mode)*10, BridgeOptions{})
-			sue := newSupervisor(b, 22765+int(mode)*10)
+			sue := newSupervisor(b, 22766+int(mode)*10)
 			m, err := c.relay.Monitor(sue.port, PCMU, MonitorOptions{Mode: mode})
 			if err != nil {
 				b.Fatal(err)
@@ -351,4 +351,45 @@ func BenchmarkBridgeMonitored(b *testing.B) {
 			benchRelay(b, c)
 		})
 	}
+}
+
+// BenchmarkMonitorPacket is the monitor's own work per relayed packet,
+// without sockets: heard (every mode) and mix (barge, with the supervisor's
+// queue full, the worst case).
+func BenchmarkMonitorPacket(b *testing.B) {
+	payload := make([]byte, 160)
+	audio.Tone(payload, audio.LinearToULaw, aliceTone, 0)
+	src := rtpBytes(b, 0, 1, 0, 1, false, payload)
+	var pkt rtp.Packet
+	if err := pkt.Unmarshal(src); err != nil {
+		b.Fatal(err)
+	}
+	dst := make([]byte, maxPacket)
+	b.Run("heard", func(b *testing.B) {
+		m := &Monitor{}
+		b.ReportAllocs()
+		for range b.N {
+			m.heard(SideA, &pkt)
+		}
+	})
+	b.Run("mix", func(b *testing.B) {
+		m := &Monitor{}
+		m.mode.Store(uint32(MonitorBarge))
+		b.ReportAllocs()
+		for range b.N {
+			m.speak[SideB].push(audio.ULawToLinear, payload)
+			if m.mix(SideB, src, dst) != len(src) {
+				b.Fatal("not mixed")
+			}
+		}
+	})
+	b.Run("listen", func(b *testing.B) {
+		m := &Monitor{}
+		b.ReportAllocs()
+		for range b.N {
+			if m.mix(SideB, src, dst) != 0 {
+				b.Fatal("mixed while listening")
+			}
+		}
+	})
 }
