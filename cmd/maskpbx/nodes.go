@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/pbx"
 )
 
 // How nodes watch each other through the CLUSTER bucket: each writes its
@@ -19,7 +20,7 @@ import (
 const (
 	heartbeatEvery = 2 * time.Second
 	nodeDeadAfter  = 12 * time.Second
-	heartbeatKey   = "node."
+	heartbeatKey   = "node." // pbx.HeartbeatKey's prefix
 )
 
 // nodeWatch keeps this node's heartbeat and closes the calls of dead nodes.
@@ -40,9 +41,8 @@ type heartbeat struct {
 	since time.Time
 }
 
-// nodeKey is a node's heartbeat key: its name in hex, since a name may hold
-// characters a KV key may not.
-func nodeKey(node string) string { return heartbeatKey + hex.EncodeToString([]byte(node)) }
+// nodeKey is a node's heartbeat key (the call-out limits look for it too).
+func nodeKey(node string) string { return pbx.HeartbeatKey(node) }
 
 // run beats and sweeps until ctx ends, then takes this node's heartbeat
 // away: a node that stops in order is not dead.
