@@ -268,6 +268,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 			recs.recoverRecordings(ctx, store, publisher, node, logger)
 		}}
 	g.Go(func() error { return watch.run(gctx) })
+	if w := recs.recorderWatch(store, publisher, logger); w != nil {
+		g.Go(func() error { return w.run(gctx) })
+	}
 	g.Go(func() error { return rec.run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)
 	if ports.pprof != nil {
