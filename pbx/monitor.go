@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -212,10 +213,11 @@ func (cc *callControl) runMonitor(ms *monitorSession) {
 	}
 	defer func() { _ = port.Close() }()
 	addr, sessionID := netip.AddrPortFrom(cc.publicIP, port.LocalAddr().Port()), newSessionID()
-	var version uint64
+	// sdp is our SDP towards his phone; re-INVITEs (sipgo's goroutines)
+	// build it too.
+	var version atomic.Uint64
 	sdp := func(dir media.Direction) []byte {
-		version++
-		return media.BuildSDP(addr, sessionID, version, []media.Codec{media.PCMU, media.PCMA}, dir)
+		return media.BuildSDP(addr, sessionID, version.Add(1), []media.Codec{media.PCMU, media.PCMA}, dir)
 	}
 
 	// The ring ends with the call: a supervisor never answers into nothing.
@@ -237,36 +239,33 @@ func (cc *callControl) runMonitor(ms *monitorSession) {
 	if !ok || relay == nil {
 		return
 	}
-	ms.mu.Lock()
-	// The mode asked last: it may have changed while his phone rang.
-	mon, err := relay.Monitor(port, codec, media.MonitorOptions{Mode: monitorModes[ms.mode], Notice: cc.cfg.MonitorNotice, Logger: logger})
-	if err != nil {
-		ms.mu.Unlock()
-		logger.Info("the call's media can't be monitored", zap.Error(err))
-		return
-	}
-	ms.media = mon
-	startMode := ms.mode
-	ms.mu.Unlock()
-	defer mon.Stop()
-
-	started := time.Now()
+	// Audited before he hears anything; under ms.mu, so the mode audited
+	// is the one he starts in (it may have changed while his phone rang).
 	store := cc.cfg.Router.Store
+	ms.mu.Lock()
+	startMode := ms.mode
 	if err := store.Audit(c.ctx, storage.AuditEntry{Actor: ms.actor, Action: "call.monitor",
 		Object: "call:" + c.id, Reason: "mode=" + startMode}); err != nil {
+		ms.mu.Unlock()
 		logger.Error("monitor start not audited; the supervisor is hung up", zap.Error(err))
 		return
 	}
-	logger.Info("supervisor joined the call", zap.String("mode", startMode))
-	gone := make(chan struct{})
-	var goneOnce sync.Once
-	winner.join(sdp, func() { goneOnce.Do(func() { close(gone) }) }, func(o media.Offer) { setPortRemote(port, o, winner.dlg.dest) })
-	select {
-	case <-gone:
-	case <-c.done:
-	case <-c.ctx.Done():
+	started := time.Now()
+	mon, err := relay.Monitor(port, codec, media.MonitorOptions{Mode: monitorModes[startMode], Notice: cc.cfg.MonitorNotice, Logger: logger})
+	if err == nil {
+		ms.media = mon
+		defer mon.Stop()
+		logger.Info("supervisor joined the call", zap.String("mode", startMode))
+		gone := make(chan struct{})
+		var goneOnce sync.Once
+		winner.join(sdp, func() { goneOnce.Do(func() { close(gone) }) }, func(o media.Offer) { setPortRemote(port, o, winner.dlg.dest) })
+		ms.mu.Unlock()
+		cc.monitorUntilGone(ms, gone)
+		mon.Stop()
+	} else {
+		ms.mu.Unlock()
+		logger.Info("the call's media can't be monitored", zap.Error(err))
 	}
-	mon.Stop()
 	ms.mu.Lock()
 	endMode := ms.mode
 	ms.mu.Unlock()
@@ -279,6 +278,40 @@ func (cc *callControl) runMonitor(ms *monitorSession) {
 		logger.Error("monitor end not audited", zap.Error(err))
 	}
 	logger.Info("supervisor left the call", zap.Duration("monitored", took.Round(time.Millisecond)))
+}
+
+// registrationCheck is how often a supervisor on a call must still have a
+// registered phone: a dismissal removes his registrations at once
+// (Registrations.RemoveManager, on any node), and so ends his listening.
+const registrationCheck = 2 * time.Second
+
+// monitorUntilGone waits until the supervisor hangs up (gone), the call
+// ends, the node stops, or he no longer has a registered phone.
+func (cc *callControl) monitorUntilGone(ms *monitorSession, gone <-chan struct{}) {
+	c := ms.call
+	t := time.NewTicker(registrationCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-gone:
+			return
+		case <-c.done:
+			return
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(c.ctx, registrationCheck)
+			regs, err := cc.regs.Contacts(ctx, ms.supervisorID)
+			cancel()
+			// An error (NATS away) keeps him on: the check is for a
+			// cut-off, which empties his registrations.
+			if err == nil && len(regs) == 0 {
+				c.logger.Info("the supervisor has no registered phone any more (dismissed?); his leg ends",
+					zap.String("supervisor_id", ms.supervisorID))
+				return
+			}
+		}
+	}
 }
 
 // g711Of is the first G.711 codec of an answer.

@@ -328,7 +328,7 @@ func TestConsoleMonitor(t *testing.T) {
 	manager := newHearingPeer(t, fmt.Sprintf("%s:%d", annaIP, monitorBase+12))
 	supervisor := newHearingPeer(t, fmt.Sprintf("%s:%d", sueIP, monitorBase+14))
 	ph := phone(t, s, "anna", annaIP, 5070, monitorBase+12, false, 1)
-	tr := trunkCall(t, s, acmeNumber, monitorBase+10, true, 10000)
+	tr := trunkCall(t, s, acmeNumber, monitorBase+10, true, 16000)
 	toClientSide, toManagerSide := pbxPorts(t, tr, ph)
 	stop := make(chan struct{})
 	var sending sync.WaitGroup
@@ -389,6 +389,19 @@ func TestConsoleMonitor(t *testing.T) {
 	hears(t, manager, "anna", sueTone, mFrom, 0.1)
 	p.screenshot("supervisor-whisper", false)
 	p.assertNothingLeaked([]string{acmeNumber}, []string{acme.Code})
-	tr.Wait()
+
+	// Dismissed, she stops listening at once: her leg is hung up while
+	// the call goes on.
+	if st := s.call("POST", "/api/v1/managers/"+sveta.ID+"/dismiss", adminTok, map[string]string{"successor_id": anna.ID}, nil); st != 200 {
+		t.Fatalf("dismiss sveta: %d", st)
+	}
+	testenv.Eventually(t, 8*time.Second, func() bool {
+		_, ok := s.monitorAudit("call.monitor_end", callID)
+		return ok
+	}, "sveta's leg to end at her dismissal")
 	suePhone.Wait()
+	if cdr, err := s.run.Store.CDR(context.Background(), callID); err != nil || cdr.EndedAt != nil {
+		t.Fatalf("the call did not go on without her: %v %+v", err, cdr.EndedAt)
+	}
+	tr.Wait()
 }
