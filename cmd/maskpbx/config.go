@@ -167,6 +167,9 @@ func parseConfig(name string, args []string) (Config, error) {
 	if _, _, err := c.Recordings.parse(); err != nil {
 		return c, err
 	}
+	if err := c.NATS.checkReplicas(); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
