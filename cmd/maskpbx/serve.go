@@ -236,6 +236,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Changes:         routeCache,
 		DefaultLanguage: cfg.DefaultLanguage,
 		AudioErasure:    rec.audioErasure(),
+		TaskOverdue:     cfg.TaskOverdue,
 	})
 	web, err := console.New(console.Config{Store: store, Sessions: sessions, API: apiServer, SIPDomain: cfg.SIPDomain,
 		TimeZone: cfg.TimeZone, DefaultLanguage: cfg.DefaultLanguage, Logger: logger.Named("console")})
