@@ -96,6 +96,9 @@ func TestMissedCallTask(t *testing.T) {
 			t.Errorf("the overdue task's row: %q", got)
 		}
 		p.screenshot("supervisor-overdue-tasks", false)
+		if bad := eval[[]string](p, unlabelledJS); len(bad) > 0 {
+			t.Errorf("controls without a name: %q", bad)
+		}
 		p.assertNothingLeaked(numbers, codes)
 	})
 
@@ -108,6 +111,13 @@ func TestMissedCallTask(t *testing.T) {
 			t.Fatalf("anna's task row: %q", got)
 		}
 		p.screenshot("manager-tasks", true)
+		if bad := eval[[]string](p, unlabelledJS); len(bad) > 0 {
+			t.Errorf("controls without a name: %q", bad)
+		}
+		eval[bool](p, `(() => { document.querySelector('`+row+` form button').focus(); return true; })()`)
+		if bad := eval[string](p, focusStyleJS); bad != "" {
+			t.Errorf("the Call button shows no keyboard focus: %q", bad)
+		}
 		trunk := trunkUAS(t, "answer", false, 43310)
 		ph := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
 			Scenario: "phone_answer.xml", LocalIP: annaIP, Port: 5070, Remote: s.sipAddr,
