@@ -31,11 +31,11 @@ func (s *system) tasks(token, query string) []apiTask {
 	return out
 }
 
-// TestMissedCallTask: a client's call that rings his manager's SIPp phone
-// until the client hangs up becomes a task for that manager (not for
-// another); it turns overdue and shows on the supervisor's page, per
-// manager; the manager sees it on his page in Chromium, presses its Call
-// button, and the connected call closes it.
+// TestMissedCallTask: a client calls twice and reaches nobody (no phone
+// registered: 480; then he hangs up while his manager's SIPp phone rings):
+// two tasks for that manager (not for his partner); they turn overdue and
+// show on the supervisor's page, per manager; the manager sees them on his
+// page in Chromium, presses Call on one, and the connected call closes both.
 func TestMissedCallTask(t *testing.T) {
 	s := startSystemConfig(t, func(c *Config) { c.TaskOverdue = 2 * time.Second })
 	b := newBrowser(t)
@@ -46,33 +46,45 @@ func TestMissedCallTask(t *testing.T) {
 	numbers, codes := []string{acmeNumber}, []string{acme.Code}
 	s.setWebPassword(anna.ID, "anna-console-pw")
 	s.setWebPassword(sveta.ID, "sveta-console-pw")
-	s.register("anna", annaIP, 5070)
 
-	// The client hangs up while anna's phone rings.
+	// First the client calls while anna has no phone registered: nobody
+	// rings, the trunk gets 480.
+	if got := rejected(t, s, trunkIP, "74950000000", "c=IN IP4 "+trunkIP, "m=audio 43300 RTP/AVP 0"); got != "480" {
+		t.Fatalf("a call while nobody is registered: %s, want 480", got)
+	}
+	unrung := s.cdr(storage.CDRFilter{ClientID: acme.ID})
+	if unrung.Disposition != "missed" {
+		t.Fatalf("CDR %+v, want missed", unrung)
+	}
+
+	// Then he hangs up while anna's phone rings.
+	s.register("anna", annaIP, 5070)
 	annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
 	tr := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
 		Scenario: "trunk_cancel.xml", LocalIP: trunkIP, Remote: s.sipAddr,
-		Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "43300"},
+		Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "43304"},
 		Args: []string{"-d", "800"},
 	})
 	tr.Wait()
 	annaPh.Wait()
 	missed := s.cdr(storage.CDRFilter{ClientID: acme.ID})
-	if missed.Disposition != "missed" || missed.AnsweredAt != nil {
-		t.Fatalf("CDR %+v, want missed", missed)
+	if missed.Disposition != "missed" || missed.AnsweredAt != nil || missed.CallID == unrung.CallID {
+		t.Fatalf("CDR %+v, want a second missed call", missed)
 	}
 
-	var task apiTask
+	// Two tasks for anna, newest first; none for bob.
+	var tasks []apiTask
 	testenv.Eventually(t, 15*time.Second, func() bool {
-		l := s.tasks(anna.APIToken, "")
-		if len(l) == 1 {
-			task = l[0]
+		tasks = s.tasks(anna.APIToken, "")
+		return len(tasks) == 2
+	}, "anna's two tasks for the missed calls")
+	for i, callID := range []string{missed.CallID, unrung.CallID} {
+		if tk := tasks[i]; tk.CallID != callID || tk.ClientID != acme.ID || tk.ClientCode != acme.Code ||
+			tk.ManagerID != anna.ID || tk.Status != "open" {
+			t.Fatalf("anna's task %d: %+v, want the open task of call %s", i, tk, callID)
 		}
-		return len(l) == 1
-	}, "anna's task for the missed call")
-	if task.CallID != missed.CallID || task.ClientID != acme.ID || task.ManagerID != anna.ID || task.Status != "open" {
-		t.Fatalf("anna's task %+v, missed call %s", task, missed.CallID)
 	}
+	task := tasks[0]
 	if l := s.tasks(bob.APIToken, ""); len(l) != 0 {
 		t.Fatalf("bob (a partner, not the primary) sees tasks %+v", l)
 	}
@@ -80,15 +92,15 @@ func TestMissedCallTask(t *testing.T) {
 		t.Fatalf("bob asking for anna's tasks: %d, want 403", st)
 	}
 
-	t.Run("the supervisor sees the overdue task per manager", func(t *testing.T) {
+	t.Run("the supervisor sees the overdue tasks per manager", func(t *testing.T) {
 		testenv.Eventually(t, 15*time.Second, func() bool {
-			return len(s.tasks(sveta.APIToken, "?overdue=true&manager_id="+anna.ID)) == 1
-		}, "the task overdue after --task-overdue")
+			return len(s.tasks(sveta.APIToken, "?overdue=true&manager_id="+anna.ID)) == 2
+		}, "the tasks overdue after --task-overdue")
 		p := b.person("sveta").in(t)
 		p.signIn(s.api, "sveta", "sveta-console-pw")
 		p.open(s.api, "/console/tasks")
 		if got := p.text(`#overdue-per-manager tr[data-manager="` + anna.ID + `"]`); !strings.Contains(got, "M anna") ||
-			!strings.Contains(got, "1") {
+			!strings.Contains(got, "2") {
 			t.Errorf("anna's row of overdue tasks: %q", got)
 		}
 		if got := p.text(`#tasks tr[data-task="` + task.ID + `"]`); !strings.Contains(got, "Acme Trading") ||
@@ -102,7 +114,7 @@ func TestMissedCallTask(t *testing.T) {
 		p.assertNothingLeaked(numbers, codes)
 	})
 
-	t.Run("the manager calls back from his task list; the call closes the task", func(t *testing.T) {
+	t.Run("the manager calls back from his task list; the call closes both tasks", func(t *testing.T) {
 		p := b.person("anna").in(t)
 		p.signIn(s.api, "anna", "anna-console-pw")
 		p.open(s.api, "/console/tasks")
@@ -130,12 +142,16 @@ func TestMissedCallTask(t *testing.T) {
 		var done []apiTask
 		testenv.Eventually(t, 15*time.Second, func() bool {
 			done = s.tasks(anna.APIToken, "?status=done")
-			return len(done) == 1
-		}, "the task closed by the call-back")
+			return len(done) == 2
+		}, "both tasks closed by the call-back")
 		back := s.cdr(storage.CDRFilter{ClientID: acme.ID})
-		if done[0].ID != task.ID || back.CallID == missed.CallID || done[0].ClosedByCallID != back.CallID ||
-			back.Direction != "outbound" || back.AnsweredAt == nil {
-			t.Fatalf("task %+v closed by %+v", done[0], back)
+		if back.CallID == missed.CallID || back.Direction != "outbound" || back.AnsweredAt == nil {
+			t.Fatalf("the call-back's CDR %+v", back)
+		}
+		for _, tk := range done {
+			if tk.ClosedByCallID != back.CallID {
+				t.Fatalf("task %+v, want closed by the call-back %s", tk, back.CallID)
+			}
 		}
 		if open := s.tasks(sveta.APIToken, "?status=open"); len(open) != 0 {
 			t.Fatalf("open tasks after the call-back: %+v", open)
