@@ -108,6 +108,16 @@ func TestMissedCallTask(t *testing.T) {
 			t.Errorf("the overdue task's row: %q", got)
 		}
 		p.screenshot("supervisor-overdue-tasks", false)
+		// anna's count links to her list; bob has none.
+		p.do("open anna's overdue tasks", chromedp.Click(chromedp.CSS(`#overdue-per-manager tr[data-manager="`+anna.ID+`"] a`)),
+			chromedp.WaitVisible(chromedp.CSS(`a[href="/console/tasks"].btn`)))
+		if got := p.text("#tasks caption"); !strings.Contains(got, "M anna") {
+			t.Errorf("anna's list is captioned %q", got)
+		}
+		p.open(s.api, "/console/tasks?manager="+bob.ID)
+		if n := eval[int](p, `document.querySelectorAll('#tasks tbody tr').length`); n != 0 {
+			t.Errorf("bob's overdue list shows %d tasks", n)
+		}
 		if bad := eval[[]string](p, unlabelledJS); len(bad) > 0 {
 			t.Errorf("controls without a name: %q", bad)
 		}
