@@ -66,6 +66,9 @@ type Config struct {
 	// Monitors, if set, lets supervisors listen in on live calls of this
 	// node (monitor.go); nil on a node without a PBX.
 	Monitors Monitors
+	// TaskOverdue is how long a missed-call task stays open before it is
+	// overdue (--task-overdue); zero is DefaultTaskOverdue.
+	TaskOverdue time.Duration
 }
 
 // Changes is told what the API changed that routing depends on: ids and a
@@ -168,6 +171,8 @@ func New(cfg Config) *Server {
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	// Live listen, whisper, barge (monitor.go).
 	s.handle("POST /api/v1/calls/{id}/monitor", s.monitorCall, storage.RoleAdmin, storage.RoleSupervisor)
+	// Missed-call tasks (tasks.go).
+	s.handle("GET /api/v1/tasks", s.listTasks, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.mux.HandleFunc(catchAll, s.noRoute)
 	return s
 }
