@@ -72,6 +72,8 @@ type Changes interface {
 	ClientChanged(id string)
 	// ManagerChanged: created, changed, dismissed; status is his now.
 	ManagerChanged(id, status string)
+	// SegmentChanged: a segment's rules changed, or it was made or deleted.
+	SegmentChanged(id string)
 	// RoutingFromCache reports whether calls route from the cache because
 	// Postgres does not answer, and whether the cache could (it is loaded).
 	RoutingFromCache() (warm, fromCache bool)
@@ -163,6 +165,13 @@ func New(cfg Config) *Server {
 	s.handle("POST /api/v1/calls", s.startCall, storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin)
 	s.handle("GET /api/v1/calls", s.listCalls, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
+	// Segments with rules and rotation (segments.go).
+	s.handle("GET /api/v1/segments", s.listSegments, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("POST /api/v1/segments", s.createSegment, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("PUT /api/v1/segments/{id}", s.updateSegment, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("DELETE /api/v1/segments/{id}", s.deleteSegment, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("GET /api/v1/rotations", s.listRotations, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("POST /api/v1/rotations", s.rotate, storage.RoleAdmin, storage.RoleSupervisor)
 	s.mux.HandleFunc(catchAll, s.noRoute)
 	return s
 }

@@ -170,10 +170,14 @@ func (r *Router) InboundRouteForTeam(ctx context.Context, callerNumber, team str
 			fallback = append(fallback, m.ID)
 		}
 	}
+	rule, err := r.routeSegment(ctx, client.Segment)
+	if err != nil {
+		return Route{}, err
+	}
 	a := masking.Assignment{Primary: client.ManagerID, Partners: client.PartnerIDs}
 	return Route{
 		ClientID: client.ID, ClientCode: client.Code, ClientName: client.Name,
-		Steps: masking.RingOrder(a, fallback, isEligible), Mobiles: mobiles,
+		Steps: masking.RingOrderInSegment(a, fallback, rule, isEligible), Mobiles: mobiles,
 	}, nil
 }
 

@@ -1,0 +1,311 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// Segments with rules and rotations (issue 13, items 1 and 2).
+
+// maxSegmentName is the longest segment name, in characters.
+const maxSegmentName = 100
+
+// ErrOutsideHours means a manager tried to start a call to a client of a
+// segment outside its working hours.
+var ErrOutsideHours = errors.New("api: outside the segment's working hours")
+
+// segmentAPIError maps the errors of segments and rotations (asAPIError
+// asks it first).
+func segmentAPIError(err error) *Error {
+	switch {
+	case errors.Is(err, storage.ErrSegmentNotPermitted):
+		return newError(http.StatusConflict, "segment_not_permitted", "segments.err_not_permitted")
+	case errors.Is(err, storage.ErrSegmentInUse):
+		return newError(http.StatusConflict, "segment_in_use", "segments.err_in_use")
+	case errors.Is(err, storage.ErrDuplicateSegment):
+		return newError(http.StatusConflict, "duplicate_segment", "segments.err_duplicate")
+	case errors.Is(err, storage.ErrSegmentHolders):
+		return newError(http.StatusConflict, "segment_holders", "segments.err_holders")
+	case errors.Is(err, storage.ErrNotSupervisor):
+		return newError(http.StatusUnprocessableEntity, "not_a_supervisor", "segments.err_not_supervisor")
+	case errors.Is(err, storage.ErrUnknownSegment):
+		return newError(http.StatusUnprocessableEntity, "unknown_segment", "segments.err_unknown")
+	case errors.Is(err, ErrOutsideHours):
+		return newError(http.StatusConflict, "outside_hours", "segments.err_outside_hours")
+	}
+	return nil
+}
+
+// hoursView is a segment's working hours: days of the week (0 = Sunday)
+// and the time of day from-to ("09:00", "18:00"; "24:00" is midnight at
+// the end of the day) in the company's time zone. No days: no limit.
+type hoursView struct {
+	Days []int  `json:"days"`
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+type segmentView struct {
+	ID                   string    `json:"id"`
+	Name                 string    `json:"name"`
+	Restricted           bool      `json:"restricted"`
+	AllowedManagerIDs    []string  `json:"allowed_manager_ids"`
+	SupervisorID         *string   `json:"supervisor_id"`
+	OverflowToSupervisor bool      `json:"overflow_to_supervisor"`
+	AlertMissed          bool      `json:"alert_missed"`
+	Hours                hoursView `json:"hours"`
+	Clients              int       `json:"clients"`
+	CreatedAt            time.Time `json:"created_at"`
+	UpdatedAt            time.Time `json:"updated_at"`
+}
+
+func clock(d time.Duration) string {
+	return fmt.Sprintf("%02d:%02d", int(d/time.Hour), int(d/time.Minute)%60)
+}
+
+func viewSegment(sg storage.Segment, clients int) segmentView {
+	v := segmentView{ID: sg.ID, Name: sg.Name, Restricted: sg.Restricted, AllowedManagerIDs: sg.AllowedManagers,
+		OverflowToSupervisor: sg.OverflowToSupervisor, AlertMissed: sg.AlertMissed, Clients: clients,
+		Hours:     hoursView{Days: sg.Hours.Days, From: clock(sg.Hours.From), To: clock(sg.Hours.To)},
+		CreatedAt: sg.CreatedAt, UpdatedAt: sg.UpdatedAt}
+	if v.AllowedManagerIDs == nil {
+		v.AllowedManagerIDs = []string{}
+	}
+	if v.Hours.Days == nil {
+		v.Hours.Days = []int{}
+	}
+	if sg.SupervisorID != "" {
+		v.SupervisorID = &sg.SupervisorID
+	}
+	return v
+}
+
+type segmentRequest struct {
+	Name                 string     `json:"name"`
+	Restricted           bool       `json:"restricted"`
+	AllowedManagerIDs    []string   `json:"allowed_manager_ids"`
+	SupervisorID         *string    `json:"supervisor_id"`
+	OverflowToSupervisor bool       `json:"overflow_to_supervisor"`
+	AlertMissed          bool       `json:"alert_missed"`
+	Hours                *hoursView `json:"hours"`
+}
+
+// segmentName checks a segment's name as a client or a segment gives it.
+func segmentName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if utf8.RuneCountInString(name) > maxSegmentName {
+		return "", badRequest("segments.err_name_too_long", "Max", maxSegmentName)
+	}
+	return name, nil
+}
+
+// parseClock reads "HH:MM" (00:00 to 24:00).
+func parseClock(s string) (time.Duration, bool) {
+	h, m, ok := strings.Cut(s, ":")
+	if !ok || len(h) != 2 || len(m) != 2 {
+		return 0, false
+	}
+	hh, err1 := strconv.Atoi(h)
+	mm, err2 := strconv.Atoi(m)
+	d := time.Duration(hh)*time.Hour + time.Duration(mm)*time.Minute
+	return d, err1 == nil && err2 == nil && hh >= 0 && mm >= 0 && mm < 60 && d <= 24*time.Hour
+}
+
+// rules reads a segment request into the rules storage writes.
+func (req segmentRequest) rules() (storage.SegmentRules, error) {
+	name, err := segmentName(req.Name)
+	if err != nil {
+		return storage.SegmentRules{}, err
+	}
+	if name == "" {
+		return storage.SegmentRules{}, badRequest("api.name_required")
+	}
+	r := storage.SegmentRules{Name: name, Restricted: req.Restricted, AllowedManagers: req.AllowedManagerIDs,
+		OverflowToSupervisor: req.OverflowToSupervisor, AlertMissed: req.AlertMissed}
+	if req.SupervisorID != nil {
+		r.SupervisorID = *req.SupervisorID
+	}
+	if r.OverflowToSupervisor && r.SupervisorID == "" {
+		return r, badRequest("segments.err_overflow_needs_supervisor")
+	}
+	if req.Hours != nil && len(req.Hours.Days) > 0 {
+		from, ok1 := parseClock(req.Hours.From)
+		to, ok2 := parseClock(req.Hours.To)
+		r.Hours = storage.WorkingHours{Days: req.Hours.Days, From: from, To: to}
+		if !ok1 || !ok2 || !r.Hours.Valid() {
+			return r, badRequest("segments.err_bad_hours")
+		}
+	}
+	return r, nil
+}
+
+func (s *Server) listSegments(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	segs, err := s.Store.Segments(r.Context())
+	if err != nil {
+		return err
+	}
+	counts, err := s.Store.SegmentClientCounts(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]segmentView, 0, len(segs))
+	for _, sg := range segs {
+		out = append(out, viewSegment(sg, counts[sg.Name]))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) createSegment(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var req segmentRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	rules, err := req.rules()
+	if err != nil {
+		return err
+	}
+	sg, err := s.Store.CreateSegment(r.Context(), rules, p.Actor())
+	if err != nil {
+		return err
+	}
+	s.segmentChanged(sg.ID)
+	writeJSON(w, http.StatusCreated, viewSegment(sg, 0))
+	return nil
+}
+
+func (s *Server) updateSegment(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var req segmentRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	rules, err := req.rules()
+	if err != nil {
+		return err
+	}
+	sg, err := s.Store.UpdateSegment(r.Context(), r.PathValue("id"), rules, p.Actor())
+	if err != nil {
+		return err
+	}
+	s.segmentChanged(sg.ID)
+	counts, err := s.Store.SegmentClientCounts(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, viewSegment(sg, counts[sg.Name]))
+	return nil
+}
+
+func (s *Server) deleteSegment(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if err := s.Store.DeleteSegment(r.Context(), r.PathValue("id"), p.Actor()); err != nil {
+		return err
+	}
+	s.segmentChanged(r.PathValue("id"))
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) segmentChanged(id string) {
+	if s.Changes != nil {
+		s.Changes.SegmentChanged(id)
+	}
+}
+
+type rotationRequest struct {
+	ManagerIDs []string `json:"manager_ids"`
+	Segment    string   `json:"segment"`
+	Team       string   `json:"team"`
+	DryRun     bool     `json:"dry_run"`
+}
+
+type moveView struct {
+	ClientID string `json:"client_id"`
+	From     string `json:"from"`
+	To       string `json:"to"`
+}
+
+type rotationView struct {
+	ID         string     `json:"id,omitempty"`
+	DryRun     bool       `json:"dry_run"`
+	Actor      string     `json:"actor,omitempty"`
+	Segment    string     `json:"segment"`
+	Team       string     `json:"team"`
+	ManagerIDs []string   `json:"manager_ids"`
+	Moves      []moveView `json:"moves"`
+	Skipped    []string   `json:"skipped"`
+	CreatedAt  time.Time  `json:"created_at"`
+}
+
+func viewRotation(rot storage.Rotation) rotationView {
+	v := rotationView{ID: rot.ID, Actor: rot.Actor, Segment: rot.Segment, Team: rot.Team,
+		ManagerIDs: rot.ManagerIDs, Moves: make([]moveView, 0, len(rot.Moves)), Skipped: rot.Skipped, CreatedAt: rot.CreatedAt}
+	for _, m := range rot.Moves {
+		v.Moves = append(v.Moves, moveView(m))
+	}
+	if v.ManagerIDs == nil {
+		v.ManagerIDs = []string{}
+	}
+	if v.Skipped == nil {
+		v.Skipped = []string{}
+	}
+	return v
+}
+
+func (s *Server) rotate(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var req rotationRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	req.Segment, req.Team = strings.TrimSpace(req.Segment), strings.TrimSpace(req.Team)
+	if len(req.ManagerIDs) == 0 && req.Segment == "" && req.Team == "" {
+		return badRequest("rotation.err_scope_required")
+	}
+	for _, id := range req.ManagerIDs {
+		if !uuidParam.MatchString(id) {
+			return badRequest("api.must_be_uuid", "Name", "manager_ids")
+		}
+	}
+	rot, err := s.Store.Rotate(r.Context(), storage.RotationPlan{ManagerIDs: req.ManagerIDs, Segment: req.Segment,
+		Team: req.Team, DryRun: req.DryRun}, p.Actor())
+	// Moves carried out before an error stand: routing must follow them.
+	for _, m := range rot.Moves {
+		if !req.DryRun {
+			s.clientChanged(m.ClientID)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	v := viewRotation(rot)
+	v.DryRun = req.DryRun
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) listRotations(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return badRequest("api.bad_limit")
+		}
+		limit = n
+	}
+	rots, err := s.Store.Rotations(r.Context(), limit)
+	if err != nil {
+		return err
+	}
+	out := make([]rotationView, 0, len(rots))
+	for _, rot := range rots {
+		out = append(out, viewRotation(rot))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
