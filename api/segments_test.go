@@ -35,7 +35,9 @@ type rotation struct {
 // errCode returns the error code of a JSON error body.
 func errCode(t *testing.T, raw []byte) string {
 	t.Helper()
-	var b struct{ Error struct{ Code, Message string } }
+	var b struct {
+		Error struct{ Code, Message string }
+	}
 	if err := json.Unmarshal(raw, &b); err != nil || b.Error.Code == "" || b.Error.Message == "" {
 		t.Fatalf("not a JSON error: %s", raw)
 	}
