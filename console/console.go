@@ -157,6 +157,14 @@ func (c *Console) routes() {
 	c.handle("POST /console/managers/{id}/mobile", c.setMobile, admin)
 	c.handle("POST /console/managers/{id}/mobile/remove", c.removeMobile, admin)
 	c.handle("GET /console/audit", c.auditPage, admin)
+	// Segments with rules and rotation (segments.go).
+	c.handle("GET /console/segments", c.segmentsPage, admin, supervisor)
+	c.handle("POST /console/segments", c.createSegment, admin, supervisor)
+	c.handle("POST /console/segments/{id}", c.updateSegment, admin, supervisor)
+	c.handle("POST /console/segments/{id}/delete", c.deleteSegment, admin, supervisor)
+	c.handle("GET /console/rotations", c.rotationsPage, admin, supervisor)
+	c.handle("POST /console/rotations/preview", c.previewRotation, admin, supervisor)
+	c.handle("POST /console/rotations", c.carryOutRotation, admin, supervisor)
 	c.handle("GET /console/settings", c.settingsPage, anyone)
 	c.handle("POST /console/settings", c.saveSettings, anyone)
 
