@@ -265,3 +265,78 @@ func BenchmarkRouteCacheLoad(b *testing.B) {
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap-MB")
 	runtime.KeepAlive(c)
 }
+
+// TestRouteCacheSegmentRule: a segment's new rules reach another node's
+// cache by a change event, and with Postgres stopped a VIP client's call
+// still rings only the permitted and ends at the supervisor.
+func TestRouteCacheSegmentRule(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
+	defer cancel()
+	pg := testenv.OwnPostgres(t)
+	store := openStore(t, ctx, pg.URL)
+	keys, err := masking.NewKeyring(randomKey(t), randomKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := runNATS(t)
+	regs, err := openRegistrations(t, ctx, js, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	people := map[string]*storage.Manager{}
+	for _, user := range []string{"anna", "bob", "carl", "sue"} {
+		role := storage.RoleManager
+		if user == "sue" {
+			role = storage.RoleSupervisor
+		}
+		m, err := store.CreateManager(ctx, storage.NewManager{Name: "M", SIPUsername: user, HA1MD5: "x", HA1SHA256: "x",
+			Team: "sales", Role: role}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		people[user] = &m
+		if err := regs.Put(ctx, Registration{ManagerID: m.ID, Username: user, Contact: "sip:" + user + "@127.0.0.3:5060",
+			Source: "127.0.0.3:5060", Transport: "UDP", ExpiresAt: time.Now().Add(time.Hour), CallID: "reg-" + user, CSeq: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	anna, bob, sue := people["anna"], people["bob"], people["sue"]
+	phone, err := keys.Seal("+79161234567")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreateClient(ctx, storage.NewClient{Name: "Acme", Segment: "vip", ManagerID: anna.ID,
+		Phones: []masking.SealedPhone{phone}, NewCode: func() (string, error) { return "12345678", nil }}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	nodeA := NewRouteCache(store, keys, js.Conn(), zaptest.NewLogger(t).Named("a"))
+	nodeB := NewRouteCache(store, keys, js.Conn(), zaptest.NewLogger(t).Named("b"))
+	runCache(t, nodeA)
+	runCache(t, nodeB)
+	if rule := nodeB.segmentRule("vip"); rule.Restricted {
+		t.Fatalf("vip restricted before its rules were written: %+v", rule)
+	}
+	vip, err := store.SegmentByName(ctx, "vip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.UpdateSegment(ctx, vip.ID, storage.SegmentRules{Name: "vip", Restricted: true,
+		AllowedManagers: []string{anna.ID, bob.ID}, SupervisorID: sue.ID, OverflowToSupervisor: true}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	nodeA.SegmentChanged(vip.ID)
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		rule := nodeB.segmentRule("vip")
+		return rule.Restricted && rule.Overflow == sue.ID
+	}, "node B's cache follows the segment's new rules")
+
+	pg.Stop()
+	router := &Router{Store: store, Keys: keys, Numbers: masking.NewNormalizer("RU"), Regs: regs, Cache: nodeB}
+	route, err := router.InboundRoute(ctx, "89161234567")
+	if err != nil {
+		t.Fatalf("route with Postgres stopped: %v", err)
+	}
+	if want := [][]string{{anna.ID}, {sue.ID}}; !slices.EqualFunc(route.Steps, want, slices.Equal[[]string]) {
+		t.Fatalf("ring plan %q, want anna then the supervisor (bob and carl are the team, which the overflow replaces)", route.Steps)
+	}
+}
