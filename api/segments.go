@@ -21,60 +21,72 @@ const maxSegmentName = 100
 // segment outside its working hours.
 var ErrOutsideHours = errors.New("api: outside the segment's working hours")
 
+// segmentErrors are the errors of segments and rotations as the API
+// answers them.
+var segmentErrors = []struct {
+	err      error
+	status   int
+	code, id string
+}{
+	{storage.ErrSegmentNotPermitted, http.StatusConflict, "segment_not_permitted", "segments.err_not_permitted"},
+	{storage.ErrSegmentInUse, http.StatusConflict, "segment_in_use", "segments.err_in_use"},
+	{storage.ErrDuplicateSegment, http.StatusConflict, "duplicate_segment", "segments.err_duplicate"},
+	{storage.ErrSegmentHolders, http.StatusConflict, "segment_holders", "segments.err_holders"},
+	{storage.ErrNotSupervisor, http.StatusUnprocessableEntity, "not_a_supervisor", "segments.err_not_supervisor"},
+	{storage.ErrUnknownSegment, http.StatusUnprocessableEntity, "unknown_segment", "segments.err_unknown"},
+	{ErrOutsideHours, http.StatusConflict, "outside_hours", "segments.err_outside_hours"},
+}
+
 // segmentAPIError maps the errors of segments and rotations (asAPIError
-// asks it first).
+// asks it first); nil for any other error.
 func segmentAPIError(err error) *Error {
-	switch {
-	case errors.Is(err, storage.ErrSegmentNotPermitted):
-		return newError(http.StatusConflict, "segment_not_permitted", "segments.err_not_permitted")
-	case errors.Is(err, storage.ErrSegmentInUse):
-		return newError(http.StatusConflict, "segment_in_use", "segments.err_in_use")
-	case errors.Is(err, storage.ErrDuplicateSegment):
-		return newError(http.StatusConflict, "duplicate_segment", "segments.err_duplicate")
-	case errors.Is(err, storage.ErrSegmentHolders):
-		return newError(http.StatusConflict, "segment_holders", "segments.err_holders")
-	case errors.Is(err, storage.ErrNotSupervisor):
-		return newError(http.StatusUnprocessableEntity, "not_a_supervisor", "segments.err_not_supervisor")
-	case errors.Is(err, storage.ErrUnknownSegment):
-		return newError(http.StatusUnprocessableEntity, "unknown_segment", "segments.err_unknown")
-	case errors.Is(err, ErrOutsideHours):
-		return newError(http.StatusConflict, "outside_hours", "segments.err_outside_hours")
+	for _, e := range segmentErrors {
+		if errors.Is(err, e.err) {
+			return newError(e.status, e.code, e.id)
+		}
 	}
 	return nil
 }
 
-// hoursView is a segment's working hours: days of the week (0 = Sunday)
+// HoursView is a segment's working hours in the API: days of the week (0 = Sunday)
 // and the time of day from-to ("09:00", "18:00"; "24:00" is midnight at
 // the end of the day) in the company's time zone. No days: no limit.
-type hoursView struct {
+type HoursView struct {
 	Days []int  `json:"days"`
 	From string `json:"from"`
 	To   string `json:"to"`
 }
 
-type segmentView struct {
-	ID                   string    `json:"id"`
-	Name                 string    `json:"name"`
-	Restricted           bool      `json:"restricted"`
-	AllowedManagerIDs    []string  `json:"allowed_manager_ids"`
-	SupervisorID         *string   `json:"supervisor_id"`
-	OverflowToSupervisor bool      `json:"overflow_to_supervisor"`
-	AlertMissed          bool      `json:"alert_missed"`
-	Hours                hoursView `json:"hours"`
-	Clients              int       `json:"clients"`
-	CreatedAt            time.Time `json:"created_at"`
-	UpdatedAt            time.Time `json:"updated_at"`
+// SegmentRules is a segment's name and rules as the API takes them (POST,
+// PUT) and shows them (in SegmentView).
+type SegmentRules struct {
+	Name                 string     `json:"name"`
+	Restricted           bool       `json:"restricted"`
+	AllowedManagerIDs    []string   `json:"allowed_manager_ids"`
+	SupervisorID         *string    `json:"supervisor_id"`
+	OverflowToSupervisor bool       `json:"overflow_to_supervisor"`
+	AlertMissed          bool       `json:"alert_missed"`
+	Hours                *HoursView `json:"hours"`
+}
+
+// SegmentView is a segment as the API shows it (the console reads it too).
+type SegmentView struct {
+	ID string `json:"id"`
+	SegmentRules
+	Clients   int       `json:"clients"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 func clock(d time.Duration) string {
 	return fmt.Sprintf("%02d:%02d", int(d/time.Hour), int(d/time.Minute)%60)
 }
 
-func viewSegment(sg storage.Segment, clients int) segmentView {
-	v := segmentView{ID: sg.ID, Name: sg.Name, Restricted: sg.Restricted, AllowedManagerIDs: sg.AllowedManagers,
-		OverflowToSupervisor: sg.OverflowToSupervisor, AlertMissed: sg.AlertMissed, Clients: clients,
-		Hours:     hoursView{Days: sg.Hours.Days, From: clock(sg.Hours.From), To: clock(sg.Hours.To)},
-		CreatedAt: sg.CreatedAt, UpdatedAt: sg.UpdatedAt}
+func viewSegment(sg storage.Segment, clients int) SegmentView {
+	v := SegmentView{ID: sg.ID, SegmentRules: SegmentRules{Name: sg.Name, Restricted: sg.Restricted,
+		AllowedManagerIDs: sg.AllowedManagers, OverflowToSupervisor: sg.OverflowToSupervisor, AlertMissed: sg.AlertMissed,
+		Hours: &HoursView{Days: sg.Hours.Days, From: clock(sg.Hours.From), To: clock(sg.Hours.To)}},
+		Clients: clients, CreatedAt: sg.CreatedAt, UpdatedAt: sg.UpdatedAt}
 	if v.AllowedManagerIDs == nil {
 		v.AllowedManagerIDs = []string{}
 	}
@@ -85,16 +97,6 @@ func viewSegment(sg storage.Segment, clients int) segmentView {
 		v.SupervisorID = &sg.SupervisorID
 	}
 	return v
-}
-
-type segmentRequest struct {
-	Name                 string     `json:"name"`
-	Restricted           bool       `json:"restricted"`
-	AllowedManagerIDs    []string   `json:"allowed_manager_ids"`
-	SupervisorID         *string    `json:"supervisor_id"`
-	OverflowToSupervisor bool       `json:"overflow_to_supervisor"`
-	AlertMissed          bool       `json:"alert_missed"`
-	Hours                *hoursView `json:"hours"`
 }
 
 // segmentName checks a segment's name as a client or a segment gives it.
@@ -118,32 +120,37 @@ func parseClock(s string) (time.Duration, bool) {
 	return d, err1 == nil && err2 == nil && hh >= 0 && mm >= 0 && mm < 60 && d <= 24*time.Hour
 }
 
-// rules reads a segment request into the rules storage writes.
-func (req segmentRequest) rules() (storage.SegmentRules, error) {
+// decodeSegment reads a segment request into the name and rules storage
+// writes.
+func decodeSegment(r *http.Request) (storage.Segment, error) {
+	var req SegmentRules
+	if err := decode(r, &req); err != nil {
+		return storage.Segment{}, err
+	}
 	name, err := segmentName(req.Name)
 	if err != nil {
-		return storage.SegmentRules{}, err
+		return storage.Segment{}, err
 	}
 	if name == "" {
-		return storage.SegmentRules{}, badRequest("api.name_required")
+		return storage.Segment{}, badRequest("api.name_required")
 	}
-	r := storage.SegmentRules{Name: name, Restricted: req.Restricted, AllowedManagers: req.AllowedManagerIDs,
+	sg := storage.Segment{Name: name, Restricted: req.Restricted, AllowedManagers: req.AllowedManagerIDs,
 		OverflowToSupervisor: req.OverflowToSupervisor, AlertMissed: req.AlertMissed}
 	if req.SupervisorID != nil {
-		r.SupervisorID = *req.SupervisorID
+		sg.SupervisorID = *req.SupervisorID
 	}
-	if r.OverflowToSupervisor && r.SupervisorID == "" {
-		return r, badRequest("segments.err_overflow_needs_supervisor")
+	if sg.OverflowToSupervisor && sg.SupervisorID == "" {
+		return sg, badRequest("segments.err_overflow_needs_supervisor")
 	}
 	if req.Hours != nil && len(req.Hours.Days) > 0 {
 		from, ok1 := parseClock(req.Hours.From)
 		to, ok2 := parseClock(req.Hours.To)
-		r.Hours = storage.WorkingHours{Days: req.Hours.Days, From: from, To: to}
-		if !ok1 || !ok2 || !r.Hours.Valid() {
-			return r, badRequest("segments.err_bad_hours")
+		sg.Hours = storage.WorkingHours{Days: req.Hours.Days, From: from, To: to}
+		if !ok1 || !ok2 || !sg.Hours.Valid() {
+			return sg, badRequest("segments.err_bad_hours")
 		}
 	}
-	return r, nil
+	return sg, nil
 }
 
 func (s *Server) listSegments(w http.ResponseWriter, r *http.Request, _ Principal) error {
@@ -155,7 +162,7 @@ func (s *Server) listSegments(w http.ResponseWriter, r *http.Request, _ Principa
 	if err != nil {
 		return err
 	}
-	out := make([]segmentView, 0, len(segs))
+	out := make([]SegmentView, 0, len(segs))
 	for _, sg := range segs {
 		out = append(out, viewSegment(sg, counts[sg.Name]))
 	}
@@ -164,11 +171,7 @@ func (s *Server) listSegments(w http.ResponseWriter, r *http.Request, _ Principa
 }
 
 func (s *Server) createSegment(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var req segmentRequest
-	if err := decode(r, &req); err != nil {
-		return err
-	}
-	rules, err := req.rules()
+	rules, err := decodeSegment(r)
 	if err != nil {
 		return err
 	}
@@ -182,11 +185,7 @@ func (s *Server) createSegment(w http.ResponseWriter, r *http.Request, p Princip
 }
 
 func (s *Server) updateSegment(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var req segmentRequest
-	if err := decode(r, &req); err != nil {
-		return err
-	}
-	rules, err := req.rules()
+	rules, err := decodeSegment(r)
 	if err != nil {
 		return err
 	}
@@ -225,29 +224,31 @@ type rotationRequest struct {
 	DryRun     bool     `json:"dry_run"`
 }
 
-type moveView struct {
+// MoveView is one client's move in a rotation.
+type MoveView struct {
 	ClientID string `json:"client_id"`
 	From     string `json:"from"`
 	To       string `json:"to"`
 }
 
-type rotationView struct {
+// RotationView is a rotation planned or carried out, as the API shows it.
+type RotationView struct {
 	ID         string     `json:"id,omitempty"`
 	DryRun     bool       `json:"dry_run"`
 	Actor      string     `json:"actor,omitempty"`
 	Segment    string     `json:"segment"`
 	Team       string     `json:"team"`
 	ManagerIDs []string   `json:"manager_ids"`
-	Moves      []moveView `json:"moves"`
+	Moves      []MoveView `json:"moves"`
 	Skipped    []string   `json:"skipped"`
 	CreatedAt  time.Time  `json:"created_at"`
 }
 
-func viewRotation(rot storage.Rotation) rotationView {
-	v := rotationView{ID: rot.ID, Actor: rot.Actor, Segment: rot.Segment, Team: rot.Team,
-		ManagerIDs: rot.ManagerIDs, Moves: make([]moveView, 0, len(rot.Moves)), Skipped: rot.Skipped, CreatedAt: rot.CreatedAt}
+func viewRotation(rot storage.Rotation) RotationView {
+	v := RotationView{ID: rot.ID, Actor: rot.Actor, Segment: rot.Segment, Team: rot.Team,
+		ManagerIDs: rot.ManagerIDs, Moves: make([]MoveView, 0, len(rot.Moves)), Skipped: rot.Skipped, CreatedAt: rot.CreatedAt}
 	for _, m := range rot.Moves {
-		v.Moves = append(v.Moves, moveView(m))
+		v.Moves = append(v.Moves, MoveView(m))
 	}
 	if v.ManagerIDs == nil {
 		v.ManagerIDs = []string{}
@@ -289,20 +290,29 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, p Principal) err
 	return nil
 }
 
+// queryLimit reads the request's ?limit= (1-1000), def if it has none.
+func queryLimit(r *http.Request, def int) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, badRequest("api.bad_limit")
+	}
+	return n, nil
+}
+
 func (s *Server) listRotations(w http.ResponseWriter, r *http.Request, _ Principal) error {
-	limit := 50
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return badRequest("api.bad_limit")
-		}
-		limit = n
+	limit, err := queryLimit(r, 50)
+	if err != nil {
+		return err
 	}
 	rots, err := s.Store.Rotations(r.Context(), limit)
 	if err != nil {
 		return err
 	}
-	out := make([]rotationView, 0, len(rots))
+	out := make([]RotationView, 0, len(rots))
 	for _, rot := range rots {
 		out = append(out, viewRotation(rot))
 	}

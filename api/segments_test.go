@@ -5,32 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/maskpbx/maskpbx/api"
 )
-
-type segment struct {
-	ID                   string   `json:"id"`
-	Name                 string   `json:"name"`
-	Restricted           bool     `json:"restricted"`
-	AllowedManagerIDs    []string `json:"allowed_manager_ids"`
-	SupervisorID         *string  `json:"supervisor_id"`
-	OverflowToSupervisor bool     `json:"overflow_to_supervisor"`
-	Hours                struct {
-		Days     []int
-		From, To string
-	} `json:"hours"`
-	Clients int `json:"clients"`
-}
-
-type rotation struct {
-	ID     string `json:"id"`
-	DryRun bool   `json:"dry_run"`
-	Moves  []struct {
-		ClientID string `json:"client_id"`
-		From     string `json:"from"`
-		To       string `json:"to"`
-	} `json:"moves"`
-	Skipped []string `json:"skipped"`
-}
 
 // errCode returns the error code of a JSON error body.
 func errCode(t *testing.T, raw []byte) string {
@@ -53,7 +30,7 @@ func TestSegmentsAPI(t *testing.T) {
 	var acme client
 	e.must(201, "POST", "/api/v1/clients", adminToken, map[string]any{
 		"name": "Acme", "phones": []string{"+74951110001"}, "segment": "vip", "manager_id": anna.ID, "partner_ids": []string{bob.ID}}, &acme)
-	var segs []segment
+	var segs []api.SegmentView
 	e.must(200, "GET", "/api/v1/segments", sue.APIToken, nil, &segs)
 	if len(segs) != 1 || segs[0].Name != "vip" || segs[0].Clients != 1 || segs[0].Restricted {
 		t.Fatalf("segments: %+v", segs)
@@ -150,7 +127,7 @@ func TestSegmentsAPI(t *testing.T) {
 		if st != 409 || errCode(t, raw) != "segment_in_use" {
 			t.Fatalf("delete: %d %s", st, raw)
 		}
-		var empty segment
+		var empty api.SegmentView
 		e.must(201, "POST", "/api/v1/segments", sue.APIToken, map[string]any{"name": "empty"}, &empty)
 		if st, raw := e.call("POST", "/api/v1/segments", sue.APIToken, map[string]any{"name": "empty"}); st != 409 || errCode(t, raw) != "duplicate_segment" {
 			t.Fatalf("duplicate: %d %s", st, raw)
@@ -167,7 +144,7 @@ func TestSegmentsAPI(t *testing.T) {
 			rc = append(rc, c)
 		}
 		body := map[string]any{"manager_ids": []string{anna.ID, bob.ID, carl.ID}, "segment": "retail", "dry_run": true}
-		var dry rotation
+		var dry api.RotationView
 		e.must(200, "POST", "/api/v1/rotations", sue.APIToken, body, &dry)
 		if !dry.DryRun || dry.ID != "" || len(dry.Moves) != 3 {
 			t.Fatalf("dry run: %+v", dry)
@@ -180,7 +157,7 @@ func TestSegmentsAPI(t *testing.T) {
 			}
 		}
 		body["dry_run"] = false
-		var done rotation
+		var done api.RotationView
 		e.must(200, "POST", "/api/v1/rotations", sue.APIToken, body, &done)
 		if done.DryRun || done.ID == "" || fmt.Sprint(done.Moves) != fmt.Sprint(dry.Moves) {
 			t.Fatalf("carried out %+v, previewed %+v", done, dry)
@@ -192,7 +169,7 @@ func TestSegmentsAPI(t *testing.T) {
 				t.Fatalf("move %+v, client now %+v", m, now)
 			}
 		}
-		var hist []rotation
+		var hist []api.RotationView
 		e.must(200, "GET", "/api/v1/rotations", sue.APIToken, nil, &hist)
 		if len(hist) != 1 || hist[0].ID != done.ID || len(hist[0].Moves) != 3 {
 			t.Fatalf("history: %+v", hist)

@@ -8,8 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/storage"
 )
 
@@ -17,26 +17,9 @@ import (
 // goes through /api/v1/segments and /api/v1/rotations as the signed-in
 // person.
 
-// apiSegment is a segment as GET /api/v1/segments shows it.
-type apiSegment struct {
-	ID                   string   `json:"id"`
-	Name                 string   `json:"name"`
-	Restricted           bool     `json:"restricted"`
-	AllowedManagerIDs    []string `json:"allowed_manager_ids"`
-	SupervisorID         *string  `json:"supervisor_id"`
-	OverflowToSupervisor bool     `json:"overflow_to_supervisor"`
-	AlertMissed          bool     `json:"alert_missed"`
-	Hours                struct {
-		Days []int  `json:"days"`
-		From string `json:"from"`
-		To   string `json:"to"`
-	} `json:"hours"`
-	Clients int `json:"clients"`
-}
-
 // segmentRow is a segment with what its form needs.
 type segmentRow struct {
-	apiSegment
+	api.SegmentView
 	Allowed    map[string]bool
 	Days       map[int]bool
 	Supervisor string // the supervisor's id, "" none
@@ -63,7 +46,7 @@ type segmentsView struct {
 func (c *Console) segmentsPage(w http.ResponseWriter, r *http.Request, s *session) error {
 	ctx := r.Context()
 	lc := c.localeFor(r, s)
-	var segs []apiSegment
+	var segs []api.SegmentView
 	if err := c.apiFor(r, s).do(ctx, http.MethodGet, "/api/v1/segments", nil, &segs); err != nil {
 		return err
 	}
@@ -71,7 +54,8 @@ func (c *Console) segmentsPage(w http.ResponseWriter, r *http.Request, s *sessio
 	if err != nil {
 		return err
 	}
-	v := segmentsView{People: ppl.active(), New: segmentRow{Allowed: map[string]bool{}, Days: map[int]bool{}}}
+	v := segmentsView{People: ppl.active(), New: segmentRow{Allowed: map[string]bool{}, Days: map[int]bool{},
+		SegmentView: api.SegmentView{SegmentRules: api.SegmentRules{Hours: &api.HoursView{}}}}}
 	for _, m := range v.People {
 		if m.Role == storage.RoleSupervisor || m.Role == storage.RoleAdmin {
 			v.Supervisors = append(v.Supervisors, m)
@@ -82,7 +66,10 @@ func (c *Console) segmentsPage(w http.ResponseWriter, r *http.Request, s *sessio
 		v.Days = append(v.Days, dayChoice{N: d, Name: lc.t("weekday." + strconv.Itoa(d))})
 	}
 	for _, sg := range segs {
-		row := segmentRow{apiSegment: sg, Allowed: map[string]bool{}, Days: map[int]bool{}}
+		if sg.Hours == nil {
+			sg.Hours = &api.HoursView{}
+		}
+		row := segmentRow{SegmentView: sg, Allowed: map[string]bool{}, Days: map[int]bool{}}
 		var names []string
 		for _, id := range sg.AllowedManagerIDs {
 			row.Allowed[id] = true
@@ -163,36 +150,20 @@ func (c *Console) segmentCall(w http.ResponseWriter, r *http.Request, s *session
 	return c.redirect(w, r, "/console/segments", "ok", done)
 }
 
-// apiRotation is a rotation as /api/v1/rotations shows it.
-type apiRotation struct {
-	ID         string   `json:"id"`
-	DryRun     bool     `json:"dry_run"`
-	Segment    string   `json:"segment"`
-	Team       string   `json:"team"`
-	ManagerIDs []string `json:"manager_ids"`
-	Moves      []struct {
-		ClientID string `json:"client_id"`
-		From     string `json:"from"`
-		To       string `json:"to"`
-	} `json:"moves"`
-	Skipped   []string  `json:"skipped"`
-	CreatedAt time.Time `json:"created_at"`
-}
-
 // moveRow is one move as a person reads it.
 type moveRow struct {
 	ClientID, Client, Code, From, To string
 }
 
 type rotationRow struct {
-	apiRotation
+	api.RotationView
 	When  string
 	Moves []moveRow
 	Scope string
 }
 
 type rotationsView struct {
-	Segments []apiSegment
+	Segments []api.SegmentView
 	People   []storage.Manager
 	// The plan asked for, kept in the form.
 	Segment, Team string
@@ -220,7 +191,7 @@ func (c *Console) rotationsPage(w http.ResponseWriter, r *http.Request, s *sessi
 // that carries it out.
 func (c *Console) previewRotation(w http.ResponseWriter, r *http.Request, s *session) error {
 	req := rotationRequest(r, true)
-	var rot apiRotation
+	var rot api.RotationView
 	err := c.apiFor(r, s).do(r.Context(), http.MethodPost, "/api/v1/rotations", req, &rot)
 	var ae *apiError
 	if errors.As(err, &ae) && ae.Status < 500 {
@@ -235,7 +206,7 @@ func (c *Console) previewRotation(w http.ResponseWriter, r *http.Request, s *ses
 // carryOutRotation carries the plan out (it is planned again: whatever
 // changed since the preview counts).
 func (c *Console) carryOutRotation(w http.ResponseWriter, r *http.Request, s *session) error {
-	var rot apiRotation
+	var rot api.RotationView
 	err := c.apiFor(r, s).do(r.Context(), http.MethodPost, "/api/v1/rotations", rotationRequest(r, false), &rot)
 	var ae *apiError
 	if errors.As(err, &ae) && ae.Status < 500 {
@@ -247,16 +218,16 @@ func (c *Console) carryOutRotation(w http.ResponseWriter, r *http.Request, s *se
 	return c.redirect(w, r, "/console/rotations", "ok", c.localeFor(r, s).n("rotation.done", len(rot.Moves)))
 }
 
-func (c *Console) renderRotations(w http.ResponseWriter, r *http.Request, s *session, req map[string]any, preview *apiRotation) error {
+func (c *Console) renderRotations(w http.ResponseWriter, r *http.Request, s *session, req map[string]any, preview *api.RotationView) error {
 	ctx := r.Context()
 	lc := c.localeFor(r, s)
-	api := c.apiFor(r, s)
+	caller := c.apiFor(r, s)
 	v := rotationsView{Chosen: map[string]bool{}}
-	if err := api.do(ctx, http.MethodGet, "/api/v1/segments", nil, &v.Segments); err != nil {
+	if err := caller.do(ctx, http.MethodGet, "/api/v1/segments", nil, &v.Segments); err != nil {
 		return err
 	}
-	var history []apiRotation
-	if err := api.do(ctx, http.MethodGet, "/api/v1/rotations?limit=20", nil, &history); err != nil {
+	var history []api.RotationView
+	if err := caller.do(ctx, http.MethodGet, "/api/v1/rotations?limit=20", nil, &history); err != nil {
 		return err
 	}
 	ppl, err := c.people(ctx)
@@ -272,8 +243,8 @@ func (c *Console) renderRotations(w http.ResponseWriter, r *http.Request, s *ses
 	if err != nil {
 		return err
 	}
-	row := func(rot apiRotation) rotationRow {
-		out := rotationRow{apiRotation: rot, When: lc.when(rot.CreatedAt)}
+	row := func(rot api.RotationView) rotationRow {
+		out := rotationRow{RotationView: rot, When: lc.when(rot.CreatedAt)}
 		for _, m := range rot.Moves {
 			cl := clients[m.ClientID]
 			out.Moves = append(out.Moves, moveRow{ClientID: m.ClientID, Client: cl.Name, Code: cl.Code, From: ppl.name(m.From), To: ppl.name(m.To)})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -45,6 +46,46 @@ func runCache(t *testing.T, c *RouteCache) {
 	go func() { defer close(done); _ = c.Run(ctx) }()
 }
 
+// outageEnv is what a routing cache test with Postgres stopped needs: a
+// Postgres cluster of its own, keys, NATS and the registrations.
+type outageEnv struct {
+	pg    *testenv.PostgresCluster
+	store *storage.Store
+	keys  *masking.Keyring
+	js    jetstream.JetStream
+	regs  *Registrations
+}
+
+func newOutageEnv(t *testing.T, ctx context.Context) outageEnv {
+	t.Helper()
+	e := outageEnv{pg: testenv.OwnPostgres(t)}
+	e.store = openStore(t, ctx, e.pg.URL)
+	var err error
+	if e.keys, err = masking.NewKeyring(randomKey(t), randomKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.js = runNATS(t)
+	if e.regs, err = openRegistrations(t, ctx, e.js, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// person makes someone of the team "sales" with a registered phone.
+func (e outageEnv) person(t *testing.T, ctx context.Context, user, role string) storage.Manager {
+	t.Helper()
+	m, err := e.store.CreateManager(ctx, storage.NewManager{Name: "M", SIPUsername: user, HA1MD5: "x", HA1SHA256: "x",
+		Team: "sales", Role: role}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.regs.Put(ctx, Registration{ManagerID: m.ID, Username: user, Contact: "sip:" + user + "@127.0.0.3:5060",
+		Source: "127.0.0.3:5060", Transport: "UDP", ExpiresAt: time.Now().Add(time.Hour), CallID: "reg-" + user, CSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // TestRouteCacheOutage: two nodes' caches follow a change made through one
 // of them; with Postgres stopped a known client still routes to his
 // manager, a dismissal heard from the bus cuts the manager off without a
@@ -53,28 +94,9 @@ func runCache(t *testing.T, c *RouteCache) {
 func TestRouteCacheOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
 	defer cancel()
-	pg := testenv.OwnPostgres(t)
-	store := openStore(t, ctx, pg.URL)
-	keys, err := masking.NewKeyring(randomKey(t), randomKey(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := runNATS(t)
-	regs, err := openRegistrations(t, ctx, js, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var anna, bob storage.Manager
-	for user, m := range map[string]*storage.Manager{"anna": &anna, "bob": &bob} {
-		if *m, err = store.CreateManager(ctx, storage.NewManager{Name: "M", SIPUsername: user, HA1MD5: "x", HA1SHA256: "x",
-			Team: "sales", Role: storage.RoleManager}, "test"); err != nil {
-			t.Fatal(err)
-		}
-		if err := regs.Put(ctx, Registration{ManagerID: m.ID, Username: user, Contact: "sip:" + user + "@127.0.0.3:5060",
-			Source: "127.0.0.3:5060", Transport: "UDP", ExpiresAt: time.Now().Add(time.Hour), CallID: "reg-" + user, CSeq: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e := newOutageEnv(t, ctx)
+	pg, store, keys, js, regs := e.pg, e.store, e.keys, e.js, e.regs
+	anna, bob := e.person(t, ctx, "anna", storage.RoleManager), e.person(t, ctx, "bob", storage.RoleManager)
 	const acmeNumber = "+79161234567"
 	phone, err := keys.Seal(acmeNumber)
 	if err != nil {
@@ -272,35 +294,11 @@ func BenchmarkRouteCacheLoad(b *testing.B) {
 func TestRouteCacheSegmentRule(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
 	defer cancel()
-	pg := testenv.OwnPostgres(t)
-	store := openStore(t, ctx, pg.URL)
-	keys, err := masking.NewKeyring(randomKey(t), randomKey(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := runNATS(t)
-	regs, err := openRegistrations(t, ctx, js, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	people := map[string]*storage.Manager{}
-	for _, user := range []string{"anna", "bob", "carl", "sue"} {
-		role := storage.RoleManager
-		if user == "sue" {
-			role = storage.RoleSupervisor
-		}
-		m, err := store.CreateManager(ctx, storage.NewManager{Name: "M", SIPUsername: user, HA1MD5: "x", HA1SHA256: "x",
-			Team: "sales", Role: role}, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		people[user] = &m
-		if err := regs.Put(ctx, Registration{ManagerID: m.ID, Username: user, Contact: "sip:" + user + "@127.0.0.3:5060",
-			Source: "127.0.0.3:5060", Transport: "UDP", ExpiresAt: time.Now().Add(time.Hour), CallID: "reg-" + user, CSeq: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	anna, bob, sue := people["anna"], people["bob"], people["sue"]
+	e := newOutageEnv(t, ctx)
+	pg, store, keys, js, regs := e.pg, e.store, e.keys, e.js, e.regs
+	anna, bob := e.person(t, ctx, "anna", storage.RoleManager), e.person(t, ctx, "bob", storage.RoleManager)
+	e.person(t, ctx, "carl", storage.RoleManager)
+	sue := e.person(t, ctx, "sue", storage.RoleSupervisor)
 	phone, err := keys.Seal("+79161234567")
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +318,7 @@ func TestRouteCacheSegmentRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.UpdateSegment(ctx, vip.ID, storage.SegmentRules{Name: "vip", Restricted: true,
+	if _, err := store.UpdateSegment(ctx, vip.ID, storage.Segment{Name: "vip", Restricted: true,
 		AllowedManagers: []string{anna.ID, bob.ID}, SupervisorID: sue.ID, OverflowToSupervisor: true}, "test"); err != nil {
 		t.Fatal(err)
 	}

@@ -124,17 +124,6 @@ var (
 	ErrNotSupervisor = errors.New("storage: not an active supervisor or admin")
 )
 
-// SegmentRules is what a supervisor writes of a segment.
-type SegmentRules struct {
-	Name                 string
-	Restricted           bool
-	AllowedManagers      []string
-	SupervisorID         string
-	OverflowToSupervisor bool
-	AlertMissed          bool
-	Hours                WorkingHours
-}
-
 // Valid reports whether the hours can be stored: days 0-6, 0 <= From < To <=
 // 24h, whole seconds.
 func (h WorkingHours) Valid() bool {
@@ -175,9 +164,9 @@ func (s *Store) SegmentClientCounts(ctx context.Context) (map[string]int, error)
 	return out, err
 }
 
-// CreateSegment stores a segment with its rules and audits it
-// (segment.create).
-func (s *Store) CreateSegment(ctx context.Context, r SegmentRules, actor string) (Segment, error) {
+// CreateSegment stores a segment with its name and rules (r's ID and times
+// are ignored) and audits it (segment.create).
+func (s *Store) CreateSegment(ctx context.Context, r Segment, actor string) (Segment, error) {
 	var id string
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if err := checkRuleManagers(ctx, tx, r); err != nil {
@@ -200,11 +189,12 @@ func (s *Store) CreateSegment(ctx context.Context, r SegmentRules, actor string)
 	return s.Segment(ctx, id)
 }
 
-// UpdateSegment replaces a segment's name and rules and audits it
+// UpdateSegment replaces a segment's name and rules (r's ID and times are
+// ignored) and audits it
 // (segment.update). A new name is the new name of every client of the
 // segment, in the same transaction. Restricting it to managers who do not
 // hold all its clients is ErrSegmentHolders.
-func (s *Store) UpdateSegment(ctx context.Context, id string, r SegmentRules, actor string) (Segment, error) {
+func (s *Store) UpdateSegment(ctx context.Context, id string, r Segment, actor string) (Segment, error) {
 	if !validUUID(id) {
 		return Segment{}, ErrNotFound
 	}
@@ -290,7 +280,7 @@ func (s *Store) DeleteSegment(ctx context.Context, id, actor string) error {
 
 // checkRuleManagers checks that the permitted managers are active and the
 // supervisor an active supervisor or admin, and locks them.
-func checkRuleManagers(ctx context.Context, tx pgx.Tx, r SegmentRules) error {
+func checkRuleManagers(ctx context.Context, tx pgx.Tx, r Segment) error {
 	if err := lockActiveManagers(ctx, tx, uniq(r.AllowedManagers)); err != nil {
 		return err
 	}
@@ -312,7 +302,7 @@ func checkRuleManagers(ctx context.Context, tx pgx.Tx, r SegmentRules) error {
 }
 
 // writeRules writes a segment's rules and permitted managers.
-func writeRules(ctx context.Context, tx pgx.Tx, id string, r SegmentRules) error {
+func writeRules(ctx context.Context, tx pgx.Tx, id string, r Segment) error {
 	days := make([]int16, 0, len(r.Hours.Days))
 	for _, d := range r.Hours.Days {
 		if !slices.Contains(days, int16(d)) {

@@ -70,7 +70,7 @@ func TestSegmentRulesAndPermits(t *testing.T) {
 		t.Fatalf("segment made for the client: %+v %v", vip, err)
 	}
 
-	rules := storage.SegmentRules{Name: "vip", Restricted: true, AllowedManagers: []string{anna.ID}}
+	rules := storage.Segment{Name: "vip", Restricted: true, AllowedManagers: []string{anna.ID}}
 	t.Run("restricting it to managers who don't hold its clients is refused", func(t *testing.T) {
 		if _, err := s.UpdateSegment(ctx, vip.ID, rules, "test"); !errors.Is(err, storage.ErrSegmentHolders) {
 			t.Fatalf("err = %v, want ErrSegmentHolders", err)
@@ -110,7 +110,7 @@ func TestSegmentRulesAndPermits(t *testing.T) {
 		if c, _ := s.Client(ctx, c1.ID); c.Segment != "gold" {
 			t.Fatalf("client's segment %q after the rename", c.Segment)
 		}
-		if _, err := s.CreateSegment(ctx, storage.SegmentRules{Name: "gold"}, "test"); !errors.Is(err, storage.ErrDuplicateSegment) {
+		if _, err := s.CreateSegment(ctx, storage.Segment{Name: "gold"}, "test"); !errors.Is(err, storage.ErrDuplicateSegment) {
 			t.Fatalf("duplicate name: %v", err)
 		}
 	})
@@ -118,7 +118,7 @@ func TestSegmentRulesAndPermits(t *testing.T) {
 		if err := s.DeleteSegment(ctx, vip.ID, "test"); !errors.Is(err, storage.ErrSegmentInUse) {
 			t.Fatalf("delete: %v", err)
 		}
-		empty, err := s.CreateSegment(ctx, storage.SegmentRules{Name: "empty", Hours: storage.WorkingHours{Days: []int{1, 5, 1}, From: 9 * time.Hour, To: 24 * time.Hour}}, "test")
+		empty, err := s.CreateSegment(ctx, storage.Segment{Name: "empty", Hours: storage.WorkingHours{Days: []int{1, 5, 1}, From: 9 * time.Hour, To: 24 * time.Hour}}, "test")
 		if err != nil || len(empty.Hours.Days) != 2 || empty.Hours.To != 24*time.Hour {
 			t.Fatalf("create: %+v %v", empty, err)
 		}
@@ -130,7 +130,7 @@ func TestSegmentRulesAndPermits(t *testing.T) {
 		}
 	})
 	t.Run("the supervisor must be one", func(t *testing.T) {
-		_, err := s.CreateSegment(ctx, storage.SegmentRules{Name: "x", SupervisorID: carl.ID}, "test")
+		_, err := s.CreateSegment(ctx, storage.Segment{Name: "x", SupervisorID: carl.ID}, "test")
 		if !errors.Is(err, storage.ErrNotSupervisor) {
 			t.Fatalf("a manager as supervisor: %v", err)
 		}

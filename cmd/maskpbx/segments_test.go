@@ -51,22 +51,35 @@ func TestSegmentRulesRouteCalls(t *testing.T) {
 		t.Fatalf("create client: %d", st)
 	}
 
-	t.Run("nobody answers: the call ends at the supervisor's phone, never at a manager not permitted", func(t *testing.T) {
+	// vipCall brings Acme's call while anna's phone rings unanswered and
+	// the others' answer; who must take it, and the phones that must not
+	// ring stay quiet.
+	people := map[string]apiManager{"bob": bob, "carl": carl, "sue": sue}
+	vipCall := func(t *testing.T, rtpBase int, who string, mustNotRing ...string) {
+		t.Helper()
 		annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
-		bobPh := phone(t, s, "bob", bobIP, 5071, 41602, false, 1)
-		carlPh := phone(t, s, "carl", strangerIP, 5073, 41604, false, 1)
-		suePh := phone(t, s, "sue", supIP, 5072, 41606, false, 1)
-		tr := trunkCall(t, s, acmeNumber, 41600, true, 1000)
+		phones := map[string]*testenv.SIPp{
+			"bob":  phone(t, s, "bob", bobIP, 5071, rtpBase+2, false, 1),
+			"carl": phone(t, s, "carl", strangerIP, 5073, rtpBase+4, false, 1),
+			"sue":  phone(t, s, "sue", supIP, 5072, rtpBase+6, false, 1),
+		}
+		tr := trunkCall(t, s, acmeNumber, rtpBase, true, 1000)
 		annaPh.Wait()
-		suePh.Wait()
 		tr.Wait()
 		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
-		if cdr.ManagerID != sue.ID || cdr.Disposition != "answered" {
-			t.Errorf("CDR %+v, want answered by the supervisor", cdr)
+		if cdr.ManagerID != people[who].ID || cdr.Disposition != "answered" {
+			t.Errorf("CDR %+v, want answered by %s", cdr, who)
 		}
-		assertNoLeak(t, suePh, acmeNumber, acme.Code)
-		quiet(t, "bob (permitted, but the overflow replaces the team)", bobPh)
-		quiet(t, "carl (not permitted)", carlPh)
+		phones[who].Wait()
+		assertNoLeak(t, phones[who], acmeNumber, acme.Code)
+		for _, name := range mustNotRing {
+			quiet(t, name, phones[name])
+		}
+	}
+
+	t.Run("nobody answers: the call ends at the supervisor's phone, never at a manager not permitted", func(t *testing.T) {
+		// bob is permitted, but the overflow replaces the team; carl is not.
+		vipCall(t, 41600, "sue", "bob", "carl")
 	})
 
 	t.Run("without the overflow the team is cut to the permitted managers", func(t *testing.T) {
@@ -74,20 +87,7 @@ func TestSegmentRulesRouteCalls(t *testing.T) {
 		if st := s.call("PUT", "/api/v1/segments/"+vip.ID, sue.APIToken, vipRules, nil); st != 200 {
 			t.Fatalf("update segment: %d", st)
 		}
-		annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
-		bobPh := phone(t, s, "bob", bobIP, 5071, 41612, false, 1)
-		carlPh := phone(t, s, "carl", strangerIP, 5073, 41614, false, 1)
-		suePh := phone(t, s, "sue", supIP, 5072, 41616, false, 1)
-		tr := trunkCall(t, s, acmeNumber, 41610, true, 1000)
-		annaPh.Wait()
-		bobPh.Wait()
-		tr.Wait()
-		cdr := s.cdr(storage.CDRFilter{ClientID: acme.ID})
-		if cdr.ManagerID != bob.ID || cdr.Disposition != "answered" {
-			t.Errorf("CDR %+v, want answered by bob", cdr)
-		}
-		quiet(t, "carl (not permitted)", carlPh)
-		quiet(t, "sue (no overflow)", suePh)
+		vipCall(t, 41610, "bob", "carl", "sue")
 	})
 
 	t.Run("outside the working hours a manager may not call, but the client still reaches him", func(t *testing.T) {
