@@ -87,9 +87,7 @@ func viewSegment(sg storage.Segment, clients int) SegmentView {
 		AllowedManagerIDs: sg.AllowedManagers, OverflowToSupervisor: sg.OverflowToSupervisor, AlertMissed: sg.AlertMissed,
 		Hours: &HoursView{Days: sg.Hours.Days, From: clock(sg.Hours.From), To: clock(sg.Hours.To)}},
 		Clients: clients, CreatedAt: sg.CreatedAt, UpdatedAt: sg.UpdatedAt}
-	if v.AllowedManagerIDs == nil {
-		v.AllowedManagerIDs = []string{}
-	}
+	v.AllowedManagerIDs = nonNilIDs(v.AllowedManagerIDs)
 	if v.Hours.Days == nil {
 		v.Hours.Days = []int{}
 	}
@@ -250,13 +248,23 @@ func viewRotation(rot storage.Rotation) RotationView {
 	for _, m := range rot.Moves {
 		v.Moves = append(v.Moves, MoveView(m))
 	}
-	if v.ManagerIDs == nil {
-		v.ManagerIDs = []string{}
-	}
-	if v.Skipped == nil {
-		v.Skipped = []string{}
-	}
+	v.ManagerIDs, v.Skipped = nonNilIDs(v.ManagerIDs), nonNilIDs(v.Skipped)
 	return v
+}
+
+// plan checks which clients and managers a rotation names.
+func (req rotationRequest) plan() (storage.RotationPlan, error) {
+	plan := storage.RotationPlan{ManagerIDs: req.ManagerIDs, Segment: strings.TrimSpace(req.Segment),
+		Team: strings.TrimSpace(req.Team), DryRun: req.DryRun}
+	if len(plan.ManagerIDs) == 0 && plan.Segment == "" && plan.Team == "" {
+		return plan, badRequest("rotation.err_scope_required")
+	}
+	for _, id := range plan.ManagerIDs {
+		if !uuidParam.MatchString(id) {
+			return plan, badRequest("api.must_be_uuid", "Name", "manager_ids")
+		}
+	}
+	return plan, nil
 }
 
 func (s *Server) rotate(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -264,17 +272,11 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, p Principal) err
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	req.Segment, req.Team = strings.TrimSpace(req.Segment), strings.TrimSpace(req.Team)
-	if len(req.ManagerIDs) == 0 && req.Segment == "" && req.Team == "" {
-		return badRequest("rotation.err_scope_required")
+	plan, err := req.plan()
+	if err != nil {
+		return err
 	}
-	for _, id := range req.ManagerIDs {
-		if !uuidParam.MatchString(id) {
-			return badRequest("api.must_be_uuid", "Name", "manager_ids")
-		}
-	}
-	rot, err := s.Store.Rotate(r.Context(), storage.RotationPlan{ManagerIDs: req.ManagerIDs, Segment: req.Segment,
-		Team: req.Team, DryRun: req.DryRun}, p.Actor())
+	rot, err := s.Store.Rotate(r.Context(), plan, p.Actor())
 	// Moves carried out before an error stand: routing must follow them.
 	for _, m := range rot.Moves {
 		if !req.DryRun {
@@ -317,5 +319,89 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request, _ Princip
 		out = append(out, viewRotation(rot))
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// maxEveryDays is the longest period of a repeating rotation.
+const maxEveryDays = 365
+
+type scheduleRequest struct {
+	ManagerIDs []string `json:"manager_ids"`
+	Segment    string   `json:"segment"`
+	Team       string   `json:"team"`
+	EveryDays  int      `json:"every_days"`
+	// FirstRunAt is when the first run is due; default every_days from now.
+	FirstRunAt *time.Time `json:"first_run_at"`
+}
+
+// ScheduleView is a repeating rotation as the API shows it.
+type ScheduleView struct {
+	ID             string    `json:"id"`
+	ManagerIDs     []string  `json:"manager_ids"`
+	Segment        string    `json:"segment"`
+	Team           string    `json:"team"`
+	EveryDays      int       `json:"every_days"`
+	NextRunAt      time.Time `json:"next_run_at"`
+	CreatedBy      string    `json:"created_by"`
+	CreatedAt      time.Time `json:"created_at"`
+	LastRotationID string    `json:"last_rotation_id,omitempty"`
+}
+
+func viewSchedule(sch storage.RotationSchedule) ScheduleView {
+	return ScheduleView{ID: sch.ID, ManagerIDs: nonNilIDs(sch.Plan.ManagerIDs), Segment: sch.Plan.Segment, Team: sch.Plan.Team,
+		EveryDays: sch.EveryDays, NextRunAt: sch.NextRunAt, CreatedBy: sch.CreatedBy, CreatedAt: sch.CreatedAt,
+		LastRotationID: sch.LastRotationID}
+}
+
+func nonNilIDs(ids []string) []string {
+	if ids == nil {
+		return []string{}
+	}
+	return ids
+}
+
+func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	all, err := s.Store.RotationSchedules(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]ScheduleView, 0, len(all))
+	for _, sch := range all {
+		out = append(out, viewSchedule(sch))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var req scheduleRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	plan, err := rotationRequest{ManagerIDs: req.ManagerIDs, Segment: req.Segment, Team: req.Team}.plan()
+	if err != nil {
+		return err
+	}
+	if req.EveryDays < 1 || req.EveryDays > maxEveryDays {
+		return badRequest("rotation.err_every_days", "Max", maxEveryDays)
+	}
+	first := time.Now().AddDate(0, 0, req.EveryDays)
+	if req.FirstRunAt != nil {
+		first = *req.FirstRunAt
+	}
+	sch, err := s.Store.CreateRotationSchedule(r.Context(), storage.RotationSchedule{Plan: plan, EveryDays: req.EveryDays,
+		NextRunAt: first}, p.Actor())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, viewSchedule(sch))
+	return nil
+}
+
+func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if err := s.Store.DeleteRotationSchedule(r.Context(), r.PathValue("id"), p.Actor()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

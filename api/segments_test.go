@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/maskpbx/maskpbx/api"
 )
@@ -193,4 +194,37 @@ func TestSegmentsAPI(t *testing.T) {
 			t.Fatalf("audit: %v", seen)
 		}
 	})
+}
+
+func TestRotationSchedulesAPI(t *testing.T) {
+	e := newEnv(t)
+	anna, bob := e.manager("anna", "manager"), e.manager("bob", "manager")
+	sue := e.manager("sue", "supervisor")
+	e.must(201, "POST", "/api/v1/clients", adminToken, map[string]any{
+		"name": "Acme", "phones": []string{"+74951110001"}, "segment": "retail", "manager_id": anna.ID}, nil)
+	for _, body := range []string{`{"segment":"retail"}`, `{"segment":"retail","every_days":0}`, `{"segment":"retail","every_days":366}`,
+		`{"every_days":7}`, `{"segment":"retail","every_days":7,"first_run_at":"tomorrow"}`} {
+		st, raw := e.call("POST", "/api/v1/rotations/schedules", sue.APIToken, body)
+		if st != 400 || errCode(t, raw) != "bad_request" {
+			t.Errorf("POST %s: %d %s", body, st, raw)
+		}
+	}
+	if st, raw := e.call("POST", "/api/v1/rotations/schedules", anna.APIToken, `{"segment":"retail","every_days":7}`); st != 403 {
+		t.Errorf("a manager schedules: %d %s", st, raw)
+	}
+	var sch api.ScheduleView
+	e.must(201, "POST", "/api/v1/rotations/schedules", sue.APIToken, map[string]any{"segment": "retail",
+		"manager_ids": []string{anna.ID, bob.ID}, "every_days": 14}, &sch)
+	if sch.EveryDays != 14 || sch.NextRunAt.Before(time.Now().AddDate(0, 0, 13)) || len(sch.ManagerIDs) != 2 {
+		t.Fatalf("created %+v", sch)
+	}
+	var all []api.ScheduleView
+	e.must(200, "GET", "/api/v1/rotations/schedules", sue.APIToken, nil, &all)
+	if len(all) != 1 || all[0].ID != sch.ID {
+		t.Fatalf("listed %+v", all)
+	}
+	e.must(204, "DELETE", "/api/v1/rotations/schedules/"+sch.ID, sue.APIToken, nil, nil)
+	if st, _ := e.call("DELETE", "/api/v1/rotations/schedules/"+sch.ID, sue.APIToken, nil); st != 404 {
+		t.Fatalf("second delete: %d", st)
+	}
 }

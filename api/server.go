@@ -172,6 +172,9 @@ func New(cfg Config) *Server {
 	s.handle("DELETE /api/v1/segments/{id}", s.deleteSegment, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("GET /api/v1/rotations", s.listRotations, storage.RoleAdmin, storage.RoleSupervisor)
 	s.handle("POST /api/v1/rotations", s.rotate, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("GET /api/v1/rotations/schedules", s.listSchedules, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("POST /api/v1/rotations/schedules", s.createSchedule, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("DELETE /api/v1/rotations/schedules/{id}", s.deleteSchedule, storage.RoleAdmin, storage.RoleSupervisor)
 	s.mux.HandleFunc(catchAll, s.noRoute)
 	return s
 }

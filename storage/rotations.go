@@ -293,3 +293,127 @@ func (s *Store) Rotations(ctx context.Context, limit int) ([]Rotation, error) {
 	})
 	return rots, err
 }
+
+// RotationSchedule is a rotation that repeats every EveryDays days.
+type RotationSchedule struct {
+	ID string
+	// Plan is what each run rotates (never a dry run).
+	Plan           RotationPlan
+	EveryDays      int
+	NextRunAt      time.Time
+	CreatedBy      string
+	CreatedAt      time.Time
+	LastRotationID string
+}
+
+// CreateRotationSchedule stores a repeating rotation (its segment must
+// exist, its managers be active) and audits it (rotation.schedule).
+func (s *Store) CreateRotationSchedule(ctx context.Context, sch RotationSchedule, actor string) (RotationSchedule, error) {
+	var id string
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := lockActiveManagers(ctx, tx, uniq(sch.Plan.ManagerIDs)); err != nil {
+			return err
+		}
+		if sch.Plan.Segment != "" {
+			var ok bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM segments WHERE name = $1)`, sch.Plan.Segment).Scan(&ok); err != nil {
+				return err
+			}
+			if !ok {
+				return ErrUnknownSegment
+			}
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO rotation_schedules (segment, team, manager_ids, every_days, next_run_at, created_by)
+			VALUES ($1, $2, $3::uuid[], $4, $5, $6) RETURNING id`, sch.Plan.Segment, sch.Plan.Team, nonNil(uniq(sch.Plan.ManagerIDs)),
+			sch.EveryDays, sch.NextRunAt, actor).Scan(&id); err != nil {
+			return fmt.Errorf("storage: rotation schedule: %w", err)
+		}
+		return appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "rotation.schedule", Object: "rotation_schedule:" + id,
+			Reason: fmt.Sprintf("every %d days", sch.EveryDays)})
+	})
+	if err != nil {
+		return RotationSchedule{}, err
+	}
+	all, err := s.RotationSchedules(ctx)
+	for _, r := range all {
+		if r.ID == id {
+			return r, err
+		}
+	}
+	return RotationSchedule{}, err
+}
+
+// RotationSchedules lists the repeating rotations, the next due first.
+func (s *Store) RotationSchedules(ctx context.Context) ([]RotationSchedule, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id::text, segment, team, manager_ids::text[], every_days, next_run_at, created_by,
+		created_at, coalesce(last_rotation_id::text, '') FROM rotation_schedules ORDER BY next_run_at, id`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (RotationSchedule, error) {
+		var sch RotationSchedule
+		return sch, r.Scan(&sch.ID, &sch.Plan.Segment, &sch.Plan.Team, &sch.Plan.ManagerIDs, &sch.EveryDays, &sch.NextRunAt,
+			&sch.CreatedBy, &sch.CreatedAt, &sch.LastRotationID)
+	})
+}
+
+// DeleteRotationSchedule stops a repeating rotation and audits it
+// (rotation.unschedule).
+func (s *Store) DeleteRotationSchedule(ctx context.Context, id, actor string) error {
+	if !validUUID(id) {
+		return ErrNotFound
+	}
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM rotation_schedules WHERE id = $1`, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		return appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "rotation.unschedule", Object: "rotation_schedule:" + id})
+	})
+}
+
+// RunDueRotations carries out every repeating rotation due at now. Each
+// run is claimed first by moving the schedule's next_run_at on (whole
+// periods, past now) only if nobody moved it since it was read, so of the
+// nodes that run this at once exactly one carries each run out. A run that
+// fails is logged by the caller and waits for its next period.
+func (s *Store) RunDueRotations(ctx context.Context, now time.Time) ([]Rotation, error) {
+	all, err := s.RotationSchedules(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var done []Rotation
+	var errs []error
+	for _, sch := range all {
+		if sch.NextRunAt.After(now) {
+			continue
+		}
+		next := sch.NextRunAt
+		for !next.After(now) {
+			next = next.AddDate(0, 0, sch.EveryDays)
+		}
+		tag, err := s.pool.Exec(ctx, `UPDATE rotation_schedules SET next_run_at = $3 WHERE id = $1 AND next_run_at = $2`,
+			sch.ID, sch.NextRunAt, next)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if tag.RowsAffected() == 0 {
+			continue // another node claimed this run
+		}
+		rot, err := s.Rotate(ctx, sch.Plan, "system:rotation_schedule:"+sch.ID)
+		if rot.ID != "" {
+			done = append(done, rot)
+			if _, err := s.pool.Exec(ctx, `UPDATE rotation_schedules SET last_rotation_id = $2 WHERE id = $1`, sch.ID, rot.ID); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rotation schedule %s: %w", sch.ID, err))
+		}
+	}
+	return done, errors.Join(errs...)
+}

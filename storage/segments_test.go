@@ -238,3 +238,61 @@ func TestRotation(t *testing.T) {
 		}
 	})
 }
+
+func TestRotationSchedule(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	anna, bob := mkManager(t, s, "anna"), mkManager(t, s, "bob")
+	for i := range 2 {
+		if _, err := s.CreateClient(ctx, storage.NewClient{Name: fmt.Sprint("C", i), Segment: "retail",
+			Phones: []masking.SealedPhone{phone(fmt.Sprint("q", i))}, ManagerID: anna.ID, NewCode: nextCode}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.CreateRotationSchedule(ctx, storage.RotationSchedule{Plan: storage.RotationPlan{Segment: "nope"}, EveryDays: 7,
+		NextRunAt: time.Now()}, "test"); !errors.Is(err, storage.ErrUnknownSegment) {
+		t.Fatalf("unknown segment: %v", err)
+	}
+	due := time.Now().Add(-time.Hour).Truncate(time.Microsecond)
+	sch, err := s.CreateRotationSchedule(ctx, storage.RotationSchedule{Plan: storage.RotationPlan{Segment: "retail",
+		ManagerIDs: []string{anna.ID, bob.ID}}, EveryDays: 7, NextRunAt: due}, "supervisor:test")
+	if err != nil || sch.ID == "" || sch.EveryDays != 7 {
+		t.Fatalf("create: %+v %v", sch, err)
+	}
+	if soon, err := s.RunDueRotations(ctx, due.Add(-time.Minute)); err != nil || len(soon) != 0 {
+		t.Fatalf("a run before its time: %+v %v", soon, err)
+	}
+
+	// Two nodes at once: exactly one carries the run out.
+	results := make(chan []storage.Rotation, 2)
+	for range 2 {
+		go func() {
+			done, err := s.RunDueRotations(ctx, time.Now())
+			if err != nil {
+				t.Error(err)
+			}
+			results <- done
+		}()
+	}
+	runs := len(<-results) + len(<-results)
+	if runs != 1 {
+		t.Fatalf("%d runs of one due rotation, want 1", runs)
+	}
+	hist, _ := s.Rotations(ctx, 10)
+	if len(hist) != 1 || len(hist[0].Moves) != 2 || hist[0].Actor != "system:rotation_schedule:"+sch.ID {
+		t.Fatalf("history: %+v", hist)
+	}
+	all, _ := s.RotationSchedules(ctx)
+	if len(all) != 1 || !all[0].NextRunAt.Equal(due.AddDate(0, 0, 7)) || all[0].LastRotationID != hist[0].ID {
+		t.Fatalf("schedule after its run: %+v (due %v)", all, due)
+	}
+	if again, _ := s.RunDueRotations(ctx, time.Now()); len(again) != 0 {
+		t.Fatalf("ran again in the same period: %+v", again)
+	}
+	if err := s.DeleteRotationSchedule(ctx, sch.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRotationSchedule(ctx, sch.ID, "test"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+}

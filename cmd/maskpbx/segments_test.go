@@ -152,3 +152,45 @@ func TestSegmentRulesRouteCalls(t *testing.T) {
 		quiet(t, "carl (the holder before the rotation)", carlPh)
 	})
 }
+
+// TestRotationScheduleRuns: serve carries out a repeating rotation when it
+// falls due, once, and routing follows.
+func TestRotationScheduleRuns(t *testing.T) {
+	s := startSystemConfig(t, func(c *Config) { c.rotationCheck = 200 * time.Millisecond })
+	anna, bob := s.manager("anna"), s.manager("bob")
+	var sue apiManager
+	if st := s.call("POST", "/api/v1/managers", adminTok, map[string]string{"name": "Sue", "sip_username": "sue",
+		"sip_password": "sue-secret", "role": "supervisor"}, &sue); st != 201 {
+		t.Fatalf("create supervisor: %d", st)
+	}
+	var retail apiClient
+	if st := s.call("POST", "/api/v1/clients", adminTok, map[string]any{"name": "Retail", "phones": []string{acmeNumber},
+		"segment": "retail", "manager_id": anna.ID}, &retail); st != 201 {
+		t.Fatalf("create client: %d", st)
+	}
+	var sch struct {
+		ID             string
+		LastRotationID string `json:"last_rotation_id"`
+	}
+	if st := s.call("POST", "/api/v1/rotations/schedules", sue.APIToken, map[string]any{"segment": "retail",
+		"manager_ids": []string{anna.ID, bob.ID}, "every_days": 7, "first_run_at": time.Now().Add(-time.Minute)}, &sch); st != 201 {
+		t.Fatalf("schedule: %d", st)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		var c apiClient
+		return s.call("GET", "/api/v1/clients/"+retail.ID, adminTok, nil, &c) == 200 && c.ManagerID == bob.ID
+	}, "the due rotation moves the client to bob")
+	var list []struct {
+		LastRotationID string    `json:"last_rotation_id"`
+		NextRunAt      time.Time `json:"next_run_at"`
+	}
+	s.call("GET", "/api/v1/rotations/schedules", sue.APIToken, nil, &list)
+	if len(list) != 1 || list[0].LastRotationID == "" || list[0].NextRunAt.Before(time.Now().Add(6*24*time.Hour)) {
+		t.Fatalf("schedules after the run: %+v", list)
+	}
+	var hist []struct{ ID, Actor string }
+	s.call("GET", "/api/v1/rotations", sue.APIToken, nil, &hist)
+	if len(hist) != 1 || hist[0].ID != list[0].LastRotationID || hist[0].Actor != "system:rotation_schedule:"+sch.ID {
+		t.Fatalf("history: %+v", hist)
+	}
+}

@@ -20,6 +20,21 @@ CREATE TABLE rotation_moves (
     PRIMARY KEY (rotation_id, client_id)
 );
 
+-- Rotations planned to repeat: every every_days days from next_run_at, run
+-- by whichever node claims the run first (compare-and-set on next_run_at).
+CREATE TABLE rotation_schedules (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    segment          text NOT NULL DEFAULT '',
+    team             text NOT NULL DEFAULT '',
+    manager_ids      uuid[] NOT NULL DEFAULT '{}',
+    every_days       integer NOT NULL CHECK (every_days BETWEEN 1 AND 365),
+    next_run_at      timestamptz NOT NULL,
+    created_by       text NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    last_rotation_id uuid REFERENCES rotations (id) ON DELETE SET NULL
+);
+
 -- +goose Down
+DROP TABLE rotation_schedules;
 DROP TABLE rotation_moves;
 DROP TABLE rotations;
