@@ -169,6 +169,8 @@ func (c *Console) routes() {
 	c.handle("GET /console/rotations", c.rotationsPage, admin, supervisor)
 	c.handle("POST /console/rotations/preview", c.previewRotation, admin, supervisor)
 	c.handle("POST /console/rotations", c.carryOutRotation, admin, supervisor)
+	c.handle("POST /console/rotations/schedules", c.scheduleRotation, admin, supervisor)
+	c.handle("POST /console/rotations/schedules/{id}/delete", c.unscheduleRotation, admin, supervisor)
 	c.handle("GET /console/settings", c.settingsPage, anyone)
 	c.handle("POST /console/settings", c.saveSettings, anyone)
 

@@ -139,15 +139,26 @@ func (c *Console) deleteSegment(w http.ResponseWriter, r *http.Request, s *sessi
 // segmentCall sends a segment's change to the API and says how it went on
 // the segments page.
 func (c *Console) segmentCall(w http.ResponseWriter, r *http.Request, s *session, method, path string, body any, done string) error {
-	err := c.apiFor(r, s).do(r.Context(), method, path, body, nil)
+	return c.changeThen(w, r, s, "/console/segments", method, path, body, nil, func() string { return done })
+}
+
+// rotationCall is segmentCall for the rotation page.
+func (c *Console) rotationCall(w http.ResponseWriter, r *http.Request, s *session, method, path string, body any, done string) error {
+	return c.changeThen(w, r, s, "/console/rotations", method, path, body, nil, func() string { return done })
+}
+
+// changeThen sends a change to the API (its answer into out) and goes back
+// to page saying how it went: the API's message when it refused.
+func (c *Console) changeThen(w http.ResponseWriter, r *http.Request, s *session, page, method, path string, body, out any, done func() string) error {
+	err := c.apiFor(r, s).do(r.Context(), method, path, body, out)
 	var ae *apiError
 	if errors.As(err, &ae) && ae.Status < 500 {
-		return c.redirect(w, r, "/console/segments", "error", ae.Message)
+		return c.redirect(w, r, page, "error", ae.Message)
 	}
 	if err != nil {
 		return err
 	}
-	return c.redirect(w, r, "/console/segments", "ok", done)
+	return c.redirect(w, r, page, "ok", done())
 }
 
 // moveRow is one move as a person reads it.
@@ -171,6 +182,13 @@ type rotationsView struct {
 	// Preview is the dry run's moves, nil before one.
 	Preview *rotationRow
 	History []rotationRow
+	// Schedules are the repeating rotations.
+	Schedules []scheduleRow
+}
+
+type scheduleRow struct {
+	api.ScheduleView
+	Scope, Next, Last string
 }
 
 // rotationRequest reads the rotation form into the API's request.
@@ -207,15 +225,8 @@ func (c *Console) previewRotation(w http.ResponseWriter, r *http.Request, s *ses
 // changed since the preview counts).
 func (c *Console) carryOutRotation(w http.ResponseWriter, r *http.Request, s *session) error {
 	var rot api.RotationView
-	err := c.apiFor(r, s).do(r.Context(), http.MethodPost, "/api/v1/rotations", rotationRequest(r, false), &rot)
-	var ae *apiError
-	if errors.As(err, &ae) && ae.Status < 500 {
-		return c.redirect(w, r, "/console/rotations", "error", ae.Message)
-	}
-	if err != nil {
-		return err
-	}
-	return c.redirect(w, r, "/console/rotations", "ok", c.localeFor(r, s).n("rotation.done", len(rot.Moves)))
+	return c.changeThen(w, r, s, "/console/rotations", http.MethodPost, "/api/v1/rotations", rotationRequest(r, false), &rot,
+		func() string { return c.localeFor(r, s).n("rotation.done", len(rot.Moves)) })
 }
 
 func (c *Console) renderRotations(w http.ResponseWriter, r *http.Request, s *session, req map[string]any, preview *api.RotationView) error {
@@ -249,21 +260,7 @@ func (c *Console) renderRotations(w http.ResponseWriter, r *http.Request, s *ses
 			cl := clients[m.ClientID]
 			out.Moves = append(out.Moves, moveRow{ClientID: m.ClientID, Client: cl.Name, Code: cl.Code, From: ppl.name(m.From), To: ppl.name(m.To)})
 		}
-		var scope []string
-		if rot.Segment != "" {
-			scope = append(scope, lc.t("rotation.scope_segment", "Segment", rot.Segment))
-		}
-		if rot.Team != "" {
-			scope = append(scope, lc.t("rotation.scope_team", "Team", rot.Team))
-		}
-		if len(rot.ManagerIDs) > 0 {
-			var names []string
-			for _, id := range rot.ManagerIDs {
-				names = append(names, ppl.name(id))
-			}
-			scope = append(scope, strings.Join(names, ", "))
-		}
-		out.Scope = strings.Join(scope, "; ")
+		out.Scope = rotationScope(lc, ppl, rot.Segment, rot.Team, rot.ManagerIDs)
 		return out
 	}
 	if preview != nil {
@@ -279,5 +276,56 @@ func (c *Console) renderRotations(w http.ResponseWriter, r *http.Request, s *ses
 	for _, rot := range history {
 		v.History = append(v.History, row(rot))
 	}
+	var schedules []api.ScheduleView
+	if err := caller.do(ctx, http.MethodGet, "/api/v1/rotations/schedules", nil, &schedules); err != nil {
+		return err
+	}
+	for _, sch := range schedules {
+		sr := scheduleRow{ScheduleView: sch, Scope: rotationScope(lc, ppl, sch.Segment, sch.Team, sch.ManagerIDs),
+			Next: lc.t("rotation.next_run", "When", lc.when(sch.NextRunAt))}
+		for _, rot := range history {
+			if rot.ID == sch.LastRotationID {
+				sr.Last = lc.t("rotation.last_run", "When", lc.when(rot.CreatedAt))
+			}
+		}
+		v.Schedules = append(v.Schedules, sr)
+	}
 	return c.render(w, r, s, "rotations", lc.t("rotation.nav"), "rotations", v)
+}
+
+// rotationScope says whom a rotation takes: its segment, team and managers.
+func rotationScope(lc *locale, ppl people, segment, team string, managerIDs []string) string {
+	var scope []string
+	if segment != "" {
+		scope = append(scope, lc.t("rotation.scope_segment", "Segment", segment))
+	}
+	if team != "" {
+		scope = append(scope, lc.t("rotation.scope_team", "Team", team))
+	}
+	if len(managerIDs) > 0 {
+		var names []string
+		for _, id := range managerIDs {
+			names = append(names, ppl.name(id))
+		}
+		scope = append(scope, strings.Join(names, ", "))
+	}
+	return strings.Join(scope, "; ")
+}
+
+// scheduleRotation makes the plan in the form repeat every N days.
+func (c *Console) scheduleRotation(w http.ResponseWriter, r *http.Request, s *session) error {
+	req := rotationRequest(r, false)
+	delete(req, "dry_run")
+	days, err := strconv.Atoi(r.PostFormValue("every_days"))
+	if err != nil {
+		days = 0 // the API says what is wrong with it
+	}
+	req["every_days"] = days
+	return c.rotationCall(w, r, s, http.MethodPost, "/api/v1/rotations/schedules", req, c.localeFor(r, s).t("rotation.scheduled"))
+}
+
+// unscheduleRotation stops a repeating rotation.
+func (c *Console) unscheduleRotation(w http.ResponseWriter, r *http.Request, s *session) error {
+	return c.rotationCall(w, r, s, http.MethodDelete, "/api/v1/rotations/schedules/"+url.PathEscape(r.PathValue("id")), nil,
+		c.localeFor(r, s).t("rotation.unscheduled"))
 }

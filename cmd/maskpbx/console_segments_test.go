@@ -157,6 +157,29 @@ func TestConsoleSegmentsAndRotation(t *testing.T) {
 		p.assertNothingLeaked(numbers, codes)
 	})
 
+	t.Run("rotation: a repeating rotation is saved and stopped", func(t *testing.T) {
+		p := p.in(t)
+		p.do("schedule",
+			chromedp.SetValue(chromedp.ID("rot-segment"), "retail"),
+			chromedp.SetValue(chromedp.ID("rot-every"), "14"),
+			chromedp.Click(chromedp.ID("rotation-schedule")),
+		)
+		p.waitFor("the schedule's flash", `(document.querySelector('.flash.ok') || {}).textContent === 'Repeating rotation saved.'`, 10*time.Second)
+		all, err := s.run.Store.RotationSchedules(ctx)
+		if err != nil || len(all) != 1 || all[0].EveryDays != 14 || all[0].Plan.Segment != "retail" {
+			t.Fatalf("schedules %+v %v", all, err)
+		}
+		if txt := p.text(`[data-schedule="` + all[0].ID + `"]`); !strings.Contains(txt, "Every 14 days") || !strings.Contains(txt, "segment retail") {
+			t.Errorf("the schedule reads %q", txt)
+		}
+		p.screenshot("rotation", false)
+		p.do("stop", chromedp.Click(chromedp.CSS(`[data-schedule="`+all[0].ID+`"] button`)))
+		p.waitFor("the stop's flash", `(document.querySelector('.flash.ok') || {}).textContent === 'Repeating rotation stopped.'`, 10*time.Second)
+		if all, _ := s.run.Store.RotationSchedules(ctx); len(all) != 0 {
+			t.Fatalf("still scheduled: %+v", all)
+		}
+	})
+
 	t.Run("a manager is refused both pages", func(t *testing.T) {
 		m := b.person("anna").in(t)
 		m.signIn(s.api, "anna", "anna-console-pw")
