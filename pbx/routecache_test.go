@@ -328,8 +328,28 @@ func TestRouteCacheSegmentRule(t *testing.T) {
 		return rule.Restricted && rule.Overflow == sue.ID
 	}, "node B's cache follows the segment's new rules")
 
-	pg.Stop()
+	// First-time callers go to the "new" segment: restricted, only its
+	// permitted managers take them in turn.
+	newSeg, err := store.CreateSegment(ctx, storage.Segment{Name: newCallerSegment, Restricted: true,
+		AllowedManagers: []string{bob.ID}}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeA.SegmentChanged(newSeg.ID)
 	router := &Router{Store: store, Keys: keys, Numbers: masking.NewNormalizer("RU"), Regs: regs, Cache: nodeB}
+	for _, caller := range []string{"+79035550001", "+79035550002"} {
+		route, err := router.InboundRoute(ctx, caller)
+		if err != nil || len(route.Steps) == 0 || !slices.Equal(route.Steps[0], []string{bob.ID}) {
+			t.Fatalf("a new caller's route %+v %v, want bob, the only one the new segment permits", route, err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return nodeB.segmentRule(newCallerSegment).Restricted },
+		"node B's cache holds the new segment's rule")
+
+	pg.Stop()
+	if route, err := router.InboundRoute(ctx, "+79035550003"); err != nil || len(route.Steps) == 0 || !slices.Equal(route.Steps[0], []string{bob.ID}) {
+		t.Fatalf("a new caller's route from the cache %+v %v, want bob", route, err)
+	}
 	route, err := router.InboundRoute(ctx, "89161234567")
 	if err != nil {
 		t.Fatalf("route with Postgres stopped: %v", err)

@@ -113,7 +113,7 @@ func (r *Router) cachedCaller(ctx context.Context, e164 string, newCallers []sto
 	if c, ok := r.Cache.caller(index, routedCallID(ctx)); ok {
 		return c, nil
 	}
-	owner, err := r.nextOwner(ctx, newCallers)
+	owner, err := r.nextOwner(ctx, permittedOnly(newCallers, r.Cache.segmentRule(newCallerSegment)))
 	if err != nil {
 		return storage.Client{}, err
 	}
