@@ -147,6 +147,10 @@ type callControl struct {
 	contact, tcpContact, tlsContact sip.Uri
 	dialogs                         *dialogs
 	regs                            *Registrations
+	// nodeAuth signs and checks the INVITEs nodes send each other for
+	// phones registered via another node (relay.go); nil without
+	// CallConfig.Node.
+	nodeAuth *nodeAuth
 	publicIP                        netip.Addr
 
 	trunk     *trunk          // nil without --trunk

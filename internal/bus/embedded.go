@@ -52,7 +52,7 @@ func StartEmbedded(dir, host string, port int, users Users) (*Embedded, error) {
 		StoreDir:   dir,
 		NoSigs:     true,
 		NoLog:      true,
-		Users:      users.serverUsers(),
+		Users:      users.ServerUsers(),
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
