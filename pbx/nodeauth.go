@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,7 +69,7 @@ func (a *nodeAuth) mac(req *sip.Request, node, ts, binding string) string {
 // From, To and body set).
 func (a *nodeAuth) sign(req *sip.Request, binding string) {
 	ts := strconv.FormatInt(a.now().Unix(), 10)
-	req.AppendHeader(sip.NewHeader(nodeHeader, a.node+";ts="+ts+";binding="+binding+";mac="+a.mac(req, a.node, ts, binding)))
+	req.AppendHeader(sip.NewHeader(nodeHeader, url.QueryEscape(a.node)+";ts="+ts+";binding="+binding+";mac="+a.mac(req, a.node, ts, binding)))
 }
 
 // verify checks req's node credential: well formed, made with the node key,
@@ -92,7 +93,10 @@ func (a *nodeAuth) verify(req *sip.Request) (nodeClaim, bool) {
 			mac = v
 		}
 	}
-	node = strings.TrimSpace(node)
+	node, err := url.QueryUnescape(strings.TrimSpace(node))
+	if err != nil {
+		return nodeClaim{}, false
+	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil || node == "" || node == a.node || binding == "" {
 		return nodeClaim{}, false

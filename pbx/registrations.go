@@ -97,7 +97,7 @@ type Registrations struct {
 func NewRegistrations(ctx context.Context, js jetstream.JetStream, logger *zap.Logger) (*Registrations, error) {
 	kv, err := js.KeyValue(ctx, RegistrationsBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = createRegistrationsBucket(ctx, js)
+		kv, err = createRegistrationsBucket(ctx, js, 1)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pbx: open %s bucket: %w", RegistrationsBucket, err)
@@ -285,8 +285,9 @@ func forgetIn(cache map[string]map[string]Registration, managerID, key string) {
 	}
 }
 
-func createRegistrationsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+func createRegistrationsBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	cfg := jetstream.KeyValueConfig{
+		Replicas:       max(replicas, 1),
 		Bucket:         RegistrationsBucket,
 		Description:    "SIP bindings of managers' phones; keys expire with the binding",
 		History:        1,

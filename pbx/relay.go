@@ -82,7 +82,7 @@ func (cc *callControl) relayToPhone(req *sip.Request, tx sip.ServerTransaction) 
 		return
 	}
 	c := cc.newCall(newCallID(), directionRelay, cc.logger.With(zap.String("leg_call_id", req.CallID().Value()),
-		zap.String("direction", directionRelay), zap.String("from_node", claim.node), zap.String("manager_id", reg.ManagerID)))
+		zap.String("direction", directionRelay), zap.String("from_node", claim.node)))
 	defer c.release()
 	up := cc.newUASLeg(c, media.SideA, req, tx)
 	if err := c.allocatePorts(); err != nil {

@@ -22,6 +22,9 @@ type Config struct {
 	DatabaseURL string
 	NATSURL     string
 	NATSListen  string
+	// NATSReplicas is --nats-replicas: copies of the CALLS stream and the
+	// REGISTRATIONS and CLUSTER buckets this node creates.
+	NATSReplicas int
 	// NATS is how to authenticate to --nats-url (the embedded server's
 	// credentials are generated into the data dir).
 	NATS      natsClient
@@ -103,6 +106,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL; empty runs an embedded server")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server (other nodes can join it)")
+	fs.IntVar(&c.NATSReplicas, "nats-replicas", 1, "replicas of the CALLS stream and the REGISTRATIONS and CLUSTER buckets when this node creates them (an existing stream is never scaled down): 3 on a three-server NATS cluster")
 	c.NATS.register(fs)
 	fs.StringVar(&c.SIPListen, "sip-listen", "0.0.0.0:5060", "SIP UDP+TCP address")
 	fs.StringVar(&c.SIPTLSListen, "sip-tls-listen", ":5061", `SIP over TLS address for phones ("off": none)`)
@@ -166,6 +170,9 @@ func parseConfig(name string, args []string) (Config, error) {
 	}
 	if _, _, err := c.Recordings.parse(); err != nil {
 		return c, err
+	}
+	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
+		return c, fmt.Errorf("--nats-replicas must be 1 to 5")
 	}
 	return c, nil
 }

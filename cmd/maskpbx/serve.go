@@ -113,6 +113,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		return err
 	}
 	defer nc.Close()
+	if err := pbx.EnsureBuckets(ctx, js, max(cfg.NATSReplicas, 1)); err != nil {
+		return err
+	}
 	regs, err := pbx.NewRegistrations(ctx, js, logger.Named("registrations"))
 	if err != nil {
 		return err
@@ -125,7 +128,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		}
 	}
 
-	publisher, stopPublisher, err := startPublisher(ctx, js, events.EnsureStream, logger,
+	publisher, stopPublisher, err := startPublisher(ctx, js, events.EnsureStreamReplicas(cfg.NATSReplicas), logger,
 		"call events not flushed; they are sent at the next start", filepath.Join(cfg.DataDir, "events.spool"))
 	if err != nil {
 		return err

@@ -27,7 +27,26 @@ const MaxAge = 30 * 24 * time.Hour
 // current configuration. pbx and recorder both call it at start, so neither
 // depends on the other having run first.
 func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, streamConfig())
+	return ensureStream(ctx, js, 1)
+}
+
+// EnsureStreamReplicas is EnsureStream creating the stream with replicas
+// copies (3 on a three-server cluster, so a server's loss loses no event).
+func EnsureStreamReplicas(replicas int) func(context.Context, jetstream.JetStream) (jetstream.Stream, error) {
+	return func(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+		return ensureStream(ctx, js, replicas)
+	}
+}
+
+// ensureStream never lowers an existing stream's replicas: an operator's
+// three copies stay three whatever a node was started with.
+func ensureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+	cfg := streamConfig()
+	cfg.Replicas = max(replicas, 1)
+	if s, err := js.Stream(ctx, StreamName); err == nil {
+		cfg.Replicas = max(cfg.Replicas, s.CachedInfo().Config.Replicas)
+	}
+	s, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("events: stream %s: %w", StreamName, err)
 	}
