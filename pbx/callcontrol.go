@@ -151,7 +151,7 @@ type callControl struct {
 	// phones registered via another node (relay.go); nil without
 	// CallConfig.Node.
 	nodeAuth *nodeAuth
-	publicIP                        netip.Addr
+	publicIP netip.Addr
 
 	trunk     *trunk          // nil without --trunk
 	aliases   map[string]bool // CallConfig.AliasNumbers; read-only
