@@ -14,11 +14,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -185,11 +187,7 @@ func TestCluster(t *testing.T) {
 	t.Setenv("MASKPBX_ADMIN_TOKEN", adminTok)
 	// The nodes of one company share its keys (a client made through B is
 	// found by A's blind index).
-	for _, env := range []string{"MASKPBX_ENCRYPTION_KEY", "MASKPBX_INDEX_KEY", "MASKPBX_AUDIT_KEY"} {
-		key := make([]byte, 32)
-		_, _ = rand.Read(key)
-		t.Setenv(env, base64.StdEncoding.EncodeToString(key))
-	}
+	shareKeys(t)
 
 	cfgA := systemConfig(t)
 	cfgA.NodeID, cfgA.DatabaseURL = "node-a", pg.URL
@@ -203,14 +201,7 @@ func TestCluster(t *testing.T) {
 		"--log-format", "console")
 	// B starts once A has made the streams and buckets: nats-server 2.15
 	// hangs two nodes that create the R3 CALLS stream at the same moment.
-	testenv.Eventually(t, 30*time.Second, func() bool {
-		resp, err := http.Get("http://" + httpA + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	}, "node A up")
+	nodeUp(t, httpA)
 
 	cfgB := systemConfig(t)
 	_, sipPort, _ := net.SplitHostPort(cfgB.SIPListen)
@@ -461,4 +452,172 @@ func getAudio(t *testing.T, url, rng string, want int) []byte {
 		t.Fatalf("GET %s: %d, want %d: %s", url, resp.StatusCode, want, body)
 	}
 	return body
+}
+
+// natsLink is a TCP proxy between a node and its NATS server that a test
+// cuts and restores: the node alone is cut off.
+type natsLink struct {
+	addr, target string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns []net.Conn
+}
+
+func newNATSLink(t *testing.T, target string) *natsLink {
+	t.Helper()
+	l := &natsLink{addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1")), target: target}
+	l.restore(t)
+	t.Cleanup(l.cut)
+	return l
+}
+
+// restore listens again and forwards every connection to the target.
+func (l *natsLink) restore(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	l.ln = ln
+	l.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", l.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			l.mu.Lock()
+			l.conns = append(l.conns, c, up)
+			l.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+}
+
+// cut closes the listener and every connection through it.
+func (l *natsLink) cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		l.ln.Close()
+		l.ln = nil
+	}
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
+}
+
+// shareKeys gives every node started from here the same company keys.
+func shareKeys(t *testing.T) {
+	for _, env := range []string{"MASKPBX_ENCRYPTION_KEY", "MASKPBX_INDEX_KEY", "MASKPBX_AUDIT_KEY"} {
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		t.Setenv(env, base64.StdEncoding.EncodeToString(key))
+	}
+}
+
+// TestNodeCutOffFromNATS: node A, alone cut off from NATS for longer than
+// nodeDeadAfter with a call up, is taken for dead by node B, which closes
+// the call (node_lost). A's call goes on; when A is back its own end of the
+// call reaches the stream too, and the CDR keeps the first end.
+func TestNodeCutOffFromNATS(t *testing.T) {
+	users := bus.NewUsers()
+	natsSrv, err := bus.StartEmbedded(t.TempDir(), "127.0.0.1", testenv.FreePort(t, "127.0.0.1"), users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(natsSrv.Shutdown)
+	link := newNATSLink(t, strings.TrimPrefix(natsSrv.URL(), "nats://"))
+	t.Setenv("MASKPBX_NATS_PASSWORD", users.PBX)
+	t.Setenv("MASKPBX_ADMIN_TOKEN", adminTok)
+	shareKeys(t)
+
+	cfgA := systemConfig(t)
+	cfgA.NodeID = "node-a"
+	httpA := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t, "127.0.0.1"))
+	startChildProcess(t, "TestServeProcess", "MASKPBX_SERVE_PROCESS", httpA,
+		"--data-dir", cfgA.DataDir, "--database-url", cfgA.DatabaseURL, "--nats-url", "nats://"+link.addr,
+		"--nats-user", bus.UserPBX, "--sip-listen", cfgA.SIPListen, "--sip-tls-listen", "off",
+		"--sip-domain", cfgA.SIPDomain, "--rtp-ports", cfgA.RTPPorts, "--http-listen", httpA, "--trunk", cfgA.Trunk,
+		"--company-number", cfgA.CompanyNumber, "--region", cfgA.Region, "--digest-algorithms", cfgA.DigestAlgorithms,
+		"--media-timeout", "60s", "--node", cfgA.NodeID, "--log-format", "console")
+	nodeUp(t, httpA)
+	cfgB := systemConfig(t)
+	_, sipPort, _ := net.SplitHostPort(cfgB.SIPListen)
+	cfgB.SIPListen = net.JoinHostPort(nodeBIP, sipPort)
+	cfgB.NodeID, cfgB.DatabaseURL = "node-b", cfgA.DatabaseURL
+	cfgB.NATSURL, cfgB.NATS = natsSrv.URL(), natsClient{User: bus.UserPBX, Password: users.PBX}
+	b := startSystemFrom(t, cfgB, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	store := b.run.Store
+	a := &system{t: t, run: running{Store: store}, sipAddr: cfgA.SIPListen, api: "http://" + httpA}
+	ctx := context.Background()
+
+	anna := b.manager("anna")
+	acme := b.client("Acme Trading", acmeNumber, anna.ID)
+	a.register("anna", annaIP, 5070)
+	ph := phone(t, a, "anna", annaIP, 5070, 41802, false, 1)
+	tr := trunkCall(t, a, acmeNumber, 41800, true, 22000)
+	callID := answeredCall(t, store, acme.ID).CallID
+
+	link.cut()
+	cut := time.Now()
+	var first storage.CDR
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		first, err = store.CDR(ctx, callID)
+		return err == nil && first.EndedAt != nil
+	}, "node B closing the call of node A, cut off")
+	t.Logf("node A's call closed by B %v after the cut", time.Since(cut).Round(100*time.Millisecond))
+	if first.HangupSide != events.HangupNodeLost {
+		t.Fatalf("CDR %+v: want node_lost", first)
+	}
+	link.restore(t)
+	// A's call was never down: the client hangs up, and A sends its own end.
+	tr.Wait()
+	ph.Wait()
+	_, js, err := bus.Connect(ctx, natsSrv.URL(), "test", users.PBXAuth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter("calls."+callID+".ended"))
+		if err != nil || info.State.Subjects["calls."+callID+".ended"] != 2 {
+			return false
+		}
+		c, err := stream.Consumer(ctx, "cdr-writer")
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(ctx)
+		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
+	}, "node A's own end of the call in the stream and applied")
+	last, err := store.CDR(ctx, callID)
+	if err != nil || last.HangupSide != events.HangupNodeLost || !last.EndedAt.Equal(*first.EndedAt) || last.Disposition != first.Disposition {
+		t.Fatalf("CDR after node A's own end: %+v (%v), want the first end kept: %+v", last, err, first)
+	}
+}
+
+// nodeUp waits until the node's /healthz answers 200.
+func nodeUp(t *testing.T, httpAddr string) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}, "the node up")
 }
