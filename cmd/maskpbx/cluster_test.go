@@ -273,6 +273,24 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("a forged node INVITE got %q, want 403", got)
 	}
 
+	// Click-to-call through B for anna: her phone, registered via A, rings
+	// through A first, showing the client's name and code only.
+	ctcPh := annaHangsUp(t, a, 41762, 1500)
+	ctcTr := trunkUAS(t, "answer", false, 41760)
+	if st := b.call("POST", "/api/v1/calls", anna.APIToken, map[string]string{"client_id": acme.ID}, nil); st != 202 {
+		t.Fatalf("click-to-call through B: %d", st)
+	}
+	ctcPh.Wait()
+	ctcTr.Wait()
+	if shown, _ := ctcPh.LogValue("SHOWN_FROM", time.Second); !strings.Contains(shown, "Acme Trading #"+acme.Code) {
+		t.Errorf("anna's phone was shown %q", shown)
+	}
+	assertNoLeak(t, ctcPh, acmeNumber, acme.Code)
+	if ctc := newCDR(t, store, storage.CDRFilter{ClientID: acme.ID}, seen, 15*time.Second); ctc.Direction != "outbound" ||
+		ctc.Disposition != "answered" || cdrNode(t, pg.URL, ctc.CallID) != "node-b" {
+		t.Fatalf("click-to-call CDR %+v: want outbound, answered, on node-b", ctc)
+	}
+
 	// 2. A recording made on A is played with Range through B's API.
 	ph = phone(t, a, "anna", annaIP, 5070, 41712, false, 1)
 	tr = trunkCall(t, a, acmeNumber, 41710, true, 2000)
@@ -361,8 +379,8 @@ func TestCluster(t *testing.T) {
 	// Every call of this test has its CDR, ended, and each answered one its
 	// offered, answered and ended events in the (replicated) stream.
 	all, err := store.CDRs(ctx, storage.CDRFilter{})
-	if err != nil || len(all) != 6 {
-		t.Fatalf("%d CDRs (%v), want 6", len(all), err)
+	if err != nil || len(all) != 7 {
+		t.Fatalf("%d CDRs (%v), want 7", len(all), err)
 	}
 	for _, c := range all {
 		if c.EndedAt == nil || c.OfferedAt == nil || c.AnsweredAt == nil {
