@@ -26,35 +26,16 @@ const (
 	nonceKeyKey   = "digest-nonce-key" // 32 random bytes, made by the first node
 )
 
-// OpenCluster opens the CLUSTER bucket, creating it if needed (an existing
-// bucket is used as the operator configured it: replicas, storage).
-func OpenCluster(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	return openCluster(ctx, js, 1)
-}
-
-// EnsureBuckets creates the REGISTRATIONS and CLUSTER buckets with replicas
-// copies where they don't exist yet (3 on a three-server cluster, so a
-// server's loss loses no binding and no shared state); existing ones are
-// left as they are.
-func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) error {
-	if _, err := js.KeyValue(ctx, RegistrationsBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
-		if _, err := createRegistrationsBucket(ctx, js, replicas); err != nil {
-			return fmt.Errorf("pbx: create %s bucket: %w", RegistrationsBucket, err)
-		}
-	}
-	_, err := openCluster(ctx, js, replicas)
-	return err
-}
-
-func openCluster(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+// OpenCluster opens the CLUSTER bucket, creating it with replicas replicas
+// if needed (an existing bucket is used as the operator configured it:
+// replicas, storage).
+func OpenCluster(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, ClusterBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: ClusterBucket, Description: "maskpbx: state shared by the nodes", History: 1, Replicas: max(replicas, 1),
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: ClusterBucket, Description: "maskpbx: state shared by the nodes", History: 1,
+			Replicas: max(replicas, 1),
 		})
-		if errors.Is(err, jetstream.ErrBucketExists) { // another node was quicker
-			kv, err = js.KeyValue(ctx, ClusterBucket)
-		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pbx: open %s bucket: %w", ClusterBucket, err)

@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -19,7 +17,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -36,58 +33,6 @@ const nodeBIP = "127.0.0.28"
 
 // betaNumber is the second client's number.
 const betaNumber = "+79035552211"
-
-// startNATSCluster runs three NATS servers of the nats-server module in this
-// process, routed to each other on loopback, with maskpbx's users (as
-// deploy/nats configures them, without the TLS). It returns them and the
-// client URL list a node is given.
-func startNATSCluster(t *testing.T, users bus.Users) ([]*server.Server, string) {
-	t.Helper()
-	dir := t.TempDir()
-	clientPorts, routePorts := make([]int, 3), make([]int, 3)
-	for i := range 3 {
-		clientPorts[i], routePorts[i] = testenv.FreePort(t, "127.0.0.1"), testenv.FreePort(t, "127.0.0.1")
-	}
-	var servers []*server.Server
-	var urls []string
-	for i := range 3 {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("nats-%d", i+1), Host: "127.0.0.1", Port: clientPorts[i],
-			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprintf("js-%d", i+1)),
-			NoSigs: true, NoLog: true, Users: users.ServerUsers(),
-			Cluster: server.ClusterOpts{Name: "maskpbx", Host: "127.0.0.1", Port: routePorts[i]},
-		}
-		for j := range 3 {
-			if j != i {
-				opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", routePorts[j])})
-			}
-		}
-		srv, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.Start()
-		t.Cleanup(srv.Shutdown)
-		servers = append(servers, srv)
-		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
-	}
-	for i, srv := range servers {
-		if !srv.ReadyForConnections(20 * time.Second) {
-			t.Fatalf("nats-%d not ready", i+1)
-		}
-	}
-	testenv.Eventually(t, 30*time.Second, func() bool {
-		leader := false
-		for _, srv := range servers {
-			if srv.NumRoutes() < 2 {
-				return false
-			}
-			leader = leader || srv.JetStreamIsLeader()
-		}
-		return leader
-	}, "three NATS servers routed, with a JetStream leader")
-	return servers, strings.Join(urls, ",")
-}
 
 // mediaAddr is the PBX's RTP address a SIPp party was given, on ip.
 func mediaAddr(t *testing.T, p *testenv.SIPp, ip string) netip.AddrPort {
@@ -181,7 +126,16 @@ var nodeCredential = regexp.MustCompile(`(?i)X-Maskpbx-Node: [^\r\n]*`)
 // process of its own (so it can be killed -9), B in this process.
 func TestCluster(t *testing.T) {
 	users := bus.NewUsers()
-	natsServers, natsURL := startNATSCluster(t, users)
+	natsServers, err := bus.StartCluster(t.TempDir(), 3, users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for _, srv := range natsServers {
+		t.Cleanup(srv.Shutdown)
+		urls = append(urls, srv.URL())
+	}
+	natsURL := strings.Join(urls, ",")
 	pg := testenv.OwnPostgres(t)
 	t.Setenv("MASKPBX_NATS_PASSWORD", users.PBX)
 	t.Setenv("MASKPBX_ADMIN_TOKEN", adminTok)
@@ -207,7 +161,7 @@ func TestCluster(t *testing.T) {
 	_, sipPort, _ := net.SplitHostPort(cfgB.SIPListen)
 	cfgB.SIPListen = net.JoinHostPort(nodeBIP, sipPort) // its RTP ports are on nodeBIP too
 	cfgB.NodeID, cfgB.DatabaseURL, cfgB.RingTimeout = "node-b", pg.URL, 5*time.Second
-	cfgB.NATSURL, cfgB.NATS, cfgB.NATSReplicas = natsURL, natsClient{User: bus.UserPBX, Password: users.PBX}, 3
+	cfgB.NATSURL, cfgB.NATS = natsURL, natsClient{User: bus.UserPBX, Password: users.PBX, Replicas: 3}
 	cfgB.Recordings = recordingsFlags{URL: "jetstream:RECORDINGS", Replicas: 3}
 	b := startSystemFrom(t, cfgB, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	store := b.run.Store
@@ -573,7 +527,7 @@ func TestNodeCutOffFromNATS(t *testing.T) {
 	_, sipPort, _ := net.SplitHostPort(cfgB.SIPListen)
 	cfgB.SIPListen = net.JoinHostPort(nodeBIP, sipPort)
 	cfgB.NodeID, cfgB.DatabaseURL = "node-b", cfgA.DatabaseURL
-	cfgB.NATSURL, cfgB.NATS = natsSrv.URL(), natsClient{User: bus.UserPBX, Password: users.PBX}
+	cfgB.NATSURL, cfgB.NATS = natsSrv.URL(), natsClient{User: bus.UserPBX, Password: users.PBX, Replicas: 1}
 	b := startSystemFrom(t, cfgB, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	store := b.run.Store
 	a := &system{t: t, run: running{Store: store}, sipAddr: cfgA.SIPListen, api: "http://" + httpA}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/pbx"
 )
@@ -22,9 +23,6 @@ type Config struct {
 	DatabaseURL string
 	NATSURL     string
 	NATSListen  string
-	// NATSReplicas is --nats-replicas: copies of the CALLS stream and the
-	// REGISTRATIONS and CLUSTER buckets this node creates.
-	NATSReplicas int
 	// NATS is how to authenticate to --nats-url (the embedded server's
 	// credentials are generated into the data dir).
 	NATS      natsClient
@@ -92,6 +90,9 @@ type Config struct {
 	// numbers and ranges); AliasQuarantine how long a released alias rests.
 	AliasNumbers    string
 	AliasQuarantine time.Duration
+	// TaskOverdue is --task-overdue: how long a missed-call task stays
+	// open before it counts as overdue.
+	TaskOverdue time.Duration
 
 	// trunkPing is how often the trunk's targets are asked OPTIONS (0: the
 	// PBX's default). No flag: the tests whose SIPp trunk takes one call and
@@ -106,7 +107,6 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL; empty runs an embedded server")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server (other nodes can join it)")
-	fs.IntVar(&c.NATSReplicas, "nats-replicas", 1, "replicas of the CALLS stream and the REGISTRATIONS and CLUSTER buckets when this node creates them (an existing stream is never scaled down): 3 on a three-server NATS cluster")
 	c.NATS.register(fs)
 	fs.StringVar(&c.SIPListen, "sip-listen", "0.0.0.0:5060", "SIP UDP+TCP address")
 	fs.StringVar(&c.SIPTLSListen, "sip-tls-listen", ":5061", `SIP over TLS address for phones ("off": none)`)
@@ -129,6 +129,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.AliasNumbers, "alias-numbers", "", "a pool of alias numbers (DIDs on the trunk) for managers' mobiles, comma-separated numbers and ranges: +74950000100-+74950000199")
 	fs.DurationVar(&c.AliasQuarantine, "alias-quarantine", 2160*time.Hour, "how long an alias released from its (manager, client) pair rests before another pair gets it")
 	fs.StringVar(&c.PromptsLanguage, "prompts-language", "", "language of the prompts (en, ru, or one --prompts-dir adds); default --default-language, else ru with --region RU, else en")
+	fs.DurationVar(&c.TaskOverdue, "task-overdue", api.DefaultTaskOverdue, "how long a missed-call task (call the client back) stays open before it counts as overdue for supervisors (0: the default)")
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
 	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")
 	fs.IntVar(&c.MaxSetups, "max-setups", 1000, "calls in setup (INVITE received, no phone ringing yet) beyond which new calls in are refused with 503 and Retry-After (slow setups shed earlier)")
@@ -171,8 +172,8 @@ func parseConfig(name string, args []string) (Config, error) {
 	if _, _, err := c.Recordings.parse(); err != nil {
 		return c, err
 	}
-	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
-		return c, fmt.Errorf("--nats-replicas must be 1 to 5")
+	if err := c.NATS.checkReplicas(); err != nil {
+		return c, err
 	}
 	return c, nil
 }

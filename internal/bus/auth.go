@@ -128,9 +128,7 @@ func (u Users) validate() error {
 	return nil
 }
 
-// ServerUsers are the users and permissions of the embedded server, for a
-// NATS server run in-process otherwise (the cluster test's three servers).
-func (u Users) ServerUsers() []*server.User {
+func (u Users) serverUsers() []*server.User {
 	return []*server.User{
 		{Username: UserPBX, Password: u.PBX, Permissions: pbxPermissions},
 		{Username: UserRecorder, Password: u.Recorder, Permissions: recorderPermissions},

@@ -183,7 +183,7 @@ func routeHello(caDir, certDir string, port int) (string, error) {
 }
 
 // checkDeployedPermissions: the users of deploy/nats/accounts.conf have the
-// permissions of the embedded server's (ServerUsers).
+// permissions of the embedded server's (serverUsers).
 func checkDeployedPermissions(t *testing.T, opts *server.Options) {
 	t.Helper()
 	want := map[string]*server.Permissions{bus.UserPBX: bus.PBXPermissions, bus.UserRecorder: bus.RecorderPermissions}
