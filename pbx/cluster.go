@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/internal/jsretry"
 )
 
 // ClusterBucket is the JetStream KV bucket of the state every node shares:
@@ -30,13 +32,20 @@ const (
 // if needed (an existing bucket is used as the operator configured it:
 // replicas, storage).
 func OpenCluster(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, ClusterBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: ClusterBucket, Description: "maskpbx: state shared by the nodes", History: 1,
-			Replicas: max(replicas, 1),
-		})
-	}
+	var kv jetstream.KeyValue
+	err := jsretry.Do(ctx, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, ClusterBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: ClusterBucket, Description: "maskpbx: state shared by the nodes", History: 1,
+				Replicas: max(replicas, 1),
+			})
+			if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				kv, err = js.KeyValue(ctx, ClusterBucket) // another node made it first
+			}
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("pbx: open %s bucket: %w", ClusterBucket, err)
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/internal/jsretry"
 )
 
 // RegistrationsBucket is the JetStream KV bucket holding SIP bindings, so
@@ -95,14 +97,22 @@ type Registrations struct {
 // storage are the operator's choice); per-key TTL is used when the bucket allows it, else
 // bindings live until the bucket's max age and reads filter on ExpiresAt.
 func NewRegistrations(ctx context.Context, js jetstream.JetStream, replicas int, logger *zap.Logger) (*Registrations, error) {
-	kv, err := js.KeyValue(ctx, RegistrationsBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = createRegistrationsBucket(ctx, js, replicas)
-	}
+	var kv jetstream.KeyValue
+	var stream jetstream.Stream
+	err := jsretry.Do(ctx, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, RegistrationsBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = createRegistrationsBucket(ctx, js, replicas)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("pbx: open %s bucket: %w", RegistrationsBucket, err)
 	}
-	stream, err := js.Stream(ctx, "KV_"+RegistrationsBucket)
+	err = jsretry.Do(ctx, func(ctx context.Context) (err error) {
+		stream, err = js.Stream(ctx, "KV_"+RegistrationsBucket)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("pbx: %s bucket stream: %w", RegistrationsBucket, err)
 	}
@@ -300,7 +310,7 @@ func createRegistrationsBucket(ctx context.Context, js jetstream.JetStream, repl
 		cfg.TTL = fallbackMaxAge
 		kv, err = js.CreateKeyValue(ctx, cfg)
 	}
-	if errors.Is(err, jetstream.ErrBucketExists) {
+	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		// Another node created it first.
 		return js.KeyValue(ctx, RegistrationsBucket)
 	}

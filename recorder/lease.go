@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/maskpbx/maskpbx/internal/jsretry"
 )
 
 // LeasesBucket is the JetStream KV bucket of the leases that make a job run
@@ -19,14 +21,18 @@ const LeasesBucket = "LEASES"
 
 // OpenLeases opens the LEASES bucket, creating it if needed.
 func OpenLeases(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, LeasesBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LeasesBucket,
-			Description: "maskpbx: which node runs a cluster-wide job", History: 1, Replicas: max(replicas, 1)})
-		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			kv, err = js.KeyValue(ctx, LeasesBucket)
+	var kv jetstream.KeyValue
+	err := jsretry.Do(ctx, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, LeasesBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LeasesBucket,
+				Description: "maskpbx: which node runs a cluster-wide job", History: 1, Replicas: max(replicas, 1)})
+			if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				kv, err = js.KeyValue(ctx, LeasesBucket)
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("recorder: open %s bucket: %w", LeasesBucket, err)
 	}

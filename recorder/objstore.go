@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/internal/jsretry"
 )
 
 // RecordingsBucket is the JetStream Object Store bucket recordings live in
@@ -59,18 +61,23 @@ func OpenObjectBlobs(ctx context.Context, js jetstream.JetStream, bucket string,
 	if err != nil {
 		return nil, err
 	}
-	obs, err := js.ObjectStore(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucket,
-			Description: "maskpbx: recording audio", Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			obs, err = js.ObjectStore(ctx, bucket) // another node made it first
+	var obs jetstream.ObjectStore
+	var stream jetstream.Stream
+	err = jsretry.Do(ctx, func(ctx context.Context) (err error) {
+		obs, err = js.ObjectStore(ctx, bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucket,
+				Description: "maskpbx: recording audio", Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, jetstream.ErrBucketExists) {
+				obs, err = js.ObjectStore(ctx, bucket) // another node made it first
+			}
 		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("recorder: object store %s: %w", bucket, err)
-	}
-	stream, err := js.Stream(ctx, "OBJ_"+bucket)
+		if err != nil {
+			return err
+		}
+		stream, err = js.Stream(ctx, "OBJ_"+bucket)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("recorder: object store %s: %w", bucket, err)
 	}

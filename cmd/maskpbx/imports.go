@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/maskpbx/maskpbx/console"
+
+	"github.com/maskpbx/maskpbx/internal/jsretry"
 )
 
 // importsBucket is the JetStream KV bucket of CSV import reports, so that
@@ -34,11 +36,18 @@ type importReports struct{ kv jetstream.KeyValue }
 var _ console.ImportReports = importReports{}
 
 func openImportReports(ctx context.Context, js jetstream.JetStream, replicas int) (importReports, error) {
-	kv, err := js.KeyValue(ctx, importsBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: importsBucket,
-			Description: "maskpbx: CSV import reports", History: 1, TTL: importsKeep, Replicas: max(replicas, 1)})
-	}
+	var kv jetstream.KeyValue
+	err := jsretry.Do(ctx, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, importsBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: importsBucket,
+				Description: "maskpbx: CSV import reports", History: 1, TTL: importsKeep, Replicas: max(replicas, 1)})
+			if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				kv, err = js.KeyValue(ctx, importsBucket) // another node made it first
+			}
+		}
+		return err
+	})
 	if err != nil {
 		return importReports{}, fmt.Errorf("open %s bucket: %w", importsBucket, err)
 	}
