@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/pbx/media"
 )
 
 // party is one answered leg of a connected call, whichever way it was set
@@ -15,6 +16,10 @@ import (
 type party interface {
 	hangup()
 	dialog() *dialog
+	// moveTo makes the leg side of another call (a transfer's next part).
+	moveTo(c *call, side media.Side)
+	// onHangup sends the peer's BYE to f instead of the call.
+	onHangup(f func())
 }
 
 // probe checks each leg of a connected call with an in-dialog OPTIONS (see
@@ -89,6 +94,10 @@ func (cc *callControl) talk(c *call, manager, client party) {
 			side = sideSystem
 		case <-keepAlive:
 			cc.wg.Go(func() { cc.probe(c, parties) })
+		case t := <-c.transfers:
+			if cc.transfer(c, t, manager, client, rec) {
+				return // the client went on to the colleague, or is gone
+			}
 		}
 	}
 	rec.Stop() // the recording ends with the call, not after the legs' BYEs
