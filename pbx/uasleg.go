@@ -23,8 +23,8 @@ type uasLeg struct {
 	call    *call
 	byeHook func()
 	side    media.Side
-	acked  chan struct{}
-	ackOne sync.Once
+	acked   chan struct{}
+	ackOne  sync.Once
 
 	invite *sip.Request
 	tx     sip.ServerTransaction

@@ -126,8 +126,8 @@ type Relay struct {
 	wg       sync.WaitGroup
 	endOnce  sync.Once
 	detached atomic.Bool // Detach ended the relay: readers exit, ports stay open
-	done    chan struct{}
-	err     error // written once before done is closed
+	done     chan struct{}
+	err      error // written once before done is closed
 }
 
 // Bridge starts relaying RTP and RTCP between a and b and takes ownership of
