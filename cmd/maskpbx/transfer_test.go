@@ -108,7 +108,7 @@ func TestBlindTransferFromPhone(t *testing.T) {
 	capture := testenv.StartCapture(t, "host "+bobIP)
 	trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41200")
 	bobRTP := testenv.NewRTPEndpoint(t, bobIP+":41204")
-	an := referPhone(t, s, "anna", annaIP, 5070, 41202, "bob", 1000, 0)
+	an := referPhone(t, s, "anna", annaIP, 5070, 41202, "bob", 1000, 1000)
 	bo := phone(t, s, "bob", bobIP, 5071, 41204, false, 10)
 	tr := trunkCall(t, s, "89161234567", 41200, true, 6000)
 

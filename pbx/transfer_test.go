@@ -1,0 +1,183 @@
+package pbx
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/maskpbx/maskpbx/internal/audio"
+	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/internal/testenv"
+	"github.com/maskpbx/maskpbx/masking"
+	"github.com/maskpbx/maskpbx/storage"
+)
+
+// transferEnv is a PBX with two more managers, anna and bob, whose phones
+// are SIPp on phoneHost, and a client of anna's.
+type transferEnv struct {
+	*callEnv
+	anna, bob storage.Manager
+	client    storage.Client
+	annaPort  int
+	bobPort   int
+}
+
+func startTransferEnv(t *testing.T) *transferEnv {
+	t.Helper()
+	env := startCallEnv(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	te := &transferEnv{callEnv: env, annaPort: freeUDPPort(t, phoneHost), bobPort: freeUDPPort(t, phoneHost)}
+	for _, p := range []struct {
+		m    *storage.Manager
+		user string
+		port int
+	}{{&te.anna, "anna", te.annaPort}, {&te.bob, "bob", te.bobPort}} {
+		m, err := env.store.CreateManager(ctx, storage.NewManager{Name: p.user, SIPUsername: p.user,
+			HA1MD5: "x", HA1SHA256: "x", Team: "sales", Role: storage.RoleManager}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		*p.m = m
+		addr := fmt.Sprintf("%s:%d", phoneHost, p.port)
+		if err := env.regs.Put(ctx, Registration{ManagerID: m.ID, Username: p.user, Contact: "<sip:" + p.user + "@" + addr + ">",
+			Source: addr, Transport: "UDP", ExpiresAt: time.Now().Add(time.Hour), CallID: "reg-" + p.user, CSeq: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err error
+	te.client, err = env.store.CreateClient(ctx, storage.NewClient{Name: "Acme", ManagerID: te.anna.ID,
+		Phones:  []masking.SealedPhone{sealPhone(t, env.keys, "+79161234567")},
+		NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err }}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return te
+}
+
+// sippPort is the PBX's RTP port a SIPp party logged.
+func sippPort(t *testing.T, p *testenv.SIPp) string {
+	t.Helper()
+	v, err := p.LogValue("PBX_RTP", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(v)[0]
+}
+
+// tonePayloads counts the PCMU payloads e got that are mostly freq Hz.
+func tonePayloads(e *testenv.RTPEndpoint, freq float64) int {
+	n := 0
+	for _, p := range e.Payloads() {
+		s := make([]int16, len(p))
+		for i, b := range p {
+			s[i] = audio.ULawToLinear[b]
+		}
+		if len(s) >= 160 && audio.ToneShare(s, freq) > 0.5 {
+			n++
+		}
+	}
+	return n
+}
+
+// A blind transfer with SIPp phones, under -race: anna's phone REFERs the
+// client to bob; the client hears ringback, then tones cross client<->bob
+// through the same client port; each part ends with its own ended event,
+// the second naming the first in transferred_from.
+func TestBlindTransferSIPp(t *testing.T) {
+	te := startTransferEnv(t)
+	trunkRTP := testenv.NewRTPEndpoint(t, trunkHost+":43100")
+	bobRTP := testenv.NewRTPEndpoint(t, phoneHost+":43104")
+	anna := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
+		Scenario: "phone_refer.xml", LocalIP: phoneHost, Port: te.annaPort, Remote: te.addr,
+		Keys: map[string]string{"rtp_ip": phoneHost, "rtp_port": "43102", "refer_to": "bob", "sip_domain": testDomain},
+		Sets: map[string]string{"after": "1000"}, Args: []string{"-d", "500"},
+	})
+	bob := testenv.StartSIPp(t, "bob", testenv.SIPpOptions{
+		Scenario: "phone_answer.xml", LocalIP: phoneHost, Port: te.bobPort, Remote: te.addr,
+		Keys: map[string]string{"rtp_ip": phoneHost, "rtp_port": "43104"},
+		Sets: map[string]string{"hangup": "no", "rings": "10"},
+	})
+	trunk := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+		Scenario: "trunk_call.xml", LocalIP: trunkHost, Remote: te.addr,
+		Keys: map[string]string{"company": strings.TrimPrefix(company, "+"), "caller": "79161234567",
+			"rtp_ip": trunkHost, "rtp_port": "43100"},
+		Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "5000"},
+	})
+	if v, err := anna.LogValue("REFER_ANSWER", 10*time.Second); err != nil || v != "202" {
+		t.Fatalf("REFER answered %q (%v)", v, err)
+	}
+	if v, err := bob.LogValue("SHOWN_FROM", 10*time.Second); err != nil || !strings.Contains(v, "Acme #"+te.client.Code) ||
+		strings.Contains(v, "9161234567") {
+		t.Fatalf("bob's phone was shown %q (%v)", v, err)
+	}
+	tPort, bPort := sippPort(t, trunk), sippPort(t, bob)
+	if err := anna.Result(); err != nil {
+		log, _ := os.ReadFile(anna.Log)
+		t.Fatalf("anna's phone: %v\n%s", err, log)
+	}
+	done := make(chan error, 1)
+	go func() { done <- bobRTP.Send(netipAddrPort(t, pbxHost, bPort), 50, 1700) }()
+	if err := trunkRTP.Send(netipAddrPort(t, pbxHost, tPort), 50, 400); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return tonePayloads(bobRTP, 400) >= 45 },
+		"bob hears the client (%d packets)", tonePayloads(bobRTP, 400))
+	testenv.Eventually(t, 5*time.Second, func() bool { return tonePayloads(trunkRTP, 1700) >= 45 },
+		"the client hears bob (%d packets)", tonePayloads(trunkRTP, 1700))
+	if n := tonePayloads(trunkRTP, 425); n < 10 {
+		t.Errorf("the client heard %d packets of ringback", n)
+	}
+	trunk.Wait()
+	bob.Wait()
+
+	var first, second events.Event
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		ended := te.events.ended()
+		if len(ended) != 2 {
+			return false
+		}
+		for _, e := range ended {
+			if e.TransferredFrom == "" {
+				first = e
+			} else {
+				second = e
+			}
+		}
+		return first.CallID != "" && second.CallID != ""
+	}, "two ended parts")
+	if first.ManagerID != te.anna.ID || first.HangupSide != "manager" || first.Disposition != "answered" {
+		t.Errorf("anna's part: %+v", first)
+	}
+	if second.ManagerID != te.bob.ID || second.HangupSide != "client" || second.Disposition != "answered" ||
+		second.TransferredFrom != first.CallID || second.ClientID != te.client.ID {
+		t.Errorf("bob's part: %+v", second)
+	}
+	rows, err := te.store.AuditLog(context.Background(), 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range rows {
+		found = found || r.Action == "call.transfer" && r.Object == "call:"+first.CallID
+	}
+	if !found {
+		t.Error("the transfer was not audited")
+	}
+}
+
+func netipAddrPort(t *testing.T, ip, port string) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(ip + ":" + port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
+}
