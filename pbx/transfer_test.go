@@ -181,3 +181,87 @@ func netipAddrPort(t *testing.T, ip, port string) netip.AddrPort {
 	}
 	return ap
 }
+
+// A REFER to anyone who may not take the client is refused (403) and the
+// client stays with the transferor; a colleague who can't be reached (no
+// phone registered) fails after the 202: the transferor is told (NOTIFY
+// 480) and talks to the client again through a re-bridged relay.
+func TestTransferRefusedOrFailedSIPp(t *testing.T) {
+	te := startTransferEnv(t)
+	ctx := context.Background()
+	for _, user := range []string{"carl", "oleg"} {
+		if _, err := te.store.CreateManager(ctx, storage.NewManager{Name: user, SIPUsername: user,
+			HA1MD5: "x", HA1SHA256: "x", Team: "sales", Role: storage.RoleManager}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	carl, err := te.store.ManagerBySIPUsername(ctx, "carl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.store.DismissManager(ctx, carl.ID, te.bob.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		name, to, answer, frag string
+	}{
+		{"dismissed colleague", "carl", "403", ""},
+		{"not a colleague", "79161234567", "403", ""},
+		{"the call's own manager", "anna", "403", ""},
+		{"colleague unreachable", "oleg", "202", "480"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := 43200 + 10*i
+			trunkRTP := testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", trunkHost, base))
+			annaRTP := testenv.NewRTPEndpoint(t, fmt.Sprintf("%s:%d", phoneHost, base+2))
+			anna := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
+				Scenario: "phone_refer.xml", LocalIP: phoneHost, Port: te.annaPort, Remote: te.addr,
+				Keys: map[string]string{"rtp_ip": phoneHost, "rtp_port": fmt.Sprint(base + 2), "refer_to": tc.to, "sip_domain": testDomain},
+				Sets: map[string]string{"after": "3000"}, Args: []string{"-d", "300"},
+			})
+			trunk := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+				Scenario: "trunk_call.xml", LocalIP: trunkHost, Remote: te.addr,
+				Keys: map[string]string{"company": strings.TrimPrefix(company, "+"), "caller": "79161234567",
+					"rtp_ip": trunkHost, "rtp_port": fmt.Sprint(base)},
+				Sets: map[string]string{"hangup": "no"},
+			})
+			if v, err := anna.LogValue("REFER_ANSWER", 10*time.Second); err != nil || v != tc.answer {
+				t.Fatalf("REFER answered %q (%v), want %s", v, err, tc.answer)
+			}
+			if tc.frag != "" {
+				if v, err := anna.LogValue("NOTIFY_FRAG SIP/2.0 "+tc.frag, 10*time.Second); err != nil || v != "Temporarily Unavailable" {
+					t.Fatalf("the transferor was told %q (%v), want %s", v, err, tc.frag)
+				}
+			}
+			// The client talks to the transferor again (or still).
+			if err := trunkRTP.Send(netipAddrPort(t, pbxHost, sippPort(t, trunk)), 50, 400); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 5*time.Second, func() bool { return tonePayloads(annaRTP, 400) >= 45 },
+				"anna hears the client again (%d packets)", tonePayloads(annaRTP, 400))
+			anna.Wait()
+			trunk.Wait()
+		})
+	}
+	for _, e := range te.events.ended() {
+		if e.TransferredFrom == "" && (e.ManagerID != te.anna.ID || e.HangupSide != "manager") {
+			t.Errorf("a call did not stay with the transferor: %+v", e)
+		}
+	}
+	rows, err := te.store.AuditLog(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for _, r := range rows {
+		switch r.Action {
+		case "call.transfer_refused":
+			refused++
+		case "call.transfer":
+			t.Errorf("a transfer that did not happen was audited: %+v", r)
+		}
+	}
+	if refused != 3 {
+		t.Errorf("%d refusals audited, want 3", refused)
+	}
+}
