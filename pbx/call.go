@@ -37,6 +37,7 @@ type call struct {
 	// (snapshot) while the owner goroutine learns who the call is between.
 	statusMu sync.Mutex
 	status   CallStatus
+	manager  party // the manager's leg once connected (talk), for transfers
 
 	hangupOnce sync.Once
 	hangupCh   chan string // "client" / "manager" / "system": who ended it

@@ -69,6 +69,7 @@ const keepAliveWait = 5 * time.Second
 // other and records the end.
 func (cc *callControl) talk(c *call, manager, client party) {
 	answeredAt := time.Now()
+	c.setManagerLeg(manager)
 	c.setState(StateConnected)
 	c.publish(events.Answered, nil)
 	c.logger.Info("call connected")

@@ -59,7 +59,18 @@ type transferRequest struct {
 	// refer is the transferor's dialog that sent the REFER, told how the
 	// transfer goes (NOTIFY); nil for a transfer the console asked for.
 	refer *dialog
+	// transferor learns that the transferor hung up: from the moment the
+	// transfer is accepted his BYE ends his leg, not the client's call.
+	transferor *transferorWatch
 }
+
+// transferorWatch learns that the transferor hung up during a transfer.
+type transferorWatch struct {
+	once sync.Once
+	gone chan struct{}
+}
+
+func (w *transferorWatch) hungUp() { w.once.Do(func() { close(w.gone) }) }
 
 // transferRefusal is why a colleague may not take the client; it goes into
 // the audit row, never to the phone.
@@ -115,6 +126,13 @@ func (cc *callControl) requestTransfer(ctx context.Context, c *call, colleague s
 		return ErrTransferBusy
 	}
 	t.actor, t.refer = actor, refer
+	// Many phones hang up right after the 202 of a blind transfer, before
+	// the owner has taken the request: from now on that BYE is the
+	// transferor's own.
+	t.transferor = &transferorWatch{gone: make(chan struct{})}
+	if m := c.managerLeg(); m != nil {
+		m.onHangup(t.transferor.hungUp)
+	}
 	c.transfers <- t // room for one: transferring guards it
 	return nil
 }
@@ -260,11 +278,7 @@ func (cc *callControl) transfer(c *call, t transferRequest, manager, client part
 	logger := c.logger.With(zap.String("to_manager_id", t.to.ID))
 	logger.Info("transfer to a colleague begins")
 
-	// The transferor may hang up as soon as his phone has handed over (many
-	// do after the 202): that ends his leg, not the client's call.
-	var goneOnce sync.Once
-	gone := make(chan struct{})
-	manager.onHangup(func() { goneOnce.Do(func() { close(gone) }) })
+	gone := t.transferor.gone
 
 	part := cc.newCall(newCallID(), c.direction, nil)
 	part.transferredFrom = c.id
@@ -472,6 +486,20 @@ func clientCodecs(c *call, client party) []media.Codec {
 		}
 	}
 	return c.codecs
+}
+
+// setManagerLeg names the manager's leg of the connected call, for a
+// transfer to take his BYE (talk sets it).
+func (c *call) setManagerLeg(p party) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	c.manager = p
+}
+
+func (c *call) managerLeg() party {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	return c.manager
 }
 
 // setTransferredFrom records the part before this one in the call's status.
