@@ -67,9 +67,9 @@ type callRow struct {
 	// hand to a colleague (his own, or any for supervisors and admins).
 	ManagerID   string
 	CanTransfer bool
-	At                                   *time.Time
-	Duration                             time.Duration
-	Recording                            *recordingView
+	At          *time.Time
+	Duration    time.Duration
+	Recording   *recordingView
 }
 
 type clientsView struct {
