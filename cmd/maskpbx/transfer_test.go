@@ -76,6 +76,23 @@ func clientCDRs(t *testing.T, s *system, clientID string, n int) []storage.CDR {
 	return cdrs
 }
 
+// softphoneAnswers has the softphone answer the trunk's call and checks
+// that audio crosses both ways (packets of the client's tone).
+func softphoneAnswers(t *testing.T, ph *testenv.Baresip, tr *testenv.SIPp, trunkRTP *testenv.RTPEndpoint, packets int) {
+	t.Helper()
+	ph.WaitEvent("CALL_INCOMING", 10*time.Second)
+	ph.Answer()
+	ph.WaitEvent("CALL_ESTABLISHED", 5*time.Second)
+	sendTone(t, tr, trunkRTP, packets)
+	assertTwoWayAudio(t, ph, trunkRTP)
+}
+
+// annaBobAcme are two managers of a system and a client of the first.
+func annaBobAcme(s *system) (anna, bob apiManager, acme apiClient) {
+	anna, bob = s.manager("anna"), s.manager("bob")
+	return anna, bob, s.client("Acme Trading", acmeNumber, anna.ID)
+}
+
 // auditRows are the audit rows with action, newest first.
 func auditRows(t *testing.T, s *system, action string) []storage.AuditEntry {
 	t.Helper()
@@ -99,9 +116,7 @@ func auditRows(t *testing.T, s *system, action string) []storage.AuditEntry {
 // linked; the transfer audited.
 func TestBlindTransferFromPhone(t *testing.T) {
 	s, _ := startRecordedSystem(t)
-	anna := s.manager("anna")
-	bob := s.manager("bob")
-	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	anna, bob, acme := annaBobAcme(s)
 	s.register("anna", annaIP, 5070)
 	s.register("bob", bobIP, 5071)
 
@@ -264,4 +279,40 @@ func TestTransferRefused(t *testing.T) {
 	if rows := auditRows(t, s, "call.transfer"); len(rows) != 0 {
 		t.Errorf("a refused transfer was audited as done: %+v", rows)
 	}
+}
+
+// A real softphone transfers blind: baresip's transfer command sends the
+// REFER; the client ends up talking to the colleague and the softphone's
+// call closes.
+func TestBaresipBlindTransfer(t *testing.T) {
+	testenv.Require(t, "baresip")
+	s := startSystemConfig(t, defaultPhoneFlags)
+	anna, bob, acme := annaBobAcme(s)
+	s.register("bob", bobIP, 5071)
+	ph := annaBaresip(t, s, testenv.BaresipOptions{})
+	trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41900")
+	bobRTP := testenv.NewRTPEndpoint(t, bobIP+":41904")
+	bo := phone(t, s, "bob", bobIP, 5071, 41904, false, 3)
+	tr := trunkCall(t, s, acmeNumber, 41900, true, 8000)
+	softphoneAnswers(t, ph, tr, trunkRTP, 50)
+
+	ph.Command("transfer", "sip:bob@"+domain)
+	if v, err := bo.LogValue("SHOWN_FROM", 10*time.Second); err != nil || !strings.Contains(v, "#"+acme.Code) {
+		t.Fatalf("the colleague's phone was shown %q (%v)", v, err)
+	}
+	ph.WaitEvent("CALL_CLOSED", 10*time.Second)
+	bPort := mediaPort(t, bo)
+	go func() { _ = bobRTP.Send(addrPort(t, pbxIP, bPort), 50, 1700) }()
+	sendTone(t, tr, trunkRTP, 50)
+	testenv.Eventually(t, 5*time.Second, func() bool { return tonePackets(bobRTP, clientTone) >= 45 },
+		"the colleague hears the client (%d packets)", tonePackets(bobRTP, clientTone))
+	testenv.Eventually(t, 5*time.Second, func() bool { return tonePackets(trunkRTP, 1700) >= 45 },
+		"the client hears the colleague (%d packets)", tonePackets(trunkRTP, 1700))
+	tr.Wait()
+	bo.Wait()
+	cdrs := clientCDRs(t, s, acme.ID, 2)
+	if cdrs[0].ManagerID != anna.ID || cdrs[1].ManagerID != bob.ID || cdrs[1].TransferredFrom != cdrs[0].CallID {
+		t.Errorf("parts: %+v / %+v", cdrs[0], cdrs[1])
+	}
+	assertNoLeak(t, bo, acmeNumber, acme.Code)
 }
