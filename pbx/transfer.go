@@ -285,6 +285,9 @@ func (cc *callControl) transfer(c *call, t transferRequest, manager, client part
 	part.logger = part.logger.With(zap.String("transferred_from", c.id))
 	clientID, _ := c.parties()
 	part.setClient(clientID, t.clientCode)
+	// The colleague's part names him from the start: a CDR of an attempt
+	// he did not answer says whom the client was sent to.
+	part.setManager(t.to.ID)
 	part.setTransferredFrom(c.id)
 	codecs := clientCodecs(c, client)
 	part.codecs = codecs
@@ -365,7 +368,6 @@ func (cc *callControl) transfer(c *call, t transferRequest, manager, client part
 	part.version[media.SideA].Store(c.version[media.SideA].Load())
 	part.crypto[media.SideA] = c.crypto[media.SideA]
 	colleague := res.leg
-	part.setManager(t.to.ID)
 	part.logger = part.logger.With(zap.String("manager_id", t.to.ID))
 	err = part.acceptAnswer(media.SideB, res.answer, colleague.secureOffer)
 	if err == nil {

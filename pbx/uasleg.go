@@ -90,8 +90,9 @@ func (l *uasLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 		}
 		c.hangup(sideName(l.side))
 	case sip.REFER:
-		if l.side != media.SideB {
-			respond(tx, req, 403, "Forbidden", nil) // the trunk never transfers
+		if l.side != media.SideB || c.snapshot().Via == ViaMobile {
+			// The trunk never transfers, also not for a manager's mobile.
+			respond(tx, req, 403, "Forbidden", nil)
 			return
 		}
 		c.cc.onRefer(c, l.dlg, req, tx)
