@@ -49,7 +49,7 @@ func TestTransferForm(t *testing.T) {
 	edge := &pbxEdge{callID: uuid.NewString()}
 	e := newEnvDialer(t, edge)
 	anna := e.person("anna", storage.RoleManager, "anna-password")
-	bob := e.person("bob", storage.RoleManager, "")
+	bob := e.person("bob", storage.RoleManager, "bob-password")
 	carl := e.person("carl", storage.RoleManager, "")
 	ctx := context.Background()
 	cl, err := e.store.CreateClient(ctx, storage.NewClient{Name: "Acme", ManagerID: anna.ID,
@@ -97,6 +97,31 @@ func TestTransferForm(t *testing.T) {
 	}
 	if st, _, _ := b.post("/console/calls/"+edge.callID+"/transfer", url.Values{"client": {cl.ID}, "to_manager_id": {bob.ID}}); st != http.StatusForbidden {
 		t.Errorf("a transfer without the CSRF token: %d", st)
+	}
+	// The API itself: a JSON error for a bad body, an unknown call, a
+	// manager who is not on the call.
+	for _, tc := range []struct {
+		name, call string
+		body       any
+		status     int
+		code       string
+	}{
+		{"no colleague named", edge.callID, map[string]string{}, http.StatusBadRequest, `"code":"bad_request"`},
+		{"no such call", uuid.NewString(), map[string]string{"to_manager_id": bob.ID}, http.StatusNotFound, `"code":"not_found"`},
+		{"refused", edge.callID, map[string]string{"to_manager_id": carl.ID}, http.StatusForbidden, `"code":"transfer_refused"`},
+	} {
+		st, raw := b.api("POST", "/api/v1/calls/"+tc.call+"/transfer", tc.body, true)
+		if st != tc.status || !strings.Contains(string(raw), tc.code) {
+			t.Errorf("%s: %d %s, want %d %s", tc.name, st, raw, tc.status, tc.code)
+		}
+	}
+	bb := e.browser()
+	bb.signIn("bob", "bob-password")
+	if st, raw := bb.api("POST", "/api/v1/calls/"+edge.callID+"/transfer", map[string]string{"to_manager_id": carl.ID}, true); st != http.StatusNotFound {
+		t.Errorf("a manager not on the call: %d %s", st, raw)
+	}
+	if _, page, _ := bb.get("/console/clients/" + cl.ID); strings.Contains(page, `id="transfer-`) {
+		t.Error("a manager not on the call is offered the transfer form")
 	}
 	if len(edge.transfers) != 1 {
 		t.Errorf("transfers asked: %v", edge.transfers)
