@@ -3,8 +3,10 @@ package pbx
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -263,5 +265,77 @@ func TestTransferRefusedOrFailedSIPp(t *testing.T) {
 	}
 	if refused != 3 {
 		t.Errorf("%d refusals audited, want 3", refused)
+	}
+}
+
+// A REFER with the right Call-ID and tags but from another address than the
+// manager's phone is refused: knowing a dialog's tags (seen on the wire) is
+// not enough to send a client to somebody else.
+func TestForgedReferRefused(t *testing.T) {
+	te := startTransferEnv(t)
+	anna := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
+		Scenario: "phone_answer.xml", LocalIP: phoneHost, Port: te.annaPort, Remote: te.addr,
+		Keys: map[string]string{"rtp_ip": phoneHost, "rtp_port": "43302"},
+		Sets: map[string]string{"hangup": "yes", "rings": "1"}, Args: []string{"-d", "2500"},
+	})
+	trunk := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+		Scenario: "trunk_call.xml", LocalIP: trunkHost, Remote: te.addr,
+		Keys: map[string]string{"company": strings.TrimPrefix(company, "+"), "caller": "79161234567",
+			"rtp_ip": trunkHost, "rtp_port": "43300"},
+		Sets: map[string]string{"hangup": "no"},
+	})
+	var ack string
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		for _, m := range anna.Received() {
+			if strings.HasPrefix(m, "ACK ") {
+				ack = m
+				return true
+			}
+		}
+		return false
+	}, "anna's phone answered")
+	field := func(re string) string {
+		m := regexp.MustCompile(re).FindStringSubmatch(ack)
+		if m == nil {
+			t.Fatalf("no %s in the ACK:\n%s", re, ack)
+		}
+		return m[1]
+	}
+	callID, pbxTag, annaTag := field(`(?m)^Call-ID: *(\S+)`), field(`(?m)^From:.*;tag=([^;\s>]+)`), field(`(?m)^To:.*;tag=([^;\s>]+)`)
+	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.0.5")}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(te.addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	local := conn.LocalAddr().String()
+	refer := "REFER sip:maskpbx@" + te.addr + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + local + ";branch=z9hG4bK-forged-refer\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:anna@" + testDomain + ">;tag=" + annaTag + "\r\n" +
+		"To: <sip:x@" + testDomain + ">;tag=" + pbxTag + "\r\n" +
+		"Call-ID: " + callID + "\r\n" +
+		"CSeq: 9 REFER\r\n" +
+		"Contact: <sip:x@" + local + ">\r\n" +
+		"Refer-To: <sip:bob@" + testDomain + ">\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	if _, err := conn.Write([]byte(refer)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no answer to the forged REFER: %v", err)
+	}
+	if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 403") {
+		t.Fatalf("the forged REFER was answered:\n%s", buf[:n])
+	}
+	anna.Wait()
+	trunk.Wait()
+	testenv.Eventually(t, 10*time.Second, func() bool { return len(te.events.ended()) == 1 }, "the call's end")
+	for _, e := range te.events.ended() {
+		if e.TransferredFrom != "" || e.ManagerID != te.anna.ID || e.HangupSide != "manager" {
+			t.Errorf("the forged REFER changed the call: %+v", e)
+		}
 	}
 }
