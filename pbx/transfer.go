@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/internal/events"
@@ -251,7 +252,11 @@ func (s *Server) TransferCall(ctx context.Context, callID, toManagerID, actor st
 	}
 	colleague, err := cc.cfg.Router.Store.Manager(ctx, toManagerID)
 	if errors.Is(err, storage.ErrNotFound) {
-		cc.auditTransfer(ctx, c, "call.transfer_refused", actor, toManagerID, transferBlind, "no such colleague")
+		named := ""
+		if _, perr := uuid.Parse(toManagerID); perr == nil {
+			named = toManagerID // never free text into the audit: it could be a number
+		}
+		cc.auditTransfer(ctx, c, "call.transfer_refused", actor, named, transferBlind, "no such colleague")
 		return transferRefusal("no such colleague")
 	}
 	if err != nil {
