@@ -37,7 +37,8 @@ type call struct {
 	// (snapshot) while the owner goroutine learns who the call is between.
 	statusMu sync.Mutex
 	status   CallStatus
-	manager  party // the manager's leg once connected (talk), for transfers
+	manager  party         // the manager's leg once connected (talk), for transfers
+	consult  *consultation // set on a consultation call (consult.go)
 
 	hangupOnce sync.Once
 	hangupCh   chan string // "client" / "manager" / "system": who ended it

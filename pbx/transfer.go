@@ -47,7 +47,8 @@ var (
 
 // Kinds of transfer, as the audit rows name them.
 const (
-	transferBlind = "blind"
+	transferBlind    = "blind"
+	transferAttended = "attended"
 )
 
 // transferRequest is one transfer the owner goroutine is to carry out.
@@ -63,6 +64,9 @@ type transferRequest struct {
 	// transferor learns that the transferor hung up: from the moment the
 	// transfer is accepted his BYE ends his leg, not the client's call.
 	transferor *transferorWatch
+	// consult is the consultation call whose colleague leg takes the
+	// client (attended transfer); nil for a blind one.
+	consult *call
 }
 
 // transferorWatch learns that the transferor hung up during a transfer.
@@ -114,19 +118,23 @@ func (cc *callControl) checkTransfer(ctx context.Context, c *call, colleague sto
 
 // requestTransfer checks a transfer and queues it for the call's owner; a
 // refusal is audited as call.transfer_refused.
-func (cc *callControl) requestTransfer(ctx context.Context, c *call, colleague storage.Manager, actor string, refer *dialog) error {
+func (cc *callControl) requestTransfer(ctx context.Context, c *call, colleague storage.Manager, actor string, refer *dialog, consult *call) (transferRequest, error) {
+	kind := transferBlind
+	if consult != nil {
+		kind = transferAttended
+	}
 	t, err := cc.checkTransfer(ctx, c, colleague)
 	if errors.Is(err, ErrTransferRefused) {
-		cc.auditTransfer(ctx, c, "call.transfer_refused", actor, colleague.ID, transferBlind, err.Error())
-		return err
+		cc.auditTransfer(ctx, c, "call.transfer_refused", actor, colleague.ID, kind, err.Error())
+		return t, err
 	}
 	if err != nil {
-		return err
+		return t, err
 	}
 	if !c.transferring.CompareAndSwap(false, true) {
-		return ErrTransferBusy
+		return t, ErrTransferBusy
 	}
-	t.actor, t.refer = actor, refer
+	t.actor, t.refer, t.kind, t.consult = actor, refer, kind, consult
 	// Many phones hang up right after the 202 of a blind transfer, before
 	// the owner has taken the request: from now on that BYE is the
 	// transferor's own.
@@ -134,8 +142,7 @@ func (cc *callControl) requestTransfer(ctx context.Context, c *call, colleague s
 	if m := c.managerLeg(); m != nil {
 		m.onHangup(t.transferor.hungUp)
 	}
-	c.transfers <- t // room for one: transferring guards it
-	return nil
+	return t, nil
 }
 
 // auditTransfer writes one audit row of a transfer: who asked, the call,
@@ -179,27 +186,41 @@ func (cc *callControl) onRefer(c *call, d *dialog, req *sip.Request, tx sip.Serv
 	actor := "manager:" + managerID
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	if target.Headers.Has("Replaces") || !cc.srv.servesHost(target.Host) || target.User == "" {
-		// Attended transfer (Replaces) is not offered: the phone falls
-		// back or tells the manager; any host but ours is no colleague.
-		c.logger.Info("REFER to a target that is no colleague refused")
-		cc.auditTransfer(ctx, c, "call.transfer_refused", actor, "", transferBlind, "the target is no colleague's SIP username")
+	var colleague storage.Manager
+	var consult *call
+	kind, err := transferBlind, error(nil)
+	replaces, attended := target.Headers.Get("Replaces")
+	if attended {
+		kind = transferAttended
+	}
+	if !cc.srv.servesHost(target.Host) || target.User == "" {
+		err = storage.ErrNotFound // any host but ours is no colleague
+	} else {
+		colleague, err = cc.cfg.Router.Store.ManagerBySIPUsername(ctx, target.User)
+	}
+	if err == nil && attended {
+		// The consultation call the phone made to this colleague.
+		if consult = cc.replacedConsultation(replaces, managerID); consult == nil || consult.consult.colleague != colleague.ID {
+			err = errNoConsultation
+		}
+	}
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, errNoConsultation) {
+		c.logger.Info("REFER to a target that is no colleague refused", zap.Error(err))
+		cc.auditTransfer(ctx, c, "call.transfer_refused", actor, "", kind, "the target is no colleague's SIP username or consultation")
 		respond(tx, req, 403, "Forbidden", nil)
 		return
 	}
-	colleague, err := cc.cfg.Router.Store.ManagerBySIPUsername(ctx, target.User)
-	if errors.Is(err, storage.ErrNotFound) {
-		cc.auditTransfer(ctx, c, "call.transfer_refused", actor, "", transferBlind, "the target is no colleague's SIP username")
-		respond(tx, req, 403, "Forbidden", nil)
-		return
-	}
+	var t transferRequest
 	if err == nil {
-		err = cc.requestTransfer(ctx, c, colleague, actor, d)
+		t, err = cc.requestTransfer(ctx, c, colleague, actor, d, consult)
 	}
 	switch {
 	case err == nil:
 		respond(tx, req, 202, "Accepted", nil)
-		cc.wg.Go(func() { cc.notifyRefer(d, 100, "Trying", false, c.logger) })
+		// The first NOTIFY goes out before the transfer starts, so the
+		// phone hears of it before the last one (RFC 3515 2.4.4).
+		cc.notifyRefer(d, 100, "Trying", false, c.logger)
+		c.transfers <- t // room for one: transferring guards it
 	case errors.Is(err, ErrTransferRefused), errors.Is(err, ErrCallNotConnected):
 		c.logger.Info("REFER refused", zap.Error(err))
 		respond(tx, req, 403, "Forbidden", nil)
@@ -262,7 +283,11 @@ func (s *Server) TransferCall(ctx context.Context, callID, toManagerID, actor st
 	if err != nil {
 		return err
 	}
-	return cc.requestTransfer(ctx, c, colleague, actor, nil)
+	t, err := cc.requestTransfer(ctx, c, colleague, actor, nil, nil)
+	if err == nil {
+		c.transfers <- t // room for one: transferring guards it
+	}
+	return err
 }
 
 // The owner's side.
@@ -280,26 +305,17 @@ type ringResult struct {
 // the client is gone; false when the client is back with the transferor.
 func (cc *callControl) transfer(c *call, t transferRequest, manager, client party, rec *RecordingSession) bool {
 	defer c.transferring.Store(false)
-	logger := c.logger.With(zap.String("to_manager_id", t.to.ID))
+	logger := c.logger.With(zap.String("to_manager_id", t.to.ID), zap.String("kind", t.kind))
 	logger.Info("transfer to a colleague begins")
-
-	gone := t.transferor.gone
-
-	part := cc.newCall(newCallID(), c.direction, nil)
-	part.transferredFrom = c.id
-	part.logger = part.logger.With(zap.String("transferred_from", c.id))
-	clientID, _ := c.parties()
-	part.setClient(clientID, t.clientCode)
-	// The colleague's part names him from the start: a CDR of an attempt
-	// he did not answer says whom the client was sent to.
-	part.setManager(t.to.ID)
-	part.setTransferredFrom(c.id)
-	codecs := clientCodecs(c, client)
-	part.codecs = codecs
+	if t.consult != nil {
+		return cc.attendedTransfer(c, t, manager, client, rec, logger)
+	}
+	part := cc.newPart(c, t, client)
+	codecs := part.codecs
 
 	fail := func(status int, reason string) bool {
 		part.release()
-		return cc.transferFailed(c, t, manager, client, rec, gone, status, reason)
+		return cc.transferFailed(c, t, manager, client, rec, status, reason)
 	}
 	port, err := cc.cfg.Ports.Allocate()
 	if err != nil {
@@ -350,7 +366,7 @@ func (cc *callControl) transfer(c *call, t transferRequest, manager, client part
 		stopRingback()
 		part.end(DispMissed, side)
 		part.release()
-		cc.endTransferor(c, t, manager, rec, gone, 487, "Request Terminated")
+		cc.endTransferor(c, t, manager, rec, 487, "Request Terminated")
 		c.end(DispAnswered, side)
 		return true
 	}
@@ -367,24 +383,54 @@ func (cc *callControl) transfer(c *call, t transferRequest, manager, client part
 
 	// The colleague answered: the client's port and the SDP session we keep
 	// with him move to the colleague's part.
-	portA := stopRingback()
-	part.ports[media.SideA], c.ports[media.SideA] = portA, nil
-	part.sessionID[media.SideA] = c.sessionID[media.SideA]
-	part.version[media.SideA].Store(c.version[media.SideA].Load())
-	part.crypto[media.SideA] = c.crypto[media.SideA]
+	part.takeClientPort(c, stopRingback())
 	colleague := res.leg
-	part.logger = part.logger.With(zap.String("manager_id", t.to.ID))
 	err = part.acceptAnswer(media.SideB, res.answer, colleague.secureOffer)
 	if err == nil {
 		part.setRemote(media.SideB, res.answer, colleague.dlg.dest)
-		err = part.bridge(media.PayloadTypeMap(codecs, res.answer.Codecs), media.PayloadTypeMap(res.answer.Codecs, codecs))
+	}
+	return cc.goOnWithColleague(c, t, part, colleague, res.answer.Codecs, manager, client, rec, err)
+}
+
+// newPart is the colleague's part of call c, which transfer t begins: the
+// same client, with the codecs agreed with him, the colleague named from
+// the start (a CDR of an attempt he did not answer says whom the client
+// was sent to), linked to c.
+func (cc *callControl) newPart(c *call, t transferRequest, client party) *call {
+	part := cc.newCall(newCallID(), c.direction, nil)
+	part.transferredFrom = c.id
+	part.logger = part.logger.With(zap.String("transferred_from", c.id), zap.String("manager_id", t.to.ID))
+	clientID, _ := c.parties()
+	part.setClient(clientID, t.clientCode)
+	part.setManager(t.to.ID)
+	part.setTransferredFrom(c.id)
+	part.codecs = clientCodecs(c, client)
+	return part
+}
+
+// takeClientPort moves the client's port, and the SDP session we keep with
+// him, from call c to its next part.
+func (part *call) takeClientPort(c *call, port *media.Port) {
+	part.ports[media.SideA], c.ports[media.SideA] = port, nil
+	part.sessionID[media.SideA] = c.sessionID[media.SideA]
+	part.version[media.SideA].Store(c.version[media.SideA].Load())
+	part.crypto[media.SideA] = c.crypto[media.SideA]
+}
+
+// goOnWithColleague bridges the client to the colleague's answered leg in
+// the part (err: the colleague's answer was unusable), ends the
+// transferor's part, and runs the colleague's part until it ends.
+func (cc *callControl) goOnWithColleague(c *call, t transferRequest, part *call, colleague *outLeg, colleagueCodecs []media.Codec, manager, client party, rec *RecordingSession, err error) bool {
+	codecs := part.codecs
+	if err == nil {
+		err = part.bridge(media.PayloadTypeMap(codecs, colleagueCodecs), media.PayloadTypeMap(colleagueCodecs, codecs))
 	}
 	if err != nil {
-		logger.Error("the colleague's leg can't be bridged", zap.Error(err))
+		c.logger.Error("the colleague's leg can't be bridged", zap.Error(err))
 		colleague.hangup()
 		part.end(DispFailed, sideSystem)
 		part.release()
-		cc.endTransferor(c, t, manager, rec, gone, 500, "Server Internal Error")
+		cc.endTransferor(c, t, manager, rec, 500, "Server Internal Error")
 		client.hangup()
 		c.end(DispAnswered, sideSystem)
 		return true
@@ -397,25 +443,50 @@ func (cc *callControl) transfer(c *call, t transferRequest, manager, client part
 		part.hangup(side)
 	default:
 	}
-	cc.endTransferor(c, t, manager, rec, gone, 200, "OK")
+	cc.endTransferor(c, t, manager, rec, 200, "OK")
 	cc.auditTransfer(context.Background(), c, "call.transfer", t.actor, t.to.ID, t.kind, "")
 	c.end(DispAnswered, sideManager)
 	c.release()
-	logger.Info("call transferred", zap.String("new_call_id", part.id))
+	c.logger.Info("call transferred", zap.String("new_call_id", part.id), zap.String("kind", t.kind))
 	defer part.release()
 	cc.talk(part, colleague, client)
 	return true
 }
 
+// attendedTransfer joins the client to the colleague of the consultation
+// call the transferor's phone made (REFER with Replaces): the colleague's
+// leg, already talking, moves into the client's next part; both of the
+// transferor's legs end.
+func (cc *callControl) attendedTransfer(c *call, t transferRequest, manager, client party, rec *RecordingSession, logger *zap.Logger) bool {
+	part := cc.newPart(c, t, client)
+	cl := takeConsultLeg(t.consult, part.codecs)
+	if cl == nil {
+		logger.Info("the consultation call can't be taken over (ended, or another codec)")
+		part.publish(events.Offered, nil)
+		part.end(DispFailed, sideSystem)
+		part.release()
+		return cc.transferFailed(c, t, manager, client, rec, 488, "Not Acceptable Here")
+	}
+	c.relay.Detach()
+	c.relay = nil
+	part.takeClientPort(c, c.ports[media.SideA])
+	part.ports[media.SideB] = cl.port
+	part.sessionID[media.SideB] = cl.sessionID
+	part.version[media.SideB].Store(cl.version)
+	part.crypto[media.SideB] = cl.crypto
+	part.publish(events.Offered, nil)
+	return cc.goOnWithColleague(c, t, part, cl.leg, cl.codecs, manager, client, rec, nil)
+}
+
 // transferFailed ends a transfer whose colleague did not take the call:
 // back to the transferor if his leg is still up (false: talk goes on),
 // else the client is hung up and the call ends (true).
-func (cc *callControl) transferFailed(c *call, t transferRequest, manager, client party, rec *RecordingSession, gone chan struct{}, status int, reason string) bool {
+func (cc *callControl) transferFailed(c *call, t transferRequest, manager, client party, rec *RecordingSession, status int, reason string) bool {
 	c.logger.Info("transfer failed", zap.Int("status", status))
 	if c.relay == nil {
 		if err := c.bridge(c.ptAB, c.ptBA); err != nil {
 			c.logger.Error("relay failed after a transfer", zap.Error(err))
-			cc.endTransferor(c, t, manager, rec, gone, status, reason)
+			cc.endTransferor(c, t, manager, rec, status, reason)
 			client.hangup()
 			c.end(DispAnswered, sideSystem)
 			return true
@@ -426,8 +497,8 @@ func (cc *callControl) transferFailed(c *call, t transferRequest, manager, clien
 	}
 	manager.onHangup(func() { c.hangup(sideManager) })
 	select {
-	case <-gone:
-		cc.endTransferor(c, t, manager, rec, gone, status, reason)
+	case <-t.transferor.gone:
+		cc.endTransferor(c, t, manager, rec, status, reason)
 		client.hangup()
 		c.end(DispAnswered, sideManager)
 		return true
@@ -441,9 +512,9 @@ func (cc *callControl) transferFailed(c *call, t transferRequest, manager, clien
 
 // endTransferor ends the transferor's part: the REFER's last NOTIFY, the
 // recording, and his leg (unless he hung up already).
-func (cc *callControl) endTransferor(c *call, t transferRequest, manager party, rec *RecordingSession, gone chan struct{}, status int, reason string) {
+func (cc *callControl) endTransferor(c *call, t transferRequest, manager party, rec *RecordingSession, status int, reason string) {
 	select {
-	case <-gone:
+	case <-t.transferor.gone:
 	default:
 		if t.refer != nil {
 			cc.notifyRefer(t.refer, status, reason, true, c.logger)

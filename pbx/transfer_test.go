@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -337,5 +339,148 @@ func TestForgedReferRefused(t *testing.T) {
 		if e.TransferredFrom != "" || e.ManagerID != te.anna.ID || e.HangupSide != "manager" {
 			t.Errorf("the forged REFER changed the call: %+v", e)
 		}
+	}
+}
+
+// sipField is the first submatch of re in a SIP message, failing the test
+// without one.
+func sipField(t *testing.T, msg, re string) string {
+	t.Helper()
+	m := regexp.MustCompile(re).FindStringSubmatch(msg)
+	if m == nil {
+		t.Fatalf("no %s in:\n%s", re, msg)
+	}
+	return m[1]
+}
+
+// received waits for a message p received that starts with prefix.
+func receivedMsg(t *testing.T, p *testenv.SIPp, prefix, what string) string {
+	t.Helper()
+	var msg string
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		for _, m := range p.Received() {
+			if strings.HasPrefix(m, prefix) {
+				msg = m
+				return true
+			}
+		}
+		return false
+	}, "%s", what)
+	return msg
+}
+
+// Attended transfer: anna talks to the client, calls bob from her phone
+// (a consultation call to his username), and her phone sends REFER with
+// Replaces naming that call: bob's leg, still talking, takes the client;
+// both of anna's legs end; bob's part names anna's.
+func TestAttendedTransferSIPp(t *testing.T) {
+	te := startTransferEnv(t)
+	te.creds.add(te.anna.ID, "anna", "anna-pass", true)
+	trunkRTP := testenv.NewRTPEndpoint(t, trunkHost+":43400")
+	bobRTP := testenv.NewRTPEndpoint(t, phoneHost+":43404")
+	anna := testenv.StartSIPp(t, "anna", testenv.SIPpOptions{
+		Scenario: "phone_held.xml", LocalIP: phoneHost, Port: te.annaPort, Remote: te.addr,
+		Keys: map[string]string{"rtp_ip": phoneHost, "rtp_port": "43402"}, Sets: map[string]string{"rings": "1"},
+	})
+	trunk := testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+		Scenario: "trunk_call.xml", LocalIP: trunkHost, Remote: te.addr,
+		Keys: map[string]string{"company": strings.TrimPrefix(company, "+"), "caller": "79161234567",
+			"rtp_ip": trunkHost, "rtp_port": "43400"},
+		Sets: map[string]string{"hangup": "yes"}, Args: []string{"-d", "6000"},
+	})
+	ack := receivedMsg(t, anna, "ACK ", "anna's phone answered the client")
+
+	bob := testenv.StartSIPp(t, "bob", testenv.SIPpOptions{
+		Scenario: "phone_answer.xml", LocalIP: phoneHost, Port: te.bobPort, Remote: te.addr,
+		Keys: map[string]string{"rtp_ip": phoneHost, "rtp_port": "43404"},
+		Sets: map[string]string{"hangup": "no", "rings": "1"},
+	})
+	consult := testenv.StartSIPp(t, "anna consults bob", testenv.SIPpOptions{
+		Scenario: "phone_dial.xml", LocalIP: phoneHost, Remote: te.addr,
+		Keys: map[string]string{"sip_user": "anna", "sip_domain": testDomain, "target": "bob", "rtp_ip": phoneHost, "rtp_port": "43406"},
+		Args: []string{"-au", "anna", "-ap", "anna-pass", "-auth_uri", "bob@" + testDomain, "-d", "20000"},
+	})
+	if v, err := bob.LogValue("SHOWN_FROM", 10*time.Second); err != nil || !strings.Contains(v, "sip:anna@") {
+		t.Fatalf("bob's phone was shown %q (%v), want anna", v, err)
+	}
+	ok := receivedMsg(t, consult, "SIP/2.0 200", "the consultation call answered")
+	replaces := url.QueryEscape(sipField(t, ok, `(?m)^Call-ID: *(\S+)`) + ";to-tag=" + sipField(t, ok, `(?m)^To:.*;tag=([^;\s>]+)`) +
+		";from-tag=" + sipField(t, ok, `(?m)^From:.*;tag=([^;\s>]+)`))
+
+	// anna's phone's REFER in the client's call (from her address).
+	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(phoneHost)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(te.addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	local := conn.LocalAddr().String()
+	refer := "REFER sip:maskpbx@" + te.addr + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + local + ";branch=z9hG4bK-attended-refer\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:anna@" + testDomain + ">;tag=" + sipField(t, ack, `(?m)^To:.*;tag=([^;\s>]+)`) + "\r\n" +
+		"To: <sip:x@" + testDomain + ">;tag=" + sipField(t, ack, `(?m)^From:.*;tag=([^;\s>]+)`) + "\r\n" +
+		"Call-ID: " + sipField(t, ack, `(?m)^Call-ID: *(\S+)`) + "\r\n" +
+		"CSeq: 9 REFER\r\n" +
+		"Contact: <sip:anna@" + local + ">\r\n" +
+		"Refer-To: <sip:bob@" + testDomain + "?Replaces=" + replaces + ">\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	if _, err := conn.Write([]byte(refer)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 202") {
+		t.Fatalf("the REFER with Replaces was answered %q (%v)", buf[:n], err)
+	}
+	if err := anna.Result(); err != nil {
+		t.Fatalf("anna's phone (client call): %v", err)
+	}
+	if v, err := anna.LogValue("NOTIFY_FRAG SIP/2.0 200", time.Second); err != nil || v != "OK" {
+		t.Errorf("anna's phone was told %q (%v)", v, err)
+	}
+	receivedMsg(t, consult, "BYE ", "the PBX hangs up anna's consultation leg")
+
+	bPort := sippPort(t, bob)
+	go func() { _ = bobRTP.Send(netipAddrPort(t, pbxHost, bPort), 50, 1700) }()
+	if err := trunkRTP.Send(netipAddrPort(t, pbxHost, sippPort(t, trunk)), 50, 400); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return tonePayloads(bobRTP, 400) >= 45 },
+		"bob hears the client (%d packets)", tonePayloads(bobRTP, 400))
+	testenv.Eventually(t, 5*time.Second, func() bool { return tonePayloads(trunkRTP, 1700) >= 45 },
+		"the client hears bob (%d packets)", tonePayloads(trunkRTP, 1700))
+	trunk.Wait()
+	bob.Wait()
+
+	var first, second events.Event
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		ended := te.events.ended()
+		for _, e := range ended {
+			if e.TransferredFrom == "" {
+				first = e
+			} else {
+				second = e
+			}
+		}
+		return len(ended) == 2 && first.CallID != "" && second.CallID != ""
+	}, "two ended parts, and no events of the consultation call")
+	if first.ManagerID != te.anna.ID || second.ManagerID != te.bob.ID || second.TransferredFrom != first.CallID ||
+		second.HangupSide != "client" || second.ClientID != te.client.ID {
+		t.Errorf("parts: %+v / %+v", first, second)
+	}
+	rows, err := te.store.AuditLog(context.Background(), 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, r := range rows {
+		if r.Action == "call.transfer" && r.Reason != "attended manager:"+te.anna.ID+" -> manager:"+te.bob.ID {
+			t.Errorf("transfer audit row: %+v", r)
+		}
+		actions = append(actions, r.Action)
+	}
+	if !slices.Contains(actions, "call.transfer") || !slices.Contains(actions, "call.consult") {
+		t.Errorf("audit actions %v, want call.consult and call.transfer", actions)
 	}
 }
