@@ -225,10 +225,11 @@ func (cc *callControl) replacedConsultation(replaces, managerID string) *call {
 	defer cc.mu.Unlock()
 	for _, c := range cc.calls {
 		c.statusMu.Lock()
-		cons, manager := c.consult, c.status.ManagerID
+		cons, manager, connected := c.consult, c.status.ManagerID, c.status.State == StateConnected
 		c.statusMu.Unlock()
-		// The phone dialled the consultation: our tag is its to-tag.
-		if cons != nil && manager == managerID && cons.caller.dlg.callID == callID &&
+		// The phone dialled the consultation: our tag is its to-tag. Only a
+		// connected one: its owner then takes handovers at once.
+		if cons != nil && connected && manager == managerID && cons.caller.dlg.callID == callID &&
 			cons.caller.dlg.localTag == toTag && cons.caller.dlg.remoteTag == fromTag {
 			return c
 		}
