@@ -203,22 +203,8 @@ func (c *call) setConsultation(cons *consultation) {
 // (RFC 3891: "call-id;to-tag=…;from-tag=…", as the phone sees its dialog)
 // names, made by managerID; nil if none.
 func (cc *callControl) replacedConsultation(replaces, managerID string) *call {
-	v, err := url.QueryUnescape(replaces)
-	if err != nil {
-		return nil
-	}
-	parts := strings.Split(v, ";")
-	callID, toTag, fromTag := strings.TrimSpace(parts[0]), "", ""
-	for _, p := range parts[1:] {
-		k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
-		switch strings.ToLower(k) {
-		case "to-tag":
-			toTag = val
-		case "from-tag":
-			fromTag = val
-		}
-	}
-	if callID == "" || toTag == "" || fromTag == "" {
+	callID, toTag, fromTag, ok := parseReplaces(replaces)
+	if !ok {
 		return nil
 	}
 	cc.mu.Lock()
@@ -235,6 +221,28 @@ func (cc *callControl) replacedConsultation(replaces, managerID string) *call {
 		}
 	}
 	return nil
+}
+
+// parseReplaces reads a Replaces value as a Refer-To URI carries it
+// (escaped): "call-id;to-tag=…;from-tag=…" (RFC 3891 6.1); ok is false
+// unless all three are there.
+func parseReplaces(escaped string) (callID, toTag, fromTag string, ok bool) {
+	v, err := url.QueryUnescape(escaped)
+	if err != nil {
+		return "", "", "", false
+	}
+	parts := strings.Split(v, ";")
+	callID = strings.TrimSpace(parts[0])
+	for _, p := range parts[1:] {
+		k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "to-tag":
+			toTag = strings.TrimSpace(val)
+		case "from-tag":
+			fromTag = strings.TrimSpace(val)
+		}
+	}
+	return callID, toTag, fromTag, callID != "" && toTag != "" && fromTag != ""
 }
 
 // takeConsultLeg asks consultation call cons for its colleague's leg; nil

@@ -162,8 +162,9 @@ func (cc *callControl) auditTransfer(ctx context.Context, c *call, action, actor
 // onRefer answers a REFER the manager's phone sent in the call's dialog d:
 // 202 and the transfer queued, or 403 (a target that is no colleague, or a
 // colleague who may not take the client), 400, 491 (one under way).
-// Refer-To names the colleague by his SIP username at our domain; nothing
-// else is dialled, so a REFER can't reach a number.
+// Refer-To names the colleague by his SIP username at our domain, with
+// Replaces naming the consultation call with him for an attended
+// transfer; nothing else is dialled, so a REFER can't reach a number.
 func (cc *callControl) onRefer(c *call, d *dialog, req *sip.Request, tx sip.ServerTransaction) {
 	// In-dialog requests are trusted by their tags; a REFER, which makes
 	// the PBX ring someone, must also come from where the phone is.
@@ -188,7 +189,8 @@ func (cc *callControl) onRefer(c *call, d *dialog, req *sip.Request, tx sip.Serv
 	defer cancel()
 	var colleague storage.Manager
 	var consult *call
-	kind, err := transferBlind, error(nil)
+	kind := transferBlind
+	var err error
 	replaces, attended := target.Headers.Get("Replaces")
 	if attended {
 		kind = transferAttended
