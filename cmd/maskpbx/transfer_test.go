@@ -316,3 +316,44 @@ func TestBaresipBlindTransfer(t *testing.T) {
 	}
 	assertNoLeak(t, bo, acmeNumber, acme.Code)
 }
+
+// The console's transfer: POST /api/v1/calls/{id}/transfer with the
+// manager's token on his live call; the colleague's phone rings and takes
+// the client, the manager's phone is hung up; the parts are linked.
+func TestTransferFromAPI(t *testing.T) {
+	s := startSystem(t, 3*time.Second)
+	anna, bob, acme := annaBobAcme(s)
+	s.register("anna", annaIP, 5070)
+	s.register("bob", bobIP, 5071)
+	an := phone(t, s, "anna", annaIP, 5070, 41502, false, 1)
+	bo := phone(t, s, "bob", bobIP, 5071, 41504, false, 2)
+	tr := trunkCall(t, s, acmeNumber, 41500, true, 5000)
+	var live string
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		cdrs, err := s.run.Store.CDRs(context.Background(), storage.CDRFilter{ClientID: acme.ID})
+		if err == nil && len(cdrs) == 1 && cdrs[0].AnsweredAt != nil && cdrs[0].EndedAt == nil {
+			live = cdrs[0].CallID
+		}
+		return live != ""
+	}, "the call connected")
+	if st := s.call("POST", "/api/v1/calls/"+live+"/transfer", bob.APIToken, map[string]string{"to_manager_id": anna.ID}, nil); st != 404 {
+		t.Errorf("a manager not on the call transfers it: %d", st)
+	}
+	var out struct{ State string }
+	if st := s.call("POST", "/api/v1/calls/"+live+"/transfer", anna.APIToken, map[string]string{"to_manager_id": bob.ID}, &out); st != 202 || out.State != "transferring" {
+		t.Fatalf("transfer: %d %+v", st, out)
+	}
+	if v, err := bo.LogValue("SHOWN_FROM", 10*time.Second); err != nil || !strings.Contains(v, "#"+acme.Code) {
+		t.Fatalf("the colleague's phone was shown %q (%v)", v, err)
+	}
+	an.Wait() // hung up by the PBX once bob answered
+	tr.Wait()
+	bo.Wait()
+	cdrs := clientCDRs(t, s, acme.ID, 2)
+	if cdrs[0].ManagerID != anna.ID || cdrs[1].ManagerID != bob.ID || cdrs[1].TransferredFrom != cdrs[0].CallID || cdrs[1].HangupSide != "client" {
+		t.Errorf("parts: %+v / %+v", cdrs[0], cdrs[1])
+	}
+	if rows := auditRows(t, s, "call.transfer"); len(rows) != 1 || rows[0].Actor != "manager:"+anna.ID {
+		t.Errorf("audit: %+v", rows)
+	}
+}
