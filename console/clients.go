@@ -70,6 +70,8 @@ type callRow struct {
 	At          *time.Time
 	Duration    time.Duration
 	Recording   *recordingView
+	// Live: answered and not ended yet (supervisors may listen in).
+	Live bool
 }
 
 type clientsView struct {
@@ -131,7 +133,7 @@ func mayReach(cl storage.Client, managerID string) bool {
 func viewCall(cdr storage.CDR, ppl people, clients map[string]storage.Client) *callRow {
 	row := &callRow{ID: cdr.CallID, ClientID: cdr.ClientID, Direction: cdr.Direction, Disposition: cdr.Disposition,
 		HangupSide: cdr.HangupSide, ManagerName: ppl.name(cdr.ManagerID), ManagerID: cdr.ManagerID, At: cdr.OfferedAt,
-		Duration: cdr.Duration}
+		Duration: cdr.Duration, Live: cdr.AnsweredAt != nil && cdr.EndedAt == nil}
 	if row.At == nil {
 		row.At = cdr.EndedAt
 	}
@@ -251,7 +253,7 @@ func (c *Console) clientView(r *http.Request, s *session, id string) (*clientVie
 		if v.ShowRecordings {
 			row.Recording = v.Recordings.byCall[cdr.CallID]
 		}
-		row.CanTransfer = cdr.AnsweredAt != nil && cdr.EndedAt == nil && (s.Role != manager || cdr.ManagerID == s.ManagerID)
+		row.CanTransfer = row.Live && (s.Role != manager || cdr.ManagerID == s.ManagerID)
 		if row.CanTransfer && v.Colleagues == nil {
 			for _, m := range ppl.active() {
 				if m.Role == manager {

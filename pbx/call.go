@@ -169,7 +169,11 @@ func (c *call) bridge(ptAB, ptBA map[uint8]uint8) error {
 	if err != nil {
 		return err
 	}
+	// Under statusMu: a monitor reads the relay of a connected call
+	// (liveRelay), and a transfer bridges one again while connected.
+	c.statusMu.Lock()
 	c.relay, c.ptAB, c.ptBA = r, ptAB, ptBA
+	c.statusMu.Unlock()
 	return nil
 }
 
@@ -193,6 +197,16 @@ func setPortRemote(p *media.Port, sdp media.Offer, dest string) {
 		signalling = append(signalling, a.Addr())
 	}
 	p.SetAllowedSources(signalling...)
+}
+
+// detachRelay ends the call's relay but keeps its ports (media.Relay.Detach)
+// for a transfer; the owner goroutine calls it.
+func (c *call) detachRelay() {
+	r := c.relay
+	c.statusMu.Lock()
+	c.relay = nil
+	c.statusMu.Unlock()
+	r.Detach()
 }
 
 // relayDone is closed when the relay ends by itself (media timeout); nil

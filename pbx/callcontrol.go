@@ -81,6 +81,9 @@ type CallConfig struct {
 	// manager's call-out limits are shared by every node; nil keeps them
 	// per node.
 	Cluster jetstream.KeyValue
+	// MonitorNotice plays a short beep to both parties of a call when a
+	// supervisor barges in (--monitor-notice).
+	MonitorNotice bool
 	// TrunkPing is how often each trunk target is asked OPTIONS; 0 means
 	// every 30 s. (Tests whose SIPp trunk answers one call and nothing
 	// else set it beyond their length.)
@@ -168,6 +171,9 @@ type callControl struct {
 	trunkReg *trunkRegistration
 	// trunkAuthFailures counts requests the trunk refused our credentials to.
 	trunkAuthFailures atomic.Uint64
+
+	// monitors are the supervisors listening in (monitor.go).
+	monitors monitors
 
 	// ctx is done once the node shuts down (endAll); every call's context
 	// derives from it.

@@ -168,8 +168,7 @@ func (cc *callControl) consult(req *sip.Request, tx sip.ServerTransaction, creds
 				h.reply <- nil
 				continue
 			}
-			c.relay.Detach()
-			c.relay = nil
+			c.detachRelay()
 			h.reply <- &consultLeg{leg: winner, port: c.ports[media.SideB], sessionID: c.sessionID[media.SideB],
 				version: c.version[media.SideB].Load(), crypto: c.crypto[media.SideB], codecs: answer.Codecs}
 			c.ports[media.SideB] = nil

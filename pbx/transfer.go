@@ -329,8 +329,7 @@ func (cc *callControl) transfer(c *call, t transferRequest, manager, client part
 	part.ports[media.SideB] = port
 
 	// The client hears ringback on his own port while the colleague rings.
-	c.relay.Detach()
-	c.relay = nil
+	c.detachRelay()
 	stopRingback := cc.playRingback(c, codecs, logger)
 
 	part.publish(events.Offered, nil)
@@ -469,8 +468,7 @@ func (cc *callControl) attendedTransfer(c *call, t transferRequest, manager, cli
 		part.release()
 		return cc.transferFailed(c, t, manager, client, rec, 488, "Not Acceptable Here")
 	}
-	c.relay.Detach()
-	c.relay = nil
+	c.detachRelay()
 	part.takeClientPort(c, c.ports[media.SideA])
 	part.ports[media.SideB] = cl.port
 	part.sessionID[media.SideB] = cl.sessionID
