@@ -158,7 +158,11 @@ type callControl struct {
 	contact, tcpContact, tlsContact sip.Uri
 	dialogs                         *dialogs
 	regs                            *Registrations
-	publicIP                        netip.Addr
+	// nodeAuth signs and checks the INVITEs nodes send each other for
+	// phones registered via another node (relay.go); nil without
+	// CallConfig.Node.
+	nodeAuth *nodeAuth
+	publicIP netip.Addr
 
 	trunk     *trunk          // nil without --trunk
 	aliases   map[string]bool // CallConfig.AliasNumbers; read-only
