@@ -75,7 +75,11 @@ func (cc *callControl) talk(c *call, manager, client party) {
 	c.logger.Info("call connected")
 	rec := cc.cfg.Recorder.record(c, c.clientCode)
 	defer rec.Stop()
-	side := cc.awaitHangup(c, map[string]party{sideManager: manager, sideClient: client})
+	side := cc.awaitHangup(c, map[string]party{sideManager: manager, sideClient: client},
+		func(t transferRequest) bool { return cc.transfer(c, t, manager, client, rec) })
+	if side == "" {
+		return // the client went on to the colleague (that part has ended too), or is gone
+	}
 	rec.Stop() // the recording ends with the call, not after the legs' BYEs
 	c.recording = cc.cfg.Recorder.Outcome(rec)
 	side = hangUpOther(side, manager, client)
@@ -85,8 +89,13 @@ func (cc *callControl) talk(c *call, manager, client party) {
 
 // awaitHangup keeps a connected call's legs alive (keep-alive probes,
 // session timers) until one side hangs up or the media stops, and says
-// which side it was.
-func (cc *callControl) awaitHangup(c *call, parties map[string]party) string {
+// which side it was. A transfer asked of the call runs through transfer
+// (nil: the call takes none); when it reports the call over, the side is "".
+func (cc *callControl) awaitHangup(c *call, parties map[string]party, transfer func(transferRequest) bool) string {
+	transfers := c.transfers
+	if transfer == nil {
+		transfers = nil
+	}
 	var keepAlive <-chan time.Time
 	if cc.cfg.KeepAlive > 0 {
 		t := time.NewTicker(cc.cfg.KeepAlive)
@@ -106,9 +115,9 @@ func (cc *callControl) awaitHangup(c *call, parties map[string]party) string {
 			return sideSystem
 		case <-keepAlive:
 			cc.wg.Go(func() { cc.probe(c, parties) })
-		case t := <-c.transfers:
-			if cc.transfer(c, t, manager, client, rec) {
-				return // the client went on to the colleague, or is gone
+		case t := <-transfers:
+			if transfer(t) {
+				return ""
 			}
 		}
 	}
