@@ -18,6 +18,9 @@ type Dialer interface {
 	Originate(ctx context.Context, call OriginateCall) error
 	// CallStatus is a call's live status (and for a while after its end).
 	CallStatus(id string) (CallStatus, bool)
+	// TransferCall hands a connected call's client to a colleague (a blind
+	// transfer); actor is who asked, as audit rows name him.
+	TransferCall(ctx context.Context, callID, toManagerID, actor string) error
 }
 
 // OriginateCall is a click-to-call request as the PBX takes it: the client
@@ -36,6 +39,9 @@ type CallStatus struct {
 	// Via is "mobile" when the manager's side is his corporate mobile;
 	// Mobile how that mobile ended the whisper (accepted, declined, timed_out).
 	Via, Mobile string
+	// TransferredFrom is the call id of the part before this one, when a
+	// transfer to a colleague began this part.
+	TransferredFrom string
 }
 
 // Dialer errors, mapped to HTTP statuses by asAPIError.
@@ -54,6 +60,12 @@ var (
 	ErrShuttingDown = errors.New("api: node shutting down")
 	// ErrNoMobile means a call via the mobile for a manager without one.
 	ErrNoMobile = errors.New("api: manager has no mobile")
+	// ErrCallNotConnected means the call is not a connected call on this node.
+	ErrCallNotConnected = errors.New("api: call not connected")
+	// ErrTransferRefused means the colleague may not take the client.
+	ErrTransferRefused = errors.New("api: transfer refused")
+	// ErrTransferBusy means a transfer of the call is already under way.
+	ErrTransferBusy = errors.New("api: transfer under way")
 )
 
 var (
@@ -65,6 +77,10 @@ var (
 	errShuttingDown = newError(http.StatusServiceUnavailable, "shutting_down", "api.shutting_down")
 	errNoDialerHere = newError(http.StatusServiceUnavailable, "no_pbx", "api.no_pbx")
 	errNoMobile     = newError(http.StatusConflict, "no_mobile", "api.no_mobile")
+
+	errCallNotConnected = newError(http.StatusConflict, "call_not_connected", "api.call_not_connected")
+	errTransferRefused  = newError(http.StatusForbidden, "transfer_refused", "api.transfer_refused")
+	errTransferBusy     = newError(http.StatusConflict, "transfer_busy", "api.transfer_busy")
 )
 
 type callView struct {
@@ -82,6 +98,8 @@ type callView struct {
 	Recording   string     `json:"recording,omitempty"`
 	Via         string     `json:"via,omitempty"`
 	Mobile      string     `json:"mobile,omitempty"`
+	// TransferredFrom: the call id of the part before this one (a transfer).
+	TransferredFrom string `json:"transferred_from,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -152,7 +170,8 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request, p Principal) er
 		if st, ok := s.Dialer.CallStatus(id); ok {
 			v = callView{ID: id, State: st.State, Direction: st.Direction, Disposition: st.Disposition,
 				ClientID: st.ClientID, ManagerID: st.ManagerID, StartedAt: timePtr(st.StartedAt),
-				AnsweredAt: timePtr(st.AnsweredAt), EndedAt: timePtr(st.EndedAt), Via: st.Via, Mobile: st.Mobile}
+				AnsweredAt: timePtr(st.AnsweredAt), EndedAt: timePtr(st.EndedAt), Via: st.Via, Mobile: st.Mobile,
+				TransferredFrom: st.TransferredFrom}
 		}
 	}
 	if v.ID == "" || v.State == "ended" {
@@ -174,7 +193,7 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request, p Principal) er
 func viewCDR(c storage.CDR) callView {
 	v := callView{ID: c.CallID, Direction: c.Direction, Disposition: c.Disposition, ClientID: c.ClientID,
 		ManagerID: c.ManagerID, StartedAt: c.OfferedAt, AnsweredAt: c.AnsweredAt, EndedAt: c.EndedAt,
-		HangupSide: c.HangupSide, Recording: c.Recording, Via: c.Via, Mobile: c.Mobile}
+		HangupSide: c.HangupSide, Recording: c.Recording, Via: c.Via, Mobile: c.Mobile, TransferredFrom: c.TransferredFrom}
 	switch {
 	case c.EndedAt != nil:
 		v.State = "ended"

@@ -85,6 +85,12 @@ func asAPIError(err error) *Error {
 		return errNotAssigned
 	case errors.Is(err, ErrShuttingDown):
 		return errShuttingDown
+	case errors.Is(err, ErrCallNotConnected):
+		return errCallNotConnected
+	case errors.Is(err, ErrTransferRefused):
+		return errTransferRefused
+	case errors.Is(err, ErrTransferBusy):
+		return errTransferBusy
 	case errors.Is(err, masking.ErrBadNumber):
 		// The message names no number: it may be echoed into logs or UIs.
 		return newError(http.StatusUnprocessableEntity, "bad_phone", "api.bad_phone")

@@ -171,6 +171,8 @@ func New(cfg Config) *Server {
 	s.handle("POST /api/v1/calls", s.startCall, storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin)
 	s.handle("GET /api/v1/calls", s.listCalls, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
+	// transfers
+	s.handle("POST /api/v1/calls/{id}/transfer", s.transferCall, storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin)
 	// Live listen, whisper, barge (monitor.go).
 	s.handle("POST /api/v1/calls/{id}/monitor", s.monitorCall, storage.RoleAdmin, storage.RoleSupervisor)
 	// Missed-call tasks (tasks.go).

@@ -63,9 +63,13 @@ type callRow struct {
 	ID, ClientID, ClientName, ClientCode string
 	Direction, Disposition, HangupSide   string
 	ManagerName                          string
-	At                                   *time.Time
-	Duration                             time.Duration
-	Recording                            *recordingView
+	// ManagerID and CanTransfer: a connected call the person looking may
+	// hand to a colleague (his own, or any for supervisors and admins).
+	ManagerID   string
+	CanTransfer bool
+	At          *time.Time
+	Duration    time.Duration
+	Recording   *recordingView
 	// Live: answered and not ended yet (supervisors may listen in).
 	Live bool
 }
@@ -128,8 +132,8 @@ func mayReach(cl storage.Client, managerID string) bool {
 
 func viewCall(cdr storage.CDR, ppl people, clients map[string]storage.Client) *callRow {
 	row := &callRow{ID: cdr.CallID, ClientID: cdr.ClientID, Direction: cdr.Direction, Disposition: cdr.Disposition,
-		HangupSide: cdr.HangupSide, ManagerName: ppl.name(cdr.ManagerID), At: cdr.OfferedAt, Duration: cdr.Duration,
-		Live: cdr.AnsweredAt != nil && cdr.EndedAt == nil}
+		HangupSide: cdr.HangupSide, ManagerName: ppl.name(cdr.ManagerID), ManagerID: cdr.ManagerID, At: cdr.OfferedAt,
+		Duration: cdr.Duration, Live: cdr.AnsweredAt != nil && cdr.EndedAt == nil}
 	if row.At == nil {
 		row.At = cdr.EndedAt
 	}
@@ -165,6 +169,9 @@ type clientView struct {
 	Reason            string
 	// A click-to-call started by the form (no script): its id.
 	LiveCall string
+	// Colleagues a connected call may be transferred to: the active
+	// managers (each row leaves out its own manager).
+	Colleagues []storage.Manager
 }
 
 // historyLimit is how many calls a client page lists.
@@ -246,9 +253,38 @@ func (c *Console) clientView(r *http.Request, s *session, id string) (*clientVie
 		if v.ShowRecordings {
 			row.Recording = v.Recordings.byCall[cdr.CallID]
 		}
+		row.CanTransfer = row.Live && (s.Role != manager || cdr.ManagerID == s.ManagerID)
+		if row.CanTransfer && v.Colleagues == nil {
+			for _, m := range ppl.active() {
+				if m.Role == manager {
+					v.Colleagues = append(v.Colleagues, m)
+				}
+			}
+		}
 		v.Calls = append(v.Calls, row)
 	}
 	return v, nil
+}
+
+// transferCall is the Transfer form of a connected call on the client
+// page: a blind transfer to a colleague through the API, which checks who
+// may ask and who may take the client.
+func (c *Console) transferCall(w http.ResponseWriter, r *http.Request, s *session) error {
+	id, client := r.PathValue("id"), r.FormValue("client")
+	if !storageID(client) {
+		return errNotFound
+	}
+	err := c.apiFor(r, s).do(r.Context(), http.MethodPost, "/api/v1/calls/"+url.PathEscape(id)+"/transfer",
+		map[string]string{"to_manager_id": r.FormValue("to_manager_id")}, nil)
+	back := "/console/clients/" + url.PathEscape(client)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status < 500 {
+		return c.redirect(w, r, back, "error", ae.Message)
+	}
+	if err != nil {
+		return err
+	}
+	return c.redirect(w, r, back, "ok", c.localeFor(r, s).t("call.transfer_started"))
 }
 
 // callClient is the Call button without a script: it starts the

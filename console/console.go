@@ -139,6 +139,8 @@ func (c *Console) routes() {
 	c.handle("POST /console/clients", c.createClient, admin, supervisor)
 	c.handle("GET /console/clients/{id}", c.clientPage, anyone)
 	c.handle("POST /console/clients/{id}/call", c.callClient, anyone)
+	// transfers
+	c.handle("POST /console/calls/{id}/transfer", c.transferCall, anyone)
 	c.handle("POST /console/clients/{id}/assignment", c.reassign, admin, supervisor)
 	c.handle("POST /console/clients/{id}/reveal", c.reveal, admin)
 	c.handle("POST /console/clients/{id}/erase", c.erase, admin)

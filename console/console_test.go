@@ -159,6 +159,13 @@ const bootstrapToken = "bootstrap-admin-token"
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvDialer(t, nil)
+}
+
+// newEnvDialer is newEnv whose API places calls through dialer (the PBX,
+// the console's edge).
+func newEnvDialer(t *testing.T, dialer api.Dialer) *env {
+	t.Helper()
 	ctx := context.Background()
 	dbURL := testenv.Database(t)
 	if _, err := storage.Migrate(ctx, dbURL); err != nil {
@@ -177,7 +184,7 @@ func newEnv(t *testing.T) *env {
 	}
 	sessions := NewSessions(st, bootstrapToken, false, nil)
 	apiSrv := api.New(api.Config{Store: st, Keys: keys, Numbers: masking.NewNormalizer("RU"), SIPDomain: "pbx.test",
-		AdminToken: bootstrapToken, Sessions: sessions})
+		AdminToken: bootstrapToken, Sessions: sessions, Dialer: dialer})
 	web, err := New(Config{Store: st, Sessions: sessions, API: apiSrv, SIPDomain: "pbx.test", TimeZone: "Europe/Moscow"})
 	if err != nil {
 		t.Fatal(err)

@@ -37,6 +37,8 @@ type call struct {
 	// (snapshot) while the owner goroutine learns who the call is between.
 	statusMu sync.Mutex
 	status   CallStatus
+	manager  party         // the manager's leg once connected (talk), for transfers
+	consult  *consultation // set on a consultation call (consult.go)
 
 	hangupOnce sync.Once
 	hangupCh   chan string // "client" / "manager" / "system": who ended it
@@ -49,6 +51,17 @@ type call struct {
 	probing atomic.Bool   // a keep-alive probe is running
 	endOnce sync.Once
 	relay   *media.Relay
+	// ptAB and ptBA are the relay's payload type maps, kept so that a
+	// transfer that fails can bridge the same legs again.
+	ptAB, ptBA map[uint8]uint8
+
+	// transfers takes the one transfer in progress to the owner goroutine
+	// (talk); transferring is set while one is asked for or runs.
+	transfers    chan transferRequest
+	transferring atomic.Bool
+	// transferredFrom is the call id of the part a transfer continues
+	// (set by the owner before the part's first event).
+	transferredFrom string
 }
 
 // newCall registers a call; with a nil logger it gets the call control's,
@@ -57,7 +70,8 @@ func (cc *callControl) newCall(id, direction string, logger *zap.Logger) *call {
 	if logger == nil {
 		logger = cc.logger.With(zap.String("call_id", id), zap.String("direction", direction))
 	}
-	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{})}
+	c := &call{id: id, cc: cc, direction: direction, logger: logger, hangupCh: make(chan string, 1), done: make(chan struct{}),
+		transfers: make(chan transferRequest, 1)}
 	c.ctx, c.cancel = context.WithCancel(cc.ctx)
 	c.sessionID = [2]uint64{newSessionID(), newSessionID()}
 	c.status = CallStatus{ID: id, Direction: direction, StartedAt: time.Now()}
@@ -118,7 +132,7 @@ func (c *call) release() {
 func (c *call) publish(kind events.Kind, mutate func(*events.Event)) {
 	clientID, managerID := c.parties()
 	e := events.Event{Kind: kind, CallID: c.id, Direction: c.direction, ClientID: clientID, ManagerID: managerID,
-		Node: c.cc.cfg.Node}
+		Node: c.cc.cfg.Node, TransferredFrom: c.transferredFrom}
 	if mutate != nil {
 		mutate(&e)
 	}
@@ -155,7 +169,11 @@ func (c *call) bridge(ptAB, ptBA map[uint8]uint8) error {
 	if err != nil {
 		return err
 	}
-	c.relay = r
+	// Under statusMu: a monitor reads the relay of a connected call
+	// (liveRelay), and a transfer bridges one again while connected.
+	c.statusMu.Lock()
+	c.relay, c.ptAB, c.ptBA = r, ptAB, ptBA
+	c.statusMu.Unlock()
 	return nil
 }
 
@@ -179,6 +197,16 @@ func setPortRemote(p *media.Port, sdp media.Offer, dest string) {
 		signalling = append(signalling, a.Addr())
 	}
 	p.SetAllowedSources(signalling...)
+}
+
+// detachRelay ends the call's relay but keeps its ports (media.Relay.Detach)
+// for a transfer; the owner goroutine calls it.
+func (c *call) detachRelay() {
+	r := c.relay
+	c.statusMu.Lock()
+	c.relay = nil
+	c.statusMu.Unlock()
+	r.Detach()
 }
 
 // relayDone is closed when the relay ends by itself (media timeout); nil

@@ -144,7 +144,7 @@ type EventSink interface {
 	Publish(ctx context.Context, e events.Event) error
 }
 
-const dialogAllow = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+const dialogAllow = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER"
 
 // callControl is the B2BUA: it owns the dialog store and every live call.
 type callControl struct {

@@ -210,8 +210,12 @@ func TestDeskPhoneDialsClientCode(t *testing.T) {
 	if got := trunk.numbers(); len(got) != 1 || got[0] != number {
 		t.Fatalf("the trunk was asked for %v, want [%s]", got, number)
 	}
-	st := liveCall(t, env.srv)
-	if st.State != StateConnected || st.ClientID != client.ID || st.ManagerID != env.manager.ID {
+	// The phone has its 200 a moment before the call's owner marks it
+	// connected: wait for that, don't race it.
+	var st CallStatus
+	testenv.Eventually(t, 5*time.Second, func() bool { st = liveCall(t, env.srv); return st.State == StateConnected },
+		"the desk call connected")
+	if st.ClientID != client.ID || st.ManagerID != env.manager.ID {
 		t.Fatalf("status of the desk call %+v, want connected, client %s, manager %s", st, client.ID, env.manager.ID)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

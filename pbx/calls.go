@@ -74,12 +74,14 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 			return err
 		}
 	}
-	s.allow = append(s.allow, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE)
+	s.allow = append(s.allow, sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.INFO, sip.UPDATE, sip.REFER)
 	s.sip.OnInvite(s.guard(s.calls.onInvite))
 	s.sip.OnAck(s.calls.onInDialog)
 	s.sip.OnBye(s.guard(s.calls.onInDialog))
 	s.sip.OnInfo(s.guard(s.calls.onInDialog))
 	s.sip.OnUpdate(s.guard(s.calls.onInDialog))
+	// REFER: a manager's phone transfers its call to a colleague (transfer.go).
+	s.sip.OnRefer(s.guard(s.calls.onInDialog))
 	// CANCEL of a pending INVITE is answered by sipgo's transaction layer;
 	// one that reaches us matches nothing.
 	s.sip.OnCancel(s.guard(s.handleNoTransaction))

@@ -35,6 +35,11 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 		return
 	}
 	logger := cc.logger.With(zap.String("manager_id", creds.ManagerID), zap.String("direction", events.Outbound))
+	if colleague, ok := cc.colleagueDialled(ctx, creds.ManagerID, req.Recipient.User); ok {
+		// A colleague's username: a consultation call (consult.go).
+		cc.consult(req, tx, creds, colleague, cc.logger.With(zap.String("manager_id", creds.ManagerID), zap.String("direction", directionInternal)))
+		return
+	}
 	if cc.trunk == nil {
 		// No --trunk: calls out are not configured on this node.
 		logger.Warn("desk phone dialled, but no trunk is configured for calls out")

@@ -181,9 +181,7 @@ func (cc *callControl) dialNumber(c *call, phone masking.SealedPhone, codecs []m
 				c.setRemote(media.SideA, ev.answer, leg.dlg.dest)
 				// The trunk refreshes its session timer with re-INVITE or
 				// UPDATE; the leg answers them as a leg in does (uasLeg).
-				leg.join(func(dir media.Direction) []byte { return c.localSDP(media.SideA, ev.answer.Codecs, dir) },
-					func() { c.hangup(sideClient) },
-					func(o media.Offer) { c.setRemote(media.SideA, o, leg.dlg.dest) })
+				leg.moveTo(c, media.SideA)
 				return leg, 200, ""
 			case ev.status == 401 || ev.status == 407:
 				// The trunk refused our credentials (the leg answered

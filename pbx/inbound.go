@@ -253,9 +253,7 @@ func (cc *callControl) bridgeInbound(c *call, trunk *uasLeg, winner *outLeg, off
 		c.logger.Error("relay failed", zap.Error(err))
 		return DispFailed
 	}
-	winner.join(func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) },
-		func() { c.hangup(sideManager) },
-		func(o media.Offer) { c.setRemote(media.SideB, o, winner.dlg.dest) })
+	winner.moveTo(c, media.SideB)
 	if err := cc.dialogs.add(trunk.dlg.callID, trunk); err != nil {
 		return DispFailed
 	}

@@ -183,9 +183,7 @@ func (cc *callControl) ringManager(c *call, target clientTarget, mobile *storage
 	}
 	c.setRemote(media.SideB, answer, winner.dlg.dest)
 	c.codecs = answer.Codecs
-	winner.join(func(dir media.Direction) []byte { return c.localSDP(media.SideB, answer.Codecs, dir) },
-		func() { c.hangup(sideManager) },
-		func(o media.Offer) { c.setRemote(media.SideB, o, winner.dlg.dest) })
+	winner.moveTo(c, media.SideB)
 	return winner, answer.Codecs, ""
 }
 

@@ -66,6 +66,10 @@ type outLeg struct {
 	localSDP func(dir media.Direction) []byte
 	// moved follows the peer's media to where a mid-call offer moves it.
 	moved func(media.Offer)
+	// call is the call the leg is part of (moveTo), for a REFER from a
+	// manager's phone; answerCodecs are the codecs of the peer's 200.
+	call         *call
+	answerCodecs []media.Codec
 }
 
 // outInvite describes the INVITE of an outgoing leg.
@@ -288,6 +292,7 @@ func (l *outLeg) onAnswer(res *sip.Response, events chan<- legEvent) {
 	answer, err := media.ParseOffer(res.Body())
 	l.mu.Lock()
 	l.answered = true
+	l.answerCodecs = answer.Codecs
 	late := l.cancelled
 	l.mu.Unlock()
 	if err != nil || late {
@@ -377,6 +382,16 @@ func (l *outLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.Se
 		}
 	case sip.ACK:
 		// The ACK of our 200 to a re-INVITE: nothing to answer.
+	case sip.REFER:
+		l.mu.Lock()
+		c := l.call
+		l.mu.Unlock()
+		if c == nil || l.managerID == "" || l.mobile {
+			// Only a manager's own phone transfers; the trunk never does.
+			respond(tx, req, 403, "Forbidden", nil)
+			return
+		}
+		l.cc.onRefer(c, l.dlg, req, tx)
 	default:
 		l.mu.Lock()
 		sdp, moved := l.localSDP, l.moved
@@ -404,6 +419,39 @@ func (l *outLeg) join(localSDP func(dir media.Direction) []byte, onBye func(), m
 	if gone {
 		onBye()
 	}
+}
+
+// moveTo makes the answered leg side of call c: its re-INVITEs and UPDATEs
+// are answered with c's SDP for that side (the codecs of the peer's 200),
+// its BYE ends c, a move of its media moves c's port, and a REFER on a
+// manager's phone transfers c.
+func (l *outLeg) moveTo(c *call, side media.Side) {
+	l.mu.Lock()
+	codecs := l.answerCodecs
+	l.call = c
+	l.mu.Unlock()
+	l.join(func(dir media.Direction) []byte { return c.localSDP(side, codecs, dir) },
+		func() { c.hangup(sideName(side)) },
+		func(o media.Offer) { c.setRemote(side, o, l.dlg.dest) })
+}
+
+// onHangup sends the peer's BYE to f instead (a transfer takes the
+// transferor's BYE); f runs at once if the peer hung up already.
+func (l *outLeg) onHangup(f func()) {
+	l.mu.Lock()
+	l.onBye = f
+	gone := l.byePeer
+	l.mu.Unlock()
+	if gone {
+		f()
+	}
+}
+
+// codecs are the codecs of the peer's 200.
+func (l *outLeg) codecs() []media.Codec {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.answerCodecs
 }
 
 // newCancel builds the CANCEL of a pending INVITE (RFC 3261 9.1): same

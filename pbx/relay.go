@@ -148,7 +148,9 @@ func (cc *callControl) relayToPhone(req *sip.Request, tx sip.ServerTransaction) 
 		return
 	}
 	stopRinging()
-	side := cc.awaitHangup(c, map[string]party{sideManager: winner, sideClient: up})
+	// A relayed call is never connected here (its state stays with the
+	// calling node): a REFER on it is refused, nothing is transferred.
+	side := cc.awaitHangup(c, map[string]party{sideManager: winner, sideClient: up}, nil)
 	hangUpOther(side, winner, up)
 	c.logger.Info("relayed call ended", zap.String("hangup_side", side))
 }

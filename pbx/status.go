@@ -54,6 +54,9 @@ type CallStatus struct {
 	// ended its whisper (MobileAccepted, MobileDeclined, MobileTimedOut).
 	Via    string
 	Mobile string
+	// TransferredFrom is the call id of the part before this one, when a
+	// transfer to a colleague began this part.
+	TransferredFrom string
 }
 
 // ViaMobile: the manager's side of the call is his corporate mobile.

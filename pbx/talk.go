@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/internal/events"
+	"github.com/maskpbx/maskpbx/pbx/media"
 )
 
 // party is one answered leg of a connected call, whichever way it was set
@@ -15,6 +16,10 @@ import (
 type party interface {
 	hangup()
 	dialog() *dialog
+	// moveTo makes the leg side of another call (a transfer's next part).
+	moveTo(c *call, side media.Side)
+	// onHangup sends the peer's BYE to f instead of the call.
+	onHangup(f func())
 }
 
 // probe checks each leg of a connected call with an in-dialog OPTIONS (see
@@ -64,12 +69,17 @@ const keepAliveWait = 5 * time.Second
 // other and records the end.
 func (cc *callControl) talk(c *call, manager, client party) {
 	answeredAt := time.Now()
+	c.setManagerLeg(manager)
 	c.setState(StateConnected)
 	c.publish(events.Answered, nil)
 	c.logger.Info("call connected")
 	rec := cc.cfg.Recorder.record(c, c.clientCode)
 	defer rec.Stop()
-	side := cc.awaitHangup(c, map[string]party{sideManager: manager, sideClient: client})
+	side := cc.awaitHangup(c, map[string]party{sideManager: manager, sideClient: client},
+		func(t transferRequest) bool { return cc.transfer(c, t, manager, client, rec) })
+	if side == "" {
+		return // the client went on to the colleague (that part has ended too), or is gone
+	}
 	rec.Stop() // the recording ends with the call, not after the legs' BYEs
 	c.recording = cc.cfg.Recorder.Outcome(rec)
 	side = hangUpOther(side, manager, client)
@@ -79,8 +89,13 @@ func (cc *callControl) talk(c *call, manager, client party) {
 
 // awaitHangup keeps a connected call's legs alive (keep-alive probes,
 // session timers) until one side hangs up or the media stops, and says
-// which side it was.
-func (cc *callControl) awaitHangup(c *call, parties map[string]party) string {
+// which side it was. A transfer asked of the call runs through transfer
+// (nil: the call takes none); when it reports the call over, the side is "".
+func (cc *callControl) awaitHangup(c *call, parties map[string]party, transfer func(transferRequest) bool) string {
+	transfers := c.transfers
+	if transfer == nil {
+		transfers = nil
+	}
 	var keepAlive <-chan time.Time
 	if cc.cfg.KeepAlive > 0 {
 		t := time.NewTicker(cc.cfg.KeepAlive)
@@ -100,6 +115,10 @@ func (cc *callControl) awaitHangup(c *call, parties map[string]party) string {
 			return sideSystem
 		case <-keepAlive:
 			cc.wg.Go(func() { cc.probe(c, parties) })
+		case t := <-transfers:
+			if transfer(t) {
+				return ""
+			}
 		}
 	}
 }

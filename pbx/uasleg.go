@@ -14,11 +14,17 @@ import (
 // uasLeg is the leg whose INVITE we received: the trunk's (inbound) or a
 // desk phone's (dialling a client code).
 type uasLeg struct {
-	dlg    *dialog
-	call   *call
-	side   media.Side
-	acked  chan struct{}
-	ackOne sync.Once
+	dlg *dialog
+	// call is the call the leg is part of; a transfer moves the leg to the
+	// colleague's part (moveTo) and takes the transferor's BYE (onHangup)
+	// while sipgo's goroutines hand the leg requests: both under hookMu.
+	// The call's owner goroutine, which moves it, reads it freely.
+	hookMu  sync.Mutex
+	call    *call
+	byeHook func()
+	side    media.Side
+	acked   chan struct{}
+	ackOne  sync.Once
 
 	invite *sip.Request
 	tx     sip.ServerTransaction
@@ -69,18 +75,47 @@ func (l *uasLeg) matches(req *sip.Request) bool {
 }
 
 func (l *uasLeg) handleInDialog(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) {
+	l.hookMu.Lock()
+	c, onBye := l.call, l.byeHook
+	l.hookMu.Unlock()
 	switch req.Method {
 	case sip.ACK:
 		l.ackOne.Do(func() { close(l.acked) })
 	case sip.BYE:
 		respond(tx, req, 200, "OK", nil)
-		l.call.cc.dialogs.remove(l.dlg.callID)
-		l.call.hangup(sideName(l.side))
+		c.cc.dialogs.remove(l.dlg.callID)
+		if onBye != nil {
+			onBye()
+			return
+		}
+		c.hangup(sideName(l.side))
+	case sip.REFER:
+		if l.side != media.SideB || c.snapshot().Via == ViaMobile {
+			// The trunk never transfers, also not for a manager's mobile.
+			respond(tx, req, 403, "Forbidden", nil)
+			return
+		}
+		c.cc.onRefer(c, l.dlg, req, tx)
 	default:
-		l.call.cc.answerMidDialog(req, tx, l.dlg, func(dir media.Direction) []byte {
-			return l.call.localSDP(l.side, l.call.codecs, dir)
-		}, func(o media.Offer) { l.call.setRemote(l.side, o, l.dlg.dest) }, l.st)
+		c.cc.answerMidDialog(req, tx, l.dlg, func(dir media.Direction) []byte {
+			return c.localSDP(l.side, c.codecs, dir)
+		}, func(o media.Offer) { c.setRemote(l.side, o, l.dlg.dest) }, l.st)
 	}
+}
+
+// moveTo makes the leg side of call c (a transfer's next part, which has
+// the same codecs on this side): its requests go to c from now on.
+func (l *uasLeg) moveTo(c *call, side media.Side) {
+	l.hookMu.Lock()
+	defer l.hookMu.Unlock()
+	l.call, l.side, l.byeHook = c, side, nil
+}
+
+// onHangup sends the peer's BYE to f instead of the call.
+func (l *uasLeg) onHangup(f func()) {
+	l.hookMu.Lock()
+	defer l.hookMu.Unlock()
+	l.byeHook = f
 }
 
 func sideName(s media.Side) string {
@@ -114,7 +149,9 @@ func (l *uasLeg) accept(sdp []byte) error {
 // with no ACK in 64*T1 the call is given up.
 func (l *uasLeg) retransmitUntilAck() {
 	const t1, t2 = 500 * time.Millisecond, 4 * time.Second
+	l.hookMu.Lock()
 	c, ok := l.call, l.final
+	l.hookMu.Unlock()
 	giveUp := time.NewTimer(64 * t1)
 	defer giveUp.Stop()
 	resend := time.NewTimer(t1)

@@ -341,6 +341,8 @@ func callEvent(e events.Event) storage.CallEvent {
 		Via:         e.Via,
 		Mobile:      e.Mobile,
 		Node:        e.Node,
+
+		TransferredFrom: e.TransferredFrom,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,6 +45,9 @@ type CallEvent struct {
 	Via         string // on ended: "mobile" when the manager's side was his mobile
 	Mobile      string // on ended: accepted, declined or timed_out (the mobile's whisper)
 	Node        string // the pbx node that handles the call; may be empty
+	// TransferredFrom is the call id of the part a transfer continues, on
+	// every event of the colleague's part; empty otherwise.
+	TransferredFrom string
 }
 
 // CDR is the record of one call. Times are nil until the event that sets
@@ -63,7 +67,10 @@ type CDR struct {
 	Recording   string
 	Via         string // "mobile": the manager took the call on his corporate mobile
 	Mobile      string // how the mobile that answered ended the whisper
-	UpdatedAt   time.Time
+	// TransferredFrom is the call id of the part before this one when a
+	// transfer to a colleague began this part.
+	TransferredFrom string
+	UpdatedAt       time.Time
 }
 
 // CDRFilter narrows CDRs; empty fields match everything.
@@ -108,6 +115,8 @@ func (e CallEvent) Validate() error {
 		return fmt.Errorf("%w: via %q", ErrInvalidCallEvent, e.Via)
 	case !callMobileEnds[e.Mobile]:
 		return fmt.Errorf("%w: mobile %q", ErrInvalidCallEvent, e.Mobile)
+	case e.TransferredFrom != "" && (!validUUID(e.TransferredFrom) || strings.EqualFold(e.TransferredFrom, e.CallID)):
+		return fmt.Errorf("%w: transferred_from is not another call's uuid", ErrInvalidCallEvent)
 	}
 	return nil
 }
@@ -129,13 +138,13 @@ func nullUUID(s string) any {
 const cdrColumns = `call_id, coalesce(direction, ''), coalesce(client_id::text, ''), coalesce(manager_id::text, ''),
 	offered_at, ringing_at, answered_at, ended_at, coalesce(duration_ms, 0),
 	coalesce(disposition, ''), coalesce(hangup_side, ''), coalesce(recording, ''),
-	coalesce(via, ''), coalesce(mobile, ''), updated_at`
+	coalesce(via, ''), coalesce(mobile, ''), coalesce(transferred_from::text, ''), updated_at`
 
 func scanCDR(r pgx.Row) (CDR, error) {
 	var c CDR
 	var ms int64
 	err := r.Scan(&c.CallID, &c.Direction, &c.ClientID, &c.ManagerID, &c.OfferedAt, &c.RingingAt, &c.AnsweredAt,
-		&c.EndedAt, &ms, &c.Disposition, &c.HangupSide, &c.Recording, &c.Via, &c.Mobile, &c.UpdatedAt)
+		&c.EndedAt, &ms, &c.Disposition, &c.HangupSide, &c.Recording, &c.Via, &c.Mobile, &c.TransferredFrom, &c.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, ErrNotFound
 	}

@@ -85,7 +85,7 @@ func (s *Store) ApplyCallEvents(ctx context.Context, evs []CallEvent) (applied [
 		}
 		b := &pgx.Batch{}
 		b.Queue(upsertCDRs, up.callIDs, up.directions, up.clientIDs, up.managerIDs, up.offered, up.ringing,
-			up.answered, up.ended, up.dispositions, up.hangupSides, up.recordings, up.nodes, up.vias, up.mobiles)
+			up.answered, up.ended, up.dispositions, up.hangupSides, up.recordings, up.nodes, up.vias, up.mobiles, up.transferredFrom)
 		if len(over.callIDs) > 0 {
 			b.Queue(overrideCDRs, over.callIDs, over.managerIDs, over.recordings)
 		}
@@ -136,14 +136,16 @@ FROM fresh JOIN ev USING (event_id)`
 //     row holds in overrideCDRs, after this statement.
 const upsertCDRs = `
 INSERT INTO cdrs AS c (call_id, direction, client_id, manager_id, offered_at, ringing_at, answered_at,
-                       ended_at, disposition, hangup_side, recording, node, via, mobile, updated_at)
+                       ended_at, disposition, hangup_side, recording, node, via, mobile, transferred_from, updated_at)
 SELECT call_id, nullif(direction, ''), nullif(client_id, '')::uuid, nullif(manager_id, '')::uuid,
        offered_at, ringing_at, answered_at, ended_at, nullif(disposition, ''), nullif(hangup_side, ''),
-       nullif(recording, ''), nullif(node, ''), nullif(via, ''), nullif(mobile, ''), now()
+       nullif(recording, ''), nullif(node, ''), nullif(via, ''), nullif(mobile, ''),
+       nullif(transferred_from, '')::uuid, now()
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
-            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+            $15::text[])
      AS d(call_id, direction, client_id, manager_id, offered_at, ringing_at, answered_at, ended_at,
-          disposition, hangup_side, recording, node, via, mobile)
+          disposition, hangup_side, recording, node, via, mobile, transferred_from)
 ORDER BY call_id
 ON CONFLICT (call_id) DO UPDATE SET
     direction   = coalesce(c.direction, EXCLUDED.direction),
@@ -159,6 +161,7 @@ ON CONFLICT (call_id) DO UPDATE SET
     mobile      = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.mobile ELSE c.mobile END,
     recording   = coalesce(c.recording, EXCLUDED.recording),
     node        = coalesce(c.node, EXCLUDED.node),
+    transferred_from = coalesce(c.transferred_from, EXCLUDED.transferred_from),
     updated_at  = now()`
 
 // overrideCDRs sets what replaces rather than fills: the manager who
@@ -196,9 +199,10 @@ type cdrDelta struct {
 	hangupSide,
 	via,
 	mobile string
-	recordingGap string // the first recording state of an ended event: fills a gap
-	recordingSet string // the last recording state of a recording.ready event: replaces
-	node         string // the first node named: the one that handles the call
+	recordingGap    string // the first recording state of an ended event: fills a gap
+	recordingSet    string // the last recording state of a recording.ready event: replaces
+	node            string // the first node named: the one that handles the call
+	transferredFrom string // the first part-before named (every event of a part names the same)
 }
 
 // foldCallEvents folds the new events (those in known, by index into evs)
@@ -232,6 +236,7 @@ func foldCallEvents(evs []CallEvent, known map[int]knownPeople) []*cdrDelta {
 		}
 		fill(&d.direction, e.Direction)
 		fill(&d.node, e.Node)
+		fill(&d.transferredFrom, uuidOrEmpty(e.TransferredFrom))
 		if k.client {
 			fill(&d.clientID, e.ClientID)
 		}
@@ -282,8 +287,9 @@ func (c *callEventColumns) add(e CallEvent) {
 // cdrUpsertColumns is a batch of deltas as the columns of upsertCDRs; an
 // empty string is NULL.
 type cdrUpsertColumns struct {
-	callIDs, directions, clientIDs, managerIDs, dispositions, hangupSides, recordings, nodes, vias, mobiles []string
-	offered, ringing, answered, ended                                                                       []*time.Time
+	callIDs, directions, clientIDs, managerIDs, dispositions, hangupSides, recordings, nodes, vias, mobiles,
+	transferredFrom []string
+	offered, ringing, answered, ended []*time.Time
 }
 
 func (c *cdrUpsertColumns) add(d *cdrDelta) {
@@ -301,6 +307,7 @@ func (c *cdrUpsertColumns) add(d *cdrDelta) {
 	c.nodes = append(c.nodes, d.node)
 	c.vias = append(c.vias, d.via)
 	c.mobiles = append(c.mobiles, d.mobile)
+	c.transferredFrom = append(c.transferredFrom, d.transferredFrom)
 }
 
 // cdrOverrideColumns holds the deltas that replace a manager or a recording

@@ -78,7 +78,8 @@ DELETE FROM tasks t USING cdrs c
 WHERE c.call_id = ANY($1::uuid[]) AND t.call_id = c.call_id AND c.answered_at IS NOT NULL`
 
 // createTasks makes a task of each inbound call of a known, not erased,
-// client that ended without being answered. A connected call with him
+// client that ended without being answered (not the part of a transfer a
+// colleague did not take: the client was in a call). A connected call with him
 // applied before (events may come late) closes it at once.
 const createTasks = `
 INSERT INTO tasks (call_id, client_id, created_at, status, closed_at, closed_by_call_id)
@@ -92,6 +93,7 @@ LEFT JOIN LATERAL (
     ORDER BY n.answered_at, n.call_id LIMIT 1) AS b ON true
 WHERE c.call_id = ANY($1::uuid[]) AND c.direction = 'inbound' AND c.ended_at IS NOT NULL
   AND c.answered_at IS NULL
+  AND c.transferred_from IS NULL -- a transfer the colleague missed: the client was talking (transfers)
 ORDER BY c.call_id
 ON CONFLICT (call_id) DO NOTHING`
 

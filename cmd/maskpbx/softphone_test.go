@@ -204,11 +204,7 @@ func TestBaresipTLSAndSRTP(t *testing.T) {
 		acme := s.client("Acme Trading", acmeNumber, anna.ID)
 		trunkRTP := testenv.NewRTPEndpoint(t, trunkIP+":41840")
 		tr := trunkCall(t, s, acmeNumber, 41840, false, 0)
-		ph.WaitEvent("CALL_INCOMING", 10*time.Second)
-		ph.Answer()
-		ph.WaitEvent("CALL_ESTABLISHED", 5*time.Second)
-		sendTone(t, tr, trunkRTP, 75)
-		assertTwoWayAudio(t, ph, trunkRTP)
+		softphoneAnswers(t, ph, tr, trunkRTP, 75)
 		ph.Hold()
 		ph.Resume()
 		before := trunkRTP.Received()
@@ -346,9 +342,7 @@ func toneWindows(s []int16, freq, other float64) float64 {
 func TestBaresipTCPCallsTheRightPhone(t *testing.T) {
 	testenv.Require(t, "baresip")
 	s := startSystemConfig(t, defaultPhoneFlags)
-	anna := s.manager("anna")
-	bob := s.manager("bob")
-	acme := s.client("Acme Trading", acmeNumber, anna.ID)
+	anna, bob, acme := annaBobAcme(s)
 	annaPhone := annaBaresip(t, s, testenv.BaresipOptions{Transport: "tcp"})
 	bobPhone := testenv.StartBaresip(t, testenv.BaresipOptions{Username: "bob", Password: "bob-secret", Domain: domain,
 		Proxy: s.sipAddr, Transport: "tcp", LocalIP: baresipIP, Tone: managerTone, RTPPorts: "42100-42199"})

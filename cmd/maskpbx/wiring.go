@@ -355,7 +355,20 @@ func (d dialer) CallStatus(id string) (api.CallStatus, bool) {
 	st, ok := d.sip.CallStatus(id)
 	return api.CallStatus{State: st.State, Disposition: st.Disposition, Direction: st.Direction, ClientID: st.ClientID,
 		ManagerID: st.ManagerID, StartedAt: st.StartedAt, AnsweredAt: st.AnsweredAt, EndedAt: st.EndedAt,
-		Via: st.Via, Mobile: st.Mobile}, ok
+		Via: st.Via, Mobile: st.Mobile, TransferredFrom: st.TransferredFrom}, ok
+}
+
+func (d dialer) TransferCall(ctx context.Context, callID, toManagerID, actor string) error {
+	err := d.sip.TransferCall(ctx, callID, toManagerID, actor)
+	switch {
+	case errors.Is(err, pbx.ErrCallNotConnected):
+		return api.ErrCallNotConnected
+	case errors.Is(err, pbx.ErrTransferRefused):
+		return api.ErrTransferRefused
+	case errors.Is(err, pbx.ErrTransferBusy):
+		return api.ErrTransferBusy
+	}
+	return err
 }
 
 // monitors adapts the PBX to the API's live listen (POST /calls/{id}/monitor).

@@ -69,6 +69,10 @@ type Event struct {
 	// Node names the pbx node handling the call (--node), so a node that
 	// restarts, or a survivor, can close the calls a dead node left open.
 	Node string `json:"node,omitempty"`
+	// TransferredFrom is, on every event of a call part that a transfer
+	// began, the call id of the part before it: the client's conversation
+	// with the transferring manager.
+	TransferredFrom string `json:"transferred_from,omitempty"`
 }
 
 // ViaMobile is Event.Via of a call the manager took on his corporate mobile.
@@ -122,6 +126,8 @@ func (e Event) Validate() error {
 		return fmt.Errorf("%w: via %q", ErrInvalidEvent, e.Via)
 	case !mobileEnds[e.Mobile]:
 		return fmt.Errorf("%w: mobile %q", ErrInvalidEvent, e.Mobile)
+	case e.TransferredFrom != "" && (!uuidRE.MatchString(e.TransferredFrom) || e.TransferredFrom == e.CallID):
+		return fmt.Errorf("%w: transferred_from is not another call's uuid", ErrInvalidEvent)
 	}
 	return nil
 }

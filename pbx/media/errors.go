@@ -32,6 +32,10 @@ var (
 	// ErrStopped is the reason of a relay ended by Stop.
 	ErrStopped = errors.New("media: relay stopped")
 
+	// ErrDetached is the reason of a relay ended by Detach: its ports
+	// stay open for another relay (a call transferred to a colleague).
+	ErrDetached = errors.New("media: relay detached")
+
 	// ErrBadLeg reports a Bridge call with a nil, closed or repeated port.
 	ErrBadLeg = errors.New("media: bad leg")
 

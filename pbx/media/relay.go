@@ -127,10 +127,11 @@ type Relay struct {
 	timeout atomic.Int64 // time.Duration; <= 0 disabled
 	armedAt atomic.Int64 // monotime a silent leg is measured from
 
-	wg      sync.WaitGroup
-	endOnce sync.Once
-	done    chan struct{}
-	err     error // written once before done is closed
+	wg       sync.WaitGroup
+	endOnce  sync.Once
+	detached atomic.Bool // Detach ended the relay: readers exit, ports stay open
+	done     chan struct{}
+	err      error // written once before done is closed
 }
 
 // Bridge starts relaying RTP and RTCP between a and b and takes ownership of
@@ -215,6 +216,37 @@ func (r *Relay) Err() error {
 func (r *Relay) Stop() {
 	r.end(ErrStopped)
 	r.wg.Wait()
+}
+
+// Detach ends the relay as Stop does, but leaves both ports open and
+// unbridged, latch, counters and sockets kept, so another Bridge (or an
+// Endpoint) can take them at once: a transfer moves the client's port to
+// the colleague's relay without closing the socket the client sends to.
+// It waits for the reader goroutines; Err is then ErrDetached. A relay
+// that had already ended (its ports closed) stays as it was.
+func (r *Relay) Detach() {
+	r.endOnce.Do(func() {
+		r.detached.Store(true)
+		r.err = ErrDetached
+		r.timer.Stop()
+		r.rtcp.stop()
+		past := time.Unix(1, 0) // wakes a blocked reader at once
+		for _, p := range r.legs {
+			_ = p.rtp.SetReadDeadline(past)
+			_ = p.rtcp.SetReadDeadline(past)
+		}
+		close(r.done)
+	})
+	r.wg.Wait()
+	if !r.detached.Load() {
+		return
+	}
+	for _, p := range r.legs {
+		_ = p.rtp.SetReadDeadline(time.Time{})
+		_ = p.rtcp.SetReadDeadline(time.Time{})
+		p.bridged.Store(false)
+	}
+	r.logger.Info("media relay detached")
 }
 
 // SetTap installs (or with nil removes) the tap, e.g. when a recording starts
@@ -454,6 +486,8 @@ func writeRTCP(out *Port, b []byte, dst netip.AddrPort) error {
 // socket was closed behind its back or keeps failing.
 func (r *Relay) readFailed(err error, failures int) bool {
 	switch {
+	case r.detached.Load():
+		return true // Detach woke the reader: the port is not ours now
 	case errors.Is(err, net.ErrClosed):
 		r.end(fmt.Errorf("%w: port closed", ErrStopped))
 		return true
