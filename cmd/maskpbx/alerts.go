@@ -44,29 +44,28 @@ func (a *alertFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&a.hooks.Backoff, "webhook-backoff", 30*time.Second, "wait after a webhook's first failure, doubled after each next one")
 }
 
-// check validates the flags (preflight).
+// check validates the flags (preflight); a zero value takes the default.
 func (a *alertFlags) check(bad func(flag, format string, args ...any)) {
-	switch {
-	case a.th.QuietMinCalls < 2:
-		bad("alert-quiet-min-calls", "must be 2 or more")
-	case a.th.QuietWindow < time.Hour:
-		bad("alert-quiet-window", "must be an hour or more")
-	case a.th.QuietFactor < 1:
+	negative := func(flag string, v float64) {
+		if v < 0 {
+			bad(flag, "must not be negative")
+		}
+	}
+	negative("alert-quiet-min-calls", float64(a.th.QuietMinCalls))
+	negative("alert-quiet-window", float64(a.th.QuietWindow))
+	negative("alert-drop-min-calls", float64(a.th.DropMinCalls))
+	negative("alert-burst-count", float64(a.th.BurstCount))
+	negative("alert-burst-window", float64(a.th.BurstWindow))
+	negative("alert-interval", float64(a.interval))
+	negative("webhook-backoff", float64(a.hooks.Backoff))
+	if a.th.QuietFactor != 0 && a.th.QuietFactor < 1 {
 		bad("alert-quiet-factor", "must be 1 or more")
-	case a.th.DropPercent < 1 || a.th.DropPercent > 100:
+	}
+	if a.th.DropPercent < 0 || a.th.DropPercent > 100 {
 		bad("alert-drop-percent", "must be 1 to 100")
-	case a.th.DropMinCalls < 1:
-		bad("alert-drop-min-calls", "must be 1 or more")
-	case a.th.BurstCount < 1:
-		bad("alert-burst-count", "must be 1 or more")
-	case a.th.BurstWindow <= 0:
-		bad("alert-burst-window", "must be positive")
-	case a.interval < 100*time.Millisecond:
-		bad("alert-interval", "must be 100ms or more")
-	case a.hooks.Tries < 1 || a.hooks.Tries > 20:
+	}
+	if a.hooks.Tries < 0 || a.hooks.Tries > 20 {
 		bad("webhook-tries", "must be 1 to 20")
-	case a.hooks.Backoff < 10*time.Millisecond:
-		bad("webhook-backoff", "must be 10ms or more")
 	}
 }
 

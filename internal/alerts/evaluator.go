@@ -51,6 +51,31 @@ var (
 	DismissedActions = []string{"sip.dismissed_auth", "api.dismissed_token"}
 )
 
+// withDefaults fills every zero field from DefaultThresholds.
+func (t Thresholds) withDefaults() Thresholds {
+	d := DefaultThresholds
+	orInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	orDur := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	orInt(&t.QuietMinCalls, d.QuietMinCalls)
+	orInt(&t.DropPercent, d.DropPercent)
+	orInt(&t.DropMinCalls, d.DropMinCalls)
+	orInt(&t.BurstCount, d.BurstCount)
+	orDur(&t.QuietWindow, d.QuietWindow)
+	orDur(&t.BurstWindow, d.BurstWindow)
+	if t.QuietFactor == 0 {
+		t.QuietFactor = d.QuietFactor
+	}
+	return t
+}
+
 // Lease makes one node of a cluster evaluate at a time (recorder.Lease).
 type Lease interface {
 	Acquire(ctx context.Context) (bool, error)
@@ -122,9 +147,7 @@ func New(cfg Config) *Evaluator {
 	if cfg.SweepEvery <= 0 {
 		cfg.SweepEvery = 15 * time.Minute
 	}
-	if cfg.Thresholds == (Thresholds{}) {
-		cfg.Thresholds = DefaultThresholds
-	}
+	cfg.Thresholds = cfg.Thresholds.withDefaults()
 	w := &cfg.Webhooks
 	if w.Tries <= 0 {
 		w.Tries = 5

@@ -37,15 +37,16 @@ const RecorderInboxPrefix = "_INBOX.recorder"
 // tests import bus).
 
 // pbxPermissions: registrations, cluster and leases KV, recording audio,
+// alerts (alerts.<rule>, published by the node holding the alerts lease),
 // call events, change events of the routing cache, the JetStream API, acks
 // and flow control of its consumers, and replies.
 var pbxPermissions = &server.Permissions{
 	Publish: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$O.RECORDINGS.>", "calls.>", "changes.>", "$JS.API.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$O.RECORDINGS.>", "calls.>", "changes.>", "alerts.>", "$JS.API.>",
 		"$JS.ACK.>", "$JS.FC.>", "_INBOX.>",
 	}},
 	Subscribe: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "calls.>", "changes.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "calls.>", "changes.>", "alerts.>", "_INBOX.>",
 	}},
 }
 
