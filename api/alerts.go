@@ -17,8 +17,8 @@ func (s *Server) alertRoutes() {
 	s.handle("GET /api/v1/webhooks", s.listWebhooks, storage.RoleAdmin)
 	s.handle("POST /api/v1/webhooks", s.createWebhook, storage.RoleAdmin)
 	s.handle("DELETE /api/v1/webhooks/{id}", s.deleteWebhook, storage.RoleAdmin)
-	s.handle("GET /api/v1/webhooks/dead-letters", s.listDeadLetters, storage.RoleAdmin)
-	s.handle("POST /api/v1/webhooks/dead-letters/{id}/retry", s.retryDeadLetter, storage.RoleAdmin)
+	s.handle("GET /api/v1/webhooks/deliveries/dead", s.listDeadLetters, storage.RoleAdmin)
+	s.handle("POST /api/v1/webhooks/deliveries/{id}/retry", s.retryDeadLetter, storage.RoleAdmin)
 }
 
 var (
@@ -161,7 +161,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, _ Princ
 	return nil
 }
 
-// retryDeadLetter: POST /api/v1/webhooks/dead-letters/{id}/retry; the
+// retryDeadLetter: POST /api/v1/webhooks/deliveries/{id}/retry; the
 // delivery is pending again with fresh tries; audited as webhook.retry.
 func (s *Server) retryDeadLetter(w http.ResponseWriter, r *http.Request, p Principal) error {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
