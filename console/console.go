@@ -157,6 +157,7 @@ func (c *Console) routes() {
 	c.handle("POST /console/managers/{id}/mobile", c.setMobile, admin)
 	c.handle("POST /console/managers/{id}/mobile/remove", c.removeMobile, admin)
 	c.handle("GET /console/audit", c.auditPage, admin)
+	c.alertRoutes()
 	c.handle("GET /console/settings", c.settingsPage, anyone)
 	c.handle("POST /console/settings", c.saveSettings, anyone)
 

@@ -197,11 +197,7 @@ func (s *Store) AuditSince(ctx context.Context, seq int64, limit int) ([]AuditEn
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (AuditEntry, error) {
-		var e AuditEntry
-		err := r.Scan(&e.Seq, &e.At, &e.Actor, &e.Action, &e.Object, &e.Reason)
-		return e, err
-	})
+	return collectAudit(rows)
 }
 
 // AuditSeqsOf returns the seqs of actor's rows with one of actions in
@@ -281,4 +277,30 @@ func (s *Store) ManagerCallIDs(ctx context.Context, managerID string, from, to t
 		return nil, err
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// AuditRows returns the audit rows with the given seqs, oldest first.
+func (s *Store) AuditRows(ctx context.Context, seqs []int64) ([]AuditEntry, error) {
+	rows, err := s.pool.Query(ctx, `SELECT seq, at, actor, action, object, reason
+		FROM audit_log WHERE seq = ANY($1) ORDER BY seq`, seqs)
+	if err != nil {
+		return nil, err
+	}
+	return collectAudit(rows)
+}
+
+// CDRsByID returns the CDRs of the given calls, newest offer first.
+func (s *Store) CDRsByID(ctx context.Context, ids []string) ([]CDR, error) {
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if validUUID(id) {
+			valid = append(valid, id)
+		}
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+cdrColumns+` FROM cdrs WHERE call_id = ANY($1::uuid[])
+		ORDER BY offered_at DESC, call_id`, valid)
+	if err != nil {
+		return nil, fmt.Errorf("storage: cdrs by id: %w", err)
+	}
+	return collectCDRs(rows)
 }
