@@ -44,7 +44,10 @@ type Config struct {
 	// console's language for a person who chose none and whose browser asks
 	// for none maskpbx speaks; empty: English.
 	DefaultLanguage string
-	Logger          *zap.Logger
+	// ImportReports shares CSV import reports between nodes; nil keeps
+	// them in this node's memory.
+	ImportReports ImportReports
+	Logger        *zap.Logger
 }
 
 // Console serves the web console's pages and assets.
@@ -69,11 +72,12 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Store == nil || cfg.Sessions == nil || cfg.API == nil {
 		return nil, errors.New("console: Store, Sessions and API are required")
 	}
-	c := &Console{cfg: cfg, store: cfg.Store, logger: cfg.Logger, mux: http.NewServeMux(), imports: newImportJobs(),
+	c := &Console{cfg: cfg, store: cfg.Store, logger: cfg.Logger, mux: http.NewServeMux(),
 		csrf: http.NewCrossOriginProtection()}
 	if c.logger == nil {
 		c.logger = zap.NewNop()
 	}
+	c.imports = newImportJobs(cfg.ImportReports, c.logger)
 	tz := cfg.TimeZone
 	if tz == "" {
 		tz = os.Getenv("TZ")

@@ -3,9 +3,11 @@ package console
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -25,14 +27,30 @@ const (
 	importKeep = time.Hour
 )
 
-// importJobs are the CSV imports of this node, running or finished. A
-// report lives in memory on the node that ran the import, for importKeep.
-type importJobs struct {
-	mu   sync.Mutex
-	jobs map[string]*importJob
+// ImportReports keeps CSV import reports where every node can show them:
+// an import runs on the node its file was posted to, and its page may be
+// asked of any other. Save replaces the report under id; Load returns
+// ErrNoImport for one it does not have.
+type ImportReports interface {
+	Save(ctx context.Context, id string, report []byte) error
+	Load(ctx context.Context, id string) ([]byte, error)
 }
 
-func newImportJobs() *importJobs { return &importJobs{jobs: map[string]*importJob{}} }
+// ErrNoImport is what ImportReports.Load says of an unknown import.
+var ErrNoImport = errors.New("console: no such import")
+
+// importJobs are the CSV imports of this node, running or finished, and,
+// through shared (nil: this node's memory only), those of the others.
+type importJobs struct {
+	mu     sync.Mutex
+	jobs   map[string]*importJob
+	shared ImportReports
+	logger *zap.Logger
+}
+
+func newImportJobs(shared ImportReports, logger *zap.Logger) *importJobs {
+	return &importJobs{jobs: map[string]*importJob{}, shared: shared, logger: logger}
+}
 
 func (j *importJobs) add(job *importJob) {
 	j.mu.Lock()
@@ -45,12 +63,66 @@ func (j *importJobs) add(job *importJob) {
 	j.jobs[job.ID] = job
 }
 
-func (j *importJobs) get(id string) (*importJob, bool) {
+// importIDPattern is what an import id looks like (newToken's alphabet);
+// anything else is not looked up.
+var importIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{22}$`)
+
+// get finds an import: this node's own, else another node's report.
+func (j *importJobs) get(ctx context.Context, id string) (*importJob, bool) {
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	job, ok := j.jobs[id]
-	return job, ok
+	j.mu.Unlock()
+	if ok || j.shared == nil || !importIDPattern.MatchString(id) {
+		return job, ok
+	}
+	raw, err := j.shared.Load(ctx, id)
+	if err != nil {
+		if !errors.Is(err, ErrNoImport) {
+			j.logger.Warn("console: import report not read", zap.String("job", id), zap.Error(err))
+		}
+		return nil, false
+	}
+	var rec importRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		j.logger.Warn("console: import report unreadable", zap.String("job", id), zap.Error(err))
+		return nil, false
+	}
+	rec.Progress.Errors, rec.Progress.Created = rec.Errors, rec.Created
+	return &importJob{ID: id, FileName: rec.FileName, StartedAt: rec.StartedAt, p: rec.Progress, finished: rec.FinishedAt}, true
 }
+
+// save shares job's report as it stands: while it runs only its counters
+// (what the progress poll shows), once finished its rows too.
+func (j *importJobs) save(ctx context.Context, job *importJob) {
+	if j.shared == nil {
+		return
+	}
+	p := job.progress()
+	rec := importRecord{FileName: job.FileName, StartedAt: job.StartedAt, FinishedAt: job.finishedAt(), Progress: p}
+	if p.Finished {
+		rec.Errors, rec.Created = p.Errors, p.Created
+	}
+	raw, err := json.Marshal(rec)
+	if err == nil {
+		err = j.shared.Save(ctx, job.ID, raw)
+	}
+	if err != nil {
+		j.logger.Warn("console: import report not shared", zap.String("job", job.ID), zap.Error(err))
+	}
+}
+
+// importRecord is an import's report as it is shared.
+type importRecord struct {
+	FileName   string         `json:"file_name"`
+	StartedAt  time.Time      `json:"started_at"`
+	FinishedAt time.Time      `json:"finished_at,omitzero"`
+	Progress   importProgress `json:"progress"`
+	Errors     []rowError     `json:"errors,omitempty"`
+	Created    []createdAt    `json:"created,omitempty"`
+}
+
+// importShareEvery is how often a running import's counters are shared.
+const importShareEvery = time.Second
 
 // importJob is one CSV import. Its goroutine owns the counters; readers
 // take a copy through progress.
@@ -166,6 +238,7 @@ func (c *Console) startImport(w http.ResponseWriter, r *http.Request, s *session
 	job := &importJob{ID: newToken()[:22], FileName: hdr.Filename, StartedAt: time.Now()}
 	job.p.Total = len(rows)
 	c.imports.add(job)
+	c.imports.save(r.Context(), job)
 	caller := c.apiFor(r, s)
 	// The import outlives this request; it stops if it runs unreasonably long.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Minute)
@@ -298,7 +371,12 @@ func (c *Console) runImport(ctx context.Context, lc *locale, job *importJob, cal
 		m, ok := ppl[ref]
 		return m, ok && m.Status == storage.StatusActive
 	}
+	shared := time.Now()
 	for _, row := range rows {
+		if time.Since(shared) >= importShareEvery {
+			c.imports.save(ctx, job)
+			shared = time.Now()
+		}
 		if ctx.Err() != nil {
 			job.update(func(p *importProgress) { p.Fatal = lc.t("import.timeout") })
 			break
@@ -317,6 +395,7 @@ func (c *Console) runImport(ctx context.Context, lc *locale, job *importJob, cal
 	}
 	p := job.progress()
 	job.update(func(p *importProgress) { p.Finished = true })
+	c.imports.save(context.WithoutCancel(ctx), job)
 	c.logger.Info("console: import finished", zap.String("job", job.ID), zap.String("actor", actor),
 		zap.Int("imported", p.Imported), zap.Int("failed", p.Failed))
 }
@@ -379,7 +458,7 @@ func clipText(s string, n int) string {
 }
 
 func (c *Console) importJobPage(w http.ResponseWriter, r *http.Request, s *session) error {
-	job, ok := c.imports.get(r.PathValue("id"))
+	job, ok := c.imports.get(r.Context(), r.PathValue("id"))
 	if !ok {
 		return &pageError{Status: http.StatusNotFound, ID: "import.no_job"}
 	}
@@ -388,7 +467,7 @@ func (c *Console) importJobPage(w http.ResponseWriter, r *http.Request, s *sessi
 }
 
 func (c *Console) importProgress(w http.ResponseWriter, r *http.Request, s *session) error {
-	job, ok := c.imports.get(r.PathValue("id"))
+	job, ok := c.imports.get(r.Context(), r.PathValue("id"))
 	if !ok {
 		return &pageError{Status: http.StatusNotFound, ID: "import.no_job"}
 	}

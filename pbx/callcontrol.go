@@ -12,6 +12,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/maskpbx/maskpbx/internal/events"
@@ -73,6 +74,10 @@ type CallConfig struct {
 	// Node names this node in every call event (events.Event.Node), so a
 	// restarted node can close the calls it left open.
 	Node string
+	// Cluster is the CLUSTER bucket (OpenCluster): with it and Node, a
+	// manager's call-out limits are shared by every node; nil keeps them
+	// per node.
+	Cluster jetstream.KeyValue
 	// TrunkPing is how often each trunk target is asked OPTIONS; 0 means
 	// every 30 s. (Tests whose SIPp trunk answers one call and nothing
 	// else set it beyond their length.)
@@ -151,7 +156,7 @@ type callControl struct {
 
 	trunk     *trunk          // nil without --trunk
 	aliases   map[string]bool // CallConfig.AliasNumbers; read-only
-	limits    *outboundLimits
+	limits    outboundGate
 	admission *admission
 	srv       *Server // for digest auth and failure limits of desk phones
 

@@ -56,7 +56,7 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 		regs:      s.regs,
 		publicIP:  ip,
 		srv:       s,
-		limits:    newOutboundLimits(cmp.Or(cfg.CallsPerMinute, 10)),
+		limits:    newOutboundGate(cfg, s.logger.Named("calls")),
 		admission: newAdmission(cmp.Or(cfg.MaxSetups, 1000)),
 		aliases:   map[string]bool{},
 	}

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -43,47 +42,6 @@ type Originate struct {
 	// Via is ViaMobile to ring the manager's corporate mobile (with the
 	// press-1 whisper) instead of his phones; "" rings his phones.
 	Via string
-}
-
-// outboundLimits enforces "one outgoing call at a time" and "at most N
-// starts a minute" per manager, on this node.
-type outboundLimits struct {
-	mu        sync.Mutex
-	perMinute int
-	starts    map[string][]time.Time
-	active    map[string]bool
-}
-
-func newOutboundLimits(perMinute int) *outboundLimits {
-	return &outboundLimits{perMinute: perMinute, starts: map[string][]time.Time{}, active: map[string]bool{}}
-}
-
-// begin reserves an outgoing call for a manager or says why not.
-func (l *outboundLimits) begin(managerID string, now time.Time) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.active[managerID] {
-		return ErrOutboundBusy
-	}
-	recent := l.starts[managerID][:0]
-	for _, t := range l.starts[managerID] {
-		if now.Sub(t) < time.Minute {
-			recent = append(recent, t)
-		}
-	}
-	if l.perMinute > 0 && len(recent) >= l.perMinute {
-		l.starts[managerID] = recent
-		return ErrRateLimited
-	}
-	l.starts[managerID] = append(recent, now)
-	l.active[managerID] = true
-	return nil
-}
-
-func (l *outboundLimits) end(managerID string) {
-	l.mu.Lock()
-	delete(l.active, managerID)
-	l.mu.Unlock()
 }
 
 // Originate starts a click-to-call in the background. Errors mean nothing

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/maskpbx/maskpbx/pbx"
 )
 
 // How nodes watch each other through the CLUSTER bucket: each writes its
@@ -19,16 +22,25 @@ import (
 const (
 	heartbeatEvery = 2 * time.Second
 	nodeDeadAfter  = 12 * time.Second
-	heartbeatKey   = "node."
+	heartbeatKey   = "node." // pbx.HeartbeatKey's prefix
+	// recorderHeartbeatKey prefixes an external recorder's heartbeat in
+	// the LEASES bucket (a recorder may not write CLUSTER).
+	recorderHeartbeatKey = "recorder."
 )
 
 // nodeWatch keeps this node's heartbeat and closes the calls of dead nodes.
+// The same watch, on the LEASES bucket under recorderHeartbeatKey, keeps an
+// external recorder's heartbeat (beatOnly: a recorder may not list keys)
+// and lets serve nodes (self empty: they only watch) recover a dead
+// recorder's recordings.
 type nodeWatch struct {
-	kv     jetstream.KeyValue
-	self   string
-	closer func(ctx context.Context, node string) // closes the calls node left open
-	logger *zap.Logger
-	now    func() time.Time
+	kv       jetstream.KeyValue
+	self     string                                 // "": watch only, no heartbeat
+	prefix   string                                 // the heartbeat keys' prefix; "" is heartbeatKey
+	beatOnly bool                                   // beat, never sweep
+	closer   func(ctx context.Context, node string) // closes the calls node left open
+	logger   *zap.Logger
+	now      func() time.Time
 
 	seen map[string]heartbeat // by key: what this node last saw
 }
@@ -40,9 +52,16 @@ type heartbeat struct {
 	since time.Time
 }
 
-// nodeKey is a node's heartbeat key: its name in hex, since a name may hold
-// characters a KV key may not.
-func nodeKey(node string) string { return heartbeatKey + hex.EncodeToString([]byte(node)) }
+// key is node's heartbeat key in this watch's bucket: a serve node's is
+// pbx.HeartbeatKey (the call-out limits look for it too).
+func (w *nodeWatch) key(node string) string {
+	if w.prefix == "" {
+		return pbx.HeartbeatKey(node)
+	}
+	return w.prefix + hex.EncodeToString([]byte(node))
+}
+
+func (w *nodeWatch) keyPrefix() string { return cmp.Or(w.prefix, heartbeatKey) }
 
 // run beats and sweeps until ctx ends, then takes this node's heartbeat
 // away: a node that stops in order is not dead.
@@ -53,14 +72,20 @@ func (w *nodeWatch) run(ctx context.Context) error {
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	for {
-		w.beat(ctx)
-		w.sweep(ctx)
+		if w.self != "" {
+			w.beat(ctx)
+		}
+		if !w.beatOnly {
+			w.sweep(ctx)
+		}
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			defer cancel()
-			_ = w.kv.Delete(dctx, nodeKey(w.self))
+			if w.self != "" {
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+				defer cancel()
+				_ = w.kv.Delete(dctx, w.key(w.self))
+			}
 			return nil
 		}
 	}
@@ -69,7 +94,7 @@ func (w *nodeWatch) run(ctx context.Context) error {
 func (w *nodeWatch) beat(ctx context.Context) {
 	bctx, cancel := context.WithTimeout(ctx, heartbeatEvery)
 	defer cancel()
-	if _, err := w.kv.Put(bctx, nodeKey(w.self), []byte(w.self)); err != nil && ctx.Err() == nil {
+	if _, err := w.kv.Put(bctx, w.key(w.self), []byte(w.self)); err != nil && ctx.Err() == nil {
 		w.logger.Warn("node heartbeat not written", zap.Error(err))
 	}
 }
@@ -78,7 +103,7 @@ func (w *nodeWatch) beat(ctx context.Context) {
 func (w *nodeWatch) sweep(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(ctx, heartbeatEvery)
 	defer cancel()
-	lister, err := w.kv.ListKeysFiltered(sctx, heartbeatKey+"*")
+	lister, err := w.kv.ListKeysFiltered(sctx, w.keyPrefix()+"*")
 	if err != nil {
 		return
 	}
@@ -89,7 +114,7 @@ func (w *nodeWatch) sweep(ctx context.Context) {
 	now := w.now()
 	alive := map[string]bool{}
 	for _, key := range keys {
-		if key == nodeKey(w.self) || !strings.HasPrefix(key, heartbeatKey) {
+		if (w.self != "" && key == w.key(w.self)) || !strings.HasPrefix(key, w.keyPrefix()) {
 			continue
 		}
 		e, err := w.kv.Get(sctx, key)
@@ -115,7 +140,7 @@ func (w *nodeWatch) sweep(ctx context.Context) {
 		}
 		delete(w.seen, key)
 		node := string(e.Value())
-		w.logger.Warn("a node stopped beating: closing its calls", zap.String("node", node),
+		w.logger.Warn("a node stopped beating: finishing what it left", zap.String("node", node),
 			zap.Duration("silent", now.Sub(last.since).Round(time.Millisecond)))
 		w.closer(ctx, node)
 	}

@@ -199,6 +199,9 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rs.Serve(gctx) })
+	if beat := recs.recorderBeat(rs.Node(), logger); beat != nil {
+		g.Go(func() error { return beat.run(gctx) })
+	}
 	if cdr != nil {
 		g.Go(func() error { return cdr.Run(gctx) })
 	}

@@ -28,7 +28,7 @@ type recordingsFlags struct {
 func (r *recordingsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.URL, "recordings-url", "", "where recording audio is stored: file://<dir>, or jetstream:"+recorder.RecordingsBucket+
 		" (a JetStream Object Store bucket on --nats-url, shared by every node); default: file://<data-dir>/recordings")
-	fs.IntVar(&r.Replicas, "recordings-replicas", 1, "replicas of the "+recorder.RecordingsBucket+" bucket (and of the LEASES bucket) when this node creates it: 3 on a three-server NATS cluster")
+	fs.IntVar(&r.Replicas, "recordings-replicas", 1, "replicas of the "+recorder.RecordingsBucket+" bucket (and of the LEASES and IMPORTS buckets) when this node creates it: 3 on a three-server NATS cluster")
 }
 
 // bucketRE is a JetStream bucket name.
@@ -76,6 +76,7 @@ type recordingStorage struct {
 	Shared bool
 	node   string // this node's name (--node): of an in-process recorder too
 	lease  *recorder.Lease
+	leases jetstream.KeyValue // the LEASES bucket, with Shared: external recorders' heartbeats too
 }
 
 // retentionLeaseTTL is how long a node holds the retention lease without
@@ -110,7 +111,7 @@ func openRecordingStorage(ctx context.Context, flags recordingsFlags, dataDir, n
 		return recordingStorage{}, err
 	}
 	logger.Info("recordings are stored in the object store", zap.String("bucket", bucket))
-	return recordingStorage{Blobs: blobs, Shared: true, node: node,
+	return recordingStorage{Blobs: blobs, Shared: true, node: node, leases: kv,
 		lease: recorder.NewLease(kv, "retention", node, retentionLeaseTTL)}, nil
 }
 
@@ -169,4 +170,26 @@ func (s recordingStorage) recoverRecordings(ctx context.Context, store *storage.
 		log.Warn("recording of a dead node recovered from its parts", zap.String("status", rec.Status),
 			zap.Duration("duration", rec.Duration.Round(time.Millisecond)))
 	}
+}
+
+// recorderWatch is a serve node's watch on external recorders' heartbeats
+// (recorder nodes beat with recorderBeat): the first node to find one
+// stopped recovers its recordings under way from their parts. Nil without a
+// shared store: a recorder's local files wait for its own restart.
+func (s recordingStorage) recorderWatch(store *storage.Store, sink recorder.EventSink, logger *zap.Logger) *nodeWatch {
+	if !s.Shared {
+		return nil
+	}
+	return &nodeWatch{kv: s.leases, prefix: recorderHeartbeatKey, logger: logger.Named("recorders"), now: time.Now,
+		closer: func(ctx context.Context, node string) { s.recoverRecordings(ctx, store, sink, node, logger) }}
+}
+
+// recorderBeat is an external recorder's heartbeat, for recorderWatch; nil
+// without a shared store.
+func (s recordingStorage) recorderBeat(node string, logger *zap.Logger) *nodeWatch {
+	if !s.Shared {
+		return nil
+	}
+	return &nodeWatch{kv: s.leases, self: node, prefix: recorderHeartbeatKey, beatOnly: true,
+		logger: logger.Named("heartbeat"), now: time.Now}
 }

@@ -197,6 +197,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	callCfg.Numbers = numbers
 	callCfg.Language = cfg.DefaultLanguage
 	callCfg.Node = cfg.NodeID
+	callCfg.Cluster = cluster
 	recs, err := openRecordingStorage(ctx, cfg.Recordings, cfg.DataDir, cfg.NodeID, js, logger)
 	if err != nil {
 		return err
@@ -243,8 +244,12 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		DefaultLanguage: cfg.DefaultLanguage,
 		AudioErasure:    rec.audioErasure(),
 	})
+	imports, err := openImportReports(ctx, js, cfg.Recordings.Replicas)
+	if err != nil {
+		return err
+	}
 	web, err := console.New(console.Config{Store: store, Sessions: sessions, API: apiServer, SIPDomain: cfg.SIPDomain,
-		TimeZone: cfg.TimeZone, DefaultLanguage: cfg.DefaultLanguage, Logger: logger.Named("console")})
+		TimeZone: cfg.TimeZone, DefaultLanguage: cfg.DefaultLanguage, ImportReports: imports, Logger: logger.Named("console")})
 	if err != nil {
 		return err
 	}
@@ -269,6 +274,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 			recs.recoverRecordings(ctx, store, publisher, node, logger)
 		}}
 	g.Go(func() error { return watch.run(gctx) })
+	if w := recs.recorderWatch(store, publisher, logger); w != nil {
+		g.Go(func() error { return w.run(gctx) })
+	}
 	g.Go(func() error { return rec.run(gctx) })
 	g.Go(func() error { return alertEval.Run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)

@@ -32,21 +32,22 @@ const RecorderInboxPrefix = "_INBOX.recorder"
 // events.SubjectAll), the REGISTRATIONS bucket (pbx.RegistrationsBucket),
 // the CLUSTER bucket (pbx.ClusterBucket), the routing cache's change events
 // (pbx.ChangeSubjects), the RECORDINGS object store
-// (recorder.RecordingsBucket, stream OBJ_RECORDINGS) and the LEASES bucket
-// (recorder.LeasesBucket) out: bus cannot import those packages (their
+// (recorder.RecordingsBucket, stream OBJ_RECORDINGS), the LEASES bucket
+// (recorder.LeasesBucket) and the IMPORTS bucket (CSV import reports, in
+// cmd/maskpbx) out: bus cannot import those packages (their
 // tests import bus).
 
-// pbxPermissions: registrations, cluster and leases KV, recording audio,
+// pbxPermissions: registrations, cluster, leases and imports KV, recording audio,
 // alerts (alerts.<rule>, published by the node holding the alerts lease),
 // call events, change events of the routing cache, the JetStream API, acks
 // and flow control of its consumers, and replies.
 var pbxPermissions = &server.Permissions{
 	Publish: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$O.RECORDINGS.>", "calls.>", "changes.>", "alerts.>", "$JS.API.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$KV.IMPORTS.>", "$O.RECORDINGS.>", "calls.>", "changes.>", "alerts.>", "$JS.API.>",
 		"$JS.ACK.>", "$JS.FC.>", "_INBOX.>",
 	}},
 	Subscribe: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "calls.>", "changes.>", "alerts.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$KV.IMPORTS.>", "calls.>", "changes.>", "alerts.>", "_INBOX.>",
 	}},
 }
 
