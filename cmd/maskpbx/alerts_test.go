@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
 	"github.com/maskpbx/maskpbx/internal/alerts"
@@ -23,15 +24,16 @@ import (
 )
 
 // TestAlerts runs the alerts in serve end to end: a supervisor opening
-// client cards in a burst in the console, and a dismissed manager's phone
-// registering with his old password (SIPp), each raise an alert that is
+// client cards in a burst in the console, a dismissed manager's phone
+// registering with his old password (SIPp), and a missed call of a client
+// whose segment alerts on misses (SIPp trunk), each raise an alert that is
 // published on NATS (alerts.<rule>), POSTed signed to a webhook that first
 // answers 503, and shown in the console, where the supervisor acknowledges
 // it (audited). No page, payload or message carries a client's number.
 func TestAlerts(t *testing.T) {
-	var dataDir string
+	var dataDir, dbURL string
 	s := startSystemConfig(t, func(c *Config) {
-		dataDir = c.DataDir
+		dataDir, dbURL = c.DataDir, c.DatabaseURL
 		c.Alerts.interval = 200 * time.Millisecond
 		c.Alerts.th.BurstCount = 5
 		c.Alerts.hooks.Backoff = 100 * time.Millisecond
@@ -107,17 +109,35 @@ func TestAlerts(t *testing.T) {
 		Args: []string{"-au", "bob", "-ap", "bob-secret", "-auth_uri", domain},
 	}).Wait()
 
+	// Acme's segment alerts its supervisor of a missed call: he calls in
+	// while no phone is registered.
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(ctx, `UPDATE segments SET alert_missed = true, supervisor_id = $1 WHERE name = 'vip'`, sveta.ID)
+	conn.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := rejected(t, s, trunkIP, "74950000000", "c=IN IP4 "+trunkIP, "m=audio 41150 RTP/AVP 0"); st != "480" {
+		t.Fatalf("acme's call with nobody registered: %s, want 480", st)
+	}
+
 	var list []alerts.Message
 	testenv.Eventually(t, 20*time.Second, func() bool {
 		s.call("GET", "/api/v1/alerts", sveta.APIToken, nil, &list)
-		return len(list) == 2
-	}, "two alerts (access_burst and dismissed_login)")
+		return len(list) == 3
+	}, "three alerts (access_burst, dismissed_login, missed_call)")
 	byRule := map[string]alerts.Message{}
 	for _, a := range list {
 		byRule[a.Rule] = a
 	}
 	if a := byRule[alerts.RuleAccessBurst]; a.Actor != "supervisor:"+sveta.ID || len(a.Evidence.AuditSeqs) != 5 {
 		t.Fatalf("access_burst alert %+v", a)
+	}
+	if m := byRule[alerts.RuleMissedCall]; m.ClientID != acme.ID || m.SupervisorID != sveta.ID || len(m.Evidence.CallIDs) != 1 {
+		t.Fatalf("missed_call alert %+v", m)
 	}
 	dl := byRule[alerts.RuleDismissedLogin]
 	if dl.ManagerID != bob.ID || !strings.HasPrefix(dl.Actor, "sip:") || len(dl.Evidence.AuditSeqs) != 1 {
@@ -126,8 +146,8 @@ func TestAlerts(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(received) == 2 && len(subjects) == 2
-	}, "both alerts on NATS and at the webhook (after its 503)")
+		return len(received) == 3 && len(subjects) == 3
+	}, "the alerts on NATS and at the webhook (after its 503)")
 	mu.Lock()
 	for _, body := range []map[string][]byte{received, subjects} {
 		for what, raw := range body {
@@ -141,8 +161,12 @@ func TestAlerts(t *testing.T) {
 
 	// The console: both alerts with their evidence; acknowledging one.
 	p.open(s.api, "/console/alerts")
-	if n := eval[int](p, `document.querySelectorAll('section.alert-card').length`); n != 2 {
-		t.Fatalf("the alerts page shows %d alerts, want 2", n)
+	if n := eval[int](p, `document.querySelectorAll('section.alert-card').length`); n != 3 {
+		t.Fatalf("the alerts page shows %d alerts, want 3", n)
+	}
+	missed := "#alert-" + byRule[alerts.RuleMissedCall].ID
+	if got := p.text(missed + " .evidence-calls tbody tr td:nth-child(2)"); !strings.Contains(got, "Acme Trading") {
+		t.Errorf("the missed call's evidence names %q", got)
 	}
 	burst := "#alert-" + byRule[alerts.RuleAccessBurst].ID
 	if n := eval[int](p, `document.querySelectorAll('`+burst+` .evidence-audit tbody tr').length`); n != 5 {
@@ -156,8 +180,8 @@ func TestAlerts(t *testing.T) {
 	}
 	p.assertNothingLeaked([]string{acmeNumber}, []string{acme.Code})
 	p.do("acknowledge", chromedp.Click(chromedp.CSS(burst+" button.ack")), chromedp.WaitVisible(chromedp.CSS("main")))
-	if n := eval[int](p, `document.querySelectorAll('section.alert-card').length`); n != 1 {
-		t.Errorf("after the ack the open alerts page shows %d alerts, want 1", n)
+	if n := eval[int](p, `document.querySelectorAll('section.alert-card').length`); n != 2 {
+		t.Errorf("after the ack the open alerts page shows %d alerts, want 2", n)
 	}
 	acks := 0
 	rows, err := s.run.Store.AuditLog(ctx, 100)
