@@ -26,7 +26,7 @@ import (
 // TestAlerts runs the alerts in serve end to end: a supervisor opening
 // client cards in a burst in the console, a dismissed manager's phone
 // registering with his old password (SIPp), and a missed call of a client
-// whose segment alerts on misses (SIPp trunk), each raise an alert that is
+// whose segment alerts on misses (SIPp trunk and phone), each raise an alert that is
 // published on NATS (alerts.<rule>), POSTed signed to a webhook that first
 // answers 503, and shown in the console, where the supervisor acknowledges
 // it (audited). No page, payload or message carries a client's number.
@@ -109,20 +109,26 @@ func TestAlerts(t *testing.T) {
 		Args: []string{"-au", "bob", "-ap", "bob-secret", "-auth_uri", domain},
 	}).Wait()
 
-	// Acme's segment alerts its supervisor of a missed call: he calls in
-	// while no phone is registered.
+	// Acme's segment alerts its supervisor of a missed call: he hangs up
+	// while anna's phone rings.
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = conn.Exec(ctx, `UPDATE segments SET alert_missed = true, supervisor_id = $1 WHERE name = 'vip'`, sveta.ID)
+	_, err = conn.Exec(ctx, `INSERT INTO segments (name, alert_missed, supervisor_id) VALUES ('vip', true, $1)
+		ON CONFLICT (name) DO UPDATE SET alert_missed = true, supervisor_id = $1`, sveta.ID)
 	conn.Close(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := rejected(t, s, trunkIP, "74950000000", "c=IN IP4 "+trunkIP, "m=audio 41150 RTP/AVP 0"); st != "480" {
-		t.Fatalf("acme's call with nobody registered: %s, want 480", st)
-	}
+	s.register("anna", annaIP, 5070)
+	annaPh := rejectingPhone(t, s, "anna", annaIP, 5070, "ring")
+	testenv.StartSIPp(t, "trunk", testenv.SIPpOptions{
+		Scenario: "trunk_cancel.xml", LocalIP: trunkIP, Remote: s.sipAddr,
+		Keys: map[string]string{"company": "74950000000", "caller": acmeNumber, "rtp_ip": trunkIP, "rtp_port": "41150"},
+		Args: []string{"-d", "500"},
+	}).Wait()
+	annaPh.Wait() // it received the CANCEL
 
 	var list []alerts.Message
 	testenv.Eventually(t, 20*time.Second, func() bool {
