@@ -39,8 +39,13 @@ func NewSecret() string {
 	return "whsec_" + base64.RawURLEncoding.EncodeToString(b)
 }
 
-// deliveryPage is how many due deliveries one pass sends.
-const deliveryPage = 100
+// deliveryPage is how many due deliveries one pass sends, and deliverPass
+// how long it goes on starting them: well inside the alerts lease's TTL, so
+// no other node takes the lease and sends the same ones meanwhile.
+const (
+	deliveryPage = 100
+	deliverPass  = 10 * time.Second
+)
 
 // Headers of a webhook POST besides SignatureHeader.
 const (
@@ -56,9 +61,13 @@ func (e *Evaluator) Deliver(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	for _, d := range due {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if time.Since(start) > deliverPass {
+			return nil // the rest at the next pass, while the lease is surely ours
 		}
 		code, perr := e.post(ctx, d)
 		a := storage.DeliveryAttempt{Status: storage.DeliveryDelivered, HTTPStatus: code}
