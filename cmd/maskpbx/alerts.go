@@ -92,7 +92,8 @@ func (d *daysOrDuration) Set(v string) error {
 	return nil
 }
 
-// alertLeaseTTL is how long the alerts lease outlives its holder.
+// alertLeaseTTL is how long the alerts lease outlives its holder (at least;
+// two --alert-interval if that is longer).
 const alertLeaseTTL = 30 * time.Second
 
 // startAlerts builds the alert evaluator of this node: it runs on the node
@@ -112,7 +113,8 @@ func startAlerts(ctx context.Context, cfg Config, store *storage.Store, keys *ma
 	}
 	ev = alerts.New(alerts.Config{Store: store, Keys: keys, Location: loc, Thresholds: cfg.Alerts.th,
 		Interval: cfg.Alerts.interval, Webhooks: cfg.Alerts.hooks, Logger: logger,
-		Lease:   recorder.NewLease(kv, "alerts", cfg.NodeID, alertLeaseTTL),
+		// Renewed every pass: it outlives two intervals.
+		Lease:   recorder.NewLease(kv, "alerts", cfg.NodeID, max(alertLeaseTTL, 2*cfg.Alerts.interval)),
 		Publish: func(subject string, data []byte) error { return nc.Publish(subject, data) }})
 	// A missed call alerts its segment's supervisor at once: from the
 	// event, not when its CDR is read at the next pass.
