@@ -13,8 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,12 +35,30 @@ var (
 // Main runs a package's tests and then stops the Postgres cluster if one was
 // started. Use it from TestMain: os.Exit(testenv.Main(m)).
 func Main(m *testing.M) int {
+	keepInheritedFiles()
 	code := m.Run()
 	if pgDir != "" {
 		_ = exec.Command(pgScript(), "stop", pgDir).Run()
 		_ = os.RemoveAll(filepath.Dir(pgDir))
 	}
 	return code
+}
+
+// keepInheritedFiles marks the files the test binary inherited beyond
+// stdin, stdout and stderr close-on-exec, so that the servers a test starts
+// don't hold them. A lock taken around `go test` (flock) is such a file: a
+// Postgres left behind by a test binary that was killed would hold it, and
+// every later run waiting for the lock would wait forever.
+func keepInheritedFiles() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return // not Linux: nothing to do
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // Root is the module's root directory.
