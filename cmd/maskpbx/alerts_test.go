@@ -185,7 +185,8 @@ func TestAlerts(t *testing.T) {
 		t.Errorf("a supervisor sees the webhooks' dead letters")
 	}
 	p.assertNothingLeaked([]string{acmeNumber}, []string{acme.Code})
-	p.do("acknowledge", chromedp.Click(chromedp.CSS(burst+" button.ack")), chromedp.WaitVisible(chromedp.CSS("main")))
+	p.do("acknowledge", chromedp.Click(chromedp.CSS(burst+" button.ack")))
+	p.waitFor("the page after the ack", `document.querySelector('`+burst+`') === null && document.querySelector('main') !== null`, 10*time.Second)
 	if n := eval[int](p, `document.querySelectorAll('section.alert-card').length`); n != 2 {
 		t.Errorf("after the ack the open alerts page shows %d alerts, want 2", n)
 	}
