@@ -418,3 +418,48 @@ func TestCheckWebhookURL(t *testing.T) {
 		}
 	}
 }
+
+// Audit rows of other parts raise alerts too: a dismissed manager's
+// console password (web.signin_failed, reason dismissed) and a call refused
+// outside the working hours (call.outside_hours); a wrong password of an
+// active person raises nothing.
+func TestAuditedRefusals(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	anna, bob := w.manager("anna"), w.manager("bob")
+	acme := w.client("Acme", "", anna.ID)
+	if err := w.store.SetWebPassword(ctx, bob.ID, "$argon2id$x", nil, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.store.DismissManager(ctx, bob.ID, anna.ID, "admin:bootstrap"); err != nil {
+		t.Fatal(err)
+	}
+	ev := w.evaluator(time.Now)
+	if err := ev.Evaluate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []storage.SigninFailure{
+		{Username: "bob", Source: "198.51.100.4", Reason: "dismissed"},
+		{Username: "bob", Source: "198.51.100.4", Reason: "dismissed"},
+		{Username: "anna", Source: "198.51.100.4", Reason: "bad_password"},
+	} {
+		if err := w.store.RecordSigninFailure(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.store.Audit(ctx, storage.AuditEntry{Actor: "manager:" + anna.ID, Action: "call.outside_hours",
+		Object: "client:" + acme.ID, Reason: "refused"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.Evaluate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dl := w.alerts(alerts.RuleDismissedLogin)
+	if len(dl) != 1 || dl[0].ManagerID != bob.ID || dl[0].Actor != "web:198.51.100.4" || len(dl[0].Evidence.AuditSeqs) != 1 {
+		t.Fatalf("dismissed_login alerts %+v, want one about bob", dl)
+	}
+	off := w.alerts(alerts.RuleOffHours)
+	if len(off) != 1 || off[0].ManagerID != anna.ID || off[0].ClientID != acme.ID {
+		t.Fatalf("off_hours alerts %+v", off)
+	}
+}
