@@ -211,11 +211,16 @@ func (s *Store) AuditSeqsOf(ctx context.Context, actor string, actions []string,
 	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
-// CDRsUpdatedSince returns at most limit ended CDRs last updated after at,
-// oldest update first.
-func (s *Store) CDRsUpdatedSince(ctx context.Context, at time.Time, limit int) ([]CDR, error) {
+// CDRsUpdatedSince returns at most limit ended CDRs last updated after at
+// (or at at, with a call id after afterCallID: a page ends anywhere in a
+// batch written in one transaction), oldest update first.
+func (s *Store) CDRsUpdatedSince(ctx context.Context, at time.Time, afterCallID string, limit int) ([]CDR, error) {
+	if !validUUID(afterCallID) {
+		afterCallID = "00000000-0000-0000-0000-000000000000"
+	}
 	rows, err := s.pool.Query(ctx, `SELECT `+cdrColumns+` FROM cdrs
-		WHERE ended_at IS NOT NULL AND updated_at > $1 ORDER BY updated_at, call_id LIMIT $2`, at, limit)
+		WHERE ended_at IS NOT NULL AND (updated_at > $1 OR (updated_at = $1 AND call_id > $2::uuid))
+		ORDER BY updated_at, call_id LIMIT $3`, at, afterCallID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("storage: cdrs since: %w", err)
 	}

@@ -28,8 +28,9 @@ func (e *Evaluator) callRules(ctx context.Context, since time.Time) (time.Time, 
 	if !from.IsZero() {
 		from = from.Add(-cdrSlack)
 	}
+	after := ""
 	for {
-		cdrs, err := e.store.CDRsUpdatedSince(ctx, from, cdrPage)
+		cdrs, err := e.store.CDRsUpdatedSince(ctx, from, after, cdrPage)
 		if err != nil {
 			return since, err
 		}
@@ -37,7 +38,7 @@ func (e *Evaluator) callRules(ctx context.Context, since time.Time) (time.Time, 
 			if err := e.CallEnded(ctx, c); err != nil {
 				return since, err
 			}
-			from = c.UpdatedAt
+			from, after = c.UpdatedAt, c.CallID
 			if c.UpdatedAt.After(since) {
 				since = c.UpdatedAt
 			}
