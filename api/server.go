@@ -63,6 +63,9 @@ type Config struct {
 	// this node right after an erasure commits; without it (or for audio
 	// on other nodes) the recorder nodes' own runs delete it.
 	AudioErasure AudioErasure
+	// TaskOverdue is how long a missed-call task stays open before it is
+	// overdue (--task-overdue); zero is DefaultTaskOverdue.
+	TaskOverdue time.Duration
 }
 
 // Changes is told what the API changed that routing depends on: ids and a
@@ -167,6 +170,8 @@ func New(cfg Config) *Server {
 	s.handle("GET /api/v1/calls", s.listCalls, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.alertRoutes()
+	// Missed-call tasks (tasks.go).
+	s.handle("GET /api/v1/tasks", s.listTasks, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.mux.HandleFunc(catchAll, s.noRoute)
 	return s
 }

@@ -162,6 +162,8 @@ func (c *Console) routes() {
 	c.handle("POST /console/managers/{id}/mobile/remove", c.removeMobile, admin)
 	c.handle("GET /console/audit", c.auditPage, admin)
 	c.alertRoutes()
+	// Missed-call tasks (tasks.go).
+	c.handle("GET /console/tasks", c.tasksPage, anyone)
 	c.handle("GET /console/settings", c.settingsPage, anyone)
 	c.handle("POST /console/settings", c.saveSettings, anyone)
 

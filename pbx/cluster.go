@@ -26,13 +26,15 @@ const (
 	nonceKeyKey   = "digest-nonce-key" // 32 random bytes, made by the first node
 )
 
-// OpenCluster opens the CLUSTER bucket, creating it if needed (an existing
-// bucket is used as the operator configured it: replicas, storage).
-func OpenCluster(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+// OpenCluster opens the CLUSTER bucket, creating it with replicas replicas
+// if needed (an existing bucket is used as the operator configured it:
+// replicas, storage).
+func OpenCluster(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, ClusterBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: ClusterBucket, Description: "maskpbx: state shared by the nodes", History: 1,
+			Replicas: max(replicas, 1),
 		})
 	}
 	if err != nil {

@@ -61,7 +61,7 @@ func clusterKV(t *testing.T, url, name string) jetstream.KeyValue {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	kv, err := OpenCluster(context.Background(), js)
+	kv, err := OpenCluster(context.Background(), js, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

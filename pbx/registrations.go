@@ -83,15 +83,15 @@ type Registrations struct {
 	fence map[string]uint64
 }
 
-// NewRegistrations opens the REGISTRATIONS bucket, creating it if needed,
-// and starts watching it; whoever creates it calls Stop when done.
-// An existing bucket is used as configured (replicas, storage are the
-// operator's choice); per-key TTL is used when the bucket allows it, else
+// NewRegistrations opens the REGISTRATIONS bucket, creating it with
+// replicas replicas if needed, and starts watching it; whoever creates it
+// calls Stop when done. An existing bucket is used as configured (replicas,
+// storage are the operator's choice); per-key TTL is used when the bucket allows it, else
 // bindings live until the bucket's max age and reads filter on ExpiresAt.
-func NewRegistrations(ctx context.Context, js jetstream.JetStream, logger *zap.Logger) (*Registrations, error) {
+func NewRegistrations(ctx context.Context, js jetstream.JetStream, replicas int, logger *zap.Logger) (*Registrations, error) {
 	kv, err := js.KeyValue(ctx, RegistrationsBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = createRegistrationsBucket(ctx, js)
+		kv, err = createRegistrationsBucket(ctx, js, replicas)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pbx: open %s bucket: %w", RegistrationsBucket, err)
@@ -279,9 +279,10 @@ func forgetIn(cache map[string]map[string]Registration, managerID, key string) {
 	}
 }
 
-func createRegistrationsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+func createRegistrationsBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	cfg := jetstream.KeyValueConfig{
 		Bucket:         RegistrationsBucket,
+		Replicas:       max(replicas, 1),
 		Description:    "SIP bindings of managers' phones; keys expire with the binding",
 		History:        1,
 		Storage:        jetstream.FileStorage,

@@ -17,7 +17,7 @@ import (
 // openRegistrations is NewRegistrations for a test: stopped when it ends.
 func openRegistrations(t testing.TB, ctx context.Context, js jetstream.JetStream, logger *zap.Logger) (*Registrations, error) {
 	t.Helper()
-	r, err := NewRegistrations(ctx, js, logger)
+	r, err := NewRegistrations(ctx, js, 1, logger)
 	if err == nil {
 		t.Cleanup(r.Stop)
 	}
@@ -251,7 +251,7 @@ func TestRegistrationsWatchRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeB, err := NewRegistrations(ctx, js, zap.New(core))
+	nodeB, err := NewRegistrations(ctx, js, 1, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,10 @@ const CDRConsumer = "cdr-writer"
 // Postgres outage loses a CDR, and storage's event ledger makes every
 // redelivery harmless.
 type CDRWriter struct {
+	// Replicas are the CALLS stream's replicas should the writer have to
+	// create it (a NATS cluster that lost it); 0 is 1.
+	Replicas int
+
 	js      jetstream.JetStream
 	store   *storage.Store
 	logger  *zap.Logger
@@ -97,7 +101,7 @@ func (w *CDRWriter) consume(ctx context.Context) error {
 	defer cancel()
 	// OpenStream, not EnsureStream: a recorder's NATS user may create the
 	// stream a restarted server lost, never change the PBX's.
-	if _, err := events.OpenStream(sctx, w.js); err != nil {
+	if _, err := events.OpenStream(sctx, w.js, w.Replicas); err != nil {
 		return err
 	}
 	cons, err := w.js.CreateOrUpdateConsumer(sctx, events.StreamName, jetstream.ConsumerConfig{

@@ -25,7 +25,7 @@ func TestCDRWriterBatches(t *testing.T) {
 	ctx := context.Background()
 	db := newTestDB(t)
 	js := connectAs(t, testenv.NATS(t), "recorder", bus.Auth{})
-	if _, err := events.EnsureStream(ctx, js); err != nil {
+	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))

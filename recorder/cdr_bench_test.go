@@ -62,7 +62,7 @@ func BenchmarkCDRWriter(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := events.EnsureStream(ctx, js); err != nil {
+	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		b.Fatal(err)
 	}
 	publishBenchCalls(b, js, b.N, client.ID, anna.ID)

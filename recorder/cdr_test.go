@@ -241,7 +241,7 @@ func TestCDRWriter(t *testing.T) {
 	writerJS := connectAs(t, ns.URL(), "recorder", users.RecorderAuth())
 	js := connectAs(t, ns.URL(), "pbx", users.PBXAuth())
 	pub := newPublisher(t, js)
-	if _, err := events.OpenStream(ctx, writerJS); err != nil { // as a recorder that starts first
+	if _, err := events.OpenStream(ctx, writerJS, 1); err != nil { // as a recorder that starts first
 		t.Fatal(err)
 	}
 	stopWriter := startWriter(t, writerJS, db.store)
@@ -353,7 +353,7 @@ func TestCDRWriterSurvivesDatabaseOutage(t *testing.T) {
 	writerJS := connectAs(t, ns.URL(), "recorder", users.RecorderAuth())
 	js := connectAs(t, ns.URL(), "pbx", users.PBXAuth())
 	pub := newPublisher(t, js)
-	if _, err := events.OpenStream(ctx, writerJS); err != nil { // as a recorder that starts first
+	if _, err := events.OpenStream(ctx, writerJS, 1); err != nil { // as a recorder that starts first
 		t.Fatal(err)
 	}
 	startWriter(t, writerJS, writerStore)
@@ -428,7 +428,7 @@ func TestCDRWriterSurvivesNATSRestart(t *testing.T) {
 	t.Cleanup(func() { srv.Shutdown() })
 	natsURL := srv.URL()
 	pubJS := connectAs(t, natsURL, "pbx", users.PBXAuth())
-	if _, err := events.EnsureStream(ctx, pubJS); err != nil {
+	if _, err := events.EnsureStream(ctx, pubJS, 1); err != nil {
 		t.Fatal(err)
 	}
 	pub := newPublisher(t, pubJS)

@@ -89,6 +89,7 @@ func (s *Store) ApplyCallEvents(ctx context.Context, evs []CallEvent) (applied [
 		if len(over.callIDs) > 0 {
 			b.Queue(overrideCDRs, over.callIDs, over.managerIDs, over.recordings)
 		}
+		queueTaskUpdates(b, up.callIDs) // tasks.go
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("storage: apply call events: %w", err)
 		}

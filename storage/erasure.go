@@ -68,6 +68,9 @@ func (s *Store) EraseClient(ctx context.Context, clientID, actor, reason string)
 			WHERE client_id = $1 AND NOT (SELECT legal_hold FROM clients WHERE id = $1)`, clientID); err != nil {
 			return fmt.Errorf("storage: erase recordings' digits: %w", err)
 		}
+		if err := cancelClientTasks(ctx, tx, clientID); err != nil {
+			return err
+		}
 		return appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "client.erase", Object: "client:" + clientID,
 			Reason: reason})
 	})

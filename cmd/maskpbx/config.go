@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/maskpbx/maskpbx/api"
 	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/pbx"
 )
@@ -91,6 +92,9 @@ type Config struct {
 	AliasQuarantine time.Duration
 	// Alerts are the --alert-* and --webhook-* flags (alerts.go).
 	Alerts alertFlags
+	// TaskOverdue is --task-overdue: how long a missed-call task stays
+	// open before it counts as overdue.
+	TaskOverdue time.Duration
 
 	// trunkPing is how often the trunk's targets are asked OPTIONS (0: the
 	// PBX's default). No flag: the tests whose SIPp trunk takes one call and
@@ -127,6 +131,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.AliasNumbers, "alias-numbers", "", "a pool of alias numbers (DIDs on the trunk) for managers' mobiles, comma-separated numbers and ranges: +74950000100-+74950000199")
 	fs.DurationVar(&c.AliasQuarantine, "alias-quarantine", 2160*time.Hour, "how long an alias released from its (manager, client) pair rests before another pair gets it")
 	fs.StringVar(&c.PromptsLanguage, "prompts-language", "", "language of the prompts (en, ru, or one --prompts-dir adds); default --default-language, else ru with --region RU, else en")
+	fs.DurationVar(&c.TaskOverdue, "task-overdue", api.DefaultTaskOverdue, "how long a missed-call task (call the client back) stays open before it counts as overdue for supervisors (0: the default)")
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
 	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")
 	fs.IntVar(&c.MaxSetups, "max-setups", 1000, "calls in setup (INVITE received, no phone ringing yet) beyond which new calls in are refused with 503 and Retry-After (slow setups shed earlier)")
@@ -168,6 +173,9 @@ func parseConfig(name string, args []string) (Config, error) {
 		return c, fmt.Errorf("--node must be 1 to 64 printable ASCII characters without spaces")
 	}
 	if _, _, err := c.Recordings.parse(); err != nil {
+		return c, err
+	}
+	if err := c.NATS.checkReplicas(); err != nil {
 		return c, err
 	}
 	return c, nil

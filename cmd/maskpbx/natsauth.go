@@ -19,6 +19,10 @@ type natsClient struct {
 	CA       string // --nats-ca: PEM trust roots for a tls:// URL
 	Cert     string // --nats-cert: PEM client certificate, if the server asks for one
 	Key      string // --nats-key: its key
+	// Replicas is --nats-replicas: how many NATS servers keep each stream
+	// and bucket of call events, registrations and cluster state a node
+	// creates (serve also raises existing ones to it).
+	Replicas int
 }
 
 func (n *natsClient) register(fs *flag.FlagSet) {
@@ -28,6 +32,15 @@ func (n *natsClient) register(fs *flag.FlagSet) {
 	fs.StringVar(&n.CA, "nats-ca", "", "PEM file of the CA that signed the NATS server's certificate (tls:// URLs)")
 	fs.StringVar(&n.Cert, "nats-cert", "", "PEM client certificate for a NATS server that asks for one")
 	fs.StringVar(&n.Key, "nats-key", "", "PEM private key of --nats-cert")
+	fs.IntVar(&n.Replicas, "nats-replicas", 1, "replicas of the CALLS stream and the REGISTRATIONS, CLUSTER and IMPORTS buckets: 3 on a three-server NATS cluster (serve raises existing ones at start, never lowers them)")
+}
+
+// checkReplicas says what is wrong with --nats-replicas.
+func (n natsClient) checkReplicas() error {
+	if n.Replicas < 1 || n.Replicas > 5 {
+		return errors.New("--nats-replicas must be 1 to 5")
+	}
+	return nil
 }
 
 func (n natsClient) auth() bus.Auth {

@@ -27,7 +27,7 @@ func TestNodeWatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kv, err := pbx.OpenCluster(ctx, js)
+		kv, err := pbx.OpenCluster(ctx, js, 1)
 		if err != nil {
 			t.Fatal(err)
 		}

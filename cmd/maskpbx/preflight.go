@@ -133,6 +133,9 @@ func (c Config) validate() error {
 	if c.RingTimeout <= 0 {
 		badf("ring-timeout", "must be positive (e.g. 20s)")
 	}
+	if c.TaskOverdue < 0 {
+		badf("task-overdue", "must not be negative (e.g. 4h; 0 is the default, 4h)")
+	}
 	if c.MediaTimeout < 0 {
 		badf("media-timeout", "must not be negative")
 	}

@@ -106,6 +106,7 @@ func TestBadFlagsFailAtOnce(t *testing.T) {
 		{"company number not a number", func(c *Config) { c.CompanyNumber = "call us" }, "--company-number"},
 		{"ring timeout zero", func(c *Config) { c.RingTimeout = 0 }, "--ring-timeout"},
 		{"negative keepalive", func(c *Config) { c.KeepAlive = -time.Second }, "--keepalive"},
+		{"negative task overdue", func(c *Config) { c.TaskOverdue = -time.Hour }, "--task-overdue"},
 		{"unknown digest", func(c *Config) { c.DigestAlgorithms = "MD5,MD4" }, "--digest-algorithms"},
 		{"sip domain with a space", func(c *Config) { c.SIPDomain = "pbx local" }, "--sip-domain"},
 		{"public addr unspecified", func(c *Config) { c.PublicAddr = "0.0.0.0" }, "--public-addr"},

@@ -87,6 +87,9 @@ func parseRecorderConfig(args []string) (recorderConfig, error) {
 	case c.Retention < 0:
 		return c, errors.New("--recording-retention must be 0 (keep) or a number of days")
 	}
+	if err := c.NATS.checkReplicas(); err != nil {
+		return c, err
+	}
 	if _, bucket, err := c.Recordings.parse(); err != nil {
 		return c, err
 	} else if bucket != "" && c.NATSURL == "" {
@@ -160,7 +163,7 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 		}
 		defer nc.Close()
 		// The recorder's user may not change the PBX's stream: open it only.
-		publisher, stopPublisher, err := startPublisher(ctx, js, events.OpenStream, logger,
+		publisher, stopPublisher, err := startPublisher(ctx, js, events.OpenStream, cfg.NATS.Replicas, logger,
 			"recording events not flushed; the journal repeats them at the next start", "")
 		if err != nil {
 			return err
@@ -175,6 +178,7 @@ func runRecorder(ctx context.Context, cfg recorderConfig, logger *zap.Logger) er
 			}
 			defer cdrStore.Close()
 			cdr = recorder.NewCDRWriter(js, cdrStore, logger)
+			cdr.Replicas = cfg.NATS.Replicas
 		}
 	} else {
 		logger.Warn("no --nats-url: recordings send no recording.ready events and no CDRs are written here")

@@ -28,7 +28,7 @@ type recordingsFlags struct {
 func (r *recordingsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.URL, "recordings-url", "", "where recording audio is stored: file://<dir>, or jetstream:"+recorder.RecordingsBucket+
 		" (a JetStream Object Store bucket on --nats-url, shared by every node); default: file://<data-dir>/recordings")
-	fs.IntVar(&r.Replicas, "recordings-replicas", 1, "replicas of the "+recorder.RecordingsBucket+" bucket (and of the LEASES and IMPORTS buckets) when this node creates it: 3 on a three-server NATS cluster")
+	fs.IntVar(&r.Replicas, "recordings-replicas", 1, "replicas of the "+recorder.RecordingsBucket+" bucket (and of the LEASES bucket) when this node creates it: 3 on a three-server NATS cluster")
 }
 
 // bucketRE is a JetStream bucket name.

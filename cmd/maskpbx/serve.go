@@ -113,7 +113,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		return err
 	}
 	defer nc.Close()
-	regs, err := pbx.NewRegistrations(ctx, js, logger.Named("registrations"))
+	regs, err := pbx.NewRegistrations(ctx, js, cfg.NATS.Replicas, logger.Named("registrations"))
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		}
 	}
 
-	publisher, stopPublisher, err := startPublisher(ctx, js, events.EnsureStream, logger,
+	publisher, stopPublisher, err := startPublisher(ctx, js, events.EnsureStream, cfg.NATS.Replicas, logger,
 		"call events not flushed; they are sent at the next start", filepath.Join(cfg.DataDir, "events.spool"))
 	if err != nil {
 		return err
@@ -144,7 +144,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err != nil {
 		return err
 	}
-	cluster, err := pbx.OpenCluster(ctx, js)
+	cluster, err := pbx.OpenCluster(ctx, js, cfg.NATS.Replicas)
 	if err != nil {
 		return err
 	}
@@ -224,6 +224,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	}
 	defer cdrStore.Close()
 	cdrs := recorder.NewCDRWriter(js, cdrStore, logger)
+	cdrs.Replicas = cfg.NATS.Replicas
 	if err := cdrs.RegisterMetrics(metrics); err != nil {
 		return err
 	}
@@ -243,9 +244,13 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Changes:         routeCache,
 		DefaultLanguage: cfg.DefaultLanguage,
 		AudioErasure:    rec.audioErasure(),
+		TaskOverdue:     cfg.TaskOverdue,
 	})
-	imports, err := openImportReports(ctx, js, cfg.Recordings.Replicas)
+	imports, err := openImportReports(ctx, js, cfg.NATS.Replicas)
 	if err != nil {
+		return err
+	}
+	if err := ensureReplicas(ctx, js, cfg.NATS.Replicas, logger); err != nil {
 		return err
 	}
 	web, err := console.New(console.Config{Store: store, Sessions: sessions, API: apiServer, SIPDomain: cfg.SIPDomain,

@@ -163,15 +163,16 @@ func parseCompanyNumbers(list string, numbers masking.Normalizer) ([]pbx.Company
 const publisherFlushTimeout = 10 * time.Second
 
 // startPublisher makes sure the events stream exists (stream is
-// events.EnsureStream or, for a recorder, events.OpenStream) and starts the
+// events.EnsureStream or, for a recorder, events.OpenStream, with replicas)
+// and starts the
 // process's event publisher. stop flushes what is still queued, waiting at
 // most publisherFlushTimeout, and logs unflushed (what a lost queue means for
 // this process) if that fails. With a spool file the outbox is kept on disk
 // too (events.Publisher.Spool); "" keeps it in memory only.
 func startPublisher(ctx context.Context, js jetstream.JetStream,
-	stream func(context.Context, jetstream.JetStream) (jetstream.Stream, error),
+	stream func(context.Context, jetstream.JetStream, int) (jetstream.Stream, error), replicas int,
 	logger *zap.Logger, unflushed, spool string) (p *events.Publisher, stop func(), err error) {
-	if _, err := stream(ctx, js); err != nil {
+	if _, err := stream(ctx, js, replicas); err != nil {
 		return nil, nil, err
 	}
 	p = events.NewPublisher(js, logger.Named("events"))

@@ -88,7 +88,7 @@ func TestRecorderUserPermissions(t *testing.T) {
 	if _, err := kv.Put(ctx, "pbx-node.contact", []byte("genuine")); err != nil {
 		t.Fatalf("the PBX cannot write a registration: %v", err)
 	}
-	stream, err := events.EnsureStream(ctx, pbxJS)
+	stream, err := events.EnsureStream(ctx, pbxJS, 1)
 	if err != nil {
 		t.Fatalf("the PBX cannot set up CALLS: %v", err)
 	}
@@ -173,7 +173,7 @@ func TestRecorderUserPermissions(t *testing.T) {
 
 	// What a recorder is for still works: its own event, and the stream
 	// opened without changing it.
-	if _, err := events.OpenStream(ctx, recJS); err != nil {
+	if _, err := events.OpenStream(ctx, recJS, 1); err != nil {
 		t.Fatalf("the recorder cannot open CALLS: %v", err)
 	}
 	if _, err := recJS.Publish(ctx, "calls."+realCall+".recording.ready", []byte(`{}`)); err != nil {

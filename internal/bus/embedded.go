@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -95,4 +97,83 @@ func Connect(ctx context.Context, url, name string, auth Auth) (*nats.Conn, jets
 		return nil, nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// StartCluster runs n NATS servers with JetStream clustered on loopback
+// ports of their own, as a company's three NATS machines would be, with
+// users' users on each; stores under dir. Tests use it; a deployment runs
+// nats-server from deploy/nats.
+func StartCluster(dir string, n int, users Users) ([]*Embedded, error) {
+	if err := users.validate(); err != nil {
+		return nil, err
+	}
+	clientPorts, routePorts := make([]int, n), make([]int, n)
+	for i := range n {
+		var err error
+		if clientPorts[i], err = freePort(); err != nil {
+			return nil, err
+		}
+		if routePorts[i], err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	var members []*Embedded
+	stopAll := func() {
+		for _, m := range members {
+			m.Shutdown()
+		}
+	}
+	for i := range n {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("maskpbx-nats-%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       clientPorts[i],
+			JetStream:  true,
+			StoreDir:   filepath.Join(dir, fmt.Sprintf("nats-%d", i+1)),
+			NoSigs:     true,
+			NoLog:      true,
+			Users:      users.serverUsers(),
+			Cluster:    server.ClusterOpts{Name: "maskpbx", Host: "127.0.0.1", Port: routePorts[i]},
+		}
+		for j := range n {
+			if j != i {
+				opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", routePorts[j])})
+			}
+		}
+		srv, err := server.NewServer(opts)
+		if err != nil {
+			stopAll()
+			return nil, fmt.Errorf("bus: cluster member %d: %w", i+1, err)
+		}
+		srv.Start()
+		members = append(members, &Embedded{srv: srv})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, m := range members {
+		if !m.srv.ReadyForConnections(time.Until(deadline)) {
+			stopAll()
+			return nil, errors.New("bus: a cluster member did not start")
+		}
+	}
+	// Ready when the JetStream meta leader knows every server: until then a
+	// stream or consumer with n replicas finds "insufficient resources".
+	for time.Now().Before(deadline) {
+		for _, m := range members {
+			if len(m.srv.JetStreamClusterPeers()) == n {
+				return members, nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopAll()
+	return nil, errors.New("bus: the cluster's servers did not route to each other")
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }

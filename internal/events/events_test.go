@@ -77,7 +77,7 @@ func TestEnsureStream(t *testing.T) {
 	ctx := context.Background()
 	js := connect(t, testenv.NATS(t))
 	for range 2 { // the second call finds it and keeps it
-		s, err := EnsureStream(ctx, js)
+		s, err := EnsureStream(ctx, js, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +92,7 @@ func TestEnsureStream(t *testing.T) {
 func TestPublish(t *testing.T) {
 	ctx := context.Background()
 	js := connect(t, testenv.NATS(t))
-	stream, err := EnsureStream(ctx, js)
+	stream, err := EnsureStream(ctx, js, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func startRestartable(t *testing.T) *restartable {
 	n := &restartable{dir: t.TempDir(), port: testenv.FreePort(t, "127.0.0.1"), users: bus.NewUsers()}
 	n.start(t)
 	n.js = connect(t, testenv.WithCredentials(n.srv.URL(), bus.UserPBX, n.users.PBX))
-	if _, err := EnsureStream(context.Background(), n.js); err != nil {
+	if _, err := EnsureStream(context.Background(), n.js, 1); err != nil {
 		t.Fatal(err)
 	}
 	return n

@@ -23,24 +23,30 @@ const DuplicateWindow = 2 * time.Minute
 // longer than this lose events.
 const MaxAge = 30 * 24 * time.Hour
 
-// EnsureStream creates the CALLS stream or brings an existing one to the
-// current configuration. pbx and recorder both call it at start, so neither
-// depends on the other having run first.
-func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, streamConfig())
+// EnsureStream creates the CALLS stream with replicas replicas (one NATS
+// server each) or brings an existing one to the current configuration,
+// never with fewer replicas than it has (an operator may keep more). pbx and
+// recorder both call it at start, so neither depends on the other having
+// run first.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+	cfg := streamConfig(replicas)
+	if existing, err := js.Stream(ctx, StreamName); err == nil {
+		cfg.Replicas = max(cfg.Replicas, existing.CachedInfo().Config.Replicas)
+	}
+	s, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("events: stream %s: %w", StreamName, err)
 	}
 	return s, nil
 }
 
-// OpenStream finds the CALLS stream, creating it if there is none, but
-// never changes an existing one: it is what a recorder calls, whose NATS
-// user may not update the stream (only the PBX's may).
-func OpenStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+// OpenStream finds the CALLS stream, creating it with replicas replicas if
+// there is none, but never changes an existing one: it is what a recorder
+// calls, whose NATS user may not update the stream (only the PBX's may).
+func OpenStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, StreamName)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = js.CreateStream(ctx, streamConfig())
+		s, err = js.CreateStream(ctx, streamConfig(replicas))
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another node was quicker
 			s, err = js.Stream(ctx, StreamName)
 		}
@@ -51,8 +57,9 @@ func OpenStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, 
 	return s, nil
 }
 
-func streamConfig() jetstream.StreamConfig {
+func streamConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
+		Replicas:    max(replicas, 1),
 		Name:        StreamName,
 		Description: "maskpbx call events (offered, ringing, answered, ended, recording.ready)",
 		Subjects:    []string{SubjectAll},
