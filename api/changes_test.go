@@ -25,6 +25,7 @@ func (c *changeLog) ClientChanged(id string) { c.add("client " + id) }
 func (c *changeLog) ManagerChanged(id, status string) {
 	c.add("manager " + id + " " + status)
 }
+func (c *changeLog) SegmentChanged(id string)       { c.add("segment " + id) }
 func (c *changeLog) RoutingFromCache() (bool, bool) { return c.warm, c.fromCache }
 
 func (c *changeLog) add(s string) {

@@ -60,12 +60,16 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p Principa
 	case req.ManagerID == "":
 		return badRequest("api.manager_id_required")
 	}
+	segment, err := segmentName(req.Segment)
+	if err != nil {
+		return err
+	}
 	phones, err := s.sealPhones(req.Phones)
 	if err != nil {
 		return err
 	}
 	c, err := s.Store.CreateClient(r.Context(), storage.NewClient{
-		Name: req.Name, Segment: strings.TrimSpace(req.Segment), Phones: phones,
+		Name: req.Name, Segment: segment, Phones: phones,
 		ManagerID: req.ManagerID, PartnerIDs: req.PartnerIDs,
 		NewCode: func() (string, error) { c, err := masking.NewClientCode(); return string(c), err },
 	}, p.Actor())

@@ -51,6 +51,9 @@ var (
 // decides which status a storage or masking error becomes.
 func asAPIError(err error) *Error {
 	var e *Error
+	if se := segmentAPIError(err); se != nil {
+		return se
+	}
 	switch {
 	case errors.As(err, &e):
 		return e

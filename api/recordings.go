@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"net/http"
 	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/maskpbx/maskpbx/storage"
@@ -80,12 +79,9 @@ func (s *Server) listRecordings(w http.ResponseWriter, r *http.Request, _ Princi
 			return badRequest("api.must_be_uuid", "Name", name)
 		}
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return badRequest("api.bad_limit")
-		}
-		f.Limit = n
+	var err error
+	if f.Limit, err = queryLimit(r, 0); err != nil {
+		return err
 	}
 	recs, err := s.Store.Recordings(r.Context(), f)
 	if err != nil {

@@ -75,6 +75,8 @@ type Changes interface {
 	ClientChanged(id string)
 	// ManagerChanged: created, changed, dismissed; status is his now.
 	ManagerChanged(id, status string)
+	// SegmentChanged: a segment's rules changed, or it was made or deleted.
+	SegmentChanged(id string)
 	// RoutingFromCache reports whether calls route from the cache because
 	// Postgres does not answer, and whether the cache could (it is loaded).
 	RoutingFromCache() (warm, fromCache bool)
@@ -172,6 +174,16 @@ func New(cfg Config) *Server {
 	s.alertRoutes()
 	// Missed-call tasks (tasks.go).
 	s.handle("GET /api/v1/tasks", s.listTasks, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
+	// Segments with rules and rotation (segments.go).
+	s.handle("GET /api/v1/segments", s.listSegments, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("POST /api/v1/segments", s.createSegment, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("PUT /api/v1/segments/{id}", s.updateSegment, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("DELETE /api/v1/segments/{id}", s.deleteSegment, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("GET /api/v1/rotations", s.listRotations, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("POST /api/v1/rotations", s.rotate, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("GET /api/v1/rotations/schedules", s.listSchedules, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("POST /api/v1/rotations/schedules", s.createSchedule, storage.RoleAdmin, storage.RoleSupervisor)
+	s.handle("DELETE /api/v1/rotations/schedules/{id}", s.deleteSchedule, storage.RoleAdmin, storage.RoleSupervisor)
 	s.mux.HandleFunc(catchAll, s.noRoute)
 	return s
 }

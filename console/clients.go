@@ -278,14 +278,32 @@ type createClientForm struct {
 	PartnerIDs               map[string]bool
 	Error                    string
 	People                   []storage.Manager
+	Segments                 []string // the segments there are, offered as the field's choices
+}
+
+// withChoices fills in the people and segments the form offers.
+func (c *Console) withChoices(ctx context.Context, f createClientForm) (createClientForm, error) {
+	ppl, err := c.people(ctx)
+	if err != nil {
+		return f, err
+	}
+	segs, err := c.store.Segments(ctx)
+	if err != nil {
+		return f, err
+	}
+	f.People, f.Segments = ppl.active(), nil
+	for _, sg := range segs {
+		f.Segments = append(f.Segments, sg.Name)
+	}
+	return f, nil
 }
 
 func (c *Console) newClientPage(w http.ResponseWriter, r *http.Request, s *session) error {
-	ppl, err := c.people(r.Context())
+	f, err := c.withChoices(r.Context(), createClientForm{PartnerIDs: map[string]bool{}})
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, s, "client_new", c.localeFor(r, s).t("client_new.title"), "clients", createClientForm{People: ppl.active(), PartnerIDs: map[string]bool{}})
+	return c.render(w, r, s, "client_new", c.localeFor(r, s).t("client_new.title"), "clients", f)
 }
 
 // createClient creates a client through the API; the number typed in goes
@@ -314,11 +332,11 @@ func (c *Console) createClient(w http.ResponseWriter, r *http.Request, s *sessio
 		"name": f.Name, "segment": f.Segment, "phones": phones, "manager_id": f.ManagerID, "partner_ids": partners}, &created)
 	var ae *apiError
 	if errors.As(err, &ae) && ae.Status < 500 {
-		ppl, perr := c.people(r.Context())
-		if perr != nil {
-			return perr
+		f, err = c.withChoices(r.Context(), f)
+		if err != nil {
+			return err
 		}
-		f.People, f.Error = ppl.active(), ae.Message
+		f.Error = ae.Message
 		return c.renderStatus(w, r, s, ae.Status, "client_new", c.localeFor(r, s).t("client_new.title"), "clients", f)
 	}
 	if err != nil {

@@ -164,6 +164,16 @@ func (c *Console) routes() {
 	c.alertRoutes()
 	// Missed-call tasks (tasks.go).
 	c.handle("GET /console/tasks", c.tasksPage, anyone)
+	// Segments with rules and rotation (segments.go).
+	c.handle("GET /console/segments", c.segmentsPage, admin, supervisor)
+	c.handle("POST /console/segments", c.createSegment, admin, supervisor)
+	c.handle("POST /console/segments/{id}", c.updateSegment, admin, supervisor)
+	c.handle("POST /console/segments/{id}/delete", c.deleteSegment, admin, supervisor)
+	c.handle("GET /console/rotations", c.rotationsPage, admin, supervisor)
+	c.handle("POST /console/rotations/preview", c.previewRotation, admin, supervisor)
+	c.handle("POST /console/rotations", c.carryOutRotation, admin, supervisor)
+	c.handle("POST /console/rotations/schedules", c.scheduleRotation, admin, supervisor)
+	c.handle("POST /console/rotations/schedules/{id}/delete", c.unscheduleRotation, admin, supervisor)
 	c.handle("GET /console/settings", c.settingsPage, anyone)
 	c.handle("POST /console/settings", c.saveSettings, anyone)
 

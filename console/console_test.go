@@ -396,7 +396,7 @@ func TestImportAndPages(t *testing.T) {
 	if st, body, _ := upload("name,segment\nA,b\n"); st != 400 || !strings.Contains(body, "missing: phones, manager") {
 		t.Errorf("a bad header: %d", st)
 	}
-	st, _, h := upload("name,phone,manager\nAcme,+7 916 100-20-30,anna\nBad,123,anna\nNobody,+7 916 100-20-31,zed\n")
+	st, _, h := upload("name,phone,manager,segment\nAcme,+7 916 100-20-30,anna,Key Accounts\nBad,123,anna,\nNobody,+7 916 100-20-31,zed,\n")
 	if st != http.StatusSeeOther || !strings.HasPrefix(h.Get("Location"), "/console/imports/") {
 		t.Fatalf("upload: %d %s", st, h.Get("Location"))
 	}
@@ -452,6 +452,11 @@ func TestImportAndPages(t *testing.T) {
 	if st != 200 || !strings.Contains(body, "79161002030") {
 		_, flash, _ := ob.get(h.Get("Location"))
 		t.Errorf("the reveal does not show the number: %d %s\n%s\n%s", st, h.Get("Location"), body, flash)
+	}
+	// The form offers the segments there are: the import's made one.
+	if _, body, _ := ob.get("/console/clients/new"); !strings.Contains(body, `<option value="Key Accounts">`) ||
+		strings.Contains(body, `<option value="wholesale">`) {
+		t.Error("the new-client form does not offer the segments there are")
 	}
 	// A new client from the form: the number typed in is not echoed back on error.
 	st, body, _ = ob.post("/console/clients", url.Values{"csrf_token": {ob.csrf}, "name": {"Form Client"},

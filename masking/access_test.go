@@ -72,3 +72,29 @@ func TestRingOrder(t *testing.T) {
 		})
 	}
 }
+
+func TestRingOrderInSegment(t *testing.T) {
+	a := Assignment{Primary: "p", Partners: []string{"q"}}
+	team := []string{"p", "x", "q", "y"}
+	tests := []struct {
+		name     string
+		a        Assignment
+		rule     SegmentRule
+		eligible func(string) bool
+		want     [][]string
+	}{
+		{"no rule is RingOrder", a, SegmentRule{}, nil, [][]string{{"p"}, {"q"}, {"x", "y"}}},
+		{"restricted cuts the team", a, SegmentRule{Restricted: true, Allowed: []string{"p", "q", "y"}}, nil, [][]string{{"p"}, {"q"}, {"y"}}},
+		{"restricted never rings a stray holder", a, SegmentRule{Restricted: true, Allowed: []string{"q", "x"}}, nil, [][]string{{"q"}, {"x"}}},
+		{"overflow ends at the supervisor", a, SegmentRule{Restricted: true, Allowed: []string{"p", "q", "x"}, Overflow: "s"}, nil, [][]string{{"p"}, {"q"}, {"s"}}},
+		{"overflow without restriction", a, SegmentRule{Overflow: "s"}, nil, [][]string{{"p"}, {"q"}, {"s"}}},
+		{"a supervisor with no phone: nobody after the partners", a, SegmentRule{Overflow: "s"}, func(id string) bool { return id != "s" }, [][]string{{"p"}, {"q"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := RingOrderInSegment(tt.a, team, tt.rule, tt.eligible); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("RingOrderInSegment = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

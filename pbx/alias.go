@@ -75,6 +75,11 @@ func (cc *callControl) aliasTarget(c *call, sess *ivr.Session, managerID, alias 
 		if err == nil {
 			return target, true, true
 		}
+		if errors.Is(err, ErrOutsideHours) { // audited as call.outside_hours
+			c.logger.Warn("mobile called the alias of a client outside his segment's working hours")
+			_ = sess.Play(c.ctx, cc.cfg.Prompts.Clip(cc.promptLanguage(), ivr.PromptGoodbye))
+			return clientTarget{}, false, true
+		}
 	}
 	if err := store.Audit(c.ctx, storage.AuditEntry{Actor: "manager:" + managerID, Action: "call.mobile_dial",
 		Object: "manager:" + managerID, Reason: "refused: alias no longer in service"}); err != nil {

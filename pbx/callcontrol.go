@@ -71,6 +71,9 @@ type CallConfig struct {
 	// wording a manager's phone shows ("Calling …") unless he chose his
 	// own; empty is English.
 	Language string
+	// Location is the company's time zone (--timezone): segments' working
+	// hours are read in it; nil is UTC.
+	Location *time.Location
 	// Node names this node in every call event (events.Event.Node), so a
 	// restarted node can close the calls it left open.
 	Node string

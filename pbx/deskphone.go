@@ -48,6 +48,10 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 		logger.Warn("desk phone dialled a target it may not reach")
 		respond(tx, req, 403, "Forbidden", nil)
 		return
+	case errors.Is(err, ErrOutsideHours):
+		logger.Warn("desk phone dialled a client outside his segment's working hours")
+		respond(tx, req, 403, "Outside Working Hours", nil)
+		return
 	case errors.Is(err, ErrNoPhone):
 		logger.Warn("client has no usable number", zap.Error(err))
 		respond(tx, req, 404, "Not Found", nil)

@@ -25,6 +25,9 @@ var (
 	ErrNotAssigned = errors.New("pbx: the client is not assigned to the manager")
 	// ErrNoPhone means the client has no number to call.
 	ErrNoPhone = errors.New("pbx: the client has no phone number")
+	// ErrOutsideHours means the client's segment has working hours and
+	// now is outside them: managers may not start calls to him.
+	ErrOutsideHours = errors.New("pbx: outside the working hours of the client's segment")
 )
 
 // clientTarget is a client a manager is about to call: how the manager's
@@ -40,6 +43,9 @@ func (cc *callControl) reachClient(ctx context.Context, managerID string, client
 	if !(masking.Assignment{Primary: client.ManagerID, Partners: client.PartnerIDs}).MayReach(managerID) {
 		return clientTarget{}, ErrNotAssigned
 	}
+	if err := cc.withinHours(ctx, managerID, client); err != nil {
+		return clientTarget{}, err
+	}
 	phones, err := cc.cfg.Router.Store.PhonesForCall(ctx, client.ID)
 	if err != nil {
 		return clientTarget{}, err
@@ -48,6 +54,34 @@ func (cc *callControl) reachClient(ctx context.Context, managerID string, client
 		return clientTarget{}, ErrNoPhone
 	}
 	return clientTarget{id: client.ID, code: client.Code, name: client.Name, phones: phones}, nil
+}
+
+// withinHours refuses a call a manager starts to a client of a segment
+// outside its working hours (in the company's time zone), and audits the
+// refusal (call.outside_hours). Calls in are never limited by hours.
+func (cc *callControl) withinHours(ctx context.Context, managerID string, client storage.Client) error {
+	if client.Segment == "" {
+		return nil
+	}
+	sg, err := cc.cfg.Router.Store.SegmentByName(ctx, client.Segment)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	loc := cc.cfg.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	if sg.Hours.Open(time.Now(), loc) {
+		return nil
+	}
+	if err := cc.cfg.Router.Store.Audit(ctx, storage.AuditEntry{Actor: "manager:" + managerID, Action: "call.outside_hours",
+		Object: "client:" + client.ID, Reason: "refused: outside the working hours of segment:" + sg.ID}); err != nil {
+		return err
+	}
+	return ErrOutsideHours
 }
 
 // openClientNumber is the one place the PBX decrypts a client's number: to

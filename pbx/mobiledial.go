@@ -170,6 +170,8 @@ func (cc *callControl) askClientCode(c *call, sess *ivr.Session, managerID strin
 			reason = "client not assigned to the manager"
 		case errors.Is(err, ErrNoPhone):
 			reason = "client has no phone"
+		case errors.Is(err, ErrOutsideHours):
+			reason = "outside the working hours of the client's segment"
 		case !errors.Is(err, storage.ErrNotFound):
 			c.logger.Error("client lookup failed", zap.Error(err))
 			reason = "lookup failed"

@@ -34,6 +34,9 @@ const (
 	ChangeSubjects       = "changes.>"
 	changeClientsPrefix  = "changes.clients."
 	changeManagersPrefix = "changes.managers."
+	// changeSegmentsPrefix: a segment's rules changed (or it was made or
+	// deleted); the cache reads every segment again (there are few).
+	changeSegmentsPrefix = "changes.segments."
 )
 
 // managerChange is the body of a changes.managers.<id> event.
@@ -69,6 +72,8 @@ type RouteCache struct {
 	byIndex  map[string]string // blind index → client id
 	clients  map[string]cachedClient
 	managers map[string]storage.Manager // credentials left out
+	// segments are the segments' routing rules, by name.
+	segments map[string]masking.SegmentRule
 	// pending are callers first seen while Postgres was down, by blind
 	// index: their client rows are written when it is back.
 	pending map[string]pendingCaller
@@ -117,7 +122,7 @@ const refillDelay = 2 * time.Second
 func NewRouteCache(store *storage.Store, keys *masking.Keyring, nc *nats.Conn, logger *zap.Logger) *RouteCache {
 	return &RouteCache{store: store, keys: keys, nc: nc, logger: logger,
 		byIndex: map[string]string{}, clients: map[string]cachedClient{}, managers: map[string]storage.Manager{},
-		pending: map[string]pendingCaller{}}
+		segments: map[string]masking.SegmentRule{}, pending: map[string]pendingCaller{}}
 }
 
 // CacheStats is the cache's size and state, for /healthz and the log.
@@ -148,6 +153,10 @@ func (c *RouteCache) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	segments, err := c.readSegments(ctx)
+	if err != nil {
+		return err
+	}
 	byIndex, clients := map[string]string{}, make(map[string]cachedClient, len(rows))
 	for _, r := range rows {
 		addIndex(byIndex, clients, r)
@@ -172,8 +181,52 @@ func (c *RouteCache) Load(ctx context.Context) error {
 		byIndex[index] = p.client.ID
 		clients[p.client.ID] = cachedClient{client: p.client, indexes: []string{index}}
 	}
-	c.byIndex, c.clients, c.managers, c.warm = byIndex, clients, managers, true
+	c.byIndex, c.clients, c.managers, c.segments, c.warm = byIndex, clients, managers, segments, true
 	return nil
+}
+
+// readSegments reads every segment's routing rule from Postgres.
+func (c *RouteCache) readSegments(ctx context.Context) (map[string]masking.SegmentRule, error) {
+	segs, err := c.store.Segments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]masking.SegmentRule, len(segs))
+	for _, sg := range segs {
+		out[sg.Name] = segmentRule(sg)
+	}
+	return out, nil
+}
+
+// segmentRule is the cached rule of the segment called name (none if
+// there is no such segment).
+func (c *RouteCache) segmentRule(name string) masking.SegmentRule {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.segments[name]
+}
+
+// SegmentChanged is told by the API that a segment was made, changed or
+// deleted: this node's cache reads the segments again, and every other
+// node's hears of it.
+func (c *RouteCache) SegmentChanged(id string) {
+	c.refreshSegments(context.Background())
+	c.publish(changeSegmentsPrefix+id, nil)
+}
+
+// refreshSegments reads every segment's rule again.
+func (c *RouteCache) refreshSegments(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, changeReadTimeout)
+	defer cancel()
+	segments, err := c.readSegments(ctx)
+	if err != nil {
+		c.logger.Warn("routing cache: segments not read again; the next load will", zap.Error(err))
+		c.stale.Store(true)
+		return
+	}
+	c.mu.Lock()
+	c.segments = segments
+	c.mu.Unlock()
 }
 
 func addIndex(byIndex map[string]string, clients map[string]cachedClient, r storage.ClientIndex) {
@@ -353,6 +406,8 @@ func (c *RouteCache) onChange(ctx context.Context, subject string, body []byte) 
 	switch {
 	case strings.HasPrefix(subject, changeClientsPrefix):
 		c.refreshClients(ctx, strings.TrimPrefix(subject, changeClientsPrefix))
+	case strings.HasPrefix(subject, changeSegmentsPrefix):
+		c.refreshSegments(ctx)
 	case strings.HasPrefix(subject, changeManagersPrefix):
 		var ch managerChange
 		_ = json.Unmarshal(body, &ch)

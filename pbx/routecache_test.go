@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -45,6 +46,46 @@ func runCache(t *testing.T, c *RouteCache) {
 	go func() { defer close(done); _ = c.Run(ctx) }()
 }
 
+// outageEnv is what a routing cache test with Postgres stopped needs: a
+// Postgres cluster of its own, keys, NATS and the registrations.
+type outageEnv struct {
+	pg    *testenv.PostgresCluster
+	store *storage.Store
+	keys  *masking.Keyring
+	js    jetstream.JetStream
+	regs  *Registrations
+}
+
+func newOutageEnv(t *testing.T, ctx context.Context) outageEnv {
+	t.Helper()
+	e := outageEnv{pg: testenv.OwnPostgres(t)}
+	e.store = openStore(t, ctx, e.pg.URL)
+	var err error
+	if e.keys, err = masking.NewKeyring(randomKey(t), randomKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.js = runNATS(t)
+	if e.regs, err = openRegistrations(t, ctx, e.js, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// person makes someone of the team "sales" with a registered phone.
+func (e outageEnv) person(t *testing.T, ctx context.Context, user, role string) storage.Manager {
+	t.Helper()
+	m, err := e.store.CreateManager(ctx, storage.NewManager{Name: "M", SIPUsername: user, HA1MD5: "x", HA1SHA256: "x",
+		Team: "sales", Role: role}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.regs.Put(ctx, Registration{ManagerID: m.ID, Username: user, Contact: "sip:" + user + "@127.0.0.3:5060",
+		Source: "127.0.0.3:5060", Transport: "UDP", ExpiresAt: time.Now().Add(time.Hour), CallID: "reg-" + user, CSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // TestRouteCacheOutage: two nodes' caches follow a change made through one
 // of them; with Postgres stopped a known client still routes to his
 // manager, a dismissal heard from the bus cuts the manager off without a
@@ -53,28 +94,9 @@ func runCache(t *testing.T, c *RouteCache) {
 func TestRouteCacheOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
 	defer cancel()
-	pg := testenv.OwnPostgres(t)
-	store := openStore(t, ctx, pg.URL)
-	keys, err := masking.NewKeyring(randomKey(t), randomKey(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := runNATS(t)
-	regs, err := openRegistrations(t, ctx, js, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var anna, bob storage.Manager
-	for user, m := range map[string]*storage.Manager{"anna": &anna, "bob": &bob} {
-		if *m, err = store.CreateManager(ctx, storage.NewManager{Name: "M", SIPUsername: user, HA1MD5: "x", HA1SHA256: "x",
-			Team: "sales", Role: storage.RoleManager}, "test"); err != nil {
-			t.Fatal(err)
-		}
-		if err := regs.Put(ctx, Registration{ManagerID: m.ID, Username: user, Contact: "sip:" + user + "@127.0.0.3:5060",
-			Source: "127.0.0.3:5060", Transport: "UDP", ExpiresAt: time.Now().Add(time.Hour), CallID: "reg-" + user, CSeq: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e := newOutageEnv(t, ctx)
+	pg, store, keys, js, regs := e.pg, e.store, e.keys, e.js, e.regs
+	anna, bob := e.person(t, ctx, "anna", storage.RoleManager), e.person(t, ctx, "bob", storage.RoleManager)
 	const acmeNumber = "+79161234567"
 	phone, err := keys.Seal(acmeNumber)
 	if err != nil {
@@ -264,4 +286,75 @@ func BenchmarkRouteCacheLoad(b *testing.B) {
 	}
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap-MB")
 	runtime.KeepAlive(c)
+}
+
+// TestRouteCacheSegmentRule: a segment's new rules reach another node's
+// cache by a change event, and with Postgres stopped a VIP client's call
+// still rings only the permitted and ends at the supervisor.
+func TestRouteCacheSegmentRule(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
+	defer cancel()
+	e := newOutageEnv(t, ctx)
+	pg, store, keys, js, regs := e.pg, e.store, e.keys, e.js, e.regs
+	anna, bob := e.person(t, ctx, "anna", storage.RoleManager), e.person(t, ctx, "bob", storage.RoleManager)
+	e.person(t, ctx, "carl", storage.RoleManager)
+	sue := e.person(t, ctx, "sue", storage.RoleSupervisor)
+	phone, err := keys.Seal("+79161234567")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreateClient(ctx, storage.NewClient{Name: "Acme", Segment: "vip", ManagerID: anna.ID,
+		Phones: []masking.SealedPhone{phone}, NewCode: func() (string, error) { return "12345678", nil }}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	nodeA := NewRouteCache(store, keys, js.Conn(), zaptest.NewLogger(t).Named("a"))
+	nodeB := NewRouteCache(store, keys, js.Conn(), zaptest.NewLogger(t).Named("b"))
+	runCache(t, nodeA)
+	runCache(t, nodeB)
+	if rule := nodeB.segmentRule("vip"); rule.Restricted {
+		t.Fatalf("vip restricted before its rules were written: %+v", rule)
+	}
+	vip, err := store.SegmentByName(ctx, "vip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.UpdateSegment(ctx, vip.ID, storage.Segment{Name: "vip", Restricted: true,
+		AllowedManagers: []string{anna.ID, bob.ID}, SupervisorID: sue.ID, OverflowToSupervisor: true}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	nodeA.SegmentChanged(vip.ID)
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		rule := nodeB.segmentRule("vip")
+		return rule.Restricted && rule.Overflow == sue.ID
+	}, "node B's cache follows the segment's new rules")
+
+	// First-time callers go to the "new" segment: restricted, only its
+	// permitted managers take them in turn.
+	newSeg, err := store.CreateSegment(ctx, storage.Segment{Name: newCallerSegment, Restricted: true,
+		AllowedManagers: []string{bob.ID}}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeA.SegmentChanged(newSeg.ID)
+	router := &Router{Store: store, Keys: keys, Numbers: masking.NewNormalizer("RU"), Regs: regs, Cache: nodeB}
+	for _, caller := range []string{"+79035550001", "+79035550002"} {
+		route, err := router.InboundRoute(ctx, caller)
+		if err != nil || len(route.Steps) == 0 || !slices.Equal(route.Steps[0], []string{bob.ID}) {
+			t.Fatalf("a new caller's route %+v %v, want bob, the only one the new segment permits", route, err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return nodeB.segmentRule(newCallerSegment).Restricted },
+		"node B's cache holds the new segment's rule")
+
+	pg.Stop()
+	if route, err := router.InboundRoute(ctx, "+79035550003"); err != nil || len(route.Steps) == 0 || !slices.Equal(route.Steps[0], []string{bob.ID}) {
+		t.Fatalf("a new caller's route from the cache %+v %v, want bob", route, err)
+	}
+	route, err := router.InboundRoute(ctx, "89161234567")
+	if err != nil {
+		t.Fatalf("route with Postgres stopped: %v", err)
+	}
+	if want := [][]string{{anna.ID}, {sue.ID}}; !slices.EqualFunc(route.Steps, want, slices.Equal[[]string]) {
+		t.Fatalf("ring plan %q, want anna then the supervisor (bob and carl are the team, which the overflow replaces)", route.Steps)
+	}
 }

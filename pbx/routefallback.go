@@ -65,6 +65,39 @@ func (r *Router) callerClient(ctx context.Context, e164 string, newCallers []sto
 	return client, err
 }
 
+// routeSegment returns the rule of the client's segment: from Postgres,
+// from the cache while Postgres is down. A client with no segment (or one
+// nobody made) has no rule.
+func (r *Router) routeSegment(ctx context.Context, name string) (masking.SegmentRule, error) {
+	if name == "" {
+		return masking.SegmentRule{}, nil
+	}
+	if r.Cache.DatabaseDown() {
+		return r.Cache.segmentRule(name), nil
+	}
+	storeCtx, cancel := r.storeContext(ctx)
+	defer cancel()
+	sg, err := r.Store.SegmentByName(storeCtx, name)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return masking.SegmentRule{}, nil
+	case err != nil && r.Cache.fallback(ctx, err):
+		return r.Cache.segmentRule(name), nil
+	case err != nil:
+		return masking.SegmentRule{}, err
+	}
+	return segmentRule(sg), nil
+}
+
+// segmentRule is what routing needs of a segment.
+func segmentRule(sg storage.Segment) masking.SegmentRule {
+	rule := masking.SegmentRule{Restricted: sg.Restricted, Allowed: sg.AllowedManagers}
+	if sg.OverflowToSupervisor {
+		rule.Overflow = sg.SupervisorID
+	}
+	return rule
+}
+
 // storeContext bounds a routing read of Postgres when the cache could
 // answer instead (see storeLookupBudget).
 func (r *Router) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -80,7 +113,7 @@ func (r *Router) cachedCaller(ctx context.Context, e164 string, newCallers []sto
 	if c, ok := r.Cache.caller(index, routedCallID(ctx)); ok {
 		return c, nil
 	}
-	owner, err := r.nextOwner(ctx, newCallers)
+	owner, err := r.nextOwner(ctx, permittedOnly(newCallers, r.Cache.segmentRule(newCallerSegment)))
 	if err != nil {
 		return storage.Client{}, err
 	}

@@ -3,6 +3,7 @@ package pbx
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -170,10 +171,14 @@ func (r *Router) InboundRouteForTeam(ctx context.Context, callerNumber, team str
 			fallback = append(fallback, m.ID)
 		}
 	}
+	rule, err := r.routeSegment(ctx, client.Segment)
+	if err != nil {
+		return Route{}, err
+	}
 	a := masking.Assignment{Primary: client.ManagerID, Partners: client.PartnerIDs}
 	return Route{
 		ClientID: client.ID, ClientCode: client.Code, ClientName: client.Name,
-		Steps: masking.RingOrder(a, fallback, isEligible), Mobiles: mobiles,
+		Steps: masking.RingOrderInSegment(a, fallback, rule, isEligible), Mobiles: mobiles,
 	}, nil
 }
 
@@ -187,7 +192,11 @@ const (
 // next registered manager in turn. Two calls from one new number at once
 // race on the blind index; the loser finds the winner's client.
 func (r *Router) createCaller(ctx context.Context, e164 string, eligible []storage.Manager) (storage.Client, error) {
-	owner, err := r.nextOwner(ctx, eligible)
+	rule, err := r.routeSegment(ctx, newCallerSegment)
+	if err != nil {
+		return storage.Client{}, err
+	}
+	owner, err := r.nextOwner(ctx, permittedOnly(eligible, rule))
 	if err != nil {
 		return storage.Client{}, err
 	}
@@ -214,6 +223,21 @@ func (r *Router) nextOwner(ctx context.Context, eligible []storage.Manager) (sto
 	}
 	sort.Slice(eligible, func(i, j int) bool { return eligible[i].ID < eligible[j].ID })
 	return eligible[r.turn(ctx)%uint64(len(eligible))], nil
+}
+
+// permittedOnly is the managers a segment's rule lets hold its clients:
+// a new caller's segment may be restricted too.
+func permittedOnly(ms []storage.Manager, rule masking.SegmentRule) []storage.Manager {
+	if !rule.Restricted {
+		return ms
+	}
+	var out []storage.Manager
+	for _, m := range ms {
+		if slices.Contains(rule.Allowed, m.ID) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // turn is the round-robin cursor's next value.

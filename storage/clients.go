@@ -68,6 +68,12 @@ func (s *Store) CreateClient(ctx context.Context, nc NewClient, actor string) (C
 		if err := lockActiveManagers(ctx, tx, append([]string{nc.ManagerID}, partners...)); err != nil {
 			return err
 		}
+		if err := ensureSegment(ctx, tx, nc.Segment, actor); err != nil {
+			return err
+		}
+		if err := checkSegmentPermits(ctx, tx, nc.Segment, append([]string{nc.ManagerID}, partners...)); err != nil {
+			return err
+		}
 		for attempt := 0; id == ""; attempt++ {
 			if attempt == 10 {
 				return errors.New("storage: no free client code")
@@ -146,57 +152,17 @@ func (s *Store) ClientByBlindIndex(ctx context.Context, indexKeyID string, index
 		WHERE index_key_id = $1 AND blind_index = $2)`, indexKeyID, index))
 }
 
-// Reassign sets a client's primary manager and partners. Rows that stay the
-// same are kept; the others are closed, so history shows who had him when.
+// Reassign sets a client's primary manager and partners (reassignTx) and
+// audits it.
 func (s *Store) Reassign(ctx context.Context, clientID, managerID string, partnerIDs []string, actor string) (Client, error) {
 	if !validUUID(clientID) {
 		return Client{}, ErrNotFound
-	}
-	partners := withoutID(uniq(partnerIDs), managerID)
-	want := map[string]string{managerID: "primary"}
-	for _, p := range partners {
-		want[p] = "partner"
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if err := lockLiveClient(ctx, tx, clientID); err != nil {
 			return err
 		}
-		if err := lockActiveManagers(ctx, tx, append([]string{managerID}, partners...)); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, `SELECT manager_id::text, kind FROM assignments WHERE client_id = $1 AND valid_until IS NULL`, clientID)
-		if err != nil {
-			return err
-		}
-		type current struct{ manager, kind string }
-		have, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (current, error) {
-			var c current
-			return c, r.Scan(&c.manager, &c.kind)
-		})
-		if err != nil {
-			return err
-		}
-		kept := map[string]bool{}
-		for _, h := range have {
-			if want[h.manager] == h.kind {
-				kept[h.manager] = true
-				continue
-			}
-			if _, err := tx.Exec(ctx, `UPDATE assignments SET valid_until = now(), changed_by = $3
-				WHERE client_id = $1 AND manager_id = $2 AND valid_until IS NULL`, clientID, h.manager, actor); err != nil {
-				return err
-			}
-		}
-		for m, kind := range want {
-			if kept[m] {
-				continue
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO assignments (client_id, manager_id, kind, changed_by) VALUES ($1, $2, $3, $4)`,
-				clientID, m, kind, actor); err != nil {
-				return fmt.Errorf("storage: reassign: %w", err)
-			}
-		}
-		if err := releaseAliases(ctx, tx); err != nil {
+		if err := reassignTx(ctx, tx, clientID, managerID, partnerIDs, actor); err != nil {
 			return err
 		}
 		return appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "client.reassign", Object: "client:" + clientID,
@@ -206,6 +172,56 @@ func (s *Store) Reassign(ctx context.Context, clientID, managerID string, partne
 		return Client{}, err
 	}
 	return s.Client(ctx, clientID)
+}
+
+// reassignTx sets a locked, live client's primary manager and partners,
+// who must be active and permitted for his segment. Rows that stay the same
+// are kept; the others are closed, so history shows who had him when.
+func reassignTx(ctx context.Context, tx pgx.Tx, clientID, managerID string, partnerIDs []string, actor string) error {
+	partners := withoutID(uniq(partnerIDs), managerID)
+	want := map[string]string{managerID: "primary"}
+	for _, p := range partners {
+		want[p] = "partner"
+	}
+	if err := lockActiveManagers(ctx, tx, append([]string{managerID}, partners...)); err != nil {
+		return err
+	}
+	if err := checkClientSegmentPermits(ctx, tx, clientID, append([]string{managerID}, partners...)); err != nil {
+		return err
+	}
+	rows, err := tx.Query(ctx, `SELECT manager_id::text, kind FROM assignments WHERE client_id = $1 AND valid_until IS NULL`, clientID)
+	if err != nil {
+		return err
+	}
+	type current struct{ manager, kind string }
+	have, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (current, error) {
+		var c current
+		return c, r.Scan(&c.manager, &c.kind)
+	})
+	if err != nil {
+		return err
+	}
+	kept := map[string]bool{}
+	for _, h := range have {
+		if want[h.manager] == h.kind {
+			kept[h.manager] = true
+			continue
+		}
+		if _, err := tx.Exec(ctx, `UPDATE assignments SET valid_until = now(), changed_by = $3
+			WHERE client_id = $1 AND manager_id = $2 AND valid_until IS NULL`, clientID, h.manager, actor); err != nil {
+			return err
+		}
+	}
+	for m, kind := range want {
+		if kept[m] {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO assignments (client_id, manager_id, kind, changed_by) VALUES ($1, $2, $3, $4)`,
+			clientID, m, kind, actor); err != nil {
+			return fmt.Errorf("storage: reassign: %w", err)
+		}
+	}
+	return releaseAliases(ctx, tx)
 }
 
 // AssignmentRow is one row of a client's assignment history.

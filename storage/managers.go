@@ -161,6 +161,10 @@ func (s *Store) DismissManager(ctx context.Context, id, successorID, actor strin
 			return err
 		}
 		for _, c := range clients {
+			// A restricted segment's client goes only to a permitted successor.
+			if err := checkClientSegmentPermits(ctx, tx, c, []string{successorID}); err != nil {
+				return err
+			}
 			// A successor who was the client's partner becomes his primary.
 			if _, err := tx.Exec(ctx, `UPDATE assignments SET valid_until = now(), changed_by = $3
 				WHERE client_id = $1 AND manager_id = $2 AND valid_until IS NULL`, c, successorID, actor); err != nil {

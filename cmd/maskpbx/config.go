@@ -100,6 +100,9 @@ type Config struct {
 	// PBX's default). No flag: the tests whose SIPp trunk takes one call and
 	// nothing else set it beyond their length.
 	trunkPing time.Duration
+	// rotationCheck is how often serve looks for repeating rotations that
+	// are due (0: rotationCheck, a minute). No flag: tests shorten it.
+	rotationCheck time.Duration
 }
 
 func newFlagSet(name string, c *Config) *flag.FlagSet {

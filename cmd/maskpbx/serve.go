@@ -273,6 +273,9 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	g.Go(func() error { return sip.Serve(gctx) })
 	g.Go(func() error { return cdrs.Run(gctx) })
 	g.Go(func() error { return routeCache.Run(gctx) })
+	g.Go(func() error {
+		return runRotationSchedules(gctx, store, routeCache.ClientChanged, cfg.rotationCheck, logger.Named("rotation"))
+	})
 	watch := &nodeWatch{kv: cluster, self: cfg.NodeID, logger: logger.Named("nodes"), now: time.Now,
 		closer: func(ctx context.Context, node string) {
 			closeOrphanedCalls(ctx, store, publisher, node, false, logger)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -54,6 +55,16 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		return cc, fmt.Errorf("--alias-numbers: %w", err)
 	}
 	cc.AliasQuarantine = c.AliasQuarantine
+	// Segments' working hours are the company's, as the console shows them.
+	tz := c.TimeZone
+	if tz == "" {
+		tz = os.Getenv("TZ")
+	}
+	if tz != "" {
+		if cc.Location, err = time.LoadLocation(tz); err != nil {
+			return cc, fmt.Errorf("--timezone: %w", err)
+		}
+	}
 	if cc.Prompts, err = ivr.LoadPrompts(c.PromptsDir); err != nil {
 		return cc, fmt.Errorf("--prompts-dir: %w", err)
 	}
@@ -331,6 +342,8 @@ func (d dialer) Originate(ctx context.Context, c api.OriginateCall) error {
 		return api.ErrNoPhone
 	case errors.Is(err, pbx.ErrNotAssigned):
 		return api.ErrNotAssigned
+	case errors.Is(err, pbx.ErrOutsideHours):
+		return api.ErrOutsideHours
 	case errors.Is(err, pbx.ErrShuttingDown):
 		return api.ErrShuttingDown
 	}
