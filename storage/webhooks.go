@@ -132,6 +132,19 @@ func (s *Store) DeadDeliveries(ctx context.Context, limit int) ([]Delivery, erro
 		ORDER BY d.updated_at DESC, d.id LIMIT $1`, limit))
 }
 
+// ClaimDelivery takes a due pending delivery for one POST: its next_at moves
+// to until, so another node's pass (one that held the alerts lease a moment
+// ago) does not send it too. It reports false when the delivery is no longer
+// due or pending.
+func (s *Store) ClaimDelivery(ctx context.Context, id int64, now, until time.Time) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE webhook_deliveries SET next_at = $3
+		WHERE id = $1 AND status = 'pending' AND next_at <= $2`, id, now, until)
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // DeliveryAttempt is the outcome of one POST of a delivery.
 type DeliveryAttempt struct {
 	Status     string    // DeliveryDelivered, DeliveryPending (retry at NextAt) or DeliveryDead

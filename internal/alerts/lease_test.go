@@ -16,8 +16,9 @@ import (
 )
 
 // Two nodes run the evaluator on one database and one NATS: the alerts
-// lease lets one of them evaluate and deliver at a time, so each alert
-// reaches a webhook once; when that node stops, the other takes over.
+// lease lets one of them evaluate and deliver at a time (and a delivery is
+// claimed in Postgres before its POST), so each alert reaches a webhook
+// once; when that node stops, the other takes over.
 func TestTwoNodesOneLease(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
@@ -45,7 +46,7 @@ func TestTwoNodesOneLease(t *testing.T) {
 	node := func(name string) (stop func()) {
 		ev := w.evaluator(time.Now, func(c *alerts.Config) {
 			c.Interval = 50 * time.Millisecond
-			c.Lease = recorder.NewLease(kv, "alerts", name, time.Second)
+			c.Lease = recorder.NewLease(kv, "alerts", name, 5*time.Second)
 		})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})

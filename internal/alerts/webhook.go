@@ -69,6 +69,14 @@ func (e *Evaluator) Deliver(ctx context.Context) error {
 		if time.Since(start) > deliverPass {
 			return nil // the rest at the next pass, while the lease is surely ours
 		}
+		now := time.Now()
+		claimed, err := e.store.ClaimDelivery(ctx, d.ID, now, now.Add(2*e.cfg.Webhooks.Timeout))
+		if err != nil {
+			return err
+		}
+		if !claimed {
+			continue // another node sends it
+		}
 		code, perr := e.post(ctx, d)
 		a := storage.DeliveryAttempt{Status: storage.DeliveryDelivered, HTTPStatus: code}
 		if perr != nil {
