@@ -63,6 +63,9 @@ type Config struct {
 	// this node right after an erasure commits; without it (or for audio
 	// on other nodes) the recorder nodes' own runs delete it.
 	AudioErasure AudioErasure
+	// Monitors, if set, lets supervisors listen in on live calls of this
+	// node (monitor.go); nil on a node without a PBX.
+	Monitors Monitors
 	// TaskOverdue is how long a missed-call task stays open before it is
 	// overdue (--task-overdue); zero is DefaultTaskOverdue.
 	TaskOverdue time.Duration
@@ -172,6 +175,8 @@ func New(cfg Config) *Server {
 	s.handle("GET /api/v1/calls", s.listCalls, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	s.alertRoutes()
+	// Live listen, whisper, barge (monitor.go).
+	s.handle("POST /api/v1/calls/{id}/monitor", s.monitorCall, storage.RoleAdmin, storage.RoleSupervisor)
 	// Missed-call tasks (tasks.go).
 	s.handle("GET /api/v1/tasks", s.listTasks, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	// Segments with rules and rotation (segments.go).

@@ -66,6 +66,8 @@ type callRow struct {
 	At                                   *time.Time
 	Duration                             time.Duration
 	Recording                            *recordingView
+	// Live: answered and not ended yet (supervisors may listen in).
+	Live bool
 }
 
 type clientsView struct {
@@ -126,7 +128,8 @@ func mayReach(cl storage.Client, managerID string) bool {
 
 func viewCall(cdr storage.CDR, ppl people, clients map[string]storage.Client) *callRow {
 	row := &callRow{ID: cdr.CallID, ClientID: cdr.ClientID, Direction: cdr.Direction, Disposition: cdr.Disposition,
-		HangupSide: cdr.HangupSide, ManagerName: ppl.name(cdr.ManagerID), At: cdr.OfferedAt, Duration: cdr.Duration}
+		HangupSide: cdr.HangupSide, ManagerName: ppl.name(cdr.ManagerID), At: cdr.OfferedAt, Duration: cdr.Duration,
+		Live: cdr.AnsweredAt != nil && cdr.EndedAt == nil}
 	if row.At == nil {
 		row.At = cdr.EndedAt
 	}

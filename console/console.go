@@ -152,6 +152,8 @@ func (c *Console) routes() {
 
 	c.handle("GET /console/overview", c.overview, admin, supervisor)
 	c.handle("GET /console/calls", c.callsPage, admin, supervisor)
+	// Live listen, whisper, barge (monitor.go).
+	c.handle("POST /console/calls/{id}/monitor", c.monitorCall, admin, supervisor)
 	c.handle("GET /console/managers", c.managersPage, admin, supervisor)
 	c.handle("POST /console/managers", c.createManager, admin)
 	c.handle("POST /console/managers/{id}/sip-password", c.setSIPPassword, admin)

@@ -81,6 +81,9 @@ type CallConfig struct {
 	// manager's call-out limits are shared by every node; nil keeps them
 	// per node.
 	Cluster jetstream.KeyValue
+	// MonitorNotice plays a short beep to both parties of a call when a
+	// supervisor barges in (--monitor-notice).
+	MonitorNotice bool
 	// TrunkPing is how often each trunk target is asked OPTIONS; 0 means
 	// every 30 s. (Tests whose SIPp trunk answers one call and nothing
 	// else set it beyond their length.)
@@ -155,7 +158,11 @@ type callControl struct {
 	contact, tcpContact, tlsContact sip.Uri
 	dialogs                         *dialogs
 	regs                            *Registrations
-	publicIP                        netip.Addr
+	// nodeAuth signs and checks the INVITEs nodes send each other for
+	// phones registered via another node (relay.go); nil without
+	// CallConfig.Node.
+	nodeAuth *nodeAuth
+	publicIP netip.Addr
 
 	trunk     *trunk          // nil without --trunk
 	aliases   map[string]bool // CallConfig.AliasNumbers; read-only
@@ -168,6 +175,9 @@ type callControl struct {
 	trunkReg *trunkRegistration
 	// trunkAuthFailures counts requests the trunk refused our credentials to.
 	trunkAuthFailures atomic.Uint64
+
+	// monitors are the supervisors listening in (monitor.go).
+	monitors monitors
 
 	// ctx is done once the node shuts down (endAll); every call's context
 	// derives from it.

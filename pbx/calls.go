@@ -60,6 +60,9 @@ func (s *Server) EnableCalls(cfg CallConfig) error {
 		admission: newAdmission(cmp.Or(cfg.MaxSetups, 1000)),
 		aliases:   map[string]bool{},
 	}
+	if cfg.Node != "" {
+		s.calls.nodeAuth = newNodeAuth(s.auth.key, cfg.Node, time.Now)
+	}
 	for _, a := range cfg.AliasNumbers {
 		s.calls.aliases[a] = true
 	}
@@ -163,6 +166,16 @@ func (cc *callControl) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	defer cc.wg.Done()
+	// Another node's INVITE for a phone registered here (relay.go); without
+	// a node name nobody may send one.
+	if req.GetHeader(nodeHeader) != nil {
+		if cc.nodeAuth == nil {
+			respond(tx, req, 403, "Forbidden", nil)
+			return
+		}
+		cc.relayToPhone(req, tx)
+		return
+	}
 	// The trunk's sources bring calls in and nothing else; every other
 	// INVITE is a manager's phone dialling a client code.
 	if cc.trunkAllowed(req.Source()) {

@@ -87,8 +87,15 @@ func (r *Registrations) sourceIPs(now time.Time) map[netip.Addr]struct{} {
 	ips := map[netip.Addr]struct{}{}
 	for _, regs := range r.cache {
 		for _, reg := range regs {
-			if ap, err := netip.ParseAddrPort(reg.Source); err == nil && reg.ExpiresAt.After(now) {
-				ips[ap.Addr().Unmap()] = struct{}{}
+			if !reg.ExpiresAt.After(now) {
+				continue
+			}
+			// The node a phone registered through sends calls for it
+			// to the other nodes (relay.go): it is no stranger.
+			for _, src := range []string{reg.Source, reg.NodeAddr} {
+				if ap, err := netip.ParseAddrPort(src); err == nil {
+					ips[ap.Addr().Unmap()] = struct{}{}
+				}
 			}
 		}
 	}

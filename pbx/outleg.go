@@ -85,6 +85,10 @@ type outInvite struct {
 	// auth answers the peer's digest challenges (the trunk's credentials);
 	// nil for phones.
 	auth *TrunkAuth
+	// binding, if set, is the registration (its KV key) of a phone another
+	// node holds: the INVITE goes to that node with our node credential
+	// (relay.go).
+	binding string
 }
 
 // forTransport is the INVITE for a phone registered over transport: with
@@ -166,6 +170,9 @@ func (cc *callControl) startOutLeg(ctx context.Context, managerID string, in out
 	ct := sip.ContentTypeHeader("application/sdp")
 	req.AppendHeader(&ct)
 	req.SetBody(in.sdp)
+	if in.binding != "" {
+		cc.nodeAuth.sign(req, in.binding)
+	}
 	leg := &outLeg{cc: cc, managerID: managerID, invite: req, dlg: dlg, cancelSent: make(chan struct{}), secureOffer: in.secure, plain: in.plain, st: newSessionTimer(cc.minSE()),
 		logger: cc.logger.With(zap.String("leg_call_id", callID), zap.String("manager_id", managerID))}
 	if err := cc.dialogs.add(callID, leg); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -287,6 +288,9 @@ func (s *Server) updateBindings(ctx context.Context, req *sip.Request, creds SIP
 			ExpiresAt: now.Add(min(b.expires, s.cfg.RegisterMaxExpires)),
 			CallID:    r.callID,
 			CSeq:      r.cseq,
+		}
+		if cc := s.calls; cc != nil && cc.cfg.Node != "" {
+			reg.Node, reg.NodeAddr = cc.cfg.Node, net.JoinHostPort(cc.contact.Host, strconv.Itoa(cc.contact.Port))
 		}
 		if err := s.regs.Put(ctx, reg); err != nil {
 			return err

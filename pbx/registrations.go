@@ -50,6 +50,12 @@ type Registration struct {
 	// CSeq of the REGISTER that wrote this binding; with CallID it orders
 	// REGISTERs that overtook each other (RFC 3261 10.3 step 7).
 	CSeq uint32 `json:"cseq"`
+	// Node is the node whose socket the REGISTER came in on, and NodeAddr
+	// where other nodes send it SIP (its UDP host:port): a call for this
+	// phone taken by another node goes through it (relay.go). Empty for
+	// a single node without --node.
+	Node     string `json:"node,omitempty"`
+	NodeAddr string `json:"node_addr,omitempty"`
 }
 
 // Registrations stores bindings in a JetStream KV bucket. Each binding is a

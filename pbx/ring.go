@@ -76,8 +76,12 @@ func (cc *callControl) ringPhones(ctx context.Context, managerID string, in outI
 		}
 		inv := in
 		inv.target, inv.to = target, sip.Uri{Scheme: "sip", User: r.Username, Host: cc.domain}
-		inv.dest, inv.transport = r.Source, transportOf(r.Transport)
-		inv = inv.forTransport(r.Transport)
+		if viaNode, ok := cc.viaNode(inv, r); ok {
+			inv = viaNode
+		} else {
+			inv.dest, inv.transport = r.Source, transportOf(r.Transport)
+			inv = inv.forTransport(r.Transport)
+		}
 		leg, err := cc.startOutLeg(ctx, managerID, inv, events)
 		if err != nil {
 			logger.Warn("INVITE to a phone failed", zap.String("manager_id", managerID), zap.Error(err))

@@ -69,30 +69,44 @@ func (cc *callControl) talk(c *call, manager, client party) {
 	c.logger.Info("call connected")
 	rec := cc.cfg.Recorder.record(c, c.clientCode)
 	defer rec.Stop()
+	side := cc.awaitHangup(c, map[string]party{sideManager: manager, sideClient: client})
+	rec.Stop() // the recording ends with the call, not after the legs' BYEs
+	c.recording = cc.cfg.Recorder.Outcome(rec)
+	side = hangUpOther(side, manager, client)
+	c.logger.Info("call ended", zap.String("hangup_side", side), zap.Duration("talk", time.Since(answeredAt)))
+	c.end(DispAnswered, side)
+}
+
+// awaitHangup keeps a connected call's legs alive (keep-alive probes,
+// session timers) until one side hangs up or the media stops, and says
+// which side it was.
+func (cc *callControl) awaitHangup(c *call, parties map[string]party) string {
 	var keepAlive <-chan time.Time
 	if cc.cfg.KeepAlive > 0 {
 		t := time.NewTicker(cc.cfg.KeepAlive)
 		defer t.Stop()
 		keepAlive = t.C
 	}
-	parties := map[string]party{sideManager: manager, sideClient: client}
 	for side, p := range parties {
 		if leg, ok := p.(refreshable); ok {
 			cc.wg.Go(func() { cc.runSessionTimer(c, side, leg) })
 		}
 	}
-	side := ""
-	for side == "" {
+	for {
 		select {
-		case side = <-c.hangupCh:
+		case side := <-c.hangupCh:
+			return side
 		case <-c.relayDone():
-			side = sideSystem
+			return sideSystem
 		case <-keepAlive:
 			cc.wg.Go(func() { cc.probe(c, parties) })
 		}
 	}
-	rec.Stop() // the recording ends with the call, not after the legs' BYEs
-	c.recording = cc.cfg.Recorder.Outcome(rec)
+}
+
+// hangUpOther hangs up the legs the side that ended the call did not, and
+// returns the side for the call's end (a lost leg's end is the system's).
+func hangUpOther(side string, manager, client party) string {
 	switch side {
 	case sideClient, sideClient + lostSuffix:
 		manager.hangup()
@@ -103,10 +117,9 @@ func (cc *callControl) talk(c *call, manager, client party) {
 		client.hangup()
 	}
 	if side == sideManager+lostSuffix || side == sideClient+lostSuffix {
-		side = sideSystem
+		return sideSystem
 	}
-	c.logger.Info("call ended", zap.String("hangup_side", side), zap.Duration("talk", time.Since(answeredAt)))
-	c.end(DispAnswered, side)
+	return side
 }
 
 // lostSuffix marks a side whose leg stopped answering keep-alives: the

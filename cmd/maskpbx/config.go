@@ -52,6 +52,9 @@ type Config struct {
 	LogFormat        string
 	DigestAlgorithms string
 	CallsPerMinute   int
+	// MonitorNotice is --monitor-notice: a beep to both parties when a
+	// supervisor barges in.
+	MonitorNotice bool
 	// SIPRateLimit, SIPRateLimitPhone and SIPRateLimitTrunk are
 	// --sip-rate-limit*: per source IP and second; 0 is no limit.
 	SIPRateLimit, SIPRateLimitPhone, SIPRateLimitTrunk int
@@ -136,6 +139,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.PromptsLanguage, "prompts-language", "", "language of the prompts (en, ru, or one --prompts-dir adds); default --default-language, else ru with --region RU, else en")
 	fs.DurationVar(&c.TaskOverdue, "task-overdue", api.DefaultTaskOverdue, "how long a missed-call task (call the client back) stays open before it counts as overdue for supervisors (0: the default)")
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 60*time.Second, "a leg with no RTP for this long is torn down")
+	fs.BoolVar(&c.MonitorNotice, "monitor-notice", false, "play a short beep to both parties of a call when a supervisor barges in (listen and whisper stay silent)")
 	fs.IntVar(&c.CallsPerMinute, "calls-per-minute", 10, "how many calls out (click-to-call, dialled codes) a manager may start per minute")
 	fs.IntVar(&c.MaxSetups, "max-setups", 1000, "calls in setup (INVITE received, no phone ringing yet) beyond which new calls in are refused with 503 and Retry-After (slow setups shed earlier)")
 	fs.IntVar(&c.SIPRateLimit, "sip-rate-limit", pbx.DefaultStrangerRate, "SIP datagrams (TCP: messages and connections) one source IP may send per second before it is ignored for --sip-rate-limit-block (0: no limit)")

@@ -244,6 +244,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		Changes:         routeCache,
 		DefaultLanguage: cfg.DefaultLanguage,
 		AudioErasure:    rec.audioErasure(),
+		Monitors:        monitors{sip},
 		TaskOverdue:     cfg.TaskOverdue,
 	})
 	imports, err := openImportReports(ctx, js, cfg.NATS.Replicas)

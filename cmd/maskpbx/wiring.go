@@ -32,6 +32,7 @@ func (c Config) callConfig(numbers masking.Normalizer, listenHost string) (pbx.C
 		RingTimeout:    c.RingTimeout,
 		MediaTimeout:   c.MediaTimeout,
 		CallsPerMinute: c.CallsPerMinute,
+		MonitorNotice:  c.MonitorNotice,
 		MaxSetups:      c.MaxSetups,
 		KeepAlive:      c.KeepAlive,
 		TrunkAuth: pbx.TrunkAuth{Username: c.TrunkUsername, AuthUser: c.TrunkAuthUser, Password: c.TrunkPassword,
@@ -355,6 +356,26 @@ func (d dialer) CallStatus(id string) (api.CallStatus, bool) {
 	return api.CallStatus{State: st.State, Disposition: st.Disposition, Direction: st.Direction, ClientID: st.ClientID,
 		ManagerID: st.ManagerID, StartedAt: st.StartedAt, AnsweredAt: st.AnsweredAt, EndedAt: st.EndedAt,
 		Via: st.Via, Mobile: st.Mobile}, ok
+}
+
+// monitors adapts the PBX to the API's live listen (POST /calls/{id}/monitor).
+type monitors struct{ sip *pbx.Server }
+
+func (m monitors) Monitor(ctx context.Context, c api.MonitorCall) (string, error) {
+	res, err := m.sip.Monitor(ctx, pbx.MonitorRequest{CallID: c.CallID, SupervisorID: c.SupervisorID, Actor: c.Actor, Mode: c.Mode})
+	switch {
+	case errors.Is(err, pbx.ErrCallNotLive):
+		return "", api.ErrCallNotLive
+	case errors.Is(err, pbx.ErrMonitored):
+		return "", api.ErrMonitored
+	case errors.Is(err, pbx.ErrNotRegistered):
+		return "", api.ErrNotRegistered
+	case errors.Is(err, pbx.ErrShuttingDown):
+		return "", api.ErrShuttingDown
+	case errors.Is(err, pbx.ErrBadMonitorMode):
+		return "", api.ErrBadMonitorMode
+	}
+	return res.State, err
 }
 
 // trunkStatus adapts the PBX's registration at the provider to /healthz.

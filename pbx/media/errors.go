@@ -34,4 +34,10 @@ var (
 
 	// ErrBadLeg reports a Bridge call with a nil, closed or repeated port.
 	ErrBadLeg = errors.New("media: bad leg")
+
+	// ErrMonitored reports a second monitor on a relay that has one.
+	ErrMonitored = errors.New("media: the relay is monitored already")
+
+	// ErrNotG711 reports a monitor asked for a codec other than PCMU or PCMA.
+	ErrNotG711 = errors.New("media: monitor codec is not G.711")
 )

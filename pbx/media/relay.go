@@ -37,6 +37,8 @@ import (
 //     leaves no reader behind and no read deadline set.
 //     Call control may still Close a Port (Close is idempotent); the relay
 //     then ends with ErrStopped.
+//   - A Monitor (monitor.go) is called by both RTP readers, under its own
+//     queues' locks; it never writes to the relay's sockets.
 //   - A secure leg's SRTP contexts belong to the goroutines that use them;
 //     srtp.go says which.
 //   - Stop waits for the reader goroutines, so no Tap call runs after Stop
@@ -115,7 +117,9 @@ type Relay struct {
 	stream [2]rtpStream   // SSRC, sequence and timestamp rewriting per source side
 	srtp   [2]*srtpLeg    // SRTP state per secure side, nil = plain
 	tap    atomic.Pointer[Tap]
-	logger *zap.Logger
+	// monitor is the supervisor listening in, nil for none (monitor.go).
+	monitor atomic.Pointer[Monitor]
+	logger  *zap.Logger
 
 	timerMu sync.Mutex // serialises checkMedia and SetMediaTimeout
 	timer   *time.Timer
@@ -301,6 +305,10 @@ func (r *Relay) forwardRTP(from Side) {
 	if seal != nil {
 		sealed = make([]byte, maxPacket+srtpOverhead)
 	}
+	// mixed holds a packet with a supervisor's audio added (monitor.go),
+	// made the first time one speaks: the recording and the monitor hear
+	// buf, as the peer sent it.
+	var mixed []byte
 	failures := 0
 	for {
 		n, src, err := in.rtp.ReadFromUDPAddrPort(buf)
@@ -338,8 +346,17 @@ func (r *Relay) forwardRTP(from Side) {
 			buf[1] = buf[1]&0x80 | pkt.PayloadType
 		}
 		stream.rewrite(buf[:n], &pkt, now)
+		mon := r.monitor.Load()
 		if dst, ok := out.rtpDest(); ok {
 			wire, ok := buf[:n], true
+			if mon != nil {
+				if mixed == nil {
+					mixed = make([]byte, maxPacket)
+				}
+				if m := mon.mix(1-from, buf[:n], mixed); m > 0 {
+					wire = mixed[:m]
+				}
+			}
 			if seal != nil {
 				wire, ok = seal.sealRTP(sealed, wire, &hdr)
 			}
@@ -352,6 +369,9 @@ func (r *Relay) forwardRTP(from Side) {
 		}
 		if tap := r.tap.Load(); tap != nil {
 			(*tap)(from, &pkt)
+		}
+		if mon != nil {
+			mon.heard(from, &pkt)
 		}
 	}
 }
