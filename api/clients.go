@@ -141,6 +141,10 @@ func (s *Server) getClient(w http.ResponseWriter, r *http.Request, p Principal) 
 	if p.Role == storage.RoleManager && !(masking.Assignment{Primary: c.ManagerID, Partners: c.PartnerIDs}).MayReach(p.ManagerID) {
 		return errNotFound
 	}
+	// Every card opened is audited: the alerts' access_burst rule counts them.
+	if err := s.Store.Audit(r.Context(), storage.AuditEntry{Actor: p.Actor(), Action: "client.view", Object: "client:" + c.ID}); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, viewClient(c))
 	return nil
 }

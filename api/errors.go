@@ -71,6 +71,8 @@ func asAPIError(err error) *Error {
 		return newError(http.StatusConflict, "client_erased", "api.client_erased")
 	case errors.Is(err, storage.ErrManagerDismissed):
 		return newError(http.StatusConflict, "already_dismissed", "api.already_dismissed")
+	case errors.Is(err, storage.ErrAlreadyAcked):
+		return errAlreadyAcked
 	case errors.Is(err, ErrNotRegistered):
 		return errNotReg
 	case errors.Is(err, ErrNoMobile):

@@ -131,11 +131,14 @@ type Server struct {
 	routes []string
 	// tokenFails counts refused bearer tokens per source (tokenlimit.go).
 	tokenFails *tokenFailures
+	// dismissedTries audits a dismissed manager's token tried (rate-limited).
+	dismissedTries *storage.DismissedTries
 }
 
 // New builds the API server.
 func New(cfg Config) *Server {
-	s := &Server{Config: cfg, logger: cfg.Logger, mux: http.NewServeMux(), tokenFails: newTokenFailures(time.Now)}
+	s := &Server{Config: cfg, logger: cfg.Logger, mux: http.NewServeMux(), tokenFails: newTokenFailures(time.Now),
+		dismissedTries: storage.NewDismissedTries(cfg.Store, 0)}
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
@@ -173,6 +176,7 @@ func New(cfg Config) *Server {
 	s.handle("GET /api/v1/calls/{id}", s.getCall, storage.RoleAdmin, storage.RoleSupervisor, storage.RoleManager)
 	// transfers
 	s.handle("POST /api/v1/calls/{id}/transfer", s.transferCall, storage.RoleManager, storage.RoleSupervisor, storage.RoleAdmin)
+	s.alertRoutes()
 	// Live listen, whisper, barge (monitor.go).
 	s.handle("POST /api/v1/calls/{id}/monitor", s.monitorCall, storage.RoleAdmin, storage.RoleSupervisor)
 	// Missed-call tasks (tasks.go).
@@ -291,12 +295,26 @@ func (s *Server) authenticate(r *http.Request) (Principal, error) {
 	m, err := s.Store.ManagerByToken(r.Context(), HashToken(token))
 	if errors.Is(err, storage.ErrNotFound) {
 		s.tokenFails.fail(source)
+		s.auditDismissedToken(r, token, source)
 		return Principal{}, errInvalidToken
 	}
 	if err != nil {
 		return Principal{}, err
 	}
 	return Principal{Role: m.Role, ManagerID: m.ID}, nil
+}
+
+// auditDismissedToken audits (api.dismissed_token, at most once a minute
+// per manager) a refused token that belongs to a dismissed manager: the
+// alerts' dismissed_login rule reads it.
+func (s *Server) auditDismissedToken(r *http.Request, token, source string) {
+	id, err := s.Store.DismissedTokenOwner(r.Context(), HashToken(token))
+	if err == nil {
+		_, err = s.dismissedTries.Record(r.Context(), "api.dismissed_token", id, "api:"+source)
+	}
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		s.logger.Warn("api: dismissed token not audited", zap.Error(err))
+	}
 }
 
 // NewToken makes a random API token; only its hash is stored.

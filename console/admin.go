@@ -258,6 +258,14 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) 
 	if err != nil {
 		return err
 	}
+	v.Rows = c.auditRows(r, s, entries, ppl, clients)
+	return c.render(w, r, s, "audit", c.localeFor(r, s).t("nav.audit"), "audit", v)
+}
+
+// auditRows names the actors and objects of audit entries for a page.
+func (c *Console) auditRows(r *http.Request, s *session, entries []storage.AuditEntry, ppl people,
+	clients map[string]storage.Client) []auditRow {
+	rows := make([]auditRow, 0, len(entries))
 	for _, e := range entries {
 		row := auditRow{AuditEntry: e, ActorName: e.Actor, ObjectName: e.Object}
 		if role, id, ok := strings.Cut(e.Actor, ":"); ok {
@@ -279,9 +287,9 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) 
 				}
 			}
 		}
-		v.Rows = append(v.Rows, row)
+		rows = append(rows, row)
 	}
-	return c.render(w, r, s, "audit", c.localeFor(r, s).t("nav.audit"), "audit", v)
+	return rows
 }
 
 // exportClients writes every client as CSV, without numbers, and audits

@@ -184,6 +184,11 @@ func (c *Console) clientPage(w http.ResponseWriter, r *http.Request, s *session)
 	if err != nil {
 		return err
 	}
+	// Every card opened is audited: the alerts' access_burst rule counts them.
+	if err := c.store.Audit(r.Context(), storage.AuditEntry{Actor: s.principal().Actor(), Action: "client.view",
+		Object: "client:" + v.Client.ID}); err != nil {
+		return err
+	}
 	if call := r.URL.Query().Get("call"); storageID(call) {
 		v.LiveCall = call
 	}

@@ -165,6 +165,7 @@ func (c *Console) routes() {
 	c.handle("POST /console/managers/{id}/mobile", c.setMobile, admin)
 	c.handle("POST /console/managers/{id}/mobile/remove", c.removeMobile, admin)
 	c.handle("GET /console/audit", c.auditPage, admin)
+	c.alertRoutes()
 	// Missed-call tasks (tasks.go).
 	c.handle("GET /console/tasks", c.tasksPage, anyone)
 	// Segments with rules and rotation (segments.go).

@@ -19,6 +19,7 @@ import (
 	"text/template/parse"
 	"time"
 
+	"github.com/maskpbx/maskpbx/internal/alerts"
 	"github.com/maskpbx/maskpbx/internal/i18n"
 	"github.com/maskpbx/maskpbx/storage"
 )
@@ -85,6 +86,13 @@ func dynamicIDs() []string {
 	}
 	for _, st := range []string{"recording", "missing", "deleted"} {
 		out = append(out, recordingView{Status: st}.NoteID())
+	}
+	// The alerts page names rules and figures (alerts.go).
+	for _, r := range alerts.Rules {
+		out = append(out, "alerts.rule_"+r)
+	}
+	for _, f := range alertFigures {
+		out = append(out, "alerts.fig_"+f)
 	}
 	return out
 }

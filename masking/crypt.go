@@ -140,19 +140,25 @@ func (k *Keyring) OpenPhone(p SealedPhone) (string, error) {
 // ErrUnknownKeyID if that key is not held, and an error if the ciphertext was
 // altered.
 func (k *Keyring) open(ciphertext []byte, keyID string) (string, error) {
+	plain, err := k.openAAD(ciphertext, keyID, keyID)
+	return string(plain), err
+}
+
+// openAAD decrypts nonce || sealed with the key keyID and additional data aad.
+func (k *Keyring) openAAD(ciphertext []byte, keyID, aad string) ([]byte, error) {
 	aead, ok := k.aeads[keyID]
 	if !ok {
-		return "", fmt.Errorf("%w: %q", ErrUnknownKeyID, keyID)
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKeyID, keyID)
 	}
 	if len(ciphertext) < aead.NonceSize()+aead.Overhead() {
-		return "", errCorrupt
+		return nil, errCorrupt
 	}
 	nonce, sealed := ciphertext[:aead.NonceSize()], ciphertext[aead.NonceSize():]
-	plain, err := aead.Open(nil, nonce, sealed, []byte(keyID))
+	plain, err := aead.Open(nil, nonce, sealed, []byte(aad))
 	if err != nil {
-		return "", errCorrupt
+		return nil, errCorrupt
 	}
-	return string(plain), nil
+	return plain, nil
 }
 
 // BlindIndex is the lookup key for a number (pass Normalize's output):
@@ -187,4 +193,24 @@ func GenerateKey() ([]byte, error) {
 		return nil, fmt.Errorf("masking: generate key: %w", err)
 	}
 	return key, nil
+}
+
+// secretAAD marks a sealed secret apart from a sealed phone number, so one
+// cannot be passed off as the other.
+const secretAAD = "secret:"
+
+// SealSecret encrypts a secret maskpbx must use later (a webhook's signing
+// key) with the current key; it returns the ciphertext and the key's id.
+func (k *Keyring) SealSecret(secret []byte) ([]byte, string, error) {
+	aead := k.aeads[k.encID]
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, "", fmt.Errorf("masking: nonce: %w", err)
+	}
+	return aead.Seal(nonce, nonce, secret, []byte(secretAAD+k.encID)), k.encID, nil
+}
+
+// OpenSecret decrypts what SealSecret made with the key named keyID.
+func (k *Keyring) OpenSecret(ciphertext []byte, keyID string) ([]byte, error) {
+	return k.openAAD(ciphertext, keyID, secretAAD+keyID)
 }

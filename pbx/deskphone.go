@@ -138,6 +138,7 @@ func (cc *callControl) authenticateDeskPhone(ctx context.Context, req *sip.Reque
 		srv.authFailed(req, user)
 	case errors.Is(err, errInactiveUser):
 		cc.logger.Info("call from a dismissed manager's phone refused", zap.String("manager_id", creds.ManagerID))
+		srv.dismissedTry(ctx, req, creds.ManagerID)
 	}
 	if code, _ := sipStatus(err); code == sip.StatusUnauthorized {
 		res := sip.NewResponseFromRequest(req, sip.StatusProxyAuthRequired, "Proxy Authentication Required", nil)

@@ -58,6 +58,7 @@ func (s *Server) register(ctx context.Context, req *sip.Request) (*sip.Response,
 			zap.String("manager_id", creds.ManagerID),
 			zap.String("username", creds.Username),
 			zap.String("source", req.Source()))
+		s.dismissedTry(ctx, req, creds.ManagerID)
 	}
 	if err != nil {
 		return nil, err
@@ -137,6 +138,14 @@ func (s *Server) authFailed(req *sip.Request, user string) {
 		zap.Int("failures", s.cfg.AuthFailLimit),
 		zap.Duration("window", s.cfg.AuthFailWindow),
 		zap.Duration("blocked_for", s.cfg.AuthBlockFor))
+}
+
+// dismissedTry tells Config.DismissedTry of a dismissed manager's
+// credentials tried.
+func (s *Server) dismissedTry(ctx context.Context, req *sip.Request, managerID string) {
+	if s.cfg.DismissedTry != nil {
+		s.cfg.DismissedTry(ctx, req.Method.String(), managerID, sourceIP(req))
+	}
 }
 
 // parseRegister checks what can be checked before authentication: syntax,

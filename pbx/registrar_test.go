@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,7 +143,16 @@ func TestSIPpUnregister(t *testing.T) {
 // a wrong password: same headers in the same order, same realm, both
 // algorithms; only nonce, tags, Call-ID and branch differ.
 func TestChallengeSameForUnknownUsers(t *testing.T) {
-	e := startPBX(t, bothAlgorithms)
+	var mu sync.Mutex
+	var tries []string // what Config.DismissedTry heard
+	e := startPBX(t, func(c *Config) {
+		bothAlgorithms(c)
+		c.DismissedTry = func(_ context.Context, method, managerID, source string) {
+			mu.Lock()
+			defer mu.Unlock()
+			tries = append(tries, method+" "+managerID+" "+source)
+		}
+	})
 	shape := func(user, password string, withCredentials bool) string {
 		p := e.newPhone(t)
 		req := p.request("REGISTER", "sip:"+testDomain, user, "Contact: <"+p.contact(user)+">")
@@ -192,6 +202,12 @@ func TestChallengeSameForUnknownUsers(t *testing.T) {
 	}
 	if n := len(e.logs.FilterMessage("sip registration of a dismissed manager refused").All()); n != 1 {
 		t.Errorf("%d dismissed-manager log lines, want 1", n)
+	}
+	// The alerts hear of bob's right password (and of nothing else).
+	mu.Lock()
+	defer mu.Unlock()
+	if len(tries) != 1 || !strings.HasPrefix(tries[0], "REGISTER "+bobID+" ") {
+		t.Errorf("DismissedTry heard %q, want one REGISTER of bob", tries)
 	}
 }
 

@@ -54,6 +54,11 @@ type Config struct {
 	AuthFailWindow time.Duration // ...within this window...; default 1m
 	AuthBlockFor   time.Duration // ...block the IP (403) this long; default 5m
 
+	// DismissedTry, if set, hears of every REGISTER or desk-phone INVITE
+	// whose digest is a dismissed manager's good credentials (method, his
+	// manager id, the source address); it audits them for the alerts.
+	DismissedTry func(ctx context.Context, method, managerID, source string)
+
 	// StrangerRate, PhoneRate and TrunkRate are how many datagrams (or TCP
 	// messages and connections) one source IP may send in a second before
 	// it is ignored for SourceBlockFor (flood.go): any source, the source

@@ -139,6 +139,11 @@ func (s *Store) AuditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	return collectAudit(rows)
+}
+
+// collectAudit reads rows of seq, at, actor, action, object, reason.
+func collectAudit(rows pgx.Rows) ([]AuditEntry, error) {
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (AuditEntry, error) {
 		var e AuditEntry
 		err := r.Scan(&e.Seq, &e.At, &e.Actor, &e.Action, &e.Object, &e.Reason)

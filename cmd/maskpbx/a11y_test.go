@@ -49,9 +49,10 @@ func TestConsoleAccessibility(t *testing.T) {
 		pages          []string
 	}{
 		{"anna", "anna-console-pw", []string{"/console/clients", "/console/clients/" + acme.ID}},
-		{"sveta", "sveta-console-pw", []string{"/console/overview", "/console/calls", "/console/managers", "/console/clients/" + acme.ID}},
+		{"sveta", "sveta-console-pw", []string{"/console/overview", "/console/calls", "/console/managers", "/console/clients/" + acme.ID,
+			"/console/alerts"}},
 		{"olga", "olga-console-pw", []string{"/console/managers", "/console/clients", "/console/clients/new", "/console/clients/import",
-			"/console/clients/" + acme.ID, "/console/audit"}},
+			"/console/clients/" + acme.ID, "/console/audit", "/console/alerts"}},
 	} {
 		p := b.person(who.user)
 		p.signIn(s.api, who.user, who.password)

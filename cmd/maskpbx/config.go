@@ -93,6 +93,8 @@ type Config struct {
 	// numbers and ranges); AliasQuarantine how long a released alias rests.
 	AliasNumbers    string
 	AliasQuarantine time.Duration
+	// Alerts are the --alert-* and --webhook-* flags (alerts.go).
+	Alerts alertFlags
 	// TaskOverdue is --task-overdue: how long a missed-call task stays
 	// open before it counts as overdue.
 	TaskOverdue time.Duration
@@ -152,6 +154,7 @@ func newFlagSet(name string, c *Config) *flag.FlagSet {
 	fs.StringVar(&c.RecorderSecret, "recorder-secret", "", "shared secret the PBX answers the recorder's digest challenge with (prefer MASKPBX_RECORDER_SECRET); default: <data-dir>/keys/siprec.secret, generated once")
 	fs.IntVar(&c.RecordingRetention, "recording-retention", 0, "days to keep recording audio (in-process recorder); 0 keeps it forever")
 	c.Recordings.register(fs)
+	c.Alerts.register(fs)
 	fs.StringVar(&c.TimeZone, "timezone", "", "the company's IANA time zone (e.g. Europe/Moscow): times the console shows and the days its charts count; a person may choose his own (default: $TZ, else UTC)")
 	fs.StringVar(&c.DefaultLanguage, "default-language", i18n.Default, "the company's language ("+strings.Join(i18n.Codes, ", ")+"): the console's and the phones' language for a person who chose none and whose browser asks for none of these")
 	fs.StringVar(&c.PromptsDir, "prompts-dir", "", "directory of the company's own prompt clips (<lang>/<name>.wav, 8 kHz mono 16-bit PCM), laid over the built-in ones")

@@ -92,3 +92,19 @@ func TestAliasNumbersFlag(t *testing.T) {
 		t.Errorf("--alias-quarantine default %v (%v), want 90 days", cfg.AliasQuarantine, err)
 	}
 }
+
+// --alert-quiet-window takes days or a Go duration; the defaults of the
+// alert flags are the documented ones.
+func TestAlertFlags(t *testing.T) {
+	c, err := parseConfig("serve", []string{"--database-url", "postgres://x@localhost/db", "--alert-quiet-window", "45d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Alerts.th.QuietWindow != 45*24*time.Hour || c.Alerts.th.QuietMinCalls != 4 || c.Alerts.th.QuietFactor != 3 ||
+		c.Alerts.th.BurstCount != 20 || c.Alerts.th.BurstWindow != 10*time.Minute || c.Alerts.hooks.Tries != 5 {
+		t.Fatalf("alert flags %+v", c.Alerts)
+	}
+	if _, err := parseConfig("serve", []string{"--database-url", "postgres://x@localhost/db", "--alert-quiet-window", "60days"}); err == nil {
+		t.Fatal("--alert-quiet-window 60days was taken")
+	}
+}

@@ -182,6 +182,7 @@ func (c Config) validate() error {
 	if (c.SIPTLSCert == "") != (c.SIPTLSKey == "") {
 		badf("sip-tls-cert", "--sip-tls-cert and --sip-tls-key go together")
 	}
+	c.Alerts.check(badf)
 	return errors.Join(errs...)
 }
 

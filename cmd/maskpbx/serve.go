@@ -167,6 +167,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		UDP:              ports.sipUDP,
 		TCP:              ports.sipTCP,
 		TLSListener:      ports.sipTLS,
+		DismissedTry:     dismissedTries(store, logger.Named("pbx")),
 	}, credentials{store}, regs, logger.Named("pbx"))
 	if err != nil {
 		return err
@@ -227,6 +228,11 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 	if err := cdrs.RegisterMetrics(metrics); err != nil {
 		return err
 	}
+	alertEval, stopAlerts, err := startAlerts(ctx, cfg, store, keys, nc, js, logger.Named("alerts"))
+	if err != nil {
+		return err
+	}
+	defer stopAlerts()
 	adminToken := os.Getenv("MASKPBX_ADMIN_TOKEN")
 	// The console's sessions authenticate both its pages and the API calls
 	// its pages make from the browser.
@@ -281,6 +287,7 @@ func serve(ctx context.Context, cfg Config, logger *zap.Logger, started func(run
 		g.Go(func() error { return w.run(gctx) })
 	}
 	g.Go(func() error { return rec.run(gctx) })
+	g.Go(func() error { return alertEval.Run(gctx) })
 	serveHTTP(g, gctx, httpServer, httpLn)
 	if ports.pprof != nil {
 		logger.Info("serving Go profiles", zap.String("pprof", ports.pprof.Addr().String()))

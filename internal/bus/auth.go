@@ -38,15 +38,16 @@ const RecorderInboxPrefix = "_INBOX.recorder"
 // tests import bus).
 
 // pbxPermissions: registrations, cluster, leases and imports KV, recording audio,
+// alerts (alerts.<rule>, published by the node holding the alerts lease),
 // call events, change events of the routing cache, the JetStream API, acks
 // and flow control of its consumers, and replies.
 var pbxPermissions = &server.Permissions{
 	Publish: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$KV.IMPORTS.>", "$O.RECORDINGS.>", "calls.>", "changes.>", "$JS.API.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$KV.IMPORTS.>", "$O.RECORDINGS.>", "calls.>", "changes.>", "alerts.>", "$JS.API.>",
 		"$JS.ACK.>", "$JS.FC.>", "_INBOX.>",
 	}},
 	Subscribe: &server.SubjectPermission{Allow: []string{
-		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$KV.IMPORTS.>", "calls.>", "changes.>", "_INBOX.>",
+		"$KV.REGISTRATIONS.>", "$KV.CLUSTER.>", "$KV.LEASES.>", "$KV.IMPORTS.>", "calls.>", "changes.>", "alerts.>", "_INBOX.>",
 	}},
 }
 
@@ -143,10 +144,14 @@ func (u Users) RecorderAuth() Auth {
 	return Auth{User: UserRecorder, Password: u.Recorder, InboxPrefix: RecorderInboxPrefix}
 }
 
+// newPassword is a random password that starts with a letter: nats-server
+// reads a $VARIABLE in its configuration (deploy/nats/accounts.conf) as a
+// value of its own syntax, and one starting with digits can read as a
+// number, a size or a date ("12-…") and fail the server's start.
 func newPassword() string {
 	b := make([]byte, passwordBytes)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
-	return base64.RawURLEncoding.EncodeToString(b)
+	return "p" + base64.RawURLEncoding.EncodeToString(b)
 }
 
 func loadPassword(path string) (string, error) {

@@ -30,3 +30,14 @@ func TestStartEmbeddedPortInUse(t *testing.T) {
 		t.Errorf("error %q does not name %s", err, addr)
 	}
 }
+
+// Generated passwords read as strings in a nats-server configuration
+// (deploy/nats/accounts.conf takes them from the environment): they never
+// start with a digit.
+func TestPasswordsStartWithALetter(t *testing.T) {
+	for range 1000 {
+		if p := newPassword(); p[0] < 'a' || p[0] > 'z' {
+			t.Fatalf("password %q… starts with %q", p[:4], p[0])
+		}
+	}
+}
