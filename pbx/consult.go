@@ -70,13 +70,8 @@ func (cc *callControl) colleagueDialled(ctx context.Context, managerID, user str
 func (cc *callControl) consult(req *sip.Request, tx sip.ServerTransaction, creds SIPCredentials, colleague storage.Manager, logger *zap.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	offer, err := media.ParseOffer(req.Body())
-	var crypto sideCrypto
-	if err == nil {
-		crypto, err = answerCrypto(offer)
-	}
-	if err != nil {
-		respond(tx, req, 488, "Not Acceptable Here", nil)
+	offer, crypto, ok := phoneOffer(req, tx)
+	if !ok {
 		return
 	}
 	caller, err := cc.cfg.Router.Store.Manager(ctx, creds.ManagerID)

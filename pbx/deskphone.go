@@ -66,13 +66,8 @@ func (cc *callControl) fromDeskPhone(req *sip.Request, tx sip.ServerTransaction)
 		respond(tx, req, 500, "Server Internal Error", nil)
 		return
 	}
-	offer, err := media.ParseOffer(req.Body())
-	var crypto sideCrypto
-	if err == nil {
-		crypto, err = answerCrypto(offer)
-	}
-	if err != nil {
-		respond(tx, req, 488, "Not Acceptable Here", nil)
+	offer, crypto, ok := phoneOffer(req, tx)
+	if !ok {
 		return
 	}
 	if code, reason := cc.admitDialledCall(ctx, creds.ManagerID, target.id, "call.dial_code", logger); code != 0 {
@@ -183,4 +178,19 @@ func (cc *callControl) admitDialledCall(ctx context.Context, managerID, clientID
 		return 500, "Server Internal Error"
 	}
 	return 0, ""
+}
+
+// phoneOffer reads the SDP offer of a call from a manager's phone and the
+// crypto our answer takes (SRTP if the phone offers it), or answers 488.
+func phoneOffer(req *sip.Request, tx sip.ServerTransaction) (media.Offer, sideCrypto, bool) {
+	offer, err := media.ParseOffer(req.Body())
+	var crypto sideCrypto
+	if err == nil {
+		crypto, err = answerCrypto(offer)
+	}
+	if err != nil {
+		respond(tx, req, 488, "Not Acceptable Here", nil)
+		return media.Offer{}, sideCrypto{}, false
+	}
+	return offer, crypto, true
 }

@@ -159,27 +159,8 @@ func TestMonitorLiveCall(t *testing.T) {
 	}
 
 	// The call: the client's side sends 400 Hz, anna's 1000 Hz, until the client hangs up.
-	client := newHearingPeer(t, fmt.Sprintf("%s:%d", trunkIP, monitorBase))
-	manager := newHearingPeer(t, fmt.Sprintf("%s:%d", annaIP, monitorBase+2))
-	supervisor := newHearingPeer(t, fmt.Sprintf("%s:%d", sueIP, monitorBase+4))
-	ph := phone(t, s, "anna", annaIP, 5070, monitorBase+2, false, 1)
-	tr := trunkCall(t, s, acmeNumber, monitorBase, true, 15000)
-	toClientSide, toManagerSide := pbxPorts(t, tr, ph)
-	stop := make(chan struct{})
-	var sending sync.WaitGroup
-	defer func() { close(stop); sending.Wait() }()
-	sending.Go(func() { client.send(toClientSide, clientTone, stop) })
-	sending.Go(func() { manager.send(toManagerSide, managerTone, stop) })
-
-	var callID string
-	testenv.Eventually(t, 10*time.Second, func() bool {
-		cdrs, err := s.run.Store.CDRs(context.Background(), storage.CDRFilter{ClientID: acme.ID})
-		if err != nil || len(cdrs) == 0 || cdrs[0].AnsweredAt == nil {
-			return false
-		}
-		callID = cdrs[0].CallID
-		return true
-	}, "the call's answered CDR")
+	mc := startMonitoredCall(t, s, acme.ID, monitorBase, 15000)
+	client, manager, supervisor, callID, tr, ph := mc.client, mc.manager, mc.supervisor, mc.callID, mc.trunk, mc.phone
 
 	t.Run("refusals", func(t *testing.T) {
 		if st, _ := monitor(anna.APIToken, callID, "listen"); st != 403 {
@@ -215,7 +196,7 @@ func TestMonitorLiveCall(t *testing.T) {
 	}
 	toSueSide := addrPort(t, pbxIP, strings.Fields(sp)[0])
 	// Sue talks all along: nobody may hear her while she only listens.
-	sending.Go(func() { supervisor.send(toSueSide, sueTone, stop) })
+	mc.supervisorTalks(toSueSide)
 
 	t.Run("listen: sue hears both, nobody hears her", func(t *testing.T) {
 		testenv.Eventually(t, 10*time.Second, func() bool { return supervisor.heard() > 10 }, "sue's phone to get audio")
@@ -324,26 +305,8 @@ func TestConsoleMonitor(t *testing.T) {
 	s.register("anna", annaIP, 5070)
 	s.register("sveta", sueIP, 5070)
 
-	client := newHearingPeer(t, fmt.Sprintf("%s:%d", trunkIP, monitorBase+10))
-	manager := newHearingPeer(t, fmt.Sprintf("%s:%d", annaIP, monitorBase+12))
-	supervisor := newHearingPeer(t, fmt.Sprintf("%s:%d", sueIP, monitorBase+14))
-	ph := phone(t, s, "anna", annaIP, 5070, monitorBase+12, false, 1)
-	tr := trunkCall(t, s, acmeNumber, monitorBase+10, true, 16000)
-	toClientSide, toManagerSide := pbxPorts(t, tr, ph)
-	stop := make(chan struct{})
-	var sending sync.WaitGroup
-	defer func() { close(stop); sending.Wait() }()
-	sending.Go(func() { client.send(toClientSide, clientTone, stop) })
-	sending.Go(func() { manager.send(toManagerSide, managerTone, stop) })
-	var callID string
-	testenv.Eventually(t, 10*time.Second, func() bool {
-		cdrs, err := s.run.Store.CDRs(context.Background(), storage.CDRFilter{ClientID: acme.ID})
-		if err != nil || len(cdrs) == 0 || cdrs[0].AnsweredAt == nil {
-			return false
-		}
-		callID = cdrs[0].CallID
-		return true
-	}, "the call's answered CDR")
+	mc := startMonitoredCall(t, s, acme.ID, monitorBase+10, 16000)
+	manager, supervisor, callID, tr := mc.manager, mc.supervisor, mc.callID, mc.trunk
 	suePhone := testenv.StartSIPp(t, "sveta's phone", testenv.SIPpOptions{
 		Scenario: "phone_answer.xml", LocalIP: sueIP, Port: 5070, Remote: s.sipAddr,
 		Keys: map[string]string{"rtp_ip": sueIP, "rtp_port": fmt.Sprint(monitorBase + 14)},
@@ -372,7 +335,7 @@ func TestConsoleMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	toSueSide := addrPort(t, pbxIP, strings.Fields(sp)[0])
-	sending.Go(func() { supervisor.send(toSueSide, sueTone, stop) })
+	mc.supervisorTalks(toSueSide)
 	testenv.Eventually(t, 10*time.Second, func() bool { return supervisor.heard() > 10 }, "sveta's phone to get audio")
 	hears(t, supervisor, "sveta", clientTone, supervisor.heard(), 0.2)
 	testenv.Eventually(t, 5*time.Second, func() bool {
@@ -404,4 +367,49 @@ func TestConsoleMonitor(t *testing.T) {
 		t.Fatalf("the call did not go on without her: %v %+v", err, cdr.EndedAt)
 	}
 	tr.Wait()
+}
+
+// monitoredCall is a trunk call from the client to anna's SIPp phone with
+// RTP ports from base: the client's side sends clientTone and anna's
+// managerTone until the test ends, and a hearing peer waits on base+4 for
+// the supervisor's leg.
+type monitoredCall struct {
+	client, manager, supervisor *hearingPeer
+	callID                      string
+	trunk, phone                *testenv.SIPp
+	stop                        chan struct{}
+	sending                     *sync.WaitGroup
+}
+
+// startMonitoredCall starts a monitoredCall and returns when its CDR says
+// answered.
+func startMonitoredCall(t *testing.T, s *system, clientID string, base, ms int) *monitoredCall {
+	t.Helper()
+	mc := &monitoredCall{
+		client:     newHearingPeer(t, fmt.Sprintf("%s:%d", trunkIP, base)),
+		manager:    newHearingPeer(t, fmt.Sprintf("%s:%d", annaIP, base+2)),
+		supervisor: newHearingPeer(t, fmt.Sprintf("%s:%d", sueIP, base+4)),
+		stop:       make(chan struct{}),
+		sending:    &sync.WaitGroup{},
+	}
+	mc.phone = phone(t, s, "anna", annaIP, 5070, base+2, false, 1)
+	mc.trunk = trunkCall(t, s, acmeNumber, base, true, ms)
+	toClientSide, toManagerSide := pbxPorts(t, mc.trunk, mc.phone)
+	t.Cleanup(func() { close(mc.stop); mc.sending.Wait() })
+	mc.sending.Go(func() { mc.client.send(toClientSide, clientTone, mc.stop) })
+	mc.sending.Go(func() { mc.manager.send(toManagerSide, managerTone, mc.stop) })
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		cdrs, err := s.run.Store.CDRs(context.Background(), storage.CDRFilter{ClientID: clientID})
+		if err != nil || len(cdrs) == 0 || cdrs[0].AnsweredAt == nil {
+			return false
+		}
+		mc.callID = cdrs[0].CallID
+		return true
+	}, "the call's answered CDR")
+	return mc
+}
+
+// supervisorTalks makes the supervisor's peer send sueTone to the PBX port to.
+func (mc *monitoredCall) supervisorTalks(to netip.AddrPort) {
+	mc.sending.Go(func() { mc.supervisor.send(to, sueTone, mc.stop) })
 }
