@@ -296,41 +296,12 @@ func TestForgedReferRefused(t *testing.T) {
 		}
 		return false
 	}, "anna's phone answered")
-	field := func(re string) string {
-		m := regexp.MustCompile(re).FindStringSubmatch(ack)
-		if m == nil {
-			t.Fatalf("no %s in the ACK:\n%s", re, ack)
-		}
-		return m[1]
-	}
-	callID, pbxTag, annaTag := field(`(?m)^Call-ID: *(\S+)`), field(`(?m)^From:.*;tag=([^;\s>]+)`), field(`(?m)^To:.*;tag=([^;\s>]+)`)
-	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.0.5")}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(te.addr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	local := conn.LocalAddr().String()
-	refer := "REFER sip:maskpbx@" + te.addr + " SIP/2.0\r\n" +
-		"Via: SIP/2.0/UDP " + local + ";branch=z9hG4bK-forged-refer\r\n" +
-		"Max-Forwards: 70\r\n" +
-		"From: <sip:anna@" + testDomain + ">;tag=" + annaTag + "\r\n" +
-		"To: <sip:x@" + testDomain + ">;tag=" + pbxTag + "\r\n" +
-		"Call-ID: " + callID + "\r\n" +
-		"CSeq: 9 REFER\r\n" +
-		"Contact: <sip:x@" + local + ">\r\n" +
-		"Refer-To: <sip:bob@" + testDomain + ">\r\n" +
-		"Content-Length: 0\r\n\r\n"
-	if _, err := conn.Write([]byte(refer)); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, err := conn.Read(buf)
+	answer, err := sendRefer(te, "127.0.0.5", ack, "z9hG4bK-forged-refer", "<sip:bob@"+testDomain+">")
 	if err != nil {
 		t.Fatalf("no answer to the forged REFER: %v", err)
 	}
-	if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 403") {
-		t.Fatalf("the forged REFER was answered:\n%s", buf[:n])
+	if !strings.HasPrefix(answer, "SIP/2.0 403") {
+		t.Fatalf("the forged REFER was answered:\n%s", answer)
 	}
 	anna.Wait()
 	trunk.Wait()
@@ -340,6 +311,41 @@ func TestForgedReferRefused(t *testing.T) {
 			t.Errorf("the forged REFER changed the call: %+v", e)
 		}
 	}
+}
+
+// sendRefer sends, from fromIP, a REFER in the dialog of the PBX's INVITE
+// to anna's phone that ack (her phone's ACK) belongs to, with the branch
+// and Refer-To given, and returns the PBX's answer.
+func sendRefer(te *transferEnv, fromIP, ack, branch, referTo string) (string, error) {
+	field := func(re string) string {
+		if m := regexp.MustCompile(re).FindStringSubmatch(ack); m != nil {
+			return m[1]
+		}
+		return ""
+	}
+	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(fromIP)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(te.addr)))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	local := conn.LocalAddr().String()
+	refer := "REFER sip:maskpbx@" + te.addr + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + local + ";branch=" + branch + "\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:anna@" + testDomain + ">;tag=" + field(`(?m)^To:.*;tag=([^;\s>]+)`) + "\r\n" +
+		"To: <sip:x@" + testDomain + ">;tag=" + field(`(?m)^From:.*;tag=([^;\s>]+)`) + "\r\n" +
+		"Call-ID: " + field(`(?m)^Call-ID: *(\S+)`) + "\r\n" +
+		"CSeq: 9 REFER\r\n" +
+		"Contact: <sip:anna@" + local + ">\r\n" +
+		"Refer-To: " + referTo + "\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	if _, err := conn.Write([]byte(refer)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 4096)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := conn.Read(buf)
+	return string(buf[:n]), err
 }
 
 // sipField is the first submatch of re in a SIP message, failing the test
@@ -408,30 +414,9 @@ func TestAttendedTransferSIPp(t *testing.T) {
 		";from-tag=" + sipField(t, ok, `(?m)^From:.*;tag=([^;\s>]+)`))
 
 	// anna's phone's REFER in the client's call (from her address).
-	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(phoneHost)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(te.addr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	local := conn.LocalAddr().String()
-	refer := "REFER sip:maskpbx@" + te.addr + " SIP/2.0\r\n" +
-		"Via: SIP/2.0/UDP " + local + ";branch=z9hG4bK-attended-refer\r\n" +
-		"Max-Forwards: 70\r\n" +
-		"From: <sip:anna@" + testDomain + ">;tag=" + sipField(t, ack, `(?m)^To:.*;tag=([^;\s>]+)`) + "\r\n" +
-		"To: <sip:x@" + testDomain + ">;tag=" + sipField(t, ack, `(?m)^From:.*;tag=([^;\s>]+)`) + "\r\n" +
-		"Call-ID: " + sipField(t, ack, `(?m)^Call-ID: *(\S+)`) + "\r\n" +
-		"CSeq: 9 REFER\r\n" +
-		"Contact: <sip:anna@" + local + ">\r\n" +
-		"Refer-To: <sip:bob@" + testDomain + "?Replaces=" + replaces + ">\r\n" +
-		"Content-Length: 0\r\n\r\n"
-	if _, err := conn.Write([]byte(refer)); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, err := conn.Read(buf)
-	if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 202") {
-		t.Fatalf("the REFER with Replaces was answered %q (%v)", buf[:n], err)
+	answer, err := sendRefer(te, phoneHost, ack, "z9hG4bK-attended-refer", "<sip:bob@"+testDomain+"?Replaces="+replaces+">")
+	if err != nil || !strings.HasPrefix(answer, "SIP/2.0 202") {
+		t.Fatalf("the REFER with Replaces was answered %q (%v)", answer, err)
 	}
 	if err := anna.Result(); err != nil {
 		t.Fatalf("anna's phone (client call): %v", err)

@@ -125,17 +125,7 @@ var nodeCredential = regexp.MustCompile(`(?i)X-Maskpbx-Node: [^\r\n]*`)
 // nats-server module, on loopback), one Postgres and two serve nodes, A a
 // process of its own (so it can be killed -9), B in this process.
 func TestCluster(t *testing.T) {
-	users := bus.NewUsers()
-	natsServers, err := bus.StartCluster(t.TempDir(), 3, users)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var urls []string
-	for _, srv := range natsServers {
-		t.Cleanup(srv.Shutdown)
-		urls = append(urls, srv.URL())
-	}
-	natsURL := strings.Join(urls, ",")
+	natsServers, users, natsURL := testenv.NATSCluster(t)
 	pg := testenv.OwnPostgres(t)
 	t.Setenv("MASKPBX_NATS_PASSWORD", users.PBX)
 	t.Setenv("MASKPBX_ADMIN_TOKEN", adminTok)

@@ -24,16 +24,8 @@ import (
 // default keeps them so; with a server gone, events and cluster state are
 // still written and read.
 func TestNATSReplicas(t *testing.T) {
-	users := bus.NewUsers()
-	members, err := bus.StartCluster(t.TempDir(), 3, users)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var urls []string
-	for _, m := range members {
-		t.Cleanup(m.Shutdown)
-		urls = append(urls, m.URL())
-	}
+	members, users, natsURLs := testenv.NATSCluster(t)
+	urls := strings.Split(natsURLs, ",")
 	node := func(name string, replicas int) *system {
 		cfg := systemConfig(t)
 		cfg.NodeID = name
@@ -101,14 +93,7 @@ func TestNATSReplicas(t *testing.T) {
 // with three replicas: all get them (a request about a stream another node
 // is just creating can go unanswered; it is asked again).
 func TestNodesStartTogether(t *testing.T) {
-	users := bus.NewUsers()
-	members, err := bus.StartCluster(t.TempDir(), 3, users)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range members {
-		t.Cleanup(m.Shutdown)
-	}
+	members, users, _ := testenv.NATSCluster(t)
 	var wg sync.WaitGroup
 	errs := make([]error, len(members))
 	for i, m := range members {

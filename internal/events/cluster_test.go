@@ -15,14 +15,7 @@ import (
 // the CALLS stream with three replicas: all get it, at once, and it takes
 // events (systemd starts every node of a company together).
 func TestEnsureStreamConcurrentStart(t *testing.T) {
-	users := bus.NewUsers()
-	members, err := bus.StartCluster(t.TempDir(), 3, users)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range members {
-		t.Cleanup(m.Shutdown)
-	}
+	members, users, _ := testenv.NATSCluster(t)
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	took := make([]time.Duration, 3)

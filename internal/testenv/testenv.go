@@ -166,3 +166,21 @@ func WithCredentials(natsURL, user, password string) string {
 	u.User = url.UserPassword(user, password)
 	return u.String()
 }
+
+// NATSCluster starts three clustered NATS servers with JetStream for one
+// test (stopped when it ends), with fresh passwords for their users; urls
+// lists the three client URLs comma-separated, without credentials.
+func NATSCluster(t testing.TB) (members []*bus.Embedded, users bus.Users, urls string) {
+	t.Helper()
+	users = bus.NewUsers()
+	members, err := bus.StartCluster(t.TempDir(), 3, users)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	var list []string
+	for _, m := range members {
+		t.Cleanup(m.Shutdown)
+		list = append(list, m.URL())
+	}
+	return members, users, strings.Join(list, ",")
+}

@@ -44,7 +44,8 @@ func newSupervisor(tb testing.TB, min int) *supervisor {
 // toneStream sends n 20 ms PCMU packets of a tone from c to dst, paced in
 // real time, with the packets it sent in sent (if not nil).
 func toneStream(tb testing.TB, c *net.UDPConn, dst netip.AddrPort, freq float64, n int, sent *[][]byte) {
-	start := time.Now()
+	clock := time.NewTicker(20 * time.Millisecond) // a packet every 20 ms, as a phone sends
+	defer clock.Stop()
 	for i := range n {
 		payload := make([]byte, 160)
 		audio.Tone(payload, audio.LinearToULaw, freq, i*160)
@@ -53,7 +54,7 @@ func toneStream(tb testing.TB, c *net.UDPConn, dst netip.AddrPort, freq float64,
 			*sent = append(*sent, b)
 		}
 		send(tb, c, dst, b)
-		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 20 * time.Millisecond))) // pacing: a packet every 20 ms
+		<-clock.C
 	}
 }
 
@@ -336,15 +337,16 @@ func BenchmarkBridgeMonitored(b *testing.B) {
 				go func() {
 					payload := make([]byte, 160)
 					audio.Tone(payload, audio.LinearToULaw, sueTone, 0)
+					clock := time.NewTicker(time.Millisecond) // faster than real time: the queue is never empty
+					defer clock.Stop()
 					for i := 0; ; i++ {
+						pkt := rtpBytes(b, 0, uint16(i), uint32(i*160), 7, false, payload)
+						_, _ = sue.ep.rtp.WriteToUDPAddrPort(pkt, sue.port.LocalAddr())
 						select {
 						case <-stop:
 							return
-						default:
+						case <-clock.C:
 						}
-						pkt := rtpBytes(b, 0, uint16(i), uint32(i*160), 7, false, payload)
-						_, _ = sue.ep.rtp.WriteToUDPAddrPort(pkt, sue.port.LocalAddr())
-						time.Sleep(time.Millisecond) // faster than real time: the queue is never empty
 					}
 				}()
 			}
