@@ -98,7 +98,6 @@ type Registrations struct {
 // bindings live until the bucket's max age and reads filter on ExpiresAt.
 func NewRegistrations(ctx context.Context, js jetstream.JetStream, replicas int, logger *zap.Logger) (*Registrations, error) {
 	var kv jetstream.KeyValue
-	var stream jetstream.Stream
 	err := jsretry.Do(ctx, func(ctx context.Context) (err error) {
 		kv, err = js.KeyValue(ctx, RegistrationsBucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -109,10 +108,7 @@ func NewRegistrations(ctx context.Context, js jetstream.JetStream, replicas int,
 	if err != nil {
 		return nil, fmt.Errorf("pbx: open %s bucket: %w", RegistrationsBucket, err)
 	}
-	err = jsretry.Do(ctx, func(ctx context.Context) (err error) {
-		stream, err = js.Stream(ctx, "KV_"+RegistrationsBucket)
-		return err
-	})
+	stream, err := jsretry.Stream(ctx, js, "KV_"+RegistrationsBucket)
 	if err != nil {
 		return nil, fmt.Errorf("pbx: %s bucket stream: %w", RegistrationsBucket, err)
 	}

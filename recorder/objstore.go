@@ -72,12 +72,11 @@ func OpenObjectBlobs(ctx context.Context, js jetstream.JetStream, bucket string,
 				obs, err = js.ObjectStore(ctx, bucket) // another node made it first
 			}
 		}
-		if err != nil {
-			return err
-		}
-		stream, err = js.Stream(ctx, "OBJ_"+bucket)
 		return err
 	})
+	if err == nil {
+		stream, err = jsretry.Stream(ctx, js, "OBJ_"+bucket)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("recorder: object store %s: %w", bucket, err)
 	}

@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Attempt bounds one request made through Do.
@@ -25,4 +27,25 @@ func Do(ctx context.Context, op func(ctx context.Context) error) error {
 			return err
 		}
 	}
+}
+
+// Stream looks up the stream name of a bucket that exists, asking again
+// while it is not found: right after another node created the bucket, a
+// server may not list its stream yet. Each attempt is bounded as Do's.
+func Stream(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
+	var s jetstream.Stream
+	err := Do(ctx, func(ctx context.Context) (err error) {
+		for {
+			s, err = js.Stream(ctx, name)
+			if !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+	return s, err
 }
