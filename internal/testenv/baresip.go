@@ -84,7 +84,7 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 	mic := filepath.Join(dir, "mic.wav")
 	WriteToneWAV(t, mic, o.Tone, 120*time.Second)
 	ctrl := fmt.Sprintf("127.0.0.1:%d", FreePort(t, "127.0.0.1"))
-	sipPort := FreePort(t, o.LocalIP)
+	sipPort := freePortPair(t, o.LocalIP)
 	config := strings.Join([]string{
 		"poll_method epoll",
 		fmt.Sprintf("sip_listen %s:%d", o.LocalIP, sipPort),
@@ -330,3 +330,20 @@ func (b *Baresip) Heard() []int16 {
 
 // Output is what baresip printed so far.
 func (b *Baresip) Output() string { return b.out.String() }
+
+// freePortPair is a port p on host with p+1 free too: baresip listens for
+// SIP on p (UDP, TCP) and for SIP over TLS on p+1, and fails to start if
+// p+1 is taken.
+func freePortPair(t testing.TB, host string) int {
+	t.Helper()
+	for range 50 {
+		p := FreePort(t, host)
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p+1)))
+		if err == nil {
+			l.Close()
+			return p
+		}
+	}
+	t.Fatalf("testenv: no two free ports in a row on %s", host)
+	return 0
+}
